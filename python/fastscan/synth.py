@@ -1,0 +1,127 @@
+"""Writing safetensors files from the real tensor layouts (sparse, full-size headers).
+
+Used by `fastscan demo` and by the tests. A layout is `{"tensors": {name: {"dtype", "shape"}}}` as in
+`shared/data/layouts/`; data not given explicitly is left as a sparse hole (zeros cost no disk).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+
+DTYPE_BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
+    "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+    "I64": 64, "U64": 64, "F64": 64, "C64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+}
+# Order the reference writer lays data out in: larger alignment first (its dtype enum order, reversed).
+_WRITER_RANK = {d: i for i, d in enumerate(
+    ["BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "I16", "U16", "F16",
+     "BF16", "I32", "U32", "F32", "C64", "F64", "I64", "U64", "F8_E4M3FNUZ", "F8_E5M2FNUZ"])}
+
+
+def layouts_dir() -> Path:
+    """The directory holding the real layouts: $FASTSCAN_LAYOUTS, else `shared/data/layouts` found upward."""
+    env = os.environ.get("FASTSCAN_LAYOUTS")
+    if env:
+        return Path(env)
+    starts = [Path.cwd(), Path(__file__).resolve().parent]
+    for start in starts:
+        for d in [start, *start.parents]:
+            cand = d / "shared" / "data" / "layouts"
+            if cand.is_dir():
+                return cand
+    raise FileNotFoundError(
+        "real layouts not found: set FASTSCAN_LAYOUTS to the shared/data/layouts directory"
+    )
+
+
+def load_layout(name: str) -> dict:
+    """Loads a layout by name (`sd15`, `sdxl`, ...) or path."""
+    p = Path(name)
+    if not p.suffix:
+        p = layouts_dir() / f"{name}.json"
+    return json.loads(p.read_text())
+
+
+def nbytes(dtype: str, shape: list[int]) -> int:
+    """Bytes a tensor of this dtype and shape occupies."""
+    n = 1
+    for d in shape:
+        n *= d
+    return n * DTYPE_BITS[dtype] // 8
+
+
+def position_ids_bytes(dtype: str, count: int = 77, values: list[float] | None = None) -> bytes:
+    """Bytes of a `position_ids` tensor holding `values` (default 0..count-1) in `dtype`."""
+    import numpy as np
+
+    vals = np.arange(count, dtype=np.float64) if values is None else np.asarray(values, dtype=np.float64)
+    np_dtype = {"I64": "<i8", "I32": "<i4", "F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype]
+    if dtype == "BF16":
+        f32 = vals.astype("<f4").view("<u4")
+        return (f32 >> 16).astype("<u2").tobytes()
+    return vals.astype(np_dtype).tobytes()
+
+
+def header_for(tensors: Mapping[str, Mapping], metadata: Mapping[str, str] | None = None) -> tuple[bytes, dict]:
+    """Builds a header as the reference writer does; returns (padded header bytes, name -> (begin, end))."""
+    order = sorted(tensors, key=lambda n: (-_WRITER_RANK.get(tensors[n]["dtype"], 0), n))
+    offsets, entries, pos = {}, {}, 0
+    if metadata is not None:
+        entries["__metadata__"] = dict(metadata)
+    for name in order:
+        t = tensors[name]
+        size = t.get("nbytes", nbytes(t["dtype"], t["shape"]))
+        offsets[name] = (pos, pos + size)
+        entries[name] = {"dtype": t["dtype"], "shape": list(t["shape"]), "data_offsets": [pos, pos + size]}
+        pos += size
+    raw = json.dumps(entries, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return raw, offsets
+
+
+def write_safetensors(
+    path: str | os.PathLike,
+    tensors: Mapping[str, Mapping],
+    *,
+    metadata: Mapping[str, str] | None = None,
+    data: Mapping[str, bytes] | None = None,
+    fill_position_ids: bool = True,
+    trailing: bytes = b"",
+) -> Path:
+    """Writes a (sparse) safetensors file; `data` gives explicit bytes per tensor, the rest is zeros.
+
+    `position_ids` tensors get their correct values 0..n-1 in their dtype unless `data` says otherwise.
+    """
+    path = Path(path)
+    data = dict(data or {})
+    if fill_position_ids:
+        for name, t in tensors.items():
+            if name.endswith("position_ids") and name not in data:
+                data[name] = position_ids_bytes(t["dtype"], count=t["shape"][-1])
+    header, offsets = header_for(tensors, metadata)
+    end = 8 + len(header) + (max((e for _, e in offsets.values()), default=0))
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)))
+        f.write(header)
+        for name, blob in data.items():
+            b, e = offsets[name]
+            if len(blob) != e - b:
+                raise ValueError(f"{name}: {len(blob)} bytes given, layout needs {e - b}")
+            f.seek(8 + len(header) + b)
+            f.write(blob)
+        f.truncate(end)
+        if trailing:
+            f.seek(end)
+            f.write(trailing)
+    return path
+
+
+def write_layout(path: str | os.PathLike, layout: str | Mapping, **kw) -> Path:
+    """Writes the named (or given) layout as a sparse safetensors file."""
+    lay = load_layout(layout) if isinstance(layout, str) else layout
+    return write_safetensors(path, lay["tensors"], **kw)

@@ -1,0 +1,48 @@
+//! The checks of SPEC §4 that run on a file's tensor table (header-level; the data pass adds its own).
+
+use crate::classify::{Classification, Role};
+use crate::report::Finding;
+use crate::tensor::TensorInfo;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+mod components;
+mod dtypes;
+mod junk;
+
+/// Reads `len` bytes at absolute `offset` of the file being checked.
+pub type ReadAt<'a> = &'a dyn Fn(u64, u64) -> std::io::Result<Vec<u8>>;
+
+/// Everything a check may look at.
+pub struct Context<'a> {
+    pub size: u64,
+    pub format: &'static str,
+    pub tensors: &'a [TensorInfo],
+    pub class: &'a Classification,
+    pub metadata: &'a BTreeMap<String, Value>,
+    /// Reads tensor bytes (small tensors only, such as `position_ids`).
+    pub read_at: ReadAt<'a>,
+}
+
+impl Context<'_> {
+    /// Tensors with their roles.
+    pub fn with_roles(&self) -> impl Iterator<Item = (&TensorInfo, &Role)> {
+        self.tensors.iter().zip(self.class.roles.iter())
+    }
+}
+
+/// What the checks found, and the bytes pruning would save by cause.
+#[derive(Default)]
+pub struct Outcome {
+    pub findings: Vec<Finding>,
+    pub wasted: BTreeMap<String, u64>,
+}
+
+/// Runs every header-level check on one file.
+pub fn run(ctx: &Context) -> Outcome {
+    let mut out = Outcome::default();
+    components::check(ctx, &mut out);
+    dtypes::check(ctx, &mut out);
+    junk::check(ctx, &mut out);
+    out
+}

@@ -1,0 +1,36 @@
+//! fastscan-core: find what is wrong with Stable Diffusion model files.
+//!
+//! Formats are recognised by their bytes ([`sniff`]), parsed into a tensor table ([`safetensors`],
+//! [`pickle`]), classified by component ([`classify`]), checked ([`checks`]) and hashed in one pass
+//! over the data ([`datapass`]). [`scan::scan_file`] runs all of it on one file; [`scan_files`] on many.
+
+pub mod checks;
+pub mod classify;
+pub mod datapass;
+pub mod dtype;
+pub mod pickle;
+pub mod report;
+pub mod safetensors;
+pub mod scan;
+pub mod sniff;
+mod standalone;
+pub mod tensor;
+pub mod walk;
+
+use rayon::prelude::*;
+use std::path::PathBuf;
+
+pub use datapass::HashMode;
+pub use report::FileReport;
+pub use scan::{scan_file, ScanOptions};
+
+/// Scans files in parallel, calling `on_done` with each report as it finishes (in completion order).
+pub fn scan_files<F>(paths: &[PathBuf], opts: &ScanOptions, on_done: F)
+where
+    F: Fn(FileReport) + Sync,
+{
+    paths
+        .par_iter()
+        .with_max_len(1)
+        .for_each(|p| on_done(scan_file(p, opts)));
+}

@@ -1,0 +1,356 @@
+//! The safetensors header: parsing and every structural rule of the reference reader (SPEC §4, §10).
+
+use crate::dtype::Dtype;
+use crate::report::{Finding, Severity};
+use crate::tensor::TensorInfo;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Largest header the reference reader accepts (decimal bytes).
+pub const MAX_HEADER: u64 = 100_000_000;
+
+/// A parsed, validated header.
+#[derive(Debug, Default)]
+pub struct Header {
+    /// Length of the JSON header (the u64 at offset 0).
+    pub header_len: u64,
+    pub tensors: Vec<TensorInfo>,
+    /// `__metadata__`, values as found (non-string values are a finding).
+    pub metadata: BTreeMap<String, Value>,
+}
+
+/// Why a header cannot be read: the reason and the byte position in the file it points at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderError {
+    pub reason: String,
+    pub position: u64,
+}
+
+impl HeaderError {
+    fn new(reason: impl Into<String>, position: u64) -> Self {
+        HeaderError {
+            reason: reason.into(),
+            position,
+        }
+    }
+
+    /// The `header.invalid` finding for this error.
+    pub fn finding(&self) -> Finding {
+        Finding::new(
+            "header.invalid",
+            Severity::Error,
+            format!(
+                "safetensors header cannot be read: {} (at byte {})",
+                self.reason, self.position
+            ),
+            json!({"reason": self.reason, "position": self.position}),
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct RawTensor {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: (u64, u64),
+}
+
+/// Header entries in file order; a repeated tensor name keeps the last entry, as the reference does.
+struct RawHeader {
+    metadata: Option<BTreeMap<String, Value>>,
+    tensors: Vec<(String, RawTensor)>,
+}
+
+impl<'de> Deserialize<'de> for RawHeader {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawHeader;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object of tensor entries")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader, A::Error> {
+                let mut metadata = None;
+                let mut seen_meta = false;
+                let mut tensors: Vec<(String, RawTensor)> = Vec::new();
+                let mut pos: std::collections::HashMap<String, usize> = Default::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "__metadata__" {
+                        if seen_meta {
+                            return Err(de::Error::custom("duplicate field `__metadata__`"));
+                        }
+                        seen_meta = true;
+                        metadata = map.next_value::<Option<BTreeMap<String, Value>>>()?;
+                    } else {
+                        let t: RawTensor = map
+                            .next_value()
+                            .map_err(|e| de::Error::custom(format!("tensor `{key}`: {e}")))?;
+                        match pos.get(&key) {
+                            Some(&i) => tensors[i].1 = t,
+                            None => {
+                                pos.insert(key.clone(), tensors.len());
+                                tensors.push((key, t));
+                            }
+                        }
+                    }
+                }
+                Ok(RawHeader { metadata, tensors })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Byte offset in `text` of serde_json's 1-based line / column.
+fn offset_of(text: &str, line: usize, column: usize) -> u64 {
+    let mut off = 0usize;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            return (off + column.saturating_sub(1)) as u64;
+        }
+        off += l.len();
+    }
+    off as u64
+}
+
+/// Byte position of `"name"` in the header JSON, or its start when not found.
+fn position_of(text: &str, name: &str) -> u64 {
+    let needle = format!("\"{name}\"");
+    8 + text.find(&needle).unwrap_or(0) as u64
+}
+
+/// Reads the header length prefix; checks it against the file length.
+pub fn header_len(prefix: &[u8], file_len: u64) -> Result<u64, HeaderError> {
+    if prefix.len() < 8 || file_len < 8 {
+        return Err(HeaderError::new(
+            format!("file is {file_len} bytes, too small for the 8-byte length prefix"),
+            0,
+        ));
+    }
+    let n = u64::from_le_bytes(prefix[..8].try_into().unwrap());
+    if n > MAX_HEADER {
+        return Err(HeaderError::new(
+            format!("header length {n} is over the 100,000,000-byte limit"),
+            0,
+        ));
+    }
+    if 8 + n > file_len {
+        return Err(HeaderError::new(
+            format!("header length {n} points past the end of the file ({file_len} bytes)"),
+            0,
+        ));
+    }
+    Ok(n)
+}
+
+/// Parses and validates the JSON header bytes (the `n` bytes after the prefix).
+///
+/// Returns the header and the structural findings that leave it usable
+/// (`file.truncated`, `file.unaccounted-bytes`), or the reason it cannot be read.
+pub fn parse_header(
+    json_bytes: &[u8],
+    file_len: u64,
+) -> Result<(Header, Vec<Finding>), HeaderError> {
+    let n = json_bytes.len() as u64;
+    let text = std::str::from_utf8(json_bytes)
+        .map_err(|e| HeaderError::new("invalid UTF-8 in header", 8 + e.valid_up_to() as u64))?;
+    let raw: RawHeader = serde_json::from_str(text).map_err(|e| {
+        HeaderError::new(
+            format!("invalid JSON: {e}"),
+            8 + offset_of(text, e.line(), e.column()),
+        )
+    })?;
+
+    let mut metadata = BTreeMap::new();
+    if let Some(m) = raw.metadata {
+        for (k, v) in m {
+            if !v.is_string() {
+                return Err(HeaderError::new(
+                    format!(
+                        "__metadata__ value for `{k}` is {}, not a string",
+                        json_kind(&v)
+                    ),
+                    position_of(text, &k),
+                ));
+            }
+            metadata.insert(k, v);
+        }
+    }
+
+    let data_start = 8 + n;
+    let mut tensors = Vec::with_capacity(raw.tensors.len());
+    for (name, t) in raw.tensors {
+        let at = || position_of(text, &name);
+        let dtype = Dtype::parse(&t.dtype).ok_or_else(|| {
+            HeaderError::new(
+                format!("unknown dtype `{}` for tensor `{name}`", t.dtype),
+                at(),
+            )
+        })?;
+        let (begin, end) = t.data_offsets;
+        if end < begin {
+            return Err(HeaderError::new(
+                format!("tensor `{name}` ends ({end}) before it begins ({begin})"),
+                at(),
+            ));
+        }
+        let bits = t
+            .shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .and_then(|e| e.checked_mul(dtype.bits()))
+            .ok_or_else(|| HeaderError::new(format!("shape of tensor `{name}` overflows"), at()))?;
+        if bits % 8 != 0 {
+            return Err(HeaderError::new(
+                format!("tensor `{name}` does not fill whole bytes"),
+                at(),
+            ));
+        }
+        if end - begin != bits / 8 {
+            return Err(HeaderError::new(
+                format!(
+                    "tensor `{name}`: shape {:?} × {} needs {} bytes but data_offsets span {}",
+                    t.shape,
+                    dtype,
+                    bits / 8,
+                    end - begin
+                ),
+                at(),
+            ));
+        }
+        tensors.push(TensorInfo {
+            name,
+            dtype,
+            shape: t.shape,
+            start: data_start + begin,
+            len: end - begin,
+            strides: None,
+        });
+    }
+
+    let findings = layout_findings(&mut tensors, data_start, file_len, text)?;
+    Ok((
+        Header {
+            header_len: n,
+            tensors,
+            metadata,
+        },
+        findings,
+    ))
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Checks that tensors tile the data region: overlaps are fatal, gaps / trailing / missing bytes are findings.
+fn layout_findings(
+    tensors: &mut [TensorInfo],
+    data_start: u64,
+    file_len: u64,
+    text: &str,
+) -> Result<Vec<Finding>, HeaderError> {
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by_key(|&i| (tensors[i].start, tensors[i].end()));
+    let mut gaps: Vec<(u64, u64)> = vec![];
+    let mut cursor = data_start;
+    for &i in &order {
+        let t = &tensors[i];
+        if t.start < cursor {
+            return Err(HeaderError::new(
+                format!(
+                    "tensor `{}` overlaps the tensor before it (starts at data offset {})",
+                    t.name,
+                    t.start - data_start
+                ),
+                position_of(text, &t.name),
+            ));
+        }
+        if t.start > cursor {
+            gaps.push((cursor, t.start));
+        }
+        cursor = t.end();
+    }
+    let data_end = cursor;
+    let mut findings = vec![];
+    if data_end > file_len {
+        findings.push(Finding::new(
+            "file.truncated",
+            Severity::Error,
+            format!(
+                "file is truncated: the header needs {data_end} bytes but the file has {file_len} ({} missing)",
+                data_end - file_len
+            ),
+            json!({"expected": data_end, "actual": file_len, "missing": data_end - file_len}),
+        ));
+    } else if data_end < file_len {
+        gaps.push((data_end, file_len));
+    }
+    if !gaps.is_empty() {
+        let total: u64 = gaps.iter().map(|(a, b)| b - a).sum();
+        findings.push(Finding::new(
+            "file.unaccounted-bytes",
+            Severity::Error,
+            format!(
+                "{total} bytes belong to no tensor ({} range(s)); the reference safetensors loader refuses this file",
+                gaps.len()
+            ),
+            json!({"bytes": total, "ranges": gaps.iter().take(50).map(|(a, b)| [a, b]).collect::<Vec<_>>()}),
+        ));
+    }
+    Ok(findings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, data_len: usize) -> Vec<u8> {
+        let mut v = (header.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(header.as_bytes());
+        v.extend(std::iter::repeat_n(0u8, data_len));
+        v
+    }
+
+    fn parse(bytes: &[u8]) -> Result<(Header, Vec<Finding>), HeaderError> {
+        let n = header_len(bytes, bytes.len() as u64)?;
+        parse_header(&bytes[8..8 + n as usize], bytes.len() as u64)
+    }
+
+    #[test]
+    fn accepts_valid_and_lenient_forms() {
+        let h = r#" {"__metadata__":{"a":"b"},"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"extra":1}} "#;
+        let (hd, f) = parse(&file(h, 8)).unwrap();
+        assert!(f.is_empty());
+        assert_eq!(hd.tensors.len(), 1);
+        assert_eq!(hd.tensors[0].start, 8 + h.len() as u64);
+        assert_eq!(hd.metadata["a"], "b");
+        let (hd, _) = parse(&file(r#"{"__metadata__":null}"#, 0)).unwrap();
+        assert!(hd.tensors.is_empty());
+    }
+
+    #[test]
+    fn duplicate_metadata_rejected() {
+        let e = parse(&file(r#"{"__metadata__":{},"__metadata__":{}}"#, 0)).unwrap_err();
+        assert!(e.reason.contains("duplicate field"), "{e:?}");
+    }
+
+    #[test]
+    fn gap_and_trailing_are_unaccounted() {
+        let h = r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[4,6]}}"#;
+        let (_, f) = parse(&file(h, 9)).unwrap();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].check, "file.unaccounted-bytes");
+        assert_eq!(f[0].details["bytes"], 5);
+    }
+}

@@ -1,0 +1,244 @@
+//! Scanning one file end to end: sniff, parse, classify, check, hash.
+
+use crate::classify::{classify, Classification, Role};
+use crate::datapass::{self, HashMode};
+use crate::report::{ComponentReport, FileError, FileReport};
+use crate::sniff::{sniff, Format, SNIFF_LEN};
+use crate::tensor::TensorInfo;
+use crate::{checks, pickle, safetensors};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// How to scan.
+#[derive(Clone, Debug)]
+pub struct ScanOptions {
+    pub hash: HashMode,
+    pub sha256: bool,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            hash: HashMode::Full,
+            sha256: false,
+        }
+    }
+}
+
+/// Longest metadata value kept in a report, in characters.
+const METADATA_VALUE_MAX: usize = 1024;
+
+/// Scans one file; never panics on bad input, problems become findings or `error`.
+pub fn scan_file(path: &Path, opts: &ScanOptions) -> FileReport {
+    let mut r = FileReport {
+        path: path.to_string_lossy().into_owned(),
+        format: "unknown",
+        kind: "unknown",
+        arch: "unknown",
+        ..Default::default()
+    };
+    if let Err(e) = scan_into(path, opts, &mut r) {
+        r.error = Some(FileError {
+            kind: "io",
+            message: format!("{}: {e}", r.path),
+        });
+    }
+    r
+}
+
+/// A file's tensor table with each tensor's role, as fixes need it.
+pub struct TensorTable {
+    pub format: &'static str,
+    pub header_len: u64,
+    pub tensors: Vec<TensorInfo>,
+    pub class: Classification,
+    pub metadata: BTreeMap<String, Value>,
+}
+
+/// Reads and classifies a file's tensors (no checks, no hashing); `Err` says why it cannot be read.
+pub fn read_table(path: &Path) -> Result<TensorTable, String> {
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let file = File::open(path).map_err(err)?;
+    let size = file.metadata().map_err(err)?.len();
+    let mut head = Vec::with_capacity(SNIFF_LEN);
+    (&file)
+        .take(SNIFF_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(err)?;
+    let named_st = path
+        .extension()
+        .is_some_and(|e| e == "safetensors" || e == "sft");
+    let format = sniff(&head, named_st);
+    let (header_len, tensors, metadata) = match format {
+        Format::Unknown => {
+            return Err(format!(
+                "{}: not a model file fastscan reads",
+                path.display()
+            ))
+        }
+        Format::Safetensors => {
+            let (h, _) = read_safetensors(&file, &head, size)
+                .map_err(|e| format!("{}: {}", path.display(), e.reason))?;
+            (h.header_len, h.tensors, h.metadata)
+        }
+        _ => {
+            let map = map_file(&file, size).map_err(err)?;
+            let p = pickle::scan(&map, format).map_err(|e| format!("{}: {e}", path.display()))?;
+            (0, p.tensors, BTreeMap::new())
+        }
+    };
+    let class = classify(&tensors);
+    Ok(TensorTable {
+        format: format.name(),
+        header_len,
+        tensors,
+        class,
+        metadata,
+    })
+}
+
+fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Result<()> {
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    r.size = meta.len();
+    r.mtime = crate::walk::mtime_of(&meta);
+    let mut head = Vec::with_capacity(SNIFF_LEN);
+    (&file).take(SNIFF_LEN as u64).read_to_end(&mut head)?;
+    let named_st = path
+        .extension()
+        .is_some_and(|e| e == "safetensors" || e == "sft");
+    let format = sniff(&head, named_st);
+    r.format = format.name();
+
+    let mut metadata = BTreeMap::new();
+    let tensors: Vec<TensorInfo> = match format {
+        Format::Unknown => return Ok(()),
+        Format::Safetensors => match read_safetensors(&file, &head, r.size) {
+            Ok((h, findings)) => {
+                r.findings.extend(findings);
+                metadata = h.metadata;
+                h.tensors
+            }
+            Err(e) => {
+                r.findings.push(e.finding());
+                return Ok(());
+            }
+        },
+        Format::TorchZip | Format::TorchLegacy | Format::Pickle => {
+            let map = map_file(&file, r.size)?;
+            match pickle::scan(&map, format) {
+                Ok(p) => {
+                    r.findings.extend(p.findings);
+                    p.tensors
+                }
+                Err(reason) => {
+                    r.error = Some(FileError {
+                        kind: "format",
+                        message: format!("{}: {reason}", r.path),
+                    });
+                    return Ok(());
+                }
+            }
+        }
+    };
+
+    let class = classify(&tensors);
+    r.kind = class.kind;
+    r.arch = class.arch;
+    r.tensors = tensors.len() as u64;
+    summarize(&tensors, &class, r);
+    r.metadata = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), truncate_value(v)))
+        .collect();
+
+    let read_at = |off: u64, len: u64| -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, off)?;
+        Ok(buf)
+    };
+    let ctx = checks::Context {
+        size: r.size,
+        format: r.format,
+        tensors: &tensors,
+        class: &class,
+        metadata: &metadata,
+        read_at: &read_at,
+    };
+    let outcome = checks::run(&ctx);
+    r.findings.extend(outcome.findings);
+    r.wasted_bytes = outcome.wasted;
+
+    if opts.hash != HashMode::None && r.size > 0 {
+        let map = map_file(&file, r.size)?;
+        let dp = datapass::run(&map, &tensors, &class, opts.hash, opts.sha256);
+        r.hashes = dp.hashes;
+        for (c, h) in dp.components {
+            if let Some(cr) = r.components.get_mut(&c) {
+                cr.blake3 = Some(h);
+            }
+        }
+        r.findings.extend(dp.findings);
+    }
+    r.findings
+        .sort_by(|a, b| b.severity.cmp(&a.severity).then(a.check.cmp(b.check)));
+    Ok(())
+}
+
+fn map_file(file: &File, size: u64) -> std::io::Result<memmap2::Mmap> {
+    if size == 0 {
+        return Err(std::io::Error::other("empty file"));
+    }
+    // SAFETY: the map is read-only; a file truncated under us can fault, which the caller accepts
+    // for files it was asked to scan (the same contract as every mmap-based reader).
+    unsafe { memmap2::MmapOptions::new().len(size as usize).map(file) }
+}
+
+fn read_safetensors(
+    file: &File,
+    head: &[u8],
+    size: u64,
+) -> Result<(safetensors::Header, Vec<crate::report::Finding>), safetensors::HeaderError> {
+    let n = safetensors::header_len(head, size)?;
+    let mut buf = vec![0u8; n as usize];
+    file.read_exact_at(&mut buf, 8)
+        .map_err(|e| safetensors::HeaderError {
+            reason: format!("cannot read header: {e}"),
+            position: 8,
+        })?;
+    safetensors::parse_header(&buf, size)
+}
+
+fn truncate_value(v: &Value) -> Value {
+    match v {
+        Value::String(s) if s.chars().count() > METADATA_VALUE_MAX => {
+            let cut: String = s.chars().take(METADATA_VALUE_MAX).collect();
+            Value::String(format!("{cut}… ({} chars)", s.chars().count()))
+        }
+        other => other.clone(),
+    }
+}
+
+/// Fills the dtype histogram and per-component totals.
+fn summarize(tensors: &[TensorInfo], class: &Classification, r: &mut FileReport) {
+    for (t, role) in tensors.iter().zip(&class.roles) {
+        *r.dtypes.entry(t.dtype.name().to_string()).or_default() += t.len;
+        let comp = match role {
+            Role::Component { name, .. } => *name,
+            Role::Ema => "ema",
+            Role::Buffer => "buffers",
+            Role::Junk => "junk",
+        };
+        let c: &mut ComponentReport = r.components.entry(comp.to_string()).or_default();
+        c.tensors += 1;
+        c.bytes += t.len;
+        *c.dtypes.entry(t.dtype.name().to_string()).or_default() += t.len;
+    }
+}

@@ -1,0 +1,80 @@
+//! Recognising a file's format by its first bytes, never its name.
+
+/// A file format fastscan knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Safetensors,
+    /// PyTorch zip checkpoint (`archive/data.pkl` + storages).
+    TorchZip,
+    /// Pre-1.6 PyTorch file: magic-number pickle followed by more pickles.
+    TorchLegacy,
+    /// A bare pickle stream.
+    Pickle,
+    Unknown,
+}
+
+impl Format {
+    /// The report's name for this format.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Safetensors => "safetensors",
+            Format::TorchZip => "torch-zip",
+            Format::TorchLegacy => "torch-legacy",
+            Format::Pickle => "pickle",
+            Format::Unknown => "unknown",
+        }
+    }
+}
+
+/// Bytes `sniff` wants to see (fewer is fine for short files).
+pub const SNIFF_LEN: usize = 64;
+
+/// Guesses the format from the first bytes; `named_safetensors` only decides between
+/// "damaged safetensors" and "unknown" when the bytes alone cannot tell.
+pub fn sniff(head: &[u8], named_safetensors: bool) -> Format {
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        return Format::TorchZip;
+    }
+    if head.len() >= 2 && head[0] == 0x80 && head[1] <= 5 {
+        // PyTorch legacy files start with the pickled magic number 0x1950a86a20f9469cfc6c (LONG1, 10 bytes).
+        if head.len() >= 13
+            && head[2] == 0x8a
+            && head[3] == 0x0a
+            && head[4..].starts_with(&[0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8])
+        {
+            return Format::TorchLegacy;
+        }
+        return Format::Pickle;
+    }
+    if head.len() >= 9 {
+        let n = u64::from_le_bytes(head[..8].try_into().unwrap());
+        let first = head[8..].iter().find(|b| !b" \t\r\n".contains(b));
+        // A JSON object after the prefix is safetensors even when the length is wrong (then it is damaged).
+        if first == Some(&b'{') && n >= 2 {
+            return Format::Safetensors;
+        }
+    }
+    if crate::pickle::looks_like_protocol0(head) {
+        return Format::Pickle;
+    }
+    if named_safetensors {
+        return Format::Safetensors;
+    }
+    Format::Unknown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_by_bytes() {
+        let mut st = 2u64.to_le_bytes().to_vec();
+        st.extend_from_slice(b"{}");
+        assert_eq!(sniff(&st, false), Format::Safetensors);
+        assert_eq!(sniff(b"PK\x03\x04rest", false), Format::TorchZip);
+        assert_eq!(sniff(&[0x80, 0x02, b'}', b'.'], false), Format::Pickle);
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n", false), Format::Unknown);
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n", true), Format::Safetensors);
+    }
+}

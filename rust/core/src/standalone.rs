@@ -1,0 +1,165 @@
+//! Kinds of files that hold no full diffusion model: VAE, text encoder, LoRA, embedding, ControlNet.
+
+use crate::classify::{whole, Classification, Role};
+use crate::tensor::TensorInfo;
+use std::collections::HashMap;
+
+type Index<'a> = HashMap<&'a str, &'a TensorInfo>;
+
+fn dim(index: &Index, key: &str, axis: usize) -> Option<u64> {
+    index.get(key).and_then(|t| t.shape.get(axis).copied())
+}
+
+/// Arch implied by a cross-attention / text width: 768 CLIP-L (SD1), 1024 OpenCLIP-H (SD2), 2048 SDXL.
+fn arch_from_context(width: Option<u64>) -> &'static str {
+    match width {
+        Some(768) => "sd1",
+        Some(1024) => "sd2",
+        Some(2048) => "sdxl",
+        _ => "unknown",
+    }
+}
+
+/// Classifies a file with no diffusion model at a known place.
+pub fn classify_standalone(tensors: &[TensorInfo], index: &Index) -> Classification {
+    let has = |k: &str| index.contains_key(k);
+    let any_prefix = |p: &str| tensors.iter().any(|t| t.name.starts_with(p));
+
+    // ControlNet: LDM (`control_model.` prefix or bare) with its hint block.
+    for prefix in ["control_model.", ""] {
+        if has(&format!("{prefix}input_hint_block.0.weight")) {
+            let to_k = format!("{prefix}input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight");
+            let arch = if has(&format!("{prefix}label_emb.0.0.weight")) {
+                "sdxl"
+            } else {
+                arch_from_context(dim(index, &to_k, 1))
+            };
+            return whole(tensors, "controlnet", arch, "controlnet");
+        }
+    }
+    if has("controlnet_cond_embedding.conv_in.weight") {
+        let k = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight";
+        let arch = if has("add_embedding.linear_1.weight") {
+            "sdxl"
+        } else {
+            arch_from_context(dim(index, k, 1))
+        };
+        return whole(tensors, "controlnet", arch, "controlnet");
+    }
+
+    // LoRA / LyCORIS: low-rank pairs.
+    if tensors.iter().any(|t| {
+        let n = t.name.as_str();
+        n.contains(".lora_down.")
+            || n.contains(".lora_up.")
+            || n.contains(".lora_A.")
+            || n.contains(".lora_B.")
+            || n.contains(".hada_w1_a")
+            || n.contains(".lokr_w1")
+    }) {
+        return lora(tensors);
+    }
+
+    // VAE (kl-f8 / 16-channel), LDM or diffusers names, bare or under `vae.`.
+    if (has("encoder.conv_in.weight") && has("decoder.conv_in.weight"))
+        || (has("decoder.conv_in.weight") && !any_prefix("encoder."))
+        || (has("encoder.conv_in.weight") && !any_prefix("decoder."))
+    {
+        return whole(tensors, "vae", "unknown", "vae");
+    }
+
+    // Text encoders: transformers CLIP, OpenCLIP, T5.
+    if let Some(w) = dim(index, "text_model.embeddings.token_embedding.weight", 1) {
+        let comp = if w == 1280 { "clip_g" } else { "clip_l" };
+        return whole(tensors, "text-encoder", "unknown", comp);
+    }
+    if has("token_embedding.weight") && any_prefix("transformer.resblocks.") {
+        let w = dim(index, "token_embedding.weight", 1);
+        let (comp, arch) = if w == Some(1024) {
+            ("open_clip_h", "sd2")
+        } else {
+            ("clip_g", "unknown")
+        };
+        return whole(tensors, "text-encoder", arch, comp);
+    }
+    if has("shared.weight") && any_prefix("encoder.block.") {
+        return whole(tensors, "text-encoder", "unknown", "t5xxl");
+    }
+
+    // Textual-inversion embeddings.
+    if let Some(c) = embedding(tensors, index) {
+        return c;
+    }
+
+    Classification {
+        kind: "unknown",
+        arch: "unknown",
+        roles: vec![Role::Buffer; tensors.len()],
+        expected_text_encoders: vec![],
+    }
+}
+
+fn lora(tensors: &[TensorInfo]) -> Classification {
+    let names = || tensors.iter().map(|t| t.name.as_str());
+    let arch = if names().any(|n| n.starts_with("lora_te1_") || n.starts_with("lora_te2_")) {
+        "sdxl"
+    } else if names().any(|n| n.contains("double_blocks")) {
+        "flux"
+    } else if names().any(|n| n.contains("joint_blocks")) {
+        "sd3"
+    } else {
+        // Width of the text side: the down projection of a text-encoder or cross-attention key.
+        let width = tensors.iter().find_map(|t| {
+            let n = t.name.as_str();
+            let te = n.starts_with("lora_te_")
+                && n.contains("self_attn_q_proj")
+                && n.contains("lora_down");
+            let xattn = n.contains("attn2_to_k") && n.contains("lora_down");
+            (te || xattn).then(|| t.shape.get(1).copied()).flatten()
+        });
+        arch_from_context(width)
+    };
+    let roles = tensors
+        .iter()
+        .map(|t| {
+            let comp = if t.name.starts_with("lora_te") || t.name.starts_with("text_encoder") {
+                "text_encoder"
+            } else {
+                "unet"
+            };
+            Role::Component {
+                name: comp,
+                prefix_len: 0,
+            }
+        })
+        .collect();
+    Classification {
+        kind: "lora",
+        arch,
+        roles,
+        expected_text_encoders: vec![],
+    }
+}
+
+fn embedding(tensors: &[TensorInfo], index: &Index) -> Option<Classification> {
+    let width_of = |k: &str| {
+        index
+            .get(k)
+            .filter(|t| t.shape.len() == 2)
+            .map(|t| t.shape[1])
+    };
+    let arch = if let (Some(768), Some(1280)) = (width_of("clip_l"), width_of("clip_g")) {
+        "sdxl"
+    } else if let Some(w) = width_of("emb_params") {
+        arch_from_context(Some(w))
+    } else if tensors.len() <= 4
+        && tensors
+            .iter()
+            .all(|t| t.name.starts_with("string_to_param."))
+    {
+        arch_from_context(tensors.first().and_then(|t| t.shape.last().copied()))
+    } else {
+        return None;
+    };
+    Some(whole(tensors, "embedding", arch, "embedding"))
+}

@@ -1,0 +1,146 @@
+//! `fastscan._core`: the Python face of fastscan-core. Plain data in, plain dicts out.
+
+use fastscan_core::{scan_files, FileReport, HashMode, ScanOptions};
+use pyo3::exceptions::{PyStopIteration, PyValueError};
+use pyo3::prelude::*;
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Mutex;
+
+fn options(hash: &str, sha256: bool) -> PyResult<ScanOptions> {
+    let hash = match hash {
+        "none" => HashMode::None,
+        "components" => HashMode::Components,
+        "full" => HashMode::Full,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "hash must be none, components or full, not {other:?}"
+            )))
+        }
+    };
+    Ok(ScanOptions { hash, sha256 })
+}
+
+fn to_py<'py>(py: Python<'py>, r: &FileReport) -> PyResult<Bound<'py, PyAny>> {
+    pythonize::pythonize(py, r).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// Walks roots; returns ([(path, size, mtime)], [(path, message)]).
+#[pyfunction]
+#[pyo3(signature = (roots, follow_links=false, jobs=0))]
+#[allow(clippy::type_complexity)]
+fn walk(
+    py: Python<'_>,
+    roots: Vec<PathBuf>,
+    follow_links: bool,
+    jobs: usize,
+) -> (Vec<(String, u64, f64)>, Vec<(String, String)>) {
+    let (files, errors) = py.detach(|| fastscan_core::walk::walk(&roots, follow_links, jobs));
+    (
+        files
+            .into_iter()
+            .map(|e| (e.path.to_string_lossy().into_owned(), e.size, e.mtime))
+            .collect(),
+        errors
+            .into_iter()
+            .map(|e| (e.path.to_string_lossy().into_owned(), e.message))
+            .collect(),
+    )
+}
+
+/// Scans one file and returns its report as a dict.
+#[pyfunction]
+#[pyo3(signature = (path, hash="full", sha256=false))]
+fn scan_file<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    hash: &str,
+    sha256: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let opts = options(hash, sha256)?;
+    let r = py.detach(|| fastscan_core::scan_file(&path, &opts));
+    to_py(py, &r)
+}
+
+/// Reads a file's tensor table: {format, kind, arch, header_len, metadata, tensors: [{name, dtype, shape,
+/// start, len, strides, role, component, canonical}]}; raises ValueError naming the file when unreadable.
+#[pyfunction]
+fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
+    use fastscan_core::classify::Role;
+    let t = py
+        .detach(|| fastscan_core::scan::read_table(&path))
+        .map_err(PyValueError::new_err)?;
+    let tensors: Vec<serde_json::Value> = t
+        .tensors
+        .iter()
+        .zip(&t.class.roles)
+        .map(|(x, role)| {
+            let (role, comp, canonical) = match role {
+                Role::Component { name, prefix_len } => ("component", Some(*name), Some(&x.name[*prefix_len..])),
+                Role::Ema => ("ema", None, None),
+                Role::Buffer => ("buffer", None, None),
+                Role::Junk => ("junk", None, None),
+            };
+            serde_json::json!({
+                "name": x.name, "dtype": x.dtype.name(), "shape": x.shape, "start": x.start, "len": x.len,
+                "strides": x.strides, "role": role, "component": comp, "canonical": canonical,
+            })
+        })
+        .collect();
+    let v = serde_json::json!({
+        "format": t.format, "kind": t.class.kind, "arch": t.class.arch, "header_len": t.header_len,
+        "metadata": t.metadata, "tensors": tensors,
+    });
+    pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// Scans files in parallel in the background; iterate to receive each report (a dict) as it finishes.
+#[pyclass]
+struct Scanner {
+    rx: Mutex<Receiver<FileReport>>,
+}
+
+#[pymethods]
+impl Scanner {
+    #[new]
+    #[pyo3(signature = (paths, hash="full", sha256=false, jobs=0))]
+    fn new(paths: Vec<PathBuf>, hash: &str, sha256: bool, jobs: usize) -> PyResult<Self> {
+        let opts = options(hash, sha256)?;
+        let (tx, rx) = channel();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs)
+            .build()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        std::thread::spawn(move || {
+            let tx = Mutex::new(tx);
+            pool.install(|| {
+                scan_files(&paths, &opts, |r| {
+                    let _ = tx.lock().unwrap().send(r);
+                })
+            });
+        });
+        Ok(Scanner { rx: Mutex::new(rx) })
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let got = py.detach(|| self.rx.lock().unwrap().recv());
+        match got {
+            Ok(r) => to_py(py, &r),
+            Err(_) => Err(PyStopIteration::new_err(())),
+        }
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(walk, m)?)?;
+    m.add_function(wrap_pyfunction!(scan_file, m)?)?;
+    m.add_function(wrap_pyfunction!(read_tensors, m)?)?;
+    m.add_class::<Scanner>()?;
+    Ok(())
+}
