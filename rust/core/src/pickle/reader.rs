@@ -783,7 +783,7 @@ mod tests {
     #[test]
     fn limits_bound_memory() {
         let mut p = b"\x80\x02".to_vec();
-        p.extend(std::iter::repeat(b'N').take(5000));
+        p.extend_from_slice(&[b'N'; 5000]);
         p.extend_from_slice(b"cos\nsystem\n.");
         let lim = Limits {
             max_objects: 100,
