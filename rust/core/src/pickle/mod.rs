@@ -26,7 +26,7 @@ pub struct PickleScan {
 }
 
 /// Most bytes an inflated zip entry may take (zip bombs).
-const MAX_INFLATED: usize = 256 << 20;
+const MAX_INFLATED: usize = 128 << 20;
 /// Pickles a legacy (pre-1.6) PyTorch file holds: magic, protocol, sys info, data, storage keys.
 const LEGACY_PICKLES: usize = 5;
 /// Reasons listed in one `pickle.invalid` finding.
@@ -513,6 +513,73 @@ mod tests {
         assert!(!looks_like_protocol0(&long[..20]));
         // Truncated inside its third opcode, but it opens with an import: a (broken) pickle.
         assert!(looks_like_protocol0(b"cbuiltins\nexec\n(X>\nf = open"));
+    }
+
+    /// data.pkl of `{'epoch': 1, 'state_dict': {'w': HalfTensor[2, 3]}}` as torch.save writes it
+    /// (made by tests/torchzip.py, protocol 2).
+    const CKPT_PKL: &[u8] = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01(X\x05\x00\x00\x00epochq\x02K\x01X\x0a\x00\x00\x00state_dictq\x03h\x00)Rq\x04X\x01\x00\x00\x00wq\x05ctorch._utils\n_rebuild_tensor_v2\nq\x06((X\x07\x00\x00\x00storageq\x07ctorch\nHalfStorage\nq\x08X\x01\x00\x00\x000q\x09X\x03\x00\x00\x00cpuq\x0aK\x06tq\x0bQK\x00K\x02K\x03\x86q\x0cK\x03K\x01\x86q\x0d\x89h\x00)Rq\x0etq\x0fRq\x10su.";
+
+    fn ckpt_zip() -> Vec<u8> {
+        zip::tests::build(&[
+            ("archive/data.pkl", "archive/data.pkl", CKPT_PKL, 0),
+            ("archive/data/0", "archive/data/0", b"ABCDEFGHIJKL", 0),
+            ("archive/version", "archive/version", b"3\n", 0),
+        ])
+    }
+
+    #[test]
+    fn torch_zip_tensor_table() {
+        let z = ckpt_zip();
+        let s = scan(&z, Format::TorchZip).unwrap();
+        assert_eq!(s.tensors.len(), 1);
+        let t = &s.tensors[0];
+        assert_eq!(
+            (t.name.as_str(), t.dtype, t.shape.clone()),
+            ("w", crate::dtype::Dtype::F16, vec![2, 3])
+        );
+        assert_eq!(&z[t.start as usize..t.end() as usize], b"ABCDEFGHIJKL");
+        let checks: Vec<_> = s.findings.iter().map(|f| f.check).collect();
+        assert_eq!(checks, ["format.legacy-pickle"]);
+    }
+
+    #[test]
+    fn missing_storage_is_reported_not_fatal() {
+        let z = zip::tests::build(&[("archive/data.pkl", "archive/data.pkl", CKPT_PKL, 0)]);
+        let s = scan(&z, Format::TorchZip).unwrap();
+        assert!(s.tensors.is_empty());
+        assert!(s.findings.iter().any(|f| f.check == "pickle.invalid"));
+    }
+
+    /// Truncated and garbled inputs in every format: findings or errors, never a panic.
+    #[test]
+    fn never_panics_on_damaged_input() {
+        let z = ckpt_zip();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let inputs = [z.clone(), CKPT_PKL.to_vec()];
+        for base in &inputs {
+            for cut in 0..base.len() {
+                for f in [Format::TorchZip, Format::TorchLegacy, Format::Pickle] {
+                    let _ = scan(&base[..cut], f);
+                }
+            }
+            for _ in 0..3000 {
+                let mut b = base.clone();
+                for _ in 0..(rnd() % 6 + 1) {
+                    let i = (rnd() as usize) % b.len();
+                    b[i] = rnd() as u8;
+                }
+                for f in [Format::TorchZip, Format::TorchLegacy, Format::Pickle] {
+                    let _ = scan(&b, f);
+                }
+                let _ = looks_like_protocol0(&b[..b.len().min(SNIFF_LEN)]);
+            }
+        }
     }
 
     #[test]

@@ -20,14 +20,20 @@ pub struct Limits {
     pub max_objects: usize,
     pub max_stack: usize,
     pub max_entries: usize,
+    /// Bytes of decoded (escaped protocol 0) strings.
+    pub max_text: usize,
+    /// Imports recorded before only dangerous ones are kept.
+    pub max_imports: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_objects: 2_000_000,
+            max_objects: 1_000_000,
             max_stack: 1_000_000,
-            max_entries: 8_000_000,
+            max_entries: 4_000_000,
+            max_text: 64 << 20,
+            max_imports: 100_000,
         }
     }
 }
@@ -122,6 +128,7 @@ struct Machine<'a> {
     memo: HashMap<u64, Id>,
     imports: Vec<Import>,
     entries: usize,
+    text: usize,
     limits: Limits,
 }
 
@@ -209,6 +216,9 @@ impl<'a> Machine<'a> {
     }
 
     fn import(&mut self, module: &str, name: &str, pos: usize, opcode: &'static str) -> Step {
+        if self.imports.len() >= self.limits.max_imports {
+            return Err(format!("more than {} imports", self.limits.max_imports));
+        }
         self.imports.push(Import {
             module: module.to_string(),
             name: name.to_string(),
@@ -385,7 +395,18 @@ impl<'a> Machine<'a> {
                 let r = self.call(callable, args, 0)?;
                 self.push_id(r)?;
             }
-            Op::Str(s) => self.push(Obj::Str(s))?,
+            Op::Str(s) => {
+                if let Cow::Owned(o) = &s {
+                    self.text += o.len();
+                    if self.text > self.limits.max_text {
+                        return Err(format!(
+                            "more than {} bytes of escaped text",
+                            self.limits.max_text
+                        ));
+                    }
+                }
+                self.push(Obj::Str(s))?
+            }
             Op::Bytes(n) => self.push(Obj::Bytes(n))?,
             Op::Append => {
                 let v = self.pop()?;
@@ -481,6 +502,9 @@ impl<'a> Machine<'a> {
             }
             Op::Put(i) => {
                 let t = self.top()?;
+                if self.memo.len() >= self.limits.max_objects && !self.memo.contains_key(&i) {
+                    return Err("memo too large".into());
+                }
                 self.memo.insert(i, t);
             }
             Op::Memoize => {
@@ -633,6 +657,7 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
         memo: HashMap::new(),
         imports: Vec::new(),
         entries: 0,
+        text: 0,
         limits,
     };
     let mut pos = start;
@@ -657,18 +682,21 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
         ops += 1;
         let is_stop = op == Op::Stop;
         if lexical {
-            match op {
-                Op::Global(mo, n) => m.imports.push(lexical_import(&mo, &n, pos, "GLOBAL")),
-                Op::Inst(mo, n) => m.imports.push(lexical_import(&mo, &n, pos, "INST")),
-                Op::StackGlobal => m.imports.push(Import {
+            let imp = match op {
+                Op::Global(mo, n) => Some(lexical_import(&mo, &n, pos, "GLOBAL")),
+                Op::Inst(mo, n) => Some(lexical_import(&mo, &n, pos, "INST")),
+                Op::StackGlobal => Some(Import {
                     module: "<unknown>".into(),
                     name: "<unknown>".into(),
                     pos,
                     opcode: "STACK_GLOBAL",
                     unresolved: Some("operands not tracked after an earlier problem".into()),
                 }),
-                Op::Ext(code) => m.imports.push(ext_import(code, pos)),
-                _ => {}
+                Op::Ext(code) => Some(ext_import(code, pos)),
+                _ => None,
+            };
+            if let Some(imp) = imp {
+                keep_import(&mut m.imports, imp, limits.max_imports);
             }
         } else {
             match m.step(op, pos) {
@@ -701,6 +729,22 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
         complete,
         error,
         ops,
+    }
+}
+
+/// Records an import in lexical mode: all of them up to the limit, past it only dangerous ones (a few more).
+fn keep_import(imports: &mut Vec<Import>, imp: Import, limit: usize) {
+    if imports.len() < limit {
+        imports.push(imp);
+    } else if imports.len() < limit + limit / 10 {
+        let dangerous = imp.unresolved.is_some()
+            || matches!(
+                super::imports::classify(&imp.module, &imp.name),
+                super::imports::Verdict::Dangerous(_)
+            );
+        if dangerous {
+            imports.push(imp);
+        }
     }
 }
 
@@ -789,9 +833,45 @@ mod tests {
             max_objects: 100,
             max_stack: 100,
             max_entries: 100,
+            max_text: 100,
+            max_imports: 100,
         };
         let r = run(&p, 0, lim);
         assert!(r.error.unwrap().1.contains("100"));
         assert_eq!(r.imports.len(), 1);
+    }
+
+    #[test]
+    fn import_flood_keeps_dangerous_ones() {
+        let lim = Limits {
+            max_imports: 50,
+            ..Limits::default()
+        };
+        let mut p = b"\x80\x02".to_vec();
+        for i in 0..200 {
+            p.extend_from_slice(format!("cmod{i}\nname\n0").as_bytes());
+        }
+        p.extend_from_slice(b"cos\nsystem\n0N.");
+        let r = run(&p, 0, lim);
+        assert!(r.error.unwrap().1.contains("imports"));
+        assert_eq!(r.imports.len(), 51);
+        assert_eq!(r.imports[50].module, "os");
+    }
+
+    #[test]
+    fn deep_nesting_is_not_recursive() {
+        // 200k nested lists: ']' then '(' ... each appended into the previous one.
+        let mut p = b"\x80\x02".to_vec();
+        for _ in 0..200_000 {
+            p.extend_from_slice(b"]q\x00");
+        }
+        for _ in 0..199_999 {
+            p.push(b'a');
+        }
+        p.push(b'.');
+        let r = run0(&p);
+        assert!(r.complete && r.error.is_none(), "{:?}", r.error);
+        let run_ref = &r;
+        assert!(crate::pickle::tensors::named_tensors(run_ref).is_empty());
     }
 }
