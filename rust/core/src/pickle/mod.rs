@@ -461,18 +461,18 @@ fn scan_zip(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, String> {
             continue;
         }
         let prefix = prefix.as_deref().unwrap_or("");
+        // First entry of each name wins, exact names before case-insensitive ones (miniz's lookup).
+        let mut by_name: HashMap<&str, &zip::Entry> = HashMap::new();
+        let mut by_lower: HashMap<String, &zip::Entry> = HashMap::new();
+        for r in &archive.entries {
+            by_name.entry(r.name.as_str()).or_insert(r);
+            by_lower.entry(r.name.to_ascii_lowercase()).or_insert(r);
+        }
         let locate = |s: &StorageRef| -> Result<(u64, u64), String> {
             let want = format!("{prefix}/data/{}", s.key);
-            let rec = archive
-                .entries
-                .iter()
-                .find(|r| r.name == want)
-                .or_else(|| {
-                    archive
-                        .entries
-                        .iter()
-                        .find(|r| r.name.eq_ignore_ascii_case(&want))
-                })
+            let rec = by_name
+                .get(want.as_str())
+                .or_else(|| by_lower.get(&want.to_ascii_lowercase()))
                 .ok_or_else(|| format!("storage record {want} is missing"))?;
             if rec.method != 0 {
                 return Err(format!(

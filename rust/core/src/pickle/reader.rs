@@ -125,7 +125,9 @@ struct Machine<'a> {
     objs: Vec<Obj<'a>>,
     stack: Vec<Id>,
     marks: Vec<usize>,
-    memo: HashMap<u64, Id>,
+    memo: Memo,
+    /// Shared ids of immutable values (None, bools, small ints, the empty tuple), made on first use.
+    interned: Vec<Id>,
     imports: Vec<Import>,
     entries: usize,
     text: usize,
@@ -133,6 +135,57 @@ struct Machine<'a> {
 }
 
 type Step = Result<(), String>;
+
+/// The memo: a vector for the dense indices picklers write, a map for anything else.
+#[derive(Default)]
+struct Memo {
+    dense: Vec<Id>,
+    sparse: HashMap<u64, Id>,
+    /// Distinct keys set (what MEMOIZE numbers the next entry with).
+    len: usize,
+}
+
+const UNSET: Id = Id::MAX;
+/// Slots of interned immutable values: None, False, True, (), then ints 0..SMALL_INTS.
+const SMALL_INTS: i64 = 4096;
+
+impl Memo {
+    fn get(&self, i: u64) -> Option<Id> {
+        match self.dense.get(i as usize) {
+            Some(&id) if id != UNSET => Some(id),
+            Some(_) => None,
+            None => self.sparse.get(&i).copied(),
+        }
+    }
+
+    fn put(&mut self, i: u64, id: Id, limit: usize) -> Step {
+        if (i as usize) < self.dense.len() {
+            if self.dense[i as usize] == UNSET {
+                self.len += 1;
+            }
+            self.dense[i as usize] = id;
+            return Ok(());
+        }
+        let fresh = !self.sparse.contains_key(&i);
+        if fresh && self.len >= limit {
+            return Err("memo too large".into());
+        }
+        // Grow the vector only while it stays at least half full (sparse indices go to the map).
+        if i <= self.dense.len() as u64 + 1024
+            && i < 2 * self.len as u64 + 1024
+            && self.sparse.is_empty()
+        {
+            self.dense.resize(i as usize + 1, UNSET);
+            self.dense[i as usize] = id;
+        } else {
+            self.sparse.insert(i, id);
+        }
+        if fresh {
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
 
 impl<'a> Machine<'a> {
     fn alloc(&mut self, o: Obj<'a>) -> Result<Id, String> {
@@ -144,7 +197,25 @@ impl<'a> Machine<'a> {
     }
 
     fn push(&mut self, o: Obj<'a>) -> Step {
-        let id = self.alloc(o)?;
+        let slot = match &o {
+            Obj::None => Some(0),
+            Obj::Bool(b) => Some(1 + *b as usize),
+            Obj::Tuple(v) if v.is_empty() => Some(3),
+            Obj::Int(v) if (0..SMALL_INTS).contains(v) => Some(4 + *v as usize),
+            _ => None,
+        };
+        let id = match slot {
+            Some(k) => {
+                if self.interned.is_empty() {
+                    self.interned = vec![UNSET; 4 + SMALL_INTS as usize];
+                }
+                if self.interned[k] == UNSET {
+                    self.interned[k] = self.alloc(o)?;
+                }
+                self.interned[k]
+            }
+            None => self.alloc(o)?,
+        };
         self.push_id(id)
     }
 
@@ -494,26 +565,20 @@ impl<'a> Machine<'a> {
                 }
             }
             Op::Get(i) => {
-                let id = *self
+                let id = self
                     .memo
-                    .get(&i)
+                    .get(i)
                     .ok_or_else(|| format!("memo key {i} missing"))?;
                 self.push_id(id)?;
             }
             Op::Put(i) => {
                 let t = self.top()?;
-                if self.memo.len() >= self.limits.max_objects && !self.memo.contains_key(&i) {
-                    return Err("memo too large".into());
-                }
-                self.memo.insert(i, t);
+                self.memo.put(i, t, self.limits.max_objects)?;
             }
             Op::Memoize => {
                 let t = self.top()?;
-                if self.memo.len() >= self.limits.max_objects {
-                    return Err("memo too large".into());
-                }
-                let i = self.memo.len() as u64;
-                self.memo.insert(i, t);
+                let i = self.memo.len as u64;
+                self.memo.put(i, t, self.limits.max_objects)?;
             }
             Op::List => {
                 let items = self.pop_mark()?;
@@ -654,7 +719,8 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
         objs: Vec::new(),
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: HashMap::new(),
+        memo: Memo::default(),
+        interned: Vec::new(),
         imports: Vec::new(),
         entries: 0,
         text: 0,
@@ -708,7 +774,7 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
                     m.objs.clear();
                     m.objs.shrink_to_fit();
                     m.stack = Vec::new();
-                    m.memo = HashMap::new();
+                    m.memo = Memo::default();
                 }
             }
         }
@@ -839,6 +905,23 @@ mod tests {
         let r = run(&p, 0, lim);
         assert!(r.error.unwrap().1.contains("100"));
         assert_eq!(r.imports.len(), 1);
+    }
+
+    #[test]
+    fn memo_dense_and_sparse() {
+        let mut m = Memo::default();
+        for i in (0..100_000u64).step_by(1000) {
+            m.put(i, i as Id, 1_000_000).unwrap();
+        }
+        assert!(m.dense.len() < 5000);
+        assert_eq!(m.get(99_000), Some(99_000));
+        assert_eq!(m.get(500), None);
+        assert_eq!(m.len, 100);
+        let mut small = Memo::default();
+        for i in 0..10 {
+            small.put(i, 7, 5).map_err(|_| i).ok();
+        }
+        assert_eq!(small.len, 5);
     }
 
     #[test]
