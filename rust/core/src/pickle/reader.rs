@@ -943,14 +943,12 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_not_recursive() {
-        // 200k nested lists: ']' then '(' ... each appended into the previous one.
+        // 200k nested lists, each appended into the one below it.
         let mut p = b"\x80\x02".to_vec();
         for _ in 0..200_000 {
             p.extend_from_slice(b"]q\x00");
         }
-        for _ in 0..199_999 {
-            p.push(b'a');
-        }
+        p.extend_from_slice(&vec![b'a'; 199_999]);
         p.push(b'.');
         let r = run0(&p);
         assert!(r.complete && r.error.is_none(), "{:?}", r.error);
