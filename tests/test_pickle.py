@@ -271,6 +271,21 @@ def test_legacy_twin(tmp_path):
     _same_tables(st, pt, starts, data)
 
 
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_every_protocol_lists_tensors(tmp_path, protocol):
+    # Protocols 4/5 use STACK_GLOBAL + MEMOIZE (names resolved through the memo) and FRAME opcodes.
+    # Layout: embedding-sdxl.json (clip_g [8, 1280], clip_l [8, 768], F32).
+    lay = synth.load_layout("embedding-sdxl")
+    data = {n: _seeded(t, i) for i, (n, t) in enumerate(sorted(lay["tensors"].items()))}
+    st = synth.write_layout(tmp_path / "e.safetensors", lay, data=data)
+    for kind, writer in (("torch-zip", torchzip.write_zip), ("torch-legacy", torchzip.write_legacy)):
+        pt = tmp_path / f"e.{protocol}.{kind}.pt"
+        starts = writer(pt, lay["tensors"], data=data, protocol=protocol)
+        r = _core.scan_file(str(pt), hash="none")
+        assert (r["format"], checks(r)) == (kind, ["format.legacy-pickle"])
+        _same_tables(st, pt, starts, data)
+
+
 def test_embedding_nesting_joins_keys(tmp_path):
     # A1111 textual-inversion .pt: {string_to_token, string_to_param: {'*': tensor}, name, step}.
     pt = tmp_path / "ti.pt"

@@ -241,13 +241,14 @@ def write_zip(
     nest: str | None = None,
     extra: Mapping | None = None,
     prefix: str = "archive",
+    protocol: int = 2,
 ) -> dict[str, int]:
     """Writes a PyTorch zip checkpoint of `tensors` ({name: {dtype, shape}}); `nest="state_dict"` puts
     them under that key (next to `extra`) as Lightning .ckpt files do. Returns name -> absolute offset of
     the tensor's first byte. `data` gives a tensor's bytes (storage order); the rest are zeros."""
     path = Path(path)
     blobs = _tensor_data(tensors, data)
-    pkl, stores = make_pickle(tensors, strides, nest, extra)
+    pkl, stores = make_pickle(tensors, strides, nest, extra, protocol)
     members = [(f"{prefix}/data.pkl", len(pkl), pkl), (f"{prefix}/byteorder", 6, b"little")]
     for key, name, size in stores:
         blob = blobs.get(name)
@@ -259,7 +260,8 @@ def write_zip(
     return {name: starts[f"{prefix}/data/{key}"] for key, name, _ in stores}
 
 
-def write_legacy(path: str | os.PathLike, tensors: Mapping[str, Mapping], *, data=None) -> dict[str, int]:
+def write_legacy(path: str | os.PathLike, tensors: Mapping[str, Mapping], *, data=None,
+                 protocol: int = 2) -> dict[str, int]:
     """Writes a pre-1.6 PyTorch file: magic, protocol, sys info, data pickle, key list, raw storages."""
     blobs = _tensor_data(tensors, data)
     with _stand_in_torch():
@@ -272,14 +274,14 @@ def write_legacy(path: str | os.PathLike, tensors: Mapping[str, Mapping], *, dat
                 return None
 
         main = io.BytesIO()
-        _LegacyPickler(main, protocol=2).dump(OrderedDict(objs))
+        _LegacyPickler(main, protocol=protocol).dump(OrderedDict(objs))
     head = b"".join([
-        pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2),
-        pickle.dumps(1001, protocol=2),
+        pickle.dumps(0x1950A86A20F9469CFC6C, protocol=protocol),
+        pickle.dumps(1001, protocol=protocol),
         pickle.dumps({"protocol_version": 1001, "little_endian": True,
-                      "type_sizes": {"short": 2, "int": 4, "long": 4}}, protocol=2),
+                      "type_sizes": {"short": 2, "int": 4, "long": 4}}, protocol=protocol),
         main.getvalue(),
-        pickle.dumps([k for k, _, _ in stores], protocol=2),
+        pickle.dumps([k for k, _, _ in stores], protocol=protocol),
     ])
     starts = {}
     with open(path, "wb") as f:
