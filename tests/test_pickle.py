@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import random
 import struct
 import zipfile
@@ -109,6 +110,19 @@ def test_later_pickles_in_a_stream_are_scanned(tmp_path):
     p = tmp_path / "two.pkl"
     p.write_bytes(b"\x80\x02}q\x00." + b"cposix\nsystem\n(S'true'\ntR.")
     assert dangerous(_core.scan_file(str(p), hash="none"))
+
+
+def test_huge_pickle_is_bounded_and_still_checked(tmp_path):
+    # 1.5M distinct large ints pass the 1M tracked-value limit; an import after that point is still seen.
+    body = pickle.dumps(list(range(10_000, 1_510_000)), protocol=2)[:-1]  # drop STOP
+    big = tmp_path / "big.pkl"
+    big.write_bytes(body + b"0cposix\nsystem\n0N.")
+    r = _core.scan_file(str(big), hash="none")
+    assert "pickle.too-large" in checks(r, "warning") and "pickle.invalid" not in checks(r)
+    assert [f["details"]["name"] for f in dangerous(r)] == ["system"]
+    small = tmp_path / "small.pkl"
+    small.write_bytes(pickle.dumps(list(range(10_000, 20_000)), protocol=2))
+    assert checks(_core.scan_file(str(small), hash="none")) == ["format.legacy-pickle"]
 
 
 def _deflated_zip(members: dict[str, bytes]) -> bytes:

@@ -96,6 +96,7 @@ struct Seen {
 struct Collector {
     imports: BTreeMap<(String, String, String), Seen>,
     invalid: Vec<serde_json::Value>,
+    limited: Vec<serde_json::Value>,
     findings: Vec<Finding>,
 }
 
@@ -187,6 +188,18 @@ impl Collector {
                 json!({"problems": self.invalid}),
             ));
         }
+        if !self.limited.is_empty() {
+            let first = self.limited[0]["reason"].as_str().unwrap_or("").to_string();
+            self.findings.push(Finding::new(
+                "pickle.too-large",
+                Severity::Warning,
+                format!(
+                    "the pickle is too large to follow every value ({first}): all imports were checked, \
+                     tensors after that point are not listed"
+                ),
+                json!({"limits": self.limited}),
+            ));
+        }
         self.findings.push(Finding::new(
             "format.legacy-pickle",
             Severity::Info,
@@ -212,6 +225,11 @@ fn run_one<'a>(
     if report_error {
         if let Some((p, why)) = &run.error {
             c.invalid(entry, Some(*p), why.clone());
+        }
+    }
+    if let Some(why) = &run.limited {
+        if c.limited.len() < MAX_REASONS {
+            c.limited.push(json!({"entry": entry, "reason": why}));
         }
     }
     run

@@ -110,6 +110,8 @@ pub struct Run<'a> {
     pub complete: bool,
     /// Where and why reading went wrong (the first problem).
     pub error: Option<(usize, String)>,
+    /// The memory limit that stopped value tracking (imports were still all read).
+    pub limited: Option<String>,
     /// Number of opcodes read.
     pub ops: usize,
 }
@@ -135,6 +137,13 @@ struct Machine<'a> {
 }
 
 type Step = Result<(), String>;
+
+/// Marks an error as a memory limit reached (not a malformed pickle).
+const LIMIT: &str = "limit: ";
+
+fn over_limit(why: impl std::fmt::Display) -> String {
+    format!("{LIMIT}{why}")
+}
 
 /// The memo: a vector for the dense indices picklers write, a map for anything else.
 #[derive(Default)]
@@ -168,7 +177,7 @@ impl Memo {
         }
         let fresh = !self.sparse.contains_key(&i);
         if fresh && self.len >= limit {
-            return Err("memo too large".into());
+            return Err(over_limit("memo too large"));
         }
         // Grow the vector only while it stays at least half full (sparse indices go to the map).
         if i <= self.dense.len() as u64 + 1024
@@ -190,7 +199,10 @@ impl Memo {
 impl<'a> Machine<'a> {
     fn alloc(&mut self, o: Obj<'a>) -> Result<Id, String> {
         if self.objs.len() >= self.limits.max_objects {
-            return Err(format!("more than {} values", self.limits.max_objects));
+            return Err(over_limit(format!(
+                "more than {} values",
+                self.limits.max_objects
+            )));
         }
         self.objs.push(o);
         Ok((self.objs.len() - 1) as Id)
@@ -221,7 +233,10 @@ impl<'a> Machine<'a> {
 
     fn push_id(&mut self, id: Id) -> Step {
         if self.stack.len() >= self.limits.max_stack {
-            return Err(format!("stack deeper than {}", self.limits.max_stack));
+            return Err(over_limit(format!(
+                "stack deeper than {}",
+                self.limits.max_stack
+            )));
         }
         self.stack.push(id);
         Ok(())
@@ -253,10 +268,10 @@ impl<'a> Machine<'a> {
     fn grow(&mut self, n: usize) -> Step {
         self.entries += n;
         if self.entries > self.limits.max_entries {
-            return Err(format!(
+            return Err(over_limit(format!(
                 "more than {} container entries",
                 self.limits.max_entries
-            ));
+            )));
         }
         Ok(())
     }
@@ -288,7 +303,10 @@ impl<'a> Machine<'a> {
 
     fn import(&mut self, module: &str, name: &str, pos: usize, opcode: &'static str) -> Step {
         if self.imports.len() >= self.limits.max_imports {
-            return Err(format!("more than {} imports", self.limits.max_imports));
+            return Err(over_limit(format!(
+                "more than {} imports",
+                self.limits.max_imports
+            )));
         }
         self.imports.push(Import {
             module: module.to_string(),
@@ -423,7 +441,7 @@ impl<'a> Machine<'a> {
         match op {
             Op::Mark => {
                 if self.marks.len() >= self.limits.max_stack {
-                    return Err("too many MARKs".into());
+                    return Err(over_limit("too many MARKs"));
                 }
                 self.marks.push(self.stack.len());
             }
@@ -470,10 +488,10 @@ impl<'a> Machine<'a> {
                 if let Cow::Owned(o) = &s {
                     self.text += o.len();
                     if self.text > self.limits.max_text {
-                        return Err(format!(
+                        return Err(over_limit(format!(
                             "more than {} bytes of escaped text",
                             self.limits.max_text
-                        ));
+                        )));
                     }
                 }
                 self.push(Obj::Str(s))?
@@ -729,6 +747,7 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
     let mut pos = start;
     let mut lexical = false;
     let mut error: Option<(usize, String)> = None;
+    let mut limited = None;
     let mut root = None;
     let mut complete = false;
     let mut ops = 0usize;
@@ -769,7 +788,10 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
                 Ok(Some(r)) => root = Some(r),
                 Ok(None) => {}
                 Err(why) => {
-                    error = Some((pos, why));
+                    match why.strip_prefix(LIMIT) {
+                        Some(l) => limited = Some(format!("{l} (at byte {pos})")),
+                        None => error = Some((pos, why)),
+                    }
                     lexical = true;
                     m.objs.clear();
                     m.objs.shrink_to_fit();
@@ -794,6 +816,7 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
         end: pos,
         complete,
         error,
+        limited,
         ops,
     }
 }
@@ -903,7 +926,7 @@ mod tests {
             max_imports: 100,
         };
         let r = run(&p, 0, lim);
-        assert!(r.error.unwrap().1.contains("100"));
+        assert!(r.error.is_none() && r.limited.unwrap().contains("100"));
         assert_eq!(r.imports.len(), 1);
     }
 
@@ -936,7 +959,7 @@ mod tests {
         }
         p.extend_from_slice(b"cos\nsystem\n0N.");
         let r = run(&p, 0, lim);
-        assert!(r.error.unwrap().1.contains("imports"));
+        assert!(r.limited.unwrap().contains("imports"));
         assert_eq!(r.imports.len(), 51);
         assert_eq!(r.imports[50].module, "os");
     }
