@@ -317,6 +317,24 @@ def test_strided_tensor_records_strides(tmp_path):
     assert t["b"]["strides"] is None
 
 
+def test_truncated_zip_reports_truncation_and_keeps_whole_tensors(tmp_path):
+    # Layout: embedding-sdxl.json. The zip is cut inside the second storage: no central directory is
+    # left, the local headers are walked, the first tensor is still listed, the second is reported.
+    lay = synth.load_layout("embedding-sdxl")
+    pt = tmp_path / "cut.pt"
+    starts = torchzip.write_zip(pt, lay["tensors"])
+    names = list(lay["tensors"])
+    raw = pt.read_bytes()
+    cut = tmp_path / "cut2.pt"
+    cut.write_bytes(raw[: starts[names[1]] + 100])
+    r = _core.scan_file(str(cut), hash="none")
+    assert r["error"] is None
+    assert {"file.truncated", "pickle.invalid"} <= set(checks(r, "error"))
+    assert [t["name"] for t in _core.read_tensors(str(cut))["tensors"]] == names[:1]
+    whole = _core.scan_file(str(pt), hash="none")
+    assert "file.truncated" not in checks(whole) and whole["tensors"] == 2
+
+
 # --- robustness: truncated and garbled inputs never crash the scanner ---
 
 def _inputs(tmp_path):
