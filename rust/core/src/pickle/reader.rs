@@ -748,6 +748,7 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
     let mut lexical = false;
     let mut error: Option<(usize, String)> = None;
     let mut limited = None;
+    let mut shadow = Shadow::default();
     let mut root = None;
     let mut complete = false;
     let mut ops = 0usize;
@@ -767,15 +768,19 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
         ops += 1;
         let is_stop = op == Op::Stop;
         if lexical {
+            let operands = shadow.see(&op);
             let imp = match op {
                 Op::Global(mo, n) => Some(lexical_import(&mo, &n, pos, "GLOBAL")),
                 Op::Inst(mo, n) => Some(lexical_import(&mo, &n, pos, "INST")),
-                Op::StackGlobal => Some(Import {
-                    module: "<unknown>".into(),
-                    name: "<unknown>".into(),
-                    pos,
-                    opcode: "STACK_GLOBAL",
-                    unresolved: Some("operands not tracked after an earlier problem".into()),
+                Op::StackGlobal => Some(match operands {
+                    Some((mo, n)) => lexical_import(&mo, &n, pos, "STACK_GLOBAL"),
+                    None => Import {
+                        module: "<unknown>".into(),
+                        name: "<unknown>".into(),
+                        pos,
+                        opcode: "STACK_GLOBAL",
+                        unresolved: Some("operands not tracked after an earlier problem".into()),
+                    },
                 }),
                 Op::Ext(code) => Some(ext_import(code, pos)),
                 _ => None,
@@ -818,6 +823,61 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
         error,
         limited,
         ops,
+    }
+}
+
+/// Lexical mode's view of operands, as picklescan resolves STACK_GLOBAL: the strings the last two
+/// opcodes pushed, and memoized short strings (bounded). Anything unsure resolves to nothing.
+#[derive(Default)]
+struct Shadow {
+    last: [Option<String>; 2],
+    memo: HashMap<u64, String>,
+    next_memo: u64,
+}
+
+/// Longest string and most entries the lexical memo keeps.
+const SHADOW_STR: usize = 256;
+const SHADOW_MEMO: usize = 100_000;
+
+impl Shadow {
+    fn push(&mut self, v: Option<String>) {
+        self.last[0] = self.last[1].take();
+        self.last[1] = v;
+    }
+
+    fn remember(&mut self, i: u64) {
+        match &self.last[1] {
+            Some(top) if self.memo.len() < SHADOW_MEMO => {
+                self.memo.insert(i, top.clone());
+            }
+            _ => {
+                self.memo.remove(&i);
+            }
+        }
+    }
+
+    /// Updates the view for one opcode; for STACK_GLOBAL returns its (module, name) when both are known.
+    fn see(&mut self, op: &Op) -> Option<(String, String)> {
+        match op {
+            Op::Str(v) => self.push((v.len() <= SHADOW_STR).then(|| v.to_string())),
+            Op::Get(i) => self.push(self.memo.get(i).cloned()),
+            Op::Put(i) => {
+                self.remember(*i);
+                self.next_memo = self.next_memo.max(i + 1);
+            }
+            Op::Memoize => {
+                self.remember(self.next_memo);
+                self.next_memo += 1;
+            }
+            Op::Frame(_) | Op::Proto(_) => {}
+            Op::StackGlobal => {
+                let m = self.last[0].take();
+                let n = self.last[1].take();
+                return m.zip(n);
+            }
+            _ => self.last = [None, None],
+        }
+        None
     }
 }
 
@@ -904,12 +964,19 @@ mod tests {
 
     #[test]
     fn underflow_switches_to_lexical_and_keeps_scanning() {
-        let p = b"\x80\x02Rcos\nsystem\n\x8c\x01a\x8c\x01b\x93.";
+        let p = b"\x80\x02Rcos\nsystem\n\x8c\x01a\x8c\x01b\x93K\x01\x8c\x01b\x93.";
         let r = run0(p);
         assert!(r.error.is_some());
-        assert_eq!(r.imports.len(), 2);
+        assert_eq!(r.imports.len(), 3);
         assert_eq!(r.imports[0].name, "system");
-        assert!(r.imports[1].unresolved.is_some());
+        assert_eq!(
+            (
+                r.imports[1].module.as_str(),
+                r.imports[1].unresolved.is_none()
+            ),
+            ("a", true)
+        );
+        assert!(r.imports[2].unresolved.is_some());
         assert!(r.root.is_none());
     }
 
@@ -945,6 +1012,21 @@ mod tests {
             small.put(i, 7, 5).map_err(|_| i).ok();
         }
         assert_eq!(small.len, 5);
+    }
+
+    #[test]
+    fn lexical_mode_resolves_memoized_stack_global_operands() {
+        // An underflow first (lexical mode from there), then protocol 4 names through MEMOIZE / BINGET.
+        let p = b"\x80\x04R\x8c\x0bcollections\x94\x8c\x0bOrderedDict\x94\x93\x94h\x00h\x01\x93N.";
+        let r = run0(p);
+        assert!(r.error.is_some());
+        assert_eq!(r.imports.len(), 2);
+        for imp in &r.imports {
+            assert_eq!(
+                (imp.module.as_str(), imp.name.as_str(), &imp.unresolved),
+                ("collections", "OrderedDict", &None)
+            );
+        }
     }
 
     #[test]
