@@ -211,7 +211,7 @@ impl Collector {
     }
 }
 
-/// Runs one pickle at `pos` of `data` and records what it imports; `first` says a failure to start is a problem.
+/// Runs one pickle at `pos` of `data` and records its imports (and its error, when `report_error`).
 fn run_one<'a>(
     data: &'a [u8],
     pos: usize,
