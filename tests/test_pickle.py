@@ -142,11 +142,12 @@ def test_deflated_pickle_entry_is_scanned(tmp_path):
     assert f["details"]["offset"] is None  # inside compressed data: no file offset
 
 
-def test_zip_without_pickle_is_an_error_not_a_crash(tmp_path):
+def test_zip_without_pickle_is_unknown_not_an_error(tmp_path):
+    # SPEC §2: anything that is not a model format is reported as `unknown` and skipped without error.
     p = tmp_path / "notes.zip"
     p.write_bytes(_deflated_zip({"readme.txt": b"hello"}))
     r = _core.scan_file(str(p), hash="none")
-    assert "no pickle" in r["error"]["message"] and r["findings"] == []
+    assert (r["format"], r["error"], r["findings"]) == ("unknown", None, [])
 
 
 # --- real files nobody on this project wrote ---

@@ -61,6 +61,9 @@ pub fn looks_like_protocol0(head: &[u8]) -> bool {
     }
 }
 
+/// Start of the error for a zip archive with no pickle in it: not a model file at all.
+pub const NO_PICKLE: &str = "zip archive holds no pickle";
+
 /// Scans a pickle-based file's bytes; `Err` is a reason the file cannot be read at all.
 pub fn scan(bytes: &[u8], format: Format) -> Result<PickleScan, String> {
     let mut c = Collector::default();
@@ -504,7 +507,7 @@ fn scan_zip(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, String> {
         tensors = place_all(&run, locate, c, Some(&e.name));
     }
     if scanned == 0 {
-        return Err("zip archive holds no pickle: not a PyTorch checkpoint".into());
+        return Err(format!("{NO_PICKLE}: not a PyTorch checkpoint"));
     }
     Ok(tensors)
 }
