@@ -51,17 +51,20 @@ impl HeaderError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, PartialEq)]
+#[serde(expecting = "a tensor entry {dtype, shape, data_offsets}")]
 struct RawTensor {
     dtype: String,
     shape: Vec<u64>,
-    data_offsets: (u64, u64),
+    data_offsets: Vec<u64>,
 }
 
 /// Header entries in file order; a repeated tensor name keeps the last entry, as the reference does.
 struct RawHeader {
     metadata: Option<BTreeMap<String, Value>>,
     tensors: Vec<(String, RawTensor)>,
+    /// Names listed more than once with different entries.
+    conflicting: Vec<String>,
 }
 
 impl<'de> Deserialize<'de> for RawHeader {
@@ -76,6 +79,7 @@ impl<'de> Deserialize<'de> for RawHeader {
                 let mut metadata = None;
                 let mut seen_meta = false;
                 let mut tensors: Vec<(String, RawTensor)> = Vec::new();
+                let mut conflicting = Vec::new();
                 let mut pos: std::collections::HashMap<String, usize> = Default::default();
                 while let Some(key) = map.next_key::<String>()? {
                     if key == "__metadata__" {
@@ -89,7 +93,12 @@ impl<'de> Deserialize<'de> for RawHeader {
                             .next_value()
                             .map_err(|e| de::Error::custom(format!("tensor `{key}`: {e}")))?;
                         match pos.get(&key) {
-                            Some(&i) => tensors[i].1 = t,
+                            Some(&i) => {
+                                if tensors[i].1 != t && !conflicting.contains(&key) {
+                                    conflicting.push(key.clone());
+                                }
+                                tensors[i].1 = t
+                            }
                             None => {
                                 pos.insert(key.clone(), tensors.len());
                                 tensors.push((key, t));
@@ -97,7 +106,11 @@ impl<'de> Deserialize<'de> for RawHeader {
                         }
                     }
                 }
-                Ok(RawHeader { metadata, tensors })
+                Ok(RawHeader {
+                    metadata,
+                    tensors,
+                    conflicting,
+                })
             }
         }
         d.deserialize_map(V)
@@ -116,10 +129,17 @@ fn offset_of(text: &str, line: usize, column: usize) -> u64 {
     off as u64
 }
 
-/// Byte position of `"name"` in the header JSON, or its start when not found.
+/// Byte position in the file of the key `"name"` in the header JSON, or the header start when not found.
 fn position_of(text: &str, name: &str) -> u64 {
-    let needle = format!("\"{name}\"");
-    8 + text.find(&needle).unwrap_or(0) as u64
+    let key = format!("\"{name}\":");
+    let quoted = &key[..key.len() - 1];
+    8 + text.find(&key).or_else(|| text.find(quoted)).unwrap_or(0) as u64
+}
+
+/// Byte position in the file of the last occurrence of the key `"name"` (a repeated entry).
+fn last_position_of(text: &str, name: &str) -> u64 {
+    let key = format!("\"{name}\"");
+    8 + text.rfind(&key).unwrap_or(0) as u64
 }
 
 /// Reads the header length prefix; checks it against the file length.
@@ -190,7 +210,18 @@ pub fn parse_header(
                 at(),
             )
         })?;
-        let (begin, end) = t.data_offsets;
+        let (begin, end) = match t.data_offsets[..] {
+            [b, e] => (b, e),
+            _ => {
+                return Err(HeaderError::new(
+                    format!(
+                        "tensor `{name}`: data_offsets has {} numbers, expected 2 (begin, end)",
+                        t.data_offsets.len()
+                    ),
+                    at(),
+                ))
+            }
+        };
         if end < begin {
             return Err(HeaderError::new(
                 format!("tensor `{name}` ends ({end}) before it begins ({begin})"),
@@ -231,7 +262,26 @@ pub fn parse_header(
         });
     }
 
-    let findings = layout_findings(&mut tensors, data_start, file_len, text)?;
+    let findings = match layout_findings(&mut tensors, data_start, file_len, text) {
+        Ok(f) if f.is_empty() || raw.conflicting.is_empty() => f,
+        other => {
+            // The reference keeps the last entry of a repeated name; here that left the data
+            // region untiled, so the repeated name is the defect to report.
+            if let Some(name) = raw.conflicting.first() {
+                let why = match &other {
+                    Err(e) => e.reason.clone(),
+                    Ok(f) => f[0].message.clone(),
+                };
+                return Err(HeaderError::new(
+                    format!(
+                        "tensor `{name}` is listed twice with different entries; the reference keeps the last one, and then: {why}"
+                    ),
+                    last_position_of(text, name),
+                ));
+            }
+            other?
+        }
+    };
     Ok((
         Header {
             header_len: n,
@@ -352,5 +402,28 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].check, "file.unaccounted-bytes");
         assert_eq!(f[0].details["bytes"], 5);
+    }
+
+    #[test]
+    fn repeated_name_last_wins_or_is_named() {
+        // Same entry twice, or a last entry that tiles the data: the reference opens it.
+        let ok = r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}}"#;
+        let (h, f) = parse(&file(ok, 8)).unwrap();
+        assert!(f.is_empty());
+        assert_eq!(h.tensors.len(), 1);
+        assert_eq!(h.tensors[0].len, 8);
+        // A last entry that leaves a hole: the repeated name is the reason given.
+        let bad = r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]},"a":{"dtype":"U8","shape":[4],"data_offsets":[8,12]}}"#;
+        let e = parse(&file(bad, 12)).unwrap_err();
+        assert!(e.reason.contains("`a` is listed twice"), "{e:?}");
+        assert_eq!(e.position, 8 + bad.rfind("\"a\"").unwrap() as u64);
+    }
+
+    #[test]
+    fn offsets_must_be_a_pair() {
+        let h = r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2,2]}}"#;
+        let e = parse(&file(h, 2)).unwrap_err();
+        assert!(e.reason.contains("has 3 numbers"), "{e:?}");
+        assert_eq!(e.position, 8 + 1);
     }
 }

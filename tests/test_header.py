@@ -1,0 +1,217 @@
+"""header.invalid and the file.* findings: every case of notes §3.3, checked against the reference reader.
+
+Each bad input is built by hand (a few bytes), so its exact defect is visible in the table below. The
+differential test opens every case with the reference `safetensors` package (`safe_open(path, "np")`)
+and requires: fastscan reports no header.invalid / file.* error exactly when the reference opens the file.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+from safetensors import safe_open
+
+from fastscan import _core, synth
+
+F32x2 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+
+
+def st(header: bytes | str | dict, data: bytes = b"", prefix: int | None = None) -> bytes:
+    """A safetensors file: 8-byte length (or `prefix`), header bytes, data."""
+    if isinstance(header, dict):
+        header = json.dumps(header, separators=(",", ":"))
+    if isinstance(header, str):
+        header = header.encode()
+    n = len(header) if prefix is None else prefix
+    return struct.pack("<Q", n) + header + data
+
+
+def entry(dtype: str, shape: list, begin: int, end: int) -> str:
+    return json.dumps({"dtype": dtype, "shape": shape, "data_offsets": [begin, end]})
+
+
+# name -> (file bytes, check it must get, words the reason must contain)
+BAD = {
+    "too-small": (b"\x01\x00\x00", "header.invalid", "too small"),
+    "empty-file": (b"", "header.invalid", "too small"),
+    "too-large": (st("{}", prefix=100_000_001), "header.invalid", "over the 100,000,000"),
+    "prefix-past-end": (st("{}", prefix=100_000_000), "header.invalid", "past the end"),
+    "prefix-only": (struct.pack("<Q", 16), "header.invalid", "past the end"),
+    "bad-utf8": (st(b'{"a\xff":' + entry("F32", [2], 0, 8).encode() + b"}", bytes(8)), "header.invalid",
+                 "UTF-8"),
+    "bom": (st(b"\xef\xbb\xbf" + json.dumps({"a": F32x2}).encode(), bytes(8)), "header.invalid", "JSON"),
+    "bad-json": (st("{"), "header.invalid", "JSON"),
+    "trailing-nul": (st(json.dumps({"a": F32x2}).encode() + b"\x00", bytes(8)), "header.invalid",
+                     "trailing characters"),
+    "unknown-dtype": (st({"a": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 8]}}, bytes(8)),
+                      "header.invalid", "unknown dtype `Q7`"),
+    "lowercase-dtype": (st({"a": {"dtype": "f32", "shape": [2], "data_offsets": [0, 8]}}, bytes(8)),
+                        "header.invalid", "unknown dtype `f32`"),
+    "shape-dtype-mismatch": (st({"a": {"dtype": "I32", "shape": [2, 2], "data_offsets": [0, 4]}}, bytes(4)),
+                             "header.invalid", "needs 16 bytes"),
+    "negative-shape": (st({"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, bytes(8)),
+                       "header.invalid", "-2"),
+    "float-shape": (st({"a": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}}, bytes(8)),
+                    "header.invalid", "floating point"),
+    "three-offsets": (st({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8, 8]}}, bytes(8)),
+                      "header.invalid", "has 3 numbers, expected 2"),
+    "missing-offsets": (st({"a": {"dtype": "F32", "shape": [2]}}, bytes(8)), "header.invalid",
+                        "missing field `data_offsets`"),
+    "end-before-begin": (st({"a": {"dtype": "U8", "shape": [0], "data_offsets": [4, 0]}}, bytes(4)),
+                         "header.invalid", "before it begins"),
+    "overlap": (st({"a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]},
+                    "b": {"dtype": "U8", "shape": [4], "data_offsets": [2, 6]}}, bytes(6)),
+                "header.invalid", "overlaps"),
+    "dup-key-different-offsets": (
+        st('{"a":' + entry("U8", [4], 0, 4) + ',"b":' + entry("U8", [4], 4, 8) + ',"a":'
+           + entry("U8", [4], 8, 12) + "}", bytes(12)),
+        "header.invalid", "listed twice"),
+    "dup-metadata": (st('{"__metadata__":{},"__metadata__":{}}'), "header.invalid", "duplicate field"),
+    "non-string-metadata": (st({"__metadata__": {"epoch": 1}}), "header.invalid", "not a string"),
+    "top-level-array": (st("[]"), "header.invalid", "JSON"),
+    "tensor-value-5": (st('{"a":5}'), "header.invalid", "tensor `a`"),
+    "shape-overflow": (st({"a": {"dtype": "F32", "shape": [2**62, 8], "data_offsets": [0, 8]}}, bytes(8)),
+                       "header.invalid", "overflows"),
+    "gap": (st({"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]},
+                "b": {"dtype": "U8", "shape": [2], "data_offsets": [4, 6]}}, bytes(6)),
+            "file.unaccounted-bytes", "belong to no tensor"),
+    "first-not-at-zero": (st({"a": {"dtype": "U8", "shape": [2], "data_offsets": [2, 4]}}, bytes(4)),
+                          "file.unaccounted-bytes", "belong to no tensor"),
+    "trailing-byte": (st({"a": F32x2}, bytes(9)), "file.unaccounted-bytes", "belong to no tensor"),
+    "short-data": (st({"a": F32x2}, bytes(6)), "file.truncated", "truncated"),
+}
+
+# name -> file bytes the reference opens, and so must fastscan
+GOOD = {
+    "plain": st({"a": F32x2}, bytes(8)),
+    "leading-whitespace": st("\n  " + json.dumps({"a": F32x2}), bytes(8)),
+    "trailing-spaces": st(json.dumps({"a": F32x2}) + "     ", bytes(8)),
+    "metadata-null": st({"__metadata__": None, "a": F32x2}, bytes(8)),
+    "metadata-strings": st({"__metadata__": {"k": "v", "n": ""}, "a": F32x2}, bytes(8)),
+    "unknown-field": st({"a": {**F32x2, "extra": [1, 2]}}, bytes(8)),
+    "unaligned": st(b'{"a":' + entry("F32", [2], 0, 8).encode() + b"}", bytes(8)),
+    "out-of-order": st({"b": {"dtype": "U8", "shape": [3], "data_offsets": [4, 7]},
+                        "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, bytes(7)),
+    "empty-object": st("{}      "),
+    "zero-size-tensor": st({"z": {"dtype": "F32", "shape": [0, 3], "data_offsets": [0, 0]}, "a": F32x2},
+                           bytes(8)),
+    "scalar-shape": st({"s": {"dtype": "F32", "shape": [], "data_offsets": [0, 4]}}, bytes(4)),
+    "exact-duplicate": st('{"a":' + entry("F32", [2], 0, 8) + ',"a":' + entry("F32", [2], 0, 8) + "}",
+                          bytes(8)),
+    "dup-key-last-wins-valid": st('{"a":' + entry("U8", [4], 0, 4) + ',"a":' + entry("U8", [8], 0, 8) + "}",
+                                  bytes(8)),
+    "every-common-dtype": st({d: {"dtype": d, "shape": [1], "data_offsets": [i * 8, i * 8 + synth.nbytes(d, [1])]}
+                              for i, d in enumerate(["F64", "I64", "F32", "I32", "BF16", "F16", "U8", "BOOL"])}
+                             | {"pad" + str(i): {"dtype": "U8", "shape": [8 - synth.nbytes(d, [1])],
+                                                 "data_offsets": [i * 8 + synth.nbytes(d, [1]), i * 8 + 8]}
+                                for i, d in enumerate(["F64", "I64", "F32", "I32", "BF16", "F16", "U8", "BOOL"])
+                                if synth.nbytes(d, [1]) < 8},
+                             bytes(64)),
+}
+
+FILE_ERRORS = ("header.invalid", "file.truncated", "file.unaccounted-bytes")
+
+
+def write(tmp_path, name: str, blob: bytes):
+    p = tmp_path / f"{name}.safetensors"
+    p.write_bytes(blob)
+    return p
+
+
+def reference_opens(path) -> bool:
+    """The reference validates the whole header and the data coverage when it opens a file."""
+    try:
+        with safe_open(str(path), "np") as f:
+            for k in f.keys():
+                if f.get_slice(k).get_dtype() != "BF16":  # numpy has no bfloat16
+                    f.get_tensor(k)
+        return True
+    except Exception:
+        return False
+
+
+def file_errors(report: dict) -> list[dict]:
+    return [f for f in report["findings"] if f["check"] in FILE_ERRORS]
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_input_gets_its_finding(tmp_path, name):
+    blob, check, words = BAD[name]
+    r = _core.scan_file(str(write(tmp_path, name, blob)), hash="none")
+    assert r["error"] is None, r["error"]
+    assert r["format"] == "safetensors"
+    found = file_errors(r)
+    assert [f["check"] for f in found] == [check], found
+    f = found[0]
+    assert f["severity"] == "error"
+    assert words in f["message"], f["message"]
+    if check == "header.invalid":
+        pos = f["details"]["position"]
+        assert isinstance(pos, int) and 0 <= pos <= max(len(blob), 8)
+        assert f"at byte {pos}" in f["message"]
+
+
+def test_positions_point_at_the_problem(tmp_path):
+    """The byte position names where the defect is, in file coordinates (8 + offset in the JSON)."""
+    blob = BAD["unknown-dtype"][0]
+    r = _core.scan_file(str(write(tmp_path, "u", blob)), hash="none")
+    pos = file_errors(r)[0]["details"]["position"]
+    assert blob[pos:pos + 3] == b'"a"'
+    blob = BAD["bad-utf8"][0]
+    r = _core.scan_file(str(write(tmp_path, "b", blob)), hash="none")
+    assert file_errors(r)[0]["details"]["position"] == blob.index(b"\xff")
+    blob = BAD["trailing-nul"][0]
+    r = _core.scan_file(str(write(tmp_path, "n", blob)), hash="none")
+    assert file_errors(r)[0]["details"]["position"] == blob.index(b"\x00", 8)
+    blob = BAD["dup-key-different-offsets"][0]
+    r = _core.scan_file(str(write(tmp_path, "d", blob)), hash="none")
+    assert file_errors(r)[0]["details"]["position"] == blob.rindex(b'"a"')
+
+
+def test_ranges_and_byte_counts(tmp_path):
+    r = _core.scan_file(str(write(tmp_path, "g", BAD["gap"][0])), hash="none")
+    f = file_errors(r)[0]
+    header_end = 8 + struct.unpack("<Q", BAD["gap"][0][:8])[0]
+    assert f["details"]["bytes"] == 2
+    assert f["details"]["ranges"] == [[header_end + 2, header_end + 4]]
+    r = _core.scan_file(str(write(tmp_path, "s", BAD["short-data"][0])), hash="none")
+    f = file_errors(r)[0]
+    assert f["details"]["actual"] == len(BAD["short-data"][0])
+    assert f["details"]["expected"] - f["details"]["actual"] == 2
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_accepted_input_has_no_file_error(tmp_path, name):
+    r = _core.scan_file(str(write(tmp_path, name, GOOD[name])), hash="none")
+    assert r["error"] is None
+    assert file_errors(r) == []
+
+
+@pytest.mark.parametrize("name", sorted(BAD) + sorted(GOOD))
+def test_differential_against_reference(tmp_path, name):
+    blob = BAD[name][0] if name in BAD else GOOD[name]
+    p = write(tmp_path, name, blob)
+    ours_ok = not file_errors(_core.scan_file(str(p), hash="none"))
+    assert ours_ok == reference_opens(p), f"{name}: fastscan ok={ours_ok}, reference disagrees"
+
+
+def test_real_layout_headers_agree_with_reference(tmp_path):
+    """A writer-exact header of a real layout (sd15) is accepted by both."""
+    p = synth.write_layout(tmp_path / "sd15.safetensors", "sd15", metadata={"format": "pt"})
+    assert reference_opens(p)
+    assert file_errors(_core.scan_file(str(p), hash="none")) == []
+
+
+def test_directory_of_bad_files_reports_each_and_carries_on(tmp_path):
+    paths = [str(write(tmp_path, n, BAD[n][0])) for n in sorted(BAD)]
+    good = synth.write_layout(tmp_path / "good-sd15.safetensors", "sd15")
+    paths.append(str(good))
+    reports = {r["path"]: r for r in _core.Scanner(paths, hash="none", jobs=2)}
+    assert sorted(reports) == sorted(paths)
+    for n in BAD:
+        r = reports[str(tmp_path / f"{n}.safetensors")]
+        assert [f["check"] for f in file_errors(r)] == [BAD[n][1]], n
+    assert reports[str(good)]["kind"] == "checkpoint"
+    assert file_errors(reports[str(good)]) == []
