@@ -32,6 +32,18 @@ def entry(dtype: str, shape: list, begin: int, end: int) -> str:
     return json.dumps({"dtype": dtype, "shape": shape, "data_offsets": [begin, end]})
 
 
+def every_common_dtype() -> bytes:
+    """One element of each common dtype, each in its own 8-byte slot padded by a U8 tensor."""
+    header, pos = {}, 0
+    for d in ["F64", "I64", "F32", "I32", "BF16", "F16", "U8", "BOOL"]:
+        size = synth.nbytes(d, [1])
+        header[d] = {"dtype": d, "shape": [1], "data_offsets": [pos, pos + size]}
+        if size < 8:
+            header["pad_" + d] = {"dtype": "U8", "shape": [8 - size], "data_offsets": [pos + size, pos + 8]}
+        pos += 8
+    return st(header, bytes(pos))
+
+
 # name -> (file bytes, check it must get, words the reason must contain)
 BAD = {
     "too-small": (b"\x01\x00\x00", "header.invalid", "too small"),
@@ -102,13 +114,7 @@ GOOD = {
                           bytes(8)),
     "dup-key-last-wins-valid": st('{"a":' + entry("U8", [4], 0, 4) + ',"a":' + entry("U8", [8], 0, 8) + "}",
                                   bytes(8)),
-    "every-common-dtype": st({d: {"dtype": d, "shape": [1], "data_offsets": [i * 8, i * 8 + synth.nbytes(d, [1])]}
-                              for i, d in enumerate(["F64", "I64", "F32", "I32", "BF16", "F16", "U8", "BOOL"])}
-                             | {"pad" + str(i): {"dtype": "U8", "shape": [8 - synth.nbytes(d, [1])],
-                                                 "data_offsets": [i * 8 + synth.nbytes(d, [1]), i * 8 + 8]}
-                                for i, d in enumerate(["F64", "I64", "F32", "I32", "BF16", "F16", "U8", "BOOL"])
-                                if synth.nbytes(d, [1]) < 8},
-                             bytes(64)),
+    "every-common-dtype": every_common_dtype(),
 }
 
 FILE_ERRORS = ("header.invalid", "file.truncated", "file.unaccounted-bytes")
