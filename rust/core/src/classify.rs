@@ -104,7 +104,7 @@ fn shape_matches(want: &Option<Vec<i64>>, got: &[u64]) -> bool {
 }
 
 /// Finds the first arch rule whose conditions all hold with `prefix` prepended to each key.
-fn match_arch<'r>(index: &HashMap<&str, &TensorInfo>, prefix: &str) -> Option<&'r ArchRule> {
+fn match_arch(index: &HashMap<&str, &TensorInfo>, prefix: &str) -> Option<&'static ArchRule> {
     let mut key = String::new();
     rules().archs.iter().find(|rule| {
         rule.conditions.iter().all(|c| {
@@ -137,7 +137,60 @@ pub fn classify(tensors: &[TensorInfo]) -> Classification {
     if let Some(rule) = match_arch(&index, "") {
         return whole(tensors, "unet", leak(&rule.arch), "unet");
     }
+    // 3. The EMA half of a training checkpoint saved alone: a UNet under EMA names.
+    if let Some(c) = ema_only(tensors) {
+        return c;
+    }
     crate::standalone::classify_standalone(tensors, &index)
+}
+
+/// Prefix of EMA UNet keys: `model_ema.diffusion_model` + the UNet key with every `.` removed.
+const EMA_UNET: &str = "model_ema.diffusion_model";
+
+/// Arch of a UNet stored under EMA names (dots removed), by the same rules as a plain UNet.
+fn ema_arch(tensors: &[TensorInfo]) -> Option<&'static ArchRule> {
+    let index: HashMap<&str, &TensorInfo> = tensors
+        .iter()
+        .filter_map(|t| t.name.strip_prefix(EMA_UNET).map(|k| (k, t)))
+        .collect();
+    if index.is_empty() {
+        return None;
+    }
+    rules().archs.iter().find(|rule| {
+        rule.conditions.iter().all(|c| {
+            let key: String = c.key.chars().filter(|&ch| ch != '.').collect();
+            index
+                .get(key.as_str())
+                .is_some_and(|t| shape_matches(&c.shape, &t.shape))
+        })
+    })
+}
+
+/// A file holding only EMA weights (and buffers): what a training checkpoint adds, kind `unet`.
+fn ema_only(tensors: &[TensorInfo]) -> Option<Classification> {
+    if !tensors
+        .iter()
+        .all(|t| is_ema(&t.name) || is_buffer(&t.name))
+    {
+        return None;
+    }
+    let rule = ema_arch(tensors)?;
+    let roles = tensors
+        .iter()
+        .map(|t| {
+            if is_buffer(&t.name) {
+                Role::Buffer
+            } else {
+                Role::Ema
+            }
+        })
+        .collect();
+    Some(Classification {
+        kind: "unet",
+        arch: leak(&rule.arch),
+        roles,
+        expected_text_encoders: vec![],
+    })
 }
 
 /// Every non-buffer tensor of the file belongs to one component.
