@@ -61,6 +61,8 @@ struct Rules {
     buffers: Buffers,
     ema_prefixes: Vec<String>,
     archs: Vec<ArchRule>,
+    /// arch -> component -> element count of a clean model (plus a `_doc` string).
+    reference_elements: BTreeMap<String, serde_json::Value>,
 }
 
 fn rules() -> &'static Rules {
@@ -68,6 +70,30 @@ fn rules() -> &'static Rules {
     RULES.get_or_init(|| {
         serde_json::from_str(include_str!("rules.json")).expect("rules.json is valid")
     })
+}
+
+/// Element count of each component of a clean model of `arch` (from the real layouts), if known.
+pub fn reference_elements(arch: &str) -> Option<BTreeMap<&'static str, u64>> {
+    let m = rules().reference_elements.get(arch)?.as_object()?;
+    Some(
+        m.iter()
+            .filter_map(|(c, n)| Some((leak(c), n.as_u64()?)))
+            .collect(),
+    )
+}
+
+/// Every key prefix any arch keeps a component under (`first_stage_model.`, `conditioner.embedders.1.model.`, ...).
+pub fn known_prefixes() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = rules()
+        .archs
+        .iter()
+        .flat_map(|r| r.components.values().flatten())
+        .chain(&rules().unet_prefixes)
+        .map(|p| leak(p))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// Interns a rule string for the life of the process (rules are loaded once).
