@@ -29,8 +29,8 @@ LAYOUTS = {
     "sdxl-refiner": ("checkpoint", "sdxl-refiner", {"unet": 1220, "vae": 248, "clip_g": 390}),
     "sd3-medium": ("checkpoint", "sd3", {"unet": 491, "vae": 244}),
     "sd3-medium-incl-clips": ("checkpoint", "sd3", {"unet": 491, "vae": 244, "clip_l": 196, "clip_g": 517}),
-    "sd3-medium-incl-clips-t5xxlfp16": ("checkpoint", "sd3",
-                                        {"unet": 491, "vae": 244, "clip_l": 196, "clip_g": 517, "t5xxl": 220}),
+    "sd3-medium-incl-clips-t5xxlfp16": (
+        "checkpoint", "sd3", {"unet": 491, "vae": 244, "clip_l": 196, "clip_g": 517, "t5xxl": 220}),
     "flux1-dev": ("unet", "flux", {"unet": 780}),
     "flux-ae": ("vae", "unknown", {"vae": 244}),
     "vae-sd": ("vae", "unknown", {"vae": 248}),
@@ -51,8 +51,8 @@ REAL_FILES = {
     "cloneofsimo-lora_lora_disney.safetensors": ("lora", "sd1",
                                                  {"unet": 288, "text_encoder": 96, "embedding": 2}),
     # An inpainting LoRA touches only attention, which is the same in SD1 and SD1-inpaint: sd1.
-    "cloneofsimo-lora_lora_disney_inpainting.safetensors": ("lora", "sd1",
-                                                            {"unet": 288, "text_encoder": 96, "embedding": 2}),
+    "cloneofsimo-lora_lora_disney_inpainting.safetensors": (
+        "lora", "sd1", {"unet": 288, "text_encoder": 96, "embedding": 2}),
 }
 
 

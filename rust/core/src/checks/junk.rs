@@ -129,10 +129,9 @@ pub fn check(ctx: &Context, out: &mut Outcome) {
         "junk.unknown-keys",
         Severity::Warning,
         format!(
-            "{} key(s), {}, belong to no component of a{} {} checkpoint: {summary}; `fastscan fix --prune junk` drops them",
+            "{} key(s), {}, belong to no component of this {} checkpoint: {summary}; `fastscan fix --prune junk` drops them",
             junk.len(),
             human(bytes),
-            if ctx.class.arch == "unknown" { "n" } else { "" },
             ctx.class.arch,
         ),
         json!({

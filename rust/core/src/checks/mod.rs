@@ -66,8 +66,27 @@ pub fn human(bytes: u64) -> String {
     format!("{v:.1} {}", UNITS[u])
 }
 
+/// An integer with thousands separators: `859,520,964`.
+pub fn grouped(n: u64) -> String {
+    let s = n.to_string();
+    let groups: Vec<&str> = s
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    groups.join(",")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn grouped_digits() {
+        assert_eq!(super::grouped(0), "0");
+        assert_eq!(super::grouped(999), "999");
+        assert_eq!(super::grouped(859520964), "859,520,964");
+    }
+
     #[test]
     fn human_bytes() {
         assert_eq!(super::human(512), "512 bytes");

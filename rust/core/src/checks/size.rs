@@ -1,6 +1,6 @@
 //! `size.unusual`: components of another size than a clean model of the arch, or a bloated header.
 
-use super::{human, Context, Outcome};
+use super::{grouped, human, Context, Outcome};
 use crate::classify::{reference_elements, Role};
 use crate::report::{Finding, Severity};
 use serde_json::{json, Value};
@@ -109,17 +109,19 @@ pub fn check(ctx: &Context, out: &mut Outcome) {
         for m in &mismatches {
             let diff = signed(m.actual_elements, m.expected_elements);
             reasons.push(format!(
-                "its {} has {} elements where a clean {} {} has {} ({} {})",
+                "its {} has {} elements where a clean {} {} has {} ({} {}, {} at its dtypes: {})",
                 m.component,
-                m.actual_elements,
+                grouped(m.actual_elements),
                 ctx.class.arch,
                 m.component,
-                m.expected_elements,
-                diff.unsigned_abs(),
+                grouped(m.expected_elements),
+                grouped(diff.unsigned_abs() as u64),
+                if diff < 0 { "fewer" } else { "more" },
+                human(m.actual_bytes.abs_diff(m.expected_bytes)),
                 if diff < 0 {
-                    "fewer: pruned or partial"
+                    "pruned or partial"
                 } else {
-                    "more: extra tensors"
+                    "extra tensors"
                 }
             ));
             expected_size -= signed(m.actual_bytes, m.expected_bytes);
@@ -177,8 +179,9 @@ pub fn check(ctx: &Context, out: &mut Outcome) {
         "size.unusual",
         Severity::Info,
         format!(
-            "file is {} where a clean {} {} would be {}: {}",
+            "file is {} ({} bytes) where a clean {} {} would be {}: {}",
             human(ctx.size),
+            grouped(ctx.size),
             ctx.class.arch,
             ctx.class.kind,
             human(expected),
