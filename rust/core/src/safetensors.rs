@@ -65,6 +65,23 @@ struct RawHeader {
     tensors: Vec<(String, RawTensor)>,
     /// Names listed more than once with different entries.
     conflicting: Vec<String>,
+    /// First entry the reference rejects while parsing (even one a later repeat replaces):
+    /// (name, reason, which occurrence of the name).
+    problem: Option<(String, String, usize)>,
+}
+
+/// What the reference's typed parse rejects in one entry: an unknown dtype or not two offsets.
+fn entry_problem(name: &str, t: &RawTensor) -> Option<String> {
+    if Dtype::parse(&t.dtype).is_none() {
+        return Some(format!("unknown dtype `{}` for tensor `{name}`", t.dtype));
+    }
+    if t.data_offsets.len() != 2 {
+        return Some(format!(
+            "tensor `{name}`: data_offsets has {} numbers, expected 2 (begin, end)",
+            t.data_offsets.len()
+        ));
+    }
+    None
 }
 
 impl<'de> Deserialize<'de> for RawHeader {
@@ -80,6 +97,8 @@ impl<'de> Deserialize<'de> for RawHeader {
                 let mut seen_meta = false;
                 let mut tensors: Vec<(String, RawTensor)> = Vec::new();
                 let mut conflicting = Vec::new();
+                let mut problem = None;
+                let mut seen: std::collections::HashMap<String, usize> = Default::default();
                 let mut pos: std::collections::HashMap<String, usize> = Default::default();
                 while let Some(key) = map.next_key::<String>()? {
                     if key == "__metadata__" {
@@ -92,6 +111,12 @@ impl<'de> Deserialize<'de> for RawHeader {
                         let t: RawTensor = map
                             .next_value()
                             .map_err(|e| de::Error::custom(format!("tensor `{key}`: {e}")))?;
+                        let occurrence = seen.entry(key.clone()).or_default();
+                        if problem.is_none() {
+                            problem =
+                                entry_problem(&key, &t).map(|r| (key.clone(), r, *occurrence));
+                        }
+                        *occurrence += 1;
                         match pos.get(&key) {
                             Some(&i) => {
                                 if tensors[i].1 != t && !conflicting.contains(&key) {
@@ -110,6 +135,7 @@ impl<'de> Deserialize<'de> for RawHeader {
                     metadata,
                     tensors,
                     conflicting,
+                    problem,
                 })
             }
         }
@@ -134,6 +160,15 @@ fn position_of(text: &str, name: &str) -> u64 {
     let key = format!("\"{name}\":");
     let quoted = &key[..key.len() - 1];
     8 + text.find(&key).or_else(|| text.find(quoted)).unwrap_or(0) as u64
+}
+
+/// Byte position in the file of the `n`-th (0-based) occurrence of the key `"name":`.
+fn nth_position_of(text: &str, name: &str, n: usize) -> u64 {
+    let key = format!("\"{name}\":");
+    match text.match_indices(&key).nth(n) {
+        Some((i, _)) => 8 + i as u64,
+        None => position_of(text, name),
+    }
 }
 
 /// Byte position in the file of the last occurrence of the key `"name"` (a repeated entry).
@@ -184,6 +219,12 @@ pub fn parse_header(
         )
     })?;
 
+    if let Some((name, reason, occurrence)) = raw.problem {
+        return Err(HeaderError::new(
+            reason,
+            nth_position_of(text, &name, occurrence),
+        ));
+    }
     let mut metadata = BTreeMap::new();
     if let Some(m) = raw.metadata {
         for (k, v) in m {
@@ -425,5 +466,17 @@ mod tests {
         let e = parse(&file(h, 2)).unwrap_err();
         assert!(e.reason.contains("has 3 numbers"), "{e:?}");
         assert_eq!(e.position, 8 + 1);
+    }
+
+    #[test]
+    fn a_replaced_entry_is_still_parsed_as_the_reference_does() {
+        let h = r#"{"a":{"dtype":"F","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+        let e = parse(&file(h, 8)).unwrap_err();
+        assert!(e.reason.contains("unknown dtype `F`"), "{e:?}");
+        assert_eq!(e.position, 9);
+        let h = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}}"#;
+        let e = parse(&file(h, 8)).unwrap_err();
+        assert!(e.reason.contains("has 1 numbers"), "{e:?}");
+        assert_eq!(e.position, 8 + h.rfind("\"a\"").unwrap() as u64);
     }
 }
