@@ -216,10 +216,14 @@ def test_real_layout_headers_agree_with_reference(tmp_path):
 
 
 def test_directory_of_bad_files_reports_each_and_carries_on(tmp_path):
-    paths = [str(write(tmp_path, n, BAD[n][0])) for n in sorted(BAD)]
+    for n in sorted(BAD):
+        write(tmp_path, n, BAD[n][0])
     good = synth.write_layout(tmp_path / "good-sd15.safetensors", "sd15")
-    paths.append(str(good))
-    reports = {r["path"]: r for r in _core.Scanner(paths, hash="none", jobs=2)}
+    files, walk_errors = _core.walk([str(tmp_path)])
+    assert walk_errors == []
+    paths = [f[0] for f in files]
+    assert len(paths) == len(BAD) + 1
+    reports = {r["path"]: r for r in _core.Scanner(paths, hash="full", jobs=2)}
     assert sorted(reports) == sorted(paths)
     for n in BAD:
         r = reports[str(tmp_path / f"{n}.safetensors")]

@@ -127,7 +127,10 @@ fn encoder_of<'a>(ctx: &'a Context, t: &TensorInfo) -> &'a str {
 /// Flags every CLIP `position_ids` that is not int64 or not `0..n-1`.
 pub fn check(ctx: &Context, out: &mut Outcome) {
     for t in ctx.tensors {
-        if t.name == "embeddings.position_ids" || t.name.ends_with(".embeddings.position_ids") {
+        let text_side = !t.name.contains("vision_model.");
+        if text_side
+            && (t.name == "embeddings.position_ids" || t.name.ends_with(".embeddings.position_ids"))
+        {
             if let Some(f) = finding(ctx, t) {
                 out.findings.push(f);
             }
