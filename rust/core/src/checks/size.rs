@@ -119,9 +119,9 @@ pub fn check(ctx: &Context, out: &mut Outcome) {
                 if diff < 0 { "fewer" } else { "more" },
                 human(m.actual_bytes.abs_diff(m.expected_bytes)),
                 if diff < 0 {
-                    "pruned or partial"
+                    "pruned, partial or a smaller variant"
                 } else {
-                    "extra tensors"
+                    "extra tensors or a larger variant"
                 }
             ));
             expected_size -= signed(m.actual_bytes, m.expected_bytes);
