@@ -72,13 +72,25 @@ pub fn minimal_header_len(ctx: &Context, data_start: u64) -> u64 {
         entries += 1;
     }
     for t in ctx.tensors {
+        // "name":{"dtype":"F16","shape":[a,b],"data_offsets":[x,y]}
         let b = t.start.saturating_sub(data_start);
-        let entry =
-            json!({"dtype": t.dtype.name(), "shape": t.shape, "data_offsets": [b, b + t.len]});
-        n += json_len(&t.name) + 1 + json_len(&entry);
+        let shape: u64 = t.shape.iter().map(|&d| digits(d)).sum::<u64>()
+            + (t.shape.len() as u64).saturating_sub(1);
+        n += json_len(&t.name)
+            + 1
+            + r#"{"dtype":"","shape":[],"data_offsets":[,]}"#.len() as u64
+            + t.dtype.name().len() as u64
+            + shape
+            + digits(b)
+            + digits(b + t.len);
         entries += 1;
     }
     n + entries.saturating_sub(1) // commas
+}
+
+/// Decimal digits of `n`.
+fn digits(n: u64) -> u64 {
+    n.checked_ilog10().map_or(1, |d| d as u64 + 1)
 }
 
 fn signed(a: u64, b: u64) -> i128 {
@@ -194,6 +206,14 @@ pub fn check(ctx: &Context, out: &mut Outcome) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digit_counts() {
+        assert_eq!(
+            [0, 9, 10, 99, 100, u64::MAX].map(digits),
+            [1, 1, 2, 2, 3, 20]
+        );
+    }
 
     #[test]
     fn compare_reports_only_differing_components() {
