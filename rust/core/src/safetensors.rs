@@ -59,9 +59,32 @@ struct RawTensor {
     data_offsets: Vec<u64>,
 }
 
+/// `__metadata__` entries in file order, repeats included (the reference checks every value).
+struct MetaPairs(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for MetaPairs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MetaPairs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetaPairs, A::Error> {
+                let mut v = Vec::new();
+                while let Some(kv) = map.next_entry::<String, Value>()? {
+                    v.push(kv);
+                }
+                Ok(MetaPairs(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// Header entries in file order; a repeated tensor name keeps the last entry, as the reference does.
 struct RawHeader {
-    metadata: Option<BTreeMap<String, Value>>,
+    metadata: Option<MetaPairs>,
     tensors: Vec<(String, RawTensor)>,
     /// Names listed more than once with different entries.
     conflicting: Vec<String>,
@@ -106,7 +129,7 @@ impl<'de> Deserialize<'de> for RawHeader {
                             return Err(de::Error::custom("duplicate field `__metadata__`"));
                         }
                         seen_meta = true;
-                        metadata = map.next_value::<Option<BTreeMap<String, Value>>>()?;
+                        metadata = map.next_value::<Option<MetaPairs>>()?;
                     } else {
                         let t: RawTensor = map
                             .next_value()
@@ -226,19 +249,20 @@ pub fn parse_header(
         ));
     }
     let mut metadata = BTreeMap::new();
-    if let Some(m) = raw.metadata {
-        for (k, v) in m {
-            if !v.is_string() {
-                return Err(HeaderError::new(
-                    format!(
-                        "__metadata__ value for `{k}` is {}, not a string",
-                        json_kind(&v)
-                    ),
-                    position_of(text, &k),
-                ));
-            }
-            metadata.insert(k, v);
+    let mut seen: std::collections::HashMap<&str, usize> = Default::default();
+    for (k, v) in raw.metadata.iter().flat_map(|m| &m.0) {
+        let occurrence = seen.entry(k).or_default();
+        if !v.is_string() {
+            return Err(HeaderError::new(
+                format!(
+                    "__metadata__ value for `{k}` is {}, not a string",
+                    json_kind(v)
+                ),
+                nth_position_of(text, k, *occurrence),
+            ));
         }
+        *occurrence += 1;
+        metadata.insert(k.clone(), v.clone());
     }
 
     let data_start = 8 + n;
@@ -478,5 +502,15 @@ mod tests {
         let e = parse(&file(h, 8)).unwrap_err();
         assert!(e.reason.contains("has 1 numbers"), "{e:?}");
         assert_eq!(e.position, 8 + h.rfind("\"a\"").unwrap() as u64);
+    }
+
+    #[test]
+    fn every_metadata_value_must_be_a_string_even_a_replaced_one() {
+        let h = r#"{"__metadata__":{"a":1,"a":"x"}}"#;
+        let e = parse(&file(h, 0)).unwrap_err();
+        assert!(e.reason.contains("`a` is a number"), "{e:?}");
+        assert_eq!(e.position, 8 + h.find("\"a\"").unwrap() as u64);
+        let (hd, _) = parse(&file(r#"{"__metadata__":{"a":"1","a":"x"}}"#, 0)).unwrap();
+        assert_eq!(hd.metadata["a"], "x");
     }
 }
