@@ -32,6 +32,14 @@ pub const SNIFF_LEN: usize = 64;
 /// Guesses the format from the first bytes; `named_safetensors` only decides between
 /// "damaged safetensors" and "unknown" when the bytes alone cannot tell.
 pub fn sniff(head: &[u8], named_safetensors: bool) -> Format {
+    // A safetensors length under 2^32 then a JSON object: checked first, because a length such as
+    // 0x0480 starts with the bytes of a pickle protocol header (0x80 0x04).
+    if head.len() >= 9 && head[4..8] == [0, 0, 0, 0] {
+        let first = head[8..].iter().find(|b| !b" \t\r\n".contains(b));
+        if first == Some(&b'{') {
+            return Format::Safetensors;
+        }
+    }
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         return Format::TorchZip;
     }
@@ -85,5 +93,11 @@ mod tests {
         assert_eq!(sniff(b"cmod\n\xf8\n", false), Format::Unknown);
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n", false), Format::Unknown);
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n", true), Format::Safetensors);
+        // Header lengths whose first bytes look like a pickle protocol header (0x80, 0..=5).
+        for n in [0x80u64, 0x0480, 0x0580] {
+            let mut st = n.to_le_bytes().to_vec();
+            st.extend_from_slice(b"{\"a\":");
+            assert_eq!(sniff(&st, false), Format::Safetensors, "{n:#x}");
+        }
     }
 }
