@@ -60,10 +60,10 @@ def position_ids_bytes(dtype: str, count: int = 77, values: list[float] | None =
     import numpy as np
 
     vals = np.arange(count, dtype=np.float64) if values is None else np.asarray(values, dtype=np.float64)
-    np_dtype = {"I64": "<i8", "I32": "<i4", "F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype]
     if dtype == "BF16":
         f32 = vals.astype("<f4").view("<u4")
         return (f32 >> 16).astype("<u2").tobytes()
+    np_dtype = {"I64": "<i8", "I32": "<i4", "F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype]
     return vals.astype(np_dtype).tobytes()
 
 
