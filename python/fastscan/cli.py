@@ -139,8 +139,8 @@ def scan(
     )
     try:
         report = _run(run, fmt, sink, show_progress)
-        if fmt == "json":
-            sink.write(report.to_json() + "\n")
+        if fmt == "json":  # indented for a person at a terminal, compact for programs
+            sink.write(report.to_json(indent=2 if sink.isatty() else None) + "\n")
         sink.flush()
     except OSError as e:
         raise fail(f"cannot write {output or 'stdout'}: {e.strerror or e}") from None

@@ -207,7 +207,8 @@ def command(
     from fastscan.cli import fail
 
     try:
-        synth.layouts_dir()
+        if not (synth.layouts_dir() / "sd15.json").is_file():
+            raise FileNotFoundError
     except FileNotFoundError:
         raise fail(
             "the demo needs the real tensor layouts (shared/data/layouts, next to the project) and "
