@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,8 @@ LAYOUTS = {
     "vae-sd": ("vae", "unknown", {"vae"}),
 }
 
+# Scans in these tests use their own cache database, never the user's.
+_CACHE = tempfile.TemporaryDirectory(prefix="fastscan-test-cache-")
 TOP_KEYS = {"schema", "tool", "roots", "started", "elapsed_s", "summary", "files", "duplicates"}
 SUMMARY_KEYS = {"files", "bytes", "by_kind", "by_arch", "findings", "wasted_bytes"}
 FILE_KEYS = {
@@ -54,6 +57,7 @@ FILE_KEYS = {
 
 def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None = None, timeout: float = 120):
     """Runs `python -m fastscan ARGS` in a subprocess (stdout and stderr are pipes)."""
+    env = {**os.environ, "FASTSCAN_CACHE": os.path.join(_CACHE.name, "scan.sqlite3"), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "fastscan", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
@@ -271,9 +275,39 @@ def test_follow_links_option(tmp_path):
     assert [(Path(f["path"]).name, f["kind"]) for f in files] == [("link.safetensors", "embedding")]
 
 
-def test_no_cache_is_accepted(clean_dir):
-    a = scan_json(clean_dir, "--hash", "none", "--no-cache")
-    assert a["summary"]["files"] == 2
+def _rewrite_keeping_stamp(p: Path, at: int, byte: bytes) -> None:
+    """Changes one byte of `p` in place, keeping its size and mtime (what the cache keys on)."""
+    st = p.stat()
+    with open(p, "r+b") as f:
+        f.seek(at)
+        f.write(byte)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_cache_serves_unchanged_files_and_no_cache_rescans(clean_dir, tmp_path):
+    env = {"FASTSCAN_CACHE": str(tmp_path / "c" / "db.sqlite3")}
+    p = clean_dir / "emb.safetensors"
+    assert scan_json(p, "--hash", "none", env=env)["files"][0]["findings"] == []
+    assert (tmp_path / "c" / "db.sqlite3").is_file()
+    _rewrite_keeping_stamp(p, 8, b"[")  # the header is no longer a JSON object
+    cached = scan_json(p, "--hash", "none", env=env)["files"][0]
+    fresh = scan_json(p, "--hash", "none", "--no-cache", env=env)["files"][0]
+    assert cached["findings"] == []  # served from the cache: the file was not opened
+    assert [x["check"] for x in fresh["findings"]] == ["header.invalid"]
+
+
+def test_no_cache_writes_no_database(clean_dir, tmp_path):
+    db = tmp_path / "never" / "db.sqlite3"
+    r = run_cli(clean_dir, "--hash", "none", "--json", "--no-cache", env={"FASTSCAN_CACHE": str(db)})
+    assert r.returncode == 0 and json.loads(r.stdout)["summary"]["files"] == 2
+    assert not db.exists()
+
+
+def test_unusable_cache_warns_and_scans(clean_dir, tmp_path):
+    (tmp_path / "file").write_text("x")
+    r = run_cli(clean_dir, "--hash", "none", "--json", env={"FASTSCAN_CACHE": str(tmp_path / "file" / "db")})
+    assert r.returncode == 0 and json.loads(r.stdout)["summary"]["files"] == 2
+    assert "warning" in r.stderr and "cache" in r.stderr
 
 
 def test_info_prints_one_file_in_detail(tmp_path):

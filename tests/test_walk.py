@@ -19,7 +19,7 @@ from fastscan import synth
 def run_json(*args, timeout: float = 60) -> tuple[int, dict]:
     """`fastscan ARGS --json --hash none` in a subprocess with a timeout: a hang fails the test."""
     r = subprocess.run(
-        [sys.executable, "-m", "fastscan", *map(str, args), "--json", "--hash", "none"],
+        [sys.executable, "-m", "fastscan", *map(str, args), "--json", "--hash", "none", "--no-cache"],
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     assert r.returncode in (0, 1), r.stderr

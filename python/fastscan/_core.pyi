@@ -23,8 +23,17 @@ def read_tensors(path: _Path) -> dict[str, Any]:
 class Scanner(Iterator[dict[str, Any]]):
     """Scans files in parallel in the background; iterating yields each report dict as it finishes."""
 
+    cache_warning: str | None
+    """Set when the cache database was unreadable and was rebuilt."""
+
     def __init__(
-        self, paths: Sequence[_Path], hash: _HashMode = "full", sha256: bool = False, jobs: int = 0
-    ) -> None: ...
+        self,
+        paths: Sequence[_Path],
+        hash: _HashMode = "full",
+        sha256: bool = False,
+        jobs: int = 0,
+        cache: _Path | None = None,
+    ) -> None:
+        """Starts the scan; `cache` is a database path serving unchanged files (OSError if unusable)."""
     def __iter__(self) -> Scanner: ...
     def __next__(self) -> dict[str, Any]: ...

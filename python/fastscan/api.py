@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -13,6 +14,25 @@ from fastscan.model import FileReport, Report, Summary
 
 HASH_MODES = ("none", "components", "full")
 PathLike = str | os.PathLike
+CACHE_FILE = "scan-cache.sqlite3"
+
+
+def default_cache_path() -> str:
+    """The scan cache database: $FASTSCAN_CACHE, else fastscan/scan-cache.sqlite3 in the user's cache dir."""
+    env = os.environ.get("FASTSCAN_CACHE")
+    if env:
+        return env
+    if sys.platform == "darwin":
+        base = os.path.expanduser("~/Library/Caches")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "fastscan", CACHE_FILE)
+
+
+def _cache_path(cache: bool | PathLike | None) -> str | None:
+    if cache is None or cache is False:
+        return None
+    return default_cache_path() if cache is True else os.fspath(cache)
 
 
 @dataclass
@@ -60,6 +80,7 @@ class ScanRun:
         sha256: bool = False,
         jobs: int = 0,
         follow_links: bool = False,
+        cache: bool | PathLike | None = None,
     ) -> None:
         if hash not in HASH_MODES:
             raise ValueError(f"hash must be one of {', '.join(HASH_MODES)}, not {hash!r}")
@@ -67,6 +88,8 @@ class ScanRun:
             raise ValueError(f"jobs must be 0 (all cores) or more, not {jobs}")
         self.roots = _roots(paths)
         self.hash, self.sha256, self.jobs = hash, sha256, jobs
+        self.cache = _cache_path(cache)
+        self.cache_warning: str | None = None
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self._t0 = time.perf_counter()
         found, errors = _core.walk(self.roots, follow_links, jobs)
@@ -82,10 +105,23 @@ class ScanRun:
             yield r
         if not self._paths:
             return
-        for d in _core.Scanner(self._paths, hash=self.hash, sha256=self.sha256, jobs=self.jobs):
+        for d in self._scanner():
             r = FileReport.from_dict(d)
             self.files.append(r)
             yield r
+
+    def _scanner(self) -> _core.Scanner:
+        """The core's parallel scanner; a cache that cannot be opened means no cache, with a warning."""
+        if self.cache is not None:
+            try:
+                s = _core.Scanner(
+                    self._paths, hash=self.hash, sha256=self.sha256, jobs=self.jobs, cache=self.cache
+                )
+                self.cache_warning = s.cache_warning
+                return s
+            except OSError as e:
+                self.cache_warning = f"scan cache {self.cache} not used: {e}"
+        return _core.Scanner(self._paths, hash=self.hash, sha256=self.sha256, jobs=self.jobs)
 
     def drive(
         self,
@@ -125,14 +161,16 @@ def scan(
     jobs: int = 0,
     follow_links: bool = False,
     progress: Callable[[Progress], object] | None = None,
+    cache: bool | PathLike | None = None,
 ) -> Report:
     """Scans files and directories and returns the report (raises FileNotFoundError for a missing root).
 
     `hash`: `none` (header-level checks only), `components` (component hashes and value checks) or
     `full` (whole-file hashes too); `sha256` adds SHA-256 and the hashes built on it; `jobs` 0 uses
-    every core; `progress` is called with a `Progress` after each file.
+    every core; `progress` is called with a `Progress` after each file; `cache`: True for the user's
+    scan cache (`default_cache_path()`), a path for another database, None for none.
     """
-    run = ScanRun(paths, hash=hash, sha256=sha256, jobs=jobs, follow_links=follow_links)
+    run = ScanRun(paths, hash=hash, sha256=sha256, jobs=jobs, follow_links=follow_links, cache=cache)
     return run.drive(progress=progress)
 
 

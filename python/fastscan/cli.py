@@ -115,7 +115,7 @@ def scan(
         bool, typer.Option("--follow-links", help="Follow symbolic links in directories.")
     ] = False,
     no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Do not use the scan cache (reserved).")
+        bool, typer.Option("--no-cache", help="Scan every file again; do not use the scan cache.")
     ] = False,
 ) -> None:
     """Scan files and directories and report what is wrong with them."""
@@ -125,7 +125,9 @@ def scan(
         raise typer.BadParameter("--json and --jsonl exclude each other", param_hint="--json/--jsonl")
     fmt = "jsonl" if jsonl else "json" if (json_out or output) else "table"
     try:
-        run = ScanRun(paths, hash=hash.value, sha256=sha256, jobs=jobs, follow_links=follow_links)
+        run = ScanRun(
+            paths, hash=hash.value, sha256=sha256, jobs=jobs, follow_links=follow_links, cache=not no_cache
+        )
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
     try:
@@ -147,6 +149,8 @@ def scan(
     finally:
         if sink is not sys.stdout:
             sink.close()
+    if run.cache_warning:
+        typer.echo(f"fastscan: warning: {run.cache_warning}", err=True)
     if show_table:
         from rich.console import Console
 
