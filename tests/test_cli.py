@@ -316,7 +316,7 @@ def test_info_prints_one_file_in_detail(tmp_path):
     assert r.returncode == 0, r.stderr
     for word in ("checkpoint", "sd1", "clip_l", "unet", "vae", "ema", "junk.ema", "format", "pt", "tensors"):
         assert word in r.stdout, word
-    assert '"bytes"' in r.stdout  # the finding's details
+    assert "bytes: " in r.stdout  # the finding's details
 
 
 def test_info_json(tmp_path):
@@ -324,6 +324,26 @@ def test_info_json(tmp_path):
     r = run_cli("info", p, "--json", "--hash", "none")
     f = json.loads(r.stdout)
     assert FILE_KEYS <= set(f) and (f["kind"], f["components"]["vae"]["tensors"]) == ("vae", 248)
+
+
+def test_info_hash_option(tmp_path):
+    blake3 = pytest.importorskip("blake3")
+    p = synth.write_layout(tmp_path / "emb.safetensors", "embedding-sd15")
+    digest = blake3.blake3(p.read_bytes()).hexdigest()
+    assert digest in run_cli("info", p).stdout  # --hash full is the default
+    assert digest not in run_cli("info", p, "--hash", "none").stdout
+
+
+def test_info_sha256_option(tmp_path):
+    p = synth.write_layout(tmp_path / "emb.safetensors", "embedding-sd15")
+    f = json.loads(run_cli("info", p, "--json", "--sha256").stdout)
+    assert f["hashes"] == _core.scan_file(str(p), hash="full", sha256=True)["hashes"]
+
+
+def test_info_of_an_unreadable_entry_shows_its_error(tmp_path):
+    (tmp_path / "gone.safetensors").symlink_to(tmp_path / "deleted.safetensors")
+    r = run_cli("info", tmp_path / "gone.safetensors")
+    assert r.returncode == 0 and "error" in r.stdout and "gone.safetensors" in r.stdout
 
 
 def test_info_missing_file_exits_2(tmp_path):

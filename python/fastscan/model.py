@@ -23,8 +23,10 @@ def severity_at_least(severity: str, threshold: str) -> bool:
     return SEVERITY_RANK.get(severity, 0) >= SEVERITY_RANK[threshold]
 
 
-def _extra(d: Mapping[str, Any], known: Iterable[str]) -> dict[str, Any]:
-    known = set(known)
+def _extra(d: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    """The entries of `d` whose keys are not in `known` (fields a newer core added)."""
+    if known.issuperset(d):
+        return {}
     return {k: v for k, v in d.items() if k not in known}
 
 
@@ -74,6 +76,7 @@ class Component:
 
 
 _HASH_NAMES = ("blake3", "sha256", "autov1", "autov2", "addnet")
+_HASH_SET = frozenset(_HASH_NAMES)
 
 
 @dataclass
@@ -91,7 +94,7 @@ class Hashes:
     def from_dict(cls, d: Mapping[str, Any] | None) -> Hashes:
         """Builds hashes from their report dict."""
         d = d or {}
-        return cls(**{k: d.get(k) for k in _HASH_NAMES}, extra=_extra(d, _HASH_NAMES))
+        return cls(**{k: d.get(k) for k in _HASH_NAMES}, extra=_extra(d, _HASH_SET))
 
     def to_dict(self) -> dict[str, Any]:
         """The hashes as they appear in the JSON report."""
@@ -126,6 +129,7 @@ _FILE_FIELDS = (
     "wasted_bytes",
     "error",
 )
+_FILE_SET = frozenset(_FILE_FIELDS)
 
 
 @dataclass
@@ -167,7 +171,7 @@ class FileReport:
             findings=[Finding.from_dict(f) for f in d.get("findings") or []],
             wasted_bytes=dict(d.get("wasted_bytes") or {}),
             error=FileError(err["kind"], err["message"]) if err else None,
-            extra=_extra(d, _FILE_FIELDS),
+            extra=_extra(d, _FILE_SET),
         )
 
     @classmethod

@@ -164,7 +164,9 @@ def _dtypes(d: dict[str, int]) -> str:
 
 def print_file(f: FileReport, console: Console) -> None:
     """One file in detail: identity, components, hashes, metadata, findings with their details."""
-    head = _kv_table(escape(f.path))
+    console.print(f"[bold]{escape(f.path)}[/]")
+    head = _kv_table("")
+    head.title = None
     for k, v in [
         ("size", f"{human_bytes(f.size)} ({f.size:,} bytes)"),
         ("format", f.format),
@@ -207,5 +209,25 @@ def print_file(f: FileReport, console: Console) -> None:
     for x in f.findings:
         console.print(f"  {_sev(x.severity)} [bold]{escape(x.check)}[/]: {escape(x.message)}")
         if x.details not in (None, {}, []):
-            text = json.dumps(x.details, indent=2, ensure_ascii=False)
-            console.print(escape("\n".join("      " + line for line in text.splitlines())), highlight=False)
+            console.print(escape("\n".join(details_lines(x.details, "      "))), highlight=False)
+
+
+def details_lines(value: Any, indent: str = "", width: int = 80) -> list[str]:
+    """A finding's details as readable lines: short values inline, lists one item per line."""
+    compact = json.dumps(value, ensure_ascii=False)
+    if not isinstance(value, dict | list) or len(compact) <= width:
+        return [indent + compact]
+    lines = []
+    if isinstance(value, list):
+        for item in value:
+            text = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
+            lines.append(f"{indent}- {text}")
+        return lines
+    for k, v in value.items():
+        inner = json.dumps(v, ensure_ascii=False)
+        if not isinstance(v, dict | list) or len(inner) + len(k) <= width:
+            lines.append(f"{indent}{k}: {inner}")
+        else:
+            lines.append(f"{indent}{k}:")
+            lines.extend(details_lines(v, indent + "  ", width))
+    return lines
