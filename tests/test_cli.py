@@ -19,8 +19,8 @@ import pytest
 from fastscan import _core, synth
 
 # Every real layout: (kind, arch, components). Shared components (VAEs, CLIP encoders) carry arch
-# "unknown": the same file serves several architectures. sd15-ema-extras is not a model on its own
-# (only what a training checkpoint adds: EMA weights and buffers), so it is kind "unknown".
+# "unknown": the same file serves several architectures. sd15-ema-extras (what a training checkpoint
+# adds: the UNet's EMA copy and schedule buffers) is an SD1 UNet under EMA names.
 LAYOUTS = {
     "diffusers-sd15-text-encoder": ("text-encoder", "unknown", {"clip_l", "buffers"}),
     "diffusers-sd15-unet": ("unet", "sd1", {"unet"}),
@@ -31,7 +31,7 @@ LAYOUTS = {
     "flux1-dev": ("unet", "flux", {"unet"}),
     "lora-sd15-kohya": ("lora", "sd1", {"unet", "text_encoder"}),
     "sd15": ("checkpoint", "sd1", {"unet", "vae", "clip_l", "buffers"}),
-    "sd15-ema-extras": ("unknown", "unknown", {"buffers"}),
+    "sd15-ema-extras": ("unet", "sd1", {"ema", "buffers"}),
     "sd15-emaonly-official": ("checkpoint", "sd1", {"unet", "vae", "clip_l", "buffers"}),
     "sd15-full-ema": ("checkpoint", "sd1", {"unet", "vae", "clip_l", "buffers", "ema"}),
     "sd15-inpaint": ("checkpoint", "sd1-inpaint", {"unet", "vae", "clip_l", "buffers"}),
@@ -118,7 +118,21 @@ def test_layout_table_covers_every_real_layout():
     assert set(LAYOUTS) == {p.stem for p in synth.layouts_dir().glob("*.json")}
 
 
-@pytest.mark.parametrize("name", sorted(LAYOUTS))
+# Classification the core gains with the checks work (EMA-only files); xfail until it is merged.
+PENDING_IN_CORE = {"sd15-ema-extras"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            n, marks=pytest.mark.xfail(reason="EMA-only classification not in this core yet", strict=False)
+        )
+        if n in PENDING_IN_CORE
+        else n
+        for n in sorted(LAYOUTS)
+    ],
+)
 def test_kind_arch_components_of_every_layout(name, layout_report):
     kind, arch, comps = LAYOUTS[name]
     f = next(f for f in layout_report["files"] if Path(f["path"]).stem == name)
@@ -142,6 +156,7 @@ def test_json_report_schema(layout_report, layout_lib):
     assert s["bytes"] == sum(f["size"] for f in r["files"])
     assert set(s["findings"]) == {"info", "warning", "error", "critical"}
     assert s["by_kind"]["checkpoint"] == sum(1 for k, _, _ in LAYOUTS.values() if k == "checkpoint")
+    assert s["by_kind"]["vae"] == 3 and s["by_kind"]["lora"] == 1
     assert s["by_arch"]["sd3"] == 3
     assert s["wasted_bytes"]["ema"] > 0  # sd15-full-ema
     assert [f["path"] for f in r["files"]] == sorted(f["path"] for f in r["files"])
