@@ -7,6 +7,7 @@ Heavy imports (rich, the scanner) happen inside the commands so `fastscan --help
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Annotated, Any
 
@@ -33,7 +34,7 @@ class DefaultGroup(TyperGroup):
 
 
 HELP = "Find and fix what is wrong with Stable Diffusion model files. `fastscan PATH` = `fastscan scan PATH`."
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 app = typer.Typer(
     cls=DefaultGroup,
@@ -144,6 +145,11 @@ def scan(
         if fmt == "json":  # indented for a person at a terminal, compact for programs
             sink.write(report.to_json(indent=2 if sink.isatty() else None) + "\n")
         sink.flush()
+    except KeyboardInterrupt:
+        raise fail("interrupted", EXIT_INTERRUPTED) from None
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(EXIT_USAGE) from None
     except OSError as e:
         raise fail(f"cannot write {output or 'stdout'}: {e.strerror or e}") from None
     finally:

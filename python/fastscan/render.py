@@ -60,22 +60,42 @@ def _sev(s: str) -> str:
 
 
 def summary_table(report: Report) -> Table:
-    """Files by kind and arch, with their bytes."""
+    """Files by kind and arch: count, bytes, problems by severity (unreadable = error), wasted bytes."""
     t = Table(title="Library", box=box.SIMPLE_HEAD, title_justify="left")
     t.add_column("kind")
     t.add_column("arch")
     t.add_column("files", justify="right")
     t.add_column("bytes", justify="right")
-    groups: dict[tuple[str, str], list[int]] = {}
+    sevs = list(reversed(SEVERITIES))
+    for s in sevs:
+        t.add_column(f"[{SEVERITY_STYLE[s]}]{s}[/]", justify="right")
+    t.add_column("wasted", justify="right")
+    groups: dict[tuple[str, str], dict[str, int]] = {}
     for f in report.files:
-        g = groups.setdefault((f.kind, f.arch), [0, 0])
-        g[0] += 1
-        g[1] += f.size
-    for (kind, arch), (n, size) in sorted(groups.items()):
-        t.add_row(kind, arch, str(n), human_bytes(size))
-    s = report.summary
+        g = groups.setdefault((f.kind, f.arch), dict.fromkeys(["files", "bytes", "wasted", *sevs], 0))
+        g["files"] += 1
+        g["bytes"] += f.size
+        g["wasted"] += sum(f.wasted_bytes.values())
+        for x in f.findings:
+            g[x.severity] = g.get(x.severity, 0) + 1
+        g["error"] += f.error is not None
+
+    def row(g: dict[str, int]) -> list[str]:
+        counts = [str(g[s]) if g[s] else "" for s in sevs]
+        return [
+            str(g["files"]),
+            human_bytes(g["bytes"]),
+            *counts,
+            human_bytes(g["wasted"]) if g["wasted"] else "",
+        ]
+
+    total = dict.fromkeys(["files", "bytes", "wasted", *sevs], 0)
+    for (kind, arch), g in sorted(groups.items()):
+        t.add_row(kind, arch, *row(g))
+        for k in total:
+            total[k] += g[k]
     t.add_section()
-    t.add_row("[bold]total", "", f"[bold]{s.files}", f"[bold]{human_bytes(s.bytes)}")
+    t.add_row("[bold]total", "", *(f"[bold]{c}" for c in row(total)))
     return t
 
 
