@@ -413,3 +413,65 @@ def test_progress_bar_on_a_terminal(layout_lib):
     assert r.returncode in (0, 1)
     json.loads(r.stdout)  # stdout stays a clean JSON document
     assert b"scanning" in err and b"files" in err
+
+
+def _report_of(*files: dict):
+    from fastscan.model import FileReport, Report, Summary
+
+    fs = [FileReport.from_dict(f) for f in files]
+    return Report(["lib"], "2026-01-01T00:00:00+00:00", 0.5, fs, Summary.of(fs), "0.0.0")
+
+
+def _finding(check: str, severity: str) -> dict:
+    return {"check": check, "severity": severity, "message": f"{check} fired", "details": {"n": 1}}
+
+
+def test_summary_and_problem_tables_render_the_report():
+    from rich.console import Console
+
+    from fastscan.render import print_report
+
+    rep = _report_of(
+        {"path": "lib/a.safetensors", "size": 10, "kind": "checkpoint", "arch": "sd1",
+         "findings": [_finding("junk.ema", "warning")], "wasted_bytes": {"ema": 4_000_000}},
+        {"path": "lib/b.safetensors", "size": 20, "kind": "checkpoint", "arch": "sd1",
+         "findings": [_finding("junk.ema", "warning"), _finding("file.truncated", "error")],
+         "wasted_bytes": {"ema": 1_000_000}},
+        {"path": "lib/c.bin", "error": {"kind": "io", "message": "lib/c.bin: permission denied"}},
+    )  # fmt: skip
+    con = Console(record=True, width=200)
+    print_report(rep, con)
+    text = con.export_text()
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.strip()}
+    # kind arch files bytes critical error warning info wasted: 1 error, 2 warnings, 5 MB wasted.
+    assert rows["checkpoint"][1:] == ["sd1", "2", "30", "bytes", "1", "2", "5.0", "MB"]
+    assert rows["unknown"][1:] == ["unknown", "1", "0", "bytes", "1"]  # the unreadable file
+    assert "1 unreadable" in text and "wasted: 5.0 MB" in text
+    # Problems: junk.ema on a and b, saving 5 MB; truncated on b; the unreadable file.
+    assert rows["warning"][1:] == ["junk.ema", "2", "5.0", "MB", "a.safetensors"]
+    assert rows["error"][1] in ("file.truncated", "unreadable") and "b.safetensors" in text
+    assert "unreadable (io)" in text and "c.bin" in text
+
+
+def test_clean_report_says_no_problems():
+    from rich.console import Console
+
+    from fastscan.render import print_report
+
+    con = Console(record=True, width=120)
+    print_report(_report_of({"path": "lib/a.safetensors", "size": 1, "kind": "vae"}), con)
+    assert "no problems found" in con.export_text()
+
+
+def test_details_lines_inline_short_values_and_list_long_ones():
+    from fastscan.render import details_lines
+
+    assert details_lines({"bytes": 5}) == ['{"bytes": 5}']
+    long = {"count": 3, "keys": [f"lora_unet_block_{i}.lora_down.weight" for i in range(3)]}
+    assert details_lines(long, "  ") == [
+        "  count: 3",
+        "  keys:",
+        "    - lora_unet_block_0.lora_down.weight",
+        "    - lora_unet_block_1.lora_down.weight",
+        "    - lora_unet_block_2.lora_down.weight",
+    ]
