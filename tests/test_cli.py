@@ -366,6 +366,11 @@ def test_info_missing_file_exits_2(tmp_path):
     assert r.returncode == 2 and "nope.safetensors" in r.stderr
 
 
+def test_info_of_a_directory_exits_2(tmp_path):
+    r = run_cli("info", tmp_path)
+    assert r.returncode == 2 and "is a directory" in r.stderr
+
+
 def test_version():
     r = run_cli("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"fastscan {_core.__version__}"

@@ -97,3 +97,9 @@ def test_non_model_file_is_unknown_without_error(tmp_path):
     r = fastscan.scan(tmp_path, hash="none")
     (f,) = r.files
     assert (f.format, f.kind, f.error, f.findings) == ("unknown", "unknown", None, [])
+
+
+def test_fifo_given_as_root_does_not_hang(tmp_path):
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    _, rep = run_json(tmp_path / "pipe.safetensors")
+    assert rep["files"] == []

@@ -202,6 +202,8 @@ def info(
     """Describe one file in detail: format, kind, arch, components, hashes, metadata, findings."""
     from fastscan.api import scan_one
 
+    if os.path.isdir(path):
+        raise fail(f"{path} is a directory: `fastscan {path}` scans it")
     try:
         f = scan_one(path, hash=hash.value, sha256=sha256)
     except (OSError, ValueError) as e:
