@@ -104,3 +104,8 @@ def test_demo_without_layouts_says_so(tmp_path):
     r = run_demo(tmp_path / "lib", env={**os.environ, "FASTSCAN_LAYOUTS": str(tmp_path / "nowhere")})
     assert r.returncode == 2 and "FASTSCAN_LAYOUTS" in r.stderr and "layouts" in r.stderr
     assert not (tmp_path / "lib").exists()
+
+
+def test_sparse_probe(tmp_path):
+    assert demo.supports_sparse_files(tmp_path)  # tmp is ext4/tmpfs here
+    assert list(tmp_path.iterdir()) == []  # the probe cleans up

@@ -168,10 +168,28 @@ FILES: tuple[DemoFile, ...] = (
 DATA_PASS_CHECKS = frozenset({"values.nan-inf"})
 
 
+def supports_sparse_files(directory: Path) -> bool:
+    """True when a 64 MiB hole written in `directory` takes (almost) no disk."""
+    probe = directory / ".fastscan-sparse-probe"
+    try:
+        with open(probe, "wb") as f:
+            f.truncate(64 << 20)
+            f.seek((64 << 20) - 1)
+            f.write(b"\0")
+        return probe.stat().st_blocks * 512 < (1 << 20)
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def write_library(directory: str | os.PathLike) -> list[Path]:
-    """Writes every demo file (and a README.txt naming each problem) into `directory`; returns the paths."""
+    """Writes every demo file (and a README.txt naming each problem) into `directory`; returns the paths.
+
+    Raises OSError when the filesystem cannot hold sparse files (the library would take ~32 GB).
+    """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
+    if not supports_sparse_files(d):
+        raise OSError(f"{d}: this filesystem does not keep sparse files; the demo would write ~32 GB")
     paths = []
     for f in FILES:
         p = d / f.name
