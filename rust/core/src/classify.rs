@@ -1,8 +1,9 @@
 //! What a file is (kind, arch) and which component each tensor belongs to (SPEC §3).
 
 use crate::tensor::TensorInfo;
+use rustc_hash::FxHashMap as HashMap;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 /// The role of one tensor within its file.
@@ -109,8 +110,10 @@ fn leak(s: &str) -> &'static str {
 }
 
 fn is_buffer(name: &str) -> bool {
+    static EXACT: OnceLock<rustc_hash::FxHashSet<&'static str>> = OnceLock::new();
     let b = &rules().buffers;
-    b.exact.iter().any(|e| e == name) || b.suffix.iter().any(|s| name.ends_with(s.as_str()))
+    let exact = EXACT.get_or_init(|| b.exact.iter().map(|s| s.as_str()).collect());
+    exact.contains(name) || b.suffix.iter().any(|s| name.ends_with(s.as_str()))
 }
 
 fn is_ema(name: &str) -> bool {

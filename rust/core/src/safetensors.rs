@@ -3,9 +3,11 @@
 use crate::dtype::Dtype;
 use crate::report::{Finding, Severity};
 use crate::tensor::TensorInfo;
+use rustc_hash::FxHashMap;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -53,10 +55,51 @@ impl HeaderError {
 
 #[derive(Deserialize, PartialEq)]
 #[serde(expecting = "a tensor entry {dtype, shape, data_offsets}")]
-struct RawTensor {
-    dtype: String,
+struct RawTensor<'a> {
+    /// Borrowed from the header when it has no escapes (it never does in practice).
+    #[serde(borrow)]
+    dtype: Cow<'a, str>,
     shape: Vec<u64>,
-    data_offsets: Vec<u64>,
+    data_offsets: Offsets,
+}
+
+/// `data_offsets` without a heap allocation: the first two numbers and how many there were.
+#[derive(PartialEq, Clone, Copy)]
+struct Offsets {
+    first: [u64; 2],
+    count: usize,
+}
+
+impl Offsets {
+    fn len(&self) -> usize {
+        self.count
+    }
+}
+
+impl<'de> Deserialize<'de> for Offsets {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Offsets;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of two offsets")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Offsets, A::Error> {
+                let mut o = Offsets {
+                    first: [0; 2],
+                    count: 0,
+                };
+                while let Some(v) = seq.next_element::<u64>()? {
+                    if o.count < 2 {
+                        o.first[o.count] = v;
+                    }
+                    o.count += 1;
+                }
+                Ok(o)
+            }
+        }
+        d.deserialize_seq(V)
+    }
 }
 
 /// `__metadata__` entries in file order, repeats included (the reference checks every value).
@@ -83,9 +126,9 @@ impl<'de> Deserialize<'de> for MetaPairs {
 }
 
 /// Header entries in file order; a repeated tensor name keeps the last entry, as the reference does.
-struct RawHeader {
+struct RawHeader<'a> {
     metadata: Option<MetaPairs>,
-    tensors: Vec<(String, RawTensor)>,
+    tensors: Vec<(String, RawTensor<'a>)>,
     /// Names listed more than once with different entries.
     conflicting: Vec<String>,
     /// First entry the reference rejects while parsing (even one a later repeat replaces):
@@ -107,22 +150,19 @@ fn entry_problem(name: &str, t: &RawTensor) -> Option<String> {
     None
 }
 
-impl<'de> Deserialize<'de> for RawHeader {
+impl<'de> Deserialize<'de> for RawHeader<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = RawHeader;
+            type Value = RawHeader<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object of tensor entries")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader<'de>, A::Error> {
                 let mut metadata = None;
                 let mut seen_meta = false;
-                let mut tensors: Vec<(String, RawTensor)> = Vec::new();
-                let mut conflicting = Vec::new();
-                let mut problem = None;
-                let mut seen: std::collections::HashMap<String, usize> = Default::default();
-                let mut pos: std::collections::HashMap<String, usize> = Default::default();
+                let mut entries: Vec<(String, RawTensor)> = Vec::new();
+                let mut problem: Option<(usize, String)> = None;
                 while let Some(key) = map.next_key::<String>()? {
                     if key == "__metadata__" {
                         if seen_meta {
@@ -134,26 +174,18 @@ impl<'de> Deserialize<'de> for RawHeader {
                         let t: RawTensor = map
                             .next_value()
                             .map_err(|e| de::Error::custom(format!("tensor `{key}`: {e}")))?;
-                        let occurrence = seen.entry(key.clone()).or_default();
                         if problem.is_none() {
-                            problem =
-                                entry_problem(&key, &t).map(|r| (key.clone(), r, *occurrence));
+                            problem = entry_problem(&key, &t).map(|r| (entries.len(), r));
                         }
-                        *occurrence += 1;
-                        match pos.get(&key) {
-                            Some(&i) => {
-                                if tensors[i].1 != t && !conflicting.contains(&key) {
-                                    conflicting.push(key.clone());
-                                }
-                                tensors[i].1 = t
-                            }
-                            None => {
-                                pos.insert(key.clone(), tensors.len());
-                                tensors.push((key, t));
-                            }
-                        }
+                        entries.push((key, t));
                     }
                 }
+                let problem = problem.map(|(i, reason)| {
+                    let name = &entries[i].0;
+                    let occurrence = entries[..i].iter().filter(|(k, _)| k == name).count();
+                    (name.clone(), reason, occurrence)
+                });
+                let (tensors, conflicting) = dedupe_last_wins(entries);
                 Ok(RawHeader {
                     metadata,
                     tensors,
@@ -164,6 +196,37 @@ impl<'de> Deserialize<'de> for RawHeader {
         }
         d.deserialize_map(V)
     }
+}
+
+/// Keeps one entry per name at its first position with the last value (the reference's map
+/// semantics); returns the names repeated with different entries.
+#[allow(clippy::type_complexity)]
+fn dedupe_last_wins(entries: Vec<(String, RawTensor)>) -> (Vec<(String, RawTensor)>, Vec<String>) {
+    let mut first: FxHashMap<&str, usize> = FxHashMap::default();
+    first.reserve(entries.len());
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    for (i, (k, _)) in entries.iter().enumerate() {
+        if let Some(&j) = first.get(k.as_str()) {
+            repeats.push((j, i));
+        } else {
+            first.insert(k, i);
+        }
+    }
+    drop(first);
+    if repeats.is_empty() {
+        return (entries, Vec::new());
+    }
+    let mut conflicting: Vec<String> = Vec::new();
+    let mut slots: Vec<Option<(String, RawTensor)>> = entries.into_iter().map(Some).collect();
+    for (j, i) in repeats {
+        let later = slots[i].take().expect("each repeat is taken once");
+        let kept = slots[j].as_mut().expect("first occurrences stay");
+        if kept.1 != later.1 && !conflicting.contains(&later.0) {
+            conflicting.push(later.0.clone());
+        }
+        kept.1 = later.1;
+    }
+    (slots.into_iter().flatten().collect(), conflicting)
 }
 
 /// Byte offset in `text` of serde_json's 1-based line / column.
@@ -275,8 +338,11 @@ pub fn parse_header(
                 at(),
             )
         })?;
-        let (begin, end) = match t.data_offsets[..] {
-            [b, e] => (b, e),
+        let (begin, end) = match t.data_offsets {
+            Offsets {
+                first: [b, e],
+                count: 2,
+            } => (b, e),
             _ => {
                 return Err(HeaderError::new(
                     format!(

@@ -211,14 +211,23 @@ fn read_safetensors(
     head: &[u8],
     size: u64,
 ) -> Result<(safetensors::Header, Vec<crate::report::Finding>), safetensors::HeaderError> {
-    let n = safetensors::header_len(head, size)?;
-    let mut buf = vec![0u8; n as usize];
-    file.read_exact_at(&mut buf, 8)
-        .map_err(|e| safetensors::HeaderError {
-            reason: format!("cannot read header: {e}"),
-            position: 8,
-        })?;
-    safetensors::parse_header(&buf, size)
+    let n = safetensors::header_len(head, size)? as usize;
+    // One header buffer per thread, reused: fresh multi-MB allocations cost a page fault per 4 KiB.
+    thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+    BUF.with_borrow_mut(|buf| {
+        buf.resize(n, 0);
+        let read = file.read_exact_at(&mut buf[..n], 8);
+        let parsed = read
+            .map_err(|e| safetensors::HeaderError {
+                reason: format!("cannot read header: {e}"),
+                position: 8,
+            })
+            .and_then(|_| safetensors::parse_header(&buf[..n], size));
+        if buf.capacity() > 16 << 20 {
+            *buf = Vec::new(); // do not keep a rare huge header's buffer alive
+        }
+        parsed
+    })
 }
 
 fn truncate_value(v: &Value) -> Value {
@@ -233,17 +242,35 @@ fn truncate_value(v: &Value) -> Value {
 
 /// Fills the dtype histogram and per-component totals.
 fn summarize(tensors: &[TensorInfo], class: &Classification, r: &mut FileReport) {
+    // Accumulate under static keys, allocating each map key once rather than once per tensor.
+    type Histogram = BTreeMap<&'static str, u64>;
+    let mut dtypes: Histogram = BTreeMap::new();
+    let mut comps: BTreeMap<&'static str, (u64, u64, Histogram)> = BTreeMap::new();
     for (t, role) in tensors.iter().zip(&class.roles) {
-        *r.dtypes.entry(t.dtype.name().to_string()).or_default() += t.len;
+        *dtypes.entry(t.dtype.name()).or_default() += t.len;
         let comp = match role {
             Role::Component { name, .. } => *name,
             Role::Ema => "ema",
             Role::Buffer => "buffers",
             Role::Junk => "junk",
         };
-        let c: &mut ComponentReport = r.components.entry(comp.to_string()).or_default();
-        c.tensors += 1;
-        c.bytes += t.len;
-        *c.dtypes.entry(t.dtype.name().to_string()).or_default() += t.len;
+        let c = comps.entry(comp).or_default();
+        c.0 += 1;
+        c.1 += t.len;
+        *c.2.entry(t.dtype.name()).or_default() += t.len;
     }
+    let owned = |h: Histogram| h.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    r.dtypes = owned(dtypes);
+    r.components = comps
+        .into_iter()
+        .map(|(name, (tensors, bytes, dt))| {
+            let c = ComponentReport {
+                tensors,
+                bytes,
+                dtypes: owned(dt),
+                blake3: None,
+            };
+            (name.to_string(), c)
+        })
+        .collect();
 }

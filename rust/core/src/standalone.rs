@@ -2,7 +2,7 @@
 
 use crate::classify::{whole, Classification, Role};
 use crate::tensor::TensorInfo;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 type Index<'a> = HashMap<&'a str, &'a TensorInfo>;
 
