@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from fastscan import _core
+from fastscan.dedupe import find_duplicates
 from fastscan.model import FileReport, Report, Summary
 
 HASH_MODES = ("none", "components", "full")
@@ -150,6 +151,7 @@ class ScanRun:
             files=files,
             summary=Summary.of(files),
             version=_core.__version__,
+            duplicates=find_duplicates(f.to_dict() for f in files) if self.hash != "none" else [],
         )
 
 

@@ -227,3 +227,6 @@ def main() -> None:
 from fastscan import demo as _demo  # noqa: E402
 
 app.command("demo")(_demo.command)
+from fastscan import dedupe_cli as _dedupe  # noqa: E402
+
+app.command("dedupe")(_dedupe.command)

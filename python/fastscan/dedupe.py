@@ -60,13 +60,14 @@ def find_duplicates(files: Iterable[Mapping]) -> list[dict]:
             size = sum(fs[0]["components"][name]["bytes"] for name, _ in key)
             groups.append(_group("same-weights", _key_hash(key), None, fs, size))
 
+    # One representative per set of weights, so a repackaged model counts once below.
+    representatives = [fs[0] for fs in by_weights.values()]
     by_comp: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
-    for f in distinct:
+    for f in representatives:
         for name, h in _weights(f).items():
             by_comp[(name, h)].append(f)
     for (name, h), fs in by_comp.items():
-        # Files that are the same weights throughout are already one group above.
-        if len(fs) > 1 and len({tuple(sorted(_weights(f).items())) for f in fs}) > 1:
+        if len(fs) > 1:
             groups.append(_group("shared-component", h, name, fs, fs[0]["components"][name]["bytes"]))
 
     groups.sort(key=lambda g: (-g["reclaimable"], g["type"], g["hash"]))
@@ -90,3 +91,4 @@ def _group(kind: str, h: str, component: str | None, fs: list[Mapping], size: in
         "bytes": size,
         "reclaimable": size * (len(paths) - 1),
     }
+

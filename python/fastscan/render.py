@@ -251,3 +251,36 @@ def details_lines(value: Any, indent: str = "", width: int = 80) -> list[str]:
             lines.append(f"{indent}{k}:")
             lines.extend(details_lines(v, indent + "  ", width))
     return lines
+
+
+DUPLICATE_TITLES = {
+    "identical-files": "identical files",
+    "same-weights": "same weights, different packaging",
+    "shared-component": "shared component",
+}
+
+
+def print_duplicates(report: Report, console: Console) -> None:
+    """Prints the duplicate groups of a report, largest reclaimable first."""
+    groups = report.duplicates
+    if not groups:
+        console.print(f"no duplicates among {report.summary.files} file(s)")
+        return
+    t = Table(box=box.SIMPLE_HEAD, title="duplicates")
+    t.add_column("what")
+    t.add_column("component")
+    t.add_column("files")
+    t.add_column("each", justify="right")
+    t.add_column("reclaimable", justify="right")
+    for g in groups:
+        files = "\n".join(escape(short_path(p, report.roots)) for p in g["files"])
+        t.add_row(
+            DUPLICATE_TITLES.get(g["type"], g["type"]),
+            g["component"] or "",
+            files,
+            human_bytes(g["bytes"]),
+            human_bytes(g["reclaimable"]),
+        )
+    console.print(t)
+    total = sum(g["reclaimable"] for g in groups if g["type"] != "shared-component")
+    console.print(f"{len(groups)} group(s); deleting duplicate files would free {human_bytes(total)}")
