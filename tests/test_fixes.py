@@ -29,6 +29,8 @@ TE_POS = "text_model.embeddings.position_ids"
 UNET_T = "model.diffusion_model.input_blocks.1.1.proj_in.weight"  # F16 [320, 320, 1, 1] in sd15
 VAE_T = "first_stage_model.decoder.conv_in.weight"  # [512, 4, 3, 3]
 EMA_T = "model_ema.diffusion_modelinput_blocks11proj_inweight"
+TE_T = "text_model.encoder.layers.0.mlp.fc1.weight"  # F16 [3072, 768]
+TE_T2 = "text_model.embeddings.token_embedding.weight"  # F16 [49408, 768]: bigger than one 16 MB chunk
 
 
 # ---------- independent readers (not the code under test) ----------
@@ -118,6 +120,20 @@ def bad_clip(tmp_path):
     }
     (tmp_path / "in").mkdir()
     return synth.write_layout(tmp_path / "in" / "bad.safetensors", lay, data=data, metadata={"ss_x": "kept"})
+
+
+@pytest.fixture
+def bad_te(tmp_path):
+    """diffusers-sd15-text-encoder layout (246 MB), position_ids F32, 75.9975 at 76; two tensors seeded."""
+    lay = layout("diffusers-sd15-text-encoder")
+    lay["tensors"][TE_POS]["dtype"] = "F32"
+    data = {
+        TE_POS: synth.position_ids_bytes("F32", values=[*range(76), 75.9975]),
+        TE_T: pattern(size_of(lay, TE_T), 12),
+        TE_T2: pattern(size_of(lay, TE_T2), 13),
+    }
+    (tmp_path / "in").mkdir()
+    return synth.write_layout(tmp_path / "in" / "bad.safetensors", lay, data=data)
 
 
 def unchanged_except(src, out, changed: set[str], dropped: set[str] = frozenset()):
@@ -306,7 +322,7 @@ def test_bad_option_values_are_clear_errors(tmp_path):
 # ---------- safety ----------
 
 
-def test_disk_full_leaves_no_output_and_the_input_untouched(bad_clip, tmp_path, monkeypatch):
+def test_disk_full_leaves_no_output_and_the_input_untouched(bad_te, tmp_path, monkeypatch):
     calls = []
 
     def full(fd, data):
@@ -316,21 +332,21 @@ def test_disk_full_leaves_no_output_and_the_input_untouched(bad_clip, tmp_path, 
         os.write(fd, data)
 
     monkeypatch.setattr(writer, "_write", full)
-    before = fingerprint(bad_clip)
+    before = fingerprint(bad_te)
     out = tmp_path / "in" / "out.safetensors"  # same folder as the input: the temp file goes there too
     with pytest.raises(FixError, match="No space left on device"):
-        commands.fix(bad_clip, out, clip=True)
+        commands.fix(bad_te, out, clip=True)
     assert files_in(tmp_path / "in") == {"bad.safetensors"}
-    assert fingerprint(bad_clip) == before
+    assert fingerprint(bad_te) == before
 
 
-def test_a_corrupted_write_is_caught_by_verification(bad_clip, tmp_path, monkeypatch):
+def test_a_corrupted_write_is_caught_by_verification(bad_te, tmp_path, monkeypatch):
     real = writer.write_plan
 
     def flip_a_bit(fd, plan, sources):
         written = real(fd, plan, sources)
         raw, order = writer.header(plan)
-        first = next(o for o in order if o.name == UNET_T)
+        first = next(o for o in order if o.name == TE_T2)
         off = 8 + len(raw) + sum(o.nbytes for o in order[: order.index(first)])
         b = os.pread(fd, 1, off)
         os.pwrite(fd, bytes([b[0] ^ 1]), off)
@@ -338,8 +354,8 @@ def test_a_corrupted_write_is_caught_by_verification(bad_clip, tmp_path, monkeyp
 
     monkeypatch.setattr(writer, "write_plan", flip_a_bit)
     out = tmp_path / "out.safetensors"
-    with pytest.raises(FixError, match=f"tensor {UNET_T} does not hold the bytes written"):
-        commands.fix(bad_clip, out, clip=True)
+    with pytest.raises(FixError, match=f"tensor {TE_T2} does not hold the bytes written"):
+        commands.fix(bad_te, out, clip=True)
     assert not out.exists()
     assert files_in(tmp_path / "in") == {"bad.safetensors"}
 
@@ -361,47 +377,48 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(tmp_path):
     assert not [n for n in files_in(tmp_path) if n.endswith(writer.TMP_SUFFIX)]
 
 
-def test_refuses_to_overwrite_unless_forced(bad_clip, tmp_path):
+def test_refuses_to_overwrite_unless_forced(bad_te, tmp_path):
     out = tmp_path / "o.safetensors"
     out.write_bytes(b"precious")
     with pytest.raises(FixError, match="already exists"):
-        commands.fix(bad_clip, out, clip=True)
+        commands.fix(bad_te, out, clip=True)
     assert out.read_bytes() == b"precious"
-    commands.fix(bad_clip, out, clip=True, force=True)
-    assert SD15_POS in digests(out)
+    commands.fix(bad_te, out, clip=True, force=True)
+    assert digests(out)[TE_POS][0] == "I64"
     with pytest.raises(FixError, match="is the input itself"):
-        commands.fix(bad_clip, bad_clip, clip=True, force=True)
+        commands.fix(bad_te, bad_te, clip=True, force=True)
 
 
-def test_in_place_needs_a_verified_backup(bad_clip, tmp_path):
-    original = fingerprint(bad_clip)
+def test_in_place_needs_a_verified_backup(bad_te, tmp_path):
+    original = fingerprint(bad_te)
     with pytest.raises(FixError, match="--in-place needs --backup"):
-        commands.fix(bad_clip, in_place=True, clip=True)
-    assert fingerprint(bad_clip) == original
+        commands.fix(bad_te, in_place=True, clip=True)
+    assert fingerprint(bad_te) == original
     missing = tmp_path / "nope"
     with pytest.raises(FixError, match="backup folder does not exist"):
-        commands.fix(bad_clip, in_place=True, backup=missing, clip=True)
-    assert fingerprint(bad_clip) == original
+        commands.fix(bad_te, in_place=True, backup=missing, clip=True)
+    assert fingerprint(bad_te) == original
     bdir = tmp_path / "backups"
     bdir.mkdir()
-    res = commands.fix(bad_clip, in_place=True, backup=bdir, clip=True)
+    res = commands.fix(bad_te, in_place=True, backup=bdir, clip=True)
     assert res.backup == bdir / "bad.safetensors"
     assert fingerprint(res.backup)[1] == original[1]  # the backup is the original, byte for byte
-    assert digests(bad_clip)[SD15_POS][0] == "I64"
+    assert digests(bad_te)[TE_POS][0] == "I64"
+    unchanged_except(res.backup, bad_te, changed={TE_POS})
     with pytest.raises(FixError, match="a backup already exists"):
-        commands.fix(bad_clip, in_place=True, backup=bdir, dtype="fp32")
+        commands.fix(bad_te, in_place=True, backup=bdir, dtype="fp32")
 
 
-def test_in_place_failure_leaves_the_input_as_it_was(bad_clip, tmp_path, monkeypatch):
+def test_in_place_failure_leaves_the_input_as_it_was(bad_te, tmp_path, monkeypatch):
     monkeypatch.setattr(
         writer, "_write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full"))
     )
-    before = fingerprint(bad_clip)
+    before = fingerprint(bad_te)
     bdir = tmp_path / "b"
     bdir.mkdir()
     with pytest.raises(FixError, match="full"):
-        commands.fix(bad_clip, in_place=True, backup=bdir, clip=True)
-    assert fingerprint(bad_clip) == before
+        commands.fix(bad_te, in_place=True, backup=bdir, clip=True)
+    assert fingerprint(bad_te) == before
     assert files_in(tmp_path / "in") == {"bad.safetensors"}
 
 
@@ -507,7 +524,7 @@ def test_convert_refuses_what_is_not_a_pickle(tmp_path):
 # ---------- CLI ----------
 
 
-def test_cli_commands_exit_codes(bad_clip, tmp_path):
+def test_cli_commands_exit_codes(bad_te, tmp_path):
     app = typer.Typer()
 
     @app.callback()
@@ -517,22 +534,22 @@ def test_cli_commands_exit_codes(bad_clip, tmp_path):
     commands.register(app)
     run = CliRunner().invoke
     out = tmp_path / "cli.safetensors"
-    r = run(app, ["fix", str(bad_clip), "-o", str(out), "--clip"])
+    r = run(app, ["fix", str(bad_te), "-o", str(out), "--clip"])
     assert r.exit_code == 0, r.output
     assert "wrote" in r.output and out.exists()
-    r = run(app, ["fix", str(bad_clip), "-o", str(out), "--clip"])
+    r = run(app, ["fix", str(bad_te), "-o", str(out), "--clip"])
     assert r.exit_code == 2 and "already exists" in r.output
-    r = run(app, ["fix", str(bad_clip), "--in-place"])
+    r = run(app, ["fix", str(bad_te), "--in-place"])
     assert r.exit_code == 2 and "--backup" in r.output
-    r = run(app, ["extract", str(bad_clip), "--component", "vae", "-o", str(tmp_path / "v.safetensors")])
+    r = run(app, ["extract", str(bad_te), "--component", "text-encoder", "-o", str(tmp_path / "t.sft")])
     assert r.exit_code == 0, r.output
-    r = run(app, ["convert", str(bad_clip), "-o", str(tmp_path / "c.safetensors")])
+    r = run(app, ["extract", str(bad_te), "--component", "vae", "-o", str(tmp_path / "v.sft")])
+    assert r.exit_code == 2 and "has no vae" in r.output
+    r = run(app, ["convert", str(bad_te), "-o", str(tmp_path / "c.safetensors")])
     assert r.exit_code == 2 and "already safetensors" in r.output
-    r = run(
-        app,
-        ["bake-vae", str(bad_clip), "--vae", str(tmp_path / "v.safetensors"), "-o", str(tmp_path / "b.sft")],
-    )
-    assert r.exit_code == 0, r.output
+    r = run(app, ["bake-vae", str(bad_te), "--vae", str(out), "-o", str(tmp_path / "b.sft")])
+    assert r.exit_code == 2 and "not a checkpoint" in r.output
+    assert not (tmp_path / "b.sft").exists() and not (tmp_path / "v.sft").exists()
 
 
 def test_verify_reports_new_problems(tmp_path):
@@ -540,3 +557,28 @@ def test_verify_reports_new_problems(tmp_path):
     src = synth.write_layout(tmp_path / "e.safetensors", "sd15-full-ema")
     assert "junk.ema" in verify.scan_checks(src)
     assert "junk.ema" not in verify.scan_checks(synth.write_layout(tmp_path / "s.safetensors", "sd15"))
+
+
+def test_extract_refuses_a_lora(tmp_path):
+    lora = synth.write_layout(tmp_path / "l.safetensors", "lora-sd15-kohya")  # kohya LoRA layout
+    with pytest.raises(FixError, match="is a lora file"):
+        commands.extract(lora, "text-encoder", tmp_path / "te.safetensors")
+
+
+def test_strided_tensors_are_gathered_contiguous(tmp_path):
+    # Pickle checkpoints can hold non-contiguous views (element strides). Checked here on a plain file
+    # (vae-sd layout, one seeded F32 [512, 4, 3, 3] tensor) with a hand-made transposed entry.
+    from fastscan.fixes.source import Source
+
+    lay = layout("vae-sd")
+    name = "decoder.conv_in.weight"
+    vals = floats("F32", [512, 4, 3, 3], 14)
+    src = synth.write_layout(tmp_path / "v.safetensors", lay, data={name: vals})
+    with Source(src) as s:
+        e = dict(s.by_name[name])
+        arr = np.frombuffer(vals, "<f4").reshape(512, 36)
+        e.update(shape=[36, 512], strides=[1, 36])  # the transpose, as torch would store a .t() view
+        assert s.contiguous(e) == arr.T.copy().tobytes()
+        assert b"".join(bytes(c) for c in s.chunks(e, chunk=1 << 12)) == arr.T.copy().tobytes()
+        e.update(shape=[512, 2], strides=[36, 2])  # every other element of the first 4
+        assert s.contiguous(e) == arr[:, 0:4:2].copy().tobytes()

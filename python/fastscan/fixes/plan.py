@@ -64,7 +64,7 @@ class Plan:
 
 
 def _is_position_ids(entry: dict) -> bool:
-    return entry["name"].endswith("position_ids")
+    return entry["name"].endswith("position_ids") and len(entry["shape"]) > 0
 
 
 def _is_ema(entry: dict) -> bool:
@@ -97,7 +97,7 @@ def recommend(source: Source) -> dict:
     ts = source.tensors
     clip = any(_is_position_ids(t) and not position_ids_exact(source, t) for t in ts)
     ema = any(t["role"] == "ema" for t in ts)
-    junk = any(t["role"] == "junk" for t in ts)
+    junk = source.table["kind"] == "checkpoint" and any(t["role"] == "junk" for t in ts)
     prune = "all" if ema and junk else "ema" if ema else "junk" if junk else None
     return {"clip": clip, "prune": prune, "dtype": None}
 
@@ -198,6 +198,8 @@ def _prefix(entry: dict) -> str:
 
 def pick_component(source: Source, component: str) -> str:
     """The component name inside the file for `vae|unet|text-encoder` (or an exact name like clip_g)."""
+    if source.table["kind"] in ("lora", "embedding"):
+        raise FixError(f"{source.path}: is a {source.table['kind']} file; extract reads full models")
     present = sorted({t["component"] for t in source.tensors if t["role"] == "component"})
     if component == "text-encoder":
         tes = [c for c in present if c in TEXT_ENCODERS]

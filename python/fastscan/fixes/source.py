@@ -7,10 +7,12 @@ not a SIGBUS, and resident memory stays at one chunk (one tensor for strided pic
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import blake3
 import numpy as np
 
 from fastscan import _core
@@ -18,6 +20,9 @@ from fastscan.fixes.errors import FixError
 from fastscan.synth import DTYPE_BITS
 
 CHUNK = 16 << 20
+MIN_HOLE = 64 << 10  # smaller holes are read as zeros
+_SEEK_DATA = getattr(os, "SEEK_DATA", 0)
+_SEEK_HOLE = getattr(os, "SEEK_HOLE", 0)
 ZEROS = memoryview(bytes(CHUNK))
 
 
@@ -30,13 +35,42 @@ def is_hole(chunk) -> bool:
     return isinstance(chunk, Hole)
 
 
-def hash_update(h, chunk) -> None:
-    """Feeds a chunk's bytes (zeros for a hole) to hasher `h`."""
-    if not isinstance(chunk, Hole):
-        h.update(chunk)
-        return
-    for off in range(0, chunk, CHUNK):
-        h.update(ZEROS[: min(CHUNK, chunk - off)])
+def _feed_zeros(h, n: int) -> None:
+    for off in range(0, n, CHUNK):
+        h.update(ZEROS[: min(CHUNK, n - off)])
+
+
+@functools.lru_cache(maxsize=512)
+def zeros_blake3(n: int) -> str:
+    """blake3 of n zero bytes (cached: sparse fixtures have many all-zero tensors of few sizes)."""
+    h = blake3.blake3()
+    _feed_zeros(h, n)
+    return h.hexdigest()
+
+
+class TensorHasher:
+    """blake3 of one tensor's chunks; a tensor that is all holes costs one cached hash per size."""
+
+    def __init__(self) -> None:
+        self.h = None
+        self.zeros = 0
+
+    def update(self, chunk) -> None:
+        """Feeds a chunk from `Source.chunks` (bytes or a Hole)."""
+        if self.h is None:
+            if isinstance(chunk, Hole):
+                self.zeros += chunk
+                return
+            self.h = blake3.blake3()
+            _feed_zeros(self.h, self.zeros)
+        if isinstance(chunk, Hole):
+            _feed_zeros(self.h, chunk)
+        else:
+            self.h.update(chunk)
+
+    def hexdigest(self) -> str:
+        """The hex digest of everything fed."""
+        return self.h.hexdigest() if self.h is not None else zeros_blake3(self.zeros)
 
 
 def _span(entry: dict) -> int:
@@ -68,6 +102,7 @@ class Source:
         self.size = st.st_size
         self.tensors: list[dict] = self.table["tensors"]
         self.by_name = {t["name"]: t for t in self.tensors}
+        self._buf = bytearray(0)  # one read buffer reused by every `chunks` (one generator at a time)
         for t in self.tensors:
             if t["start"] + _span(t) > self.size:
                 raise FixError(
@@ -111,32 +146,69 @@ class Source:
                 raise FixError(f"{self.path}: file ended at byte {offset + got} (truncated while fixing?)")
             got += n
 
-    def _hole(self, offset: int, n: int) -> bool:
-        """True when bytes offset..offset+n of the file are a hole (sparse file): all zeros, no disk."""
+    def _seek(self, pos: int, whence: int, end: int) -> int:
+        """lseek SEEK_DATA/SEEK_HOLE clamped to `end`; where holes are unknown, everything is data."""
         try:
-            return os.lseek(self.fd, offset, os.SEEK_DATA) >= offset + n
+            return min(os.lseek(self.fd, pos, whence), end)
         except OSError as e:
-            return e.errno == errno.ENXIO  # no data after offset
-        except AttributeError:  # no SEEK_DATA on this platform
-            return False
+            if e.errno == errno.ENXIO:  # no data after pos
+                return end
+            return pos if whence == _SEEK_DATA else end
+
+    def _pieces(self, pos: int, end: int, base: int, buf: bytearray) -> Iterator[memoryview | Hole]:
+        """Bytes pos..end split into holes (aligned to 8 bytes from `base`, at least MIN_HOLE) and data."""
+
+        def down(x: int) -> int:
+            return base + (x - base) // 8 * 8
+
+        def up(x: int) -> int:
+            return base - (base - x) // 8 * 8
+
+        while pos < end:
+            d = self._seek(pos, _SEEK_DATA, end)
+            hole_end = down(d) if d < end else end
+            if hole_end - pos >= MIN_HOLE:
+                yield Hole(hole_end - pos)
+                pos = hole_end
+                continue
+            stop, q = end, max(d, pos)
+            while q < end:  # read up to the next hole big enough to skip
+                h = self._seek(q, _SEEK_HOLE, end)
+                if h >= end:
+                    break
+                nd = self._seek(h, _SEEK_DATA, end)
+                hs, he = up(h), (down(nd) if nd < end else end)
+                if he - hs >= MIN_HOLE:
+                    stop = hs
+                    break
+                q = nd
+            view = memoryview(buf)[: stop - pos]
+            self._pread_into(view, pos)
+            yield view
+            pos = stop
 
     def chunks(self, entry: dict, chunk: int = CHUNK) -> Iterator[memoryview | Hole]:
-        """Tensor bytes, C-contiguous, in chunks of at most `chunk` bytes (each valid till the next)."""
+        """Tensor bytes, C-contiguous, in chunks of at most `chunk` bytes (each valid till the next).
+
+        Runs of zeros that are holes in a sparse file come as `Hole`s. One generator at a time per
+        Source: chunks share one buffer.
+        """
         if entry.get("strides") is not None:
             data = memoryview(self.contiguous(entry))
             for off in range(0, len(data), chunk):
                 yield data[off : off + chunk]
             return
         total, start = entry["len"], entry["start"]
-        buf = bytearray(min(chunk, total))
+        if len(self._buf) < min(chunk, total):
+            self._buf = bytearray(chunk)
         for off in range(0, total, chunk):
             n = min(chunk, total - off)
-            if n >= 65536 and self._hole(start + off, n):
-                yield Hole(n)
-                continue
-            view = memoryview(buf)[:n]
-            self._pread_into(view, start + off)
-            yield view
+            if n < MIN_HOLE or not _SEEK_DATA:
+                view = memoryview(self._buf)[:n]
+                self._pread_into(view, start + off)
+                yield view
+            else:
+                yield from self._pieces(start + off, start + off + n, start, self._buf)
 
     def contiguous(self, entry: dict) -> bytes:
         """The whole tensor's bytes, C-contiguous (strided pickle tensors are gathered with as_strided)."""

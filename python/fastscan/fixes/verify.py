@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import blake3
 import numpy as np
 
 from fastscan import _core
 from fastscan.fixes.errors import FixError
 from fastscan.fixes.plan import Plan
-from fastscan.fixes.source import Source, hash_update
+from fastscan.fixes.source import Source, TensorHasher
 
 SERIOUS = ("critical", "error", "warning")
 
@@ -23,9 +22,9 @@ def scan_checks(path: Path) -> set[str]:
 
 def tensor_hash(src: Source, entry: dict) -> str:
     """blake3 of one tensor's bytes as stored."""
-    h = blake3.blake3()
+    h = TensorHasher()
     for chunk in src.chunks(entry):
-        hash_update(h, chunk)
+        h.update(chunk)
     return h.hexdigest()
 
 

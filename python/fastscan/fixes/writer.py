@@ -12,13 +12,12 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-import blake3
 import numpy as np
 
 from fastscan.fixes.cast import ITEMSIZE, cast_bytes
 from fastscan.fixes.errors import FixError
 from fastscan.fixes.plan import OutTensor, Plan
-from fastscan.fixes.source import Hole, Source, hash_update, is_hole
+from fastscan.fixes.source import Hole, Source, TensorHasher, is_hole
 from fastscan.synth import header_for
 
 TMP_SUFFIX = ".fastscan-tmp"
@@ -65,10 +64,10 @@ def write_plan(fd: int, plan: Plan, sources: list[Source]) -> dict[str, str]:
     _write(fd, raw)
     written = {}
     for o in order:
-        h = blake3.blake3()
+        h = TensorHasher()
         n = 0
         for chunk in tensor_bytes(o, sources):
-            hash_update(h, chunk)
+            h.update(chunk)
             if is_hole(chunk):  # keep a sparse input's holes: seek instead of writing zeros
                 os.lseek(fd, chunk, os.SEEK_CUR)
                 n += chunk
