@@ -582,3 +582,59 @@ def test_strided_tensors_are_gathered_contiguous(tmp_path):
         assert b"".join(bytes(c) for c in s.chunks(e, chunk=1 << 12)) == arr.T.copy().tobytes()
         e.update(shape=[512, 2], strides=[36, 2])  # every other element of the first 4
         assert s.contiguous(e) == arr[:, 0:4:2].copy().tobytes()
+
+
+def test_an_input_changed_during_the_fix_is_refused(bad_te, tmp_path, monkeypatch):
+    real = writer.write_plan
+
+    def touch_input(fd, plan, sources):
+        written = real(fd, plan, sources)
+        os.utime(bad_te, ns=(1, 1))  # someone rewrote the input meanwhile
+        return written
+
+    monkeypatch.setattr(writer, "write_plan", touch_input)
+    out = tmp_path / "o.safetensors"
+    with pytest.raises(FixError, match="changed while it was being fixed"):
+        commands.fix(bad_te, out, clip=True)
+    assert not out.exists() and files_in(tmp_path / "in") == {"bad.safetensors"}
+
+
+def test_auto_fix_leaves_a_lora_alone(tmp_path):
+    # lora-sd15-kohya layout: no junk, EMA or position_ids to fix, F16 throughout
+    lora = synth.write_layout(
+        tmp_path / "l.safetensors", "lora-sd15-kohya", metadata={"ss_network_dim": "16"}
+    )
+    assert commands.fix(lora, tmp_path / "o.safetensors").out is None
+
+
+def test_stale_data_hashes_in_metadata_are_dropped(tmp_path):
+    # vae-sd layout carrying sd-scripts' hash of its data region: it no longer holds once data changes
+    meta = {"sshs_model_hash": "0" * 64, "modelspec.title": "kept"}
+    src = synth.write_layout(tmp_path / "v.safetensors", "vae-sd", metadata=meta)
+    res = commands.fix(src, tmp_path / "o.safetensors", dtype="fp16")
+    assert metadata(tmp_path / "o.safetensors") == {"modelspec.title": "kept"}
+    assert any("sshs_model_hash" in a for a in res.actions)
+
+
+def test_trailing_bytes_are_dropped_and_the_reference_loader_then_accepts_the_file(tmp_path):
+    # sd15 layout with 5 stray bytes after the data (file.unaccounted-bytes)
+    src = synth.write_layout(tmp_path / "t.safetensors", "sd15", trailing=b"stray")
+    with pytest.raises(Exception):  # noqa: B017 - the reference loader refuses it (its error type varies)
+        with safe_open(str(src), "np") as f:
+            f.get_tensor(SD15_POS)
+    out = tmp_path / "o.safetensors"
+    res = commands.fix(src, out)
+    assert any("dropped 5 unaccounted" in a for a in res.actions)
+    assert os.path.getsize(out) == os.path.getsize(src) - 5
+    with safe_open(str(out), "np") as f:
+        assert (f.get_tensor(SD15_POS)[0] == np.arange(77)).all()
+    unchanged_except(src, out, changed=set())
+
+
+def test_in_place_through_a_symlink_fixes_the_target(bad_te, tmp_path):
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(bad_te)
+    bdir = tmp_path / "b"
+    bdir.mkdir()
+    commands.fix(link, in_place=True, backup=bdir, clip=True)
+    assert link.is_symlink() and digests(bad_te)[TE_POS][0] == "I64"

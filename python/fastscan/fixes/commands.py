@@ -58,6 +58,7 @@ def fix(
     """Repairs a safetensors file (position_ids, EMA/junk, dtypes); with no option, what the scan advises."""
     src_path = _existing(file)
     if in_place:
+        src_path = src_path.resolve()  # replace the file a symlink points to, not the link
         if backup is None:
             raise FixError(
                 "--in-place needs --backup DIR: the input is replaced only after a verified backup"
