@@ -67,7 +67,9 @@ def position_ids_bytes(dtype: str, count: int = 77, values: list[float] | None =
     return vals.astype(np_dtype).tobytes()
 
 
-def header_for(tensors: Mapping[str, Mapping], metadata: Mapping[str, str] | None = None) -> tuple[bytes, dict]:
+def header_for(
+    tensors: Mapping[str, Mapping], metadata: Mapping[str, str] | None = None
+) -> tuple[bytes, dict]:
     """Builds a header as the reference writer does; returns (padded header bytes, name -> (begin, end))."""
     order = sorted(tensors, key=lambda n: (-_WRITER_RANK.get(tensors[n]["dtype"], 0), n))
     offsets, entries, pos = {}, {}, 0
