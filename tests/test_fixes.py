@@ -10,9 +10,11 @@ from __future__ import annotations
 import copy
 import errno
 import functools
+import hashlib
 import json
 import os
 import struct
+from pathlib import Path
 
 import blake3
 import numpy as np
@@ -21,6 +23,7 @@ import typer
 from safetensors import safe_open
 from typer.testing import CliRunner
 
+import torchzip
 from fastscan import _core, synth
 from fastscan.fixes import FixError, cast, commands, verify, writer
 
@@ -519,6 +522,70 @@ def test_convert_refuses_what_is_not_a_pickle(tmp_path):
     with pytest.raises(FixError, match="notes.ckpt"):
         commands.convert(junk, tmp_path / "o.safetensors")
     assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_convert_lightning_ckpt_keeps_every_tensor_and_records_source_hashes(tmp_path):
+    # sd15 layout saved as a Lightning-style torch zip {"state_dict": {...}, "global_step": ...}
+    lay = layout("sd15")
+    data = {UNET_T: pattern(size_of(lay, UNET_T), 20), VAE_T: pattern(size_of(lay, VAE_T), 21)}
+    ck = tmp_path / "sd15.ckpt"
+    torchzip.write_zip(ck, lay["tensors"], data=data, nest="state_dict", extra={"global_step": 1000})
+    out = tmp_path / "sd15.safetensors"
+    commands.convert(ck, out)
+    got = digests(out)
+    assert {n: (v[0], v[1]) for n, v in got.items()} == {
+        n: (t["dtype"], t["shape"]) for n, t in lay["tensors"].items()
+    }
+    for name, blob in data.items():
+        assert got[name][2] == blake3.blake3(blob).hexdigest()
+    meta = metadata(out)
+    assert meta["fastscan.source_blake3"] == fingerprint(ck)[1]
+    h = hashlib.sha256()
+    with open(ck, "rb") as f:
+        while b := f.read(1 << 24):
+            h.update(b)
+    assert meta["fastscan.source_sha256"] == h.hexdigest()
+    assert meta["format"] == "pt" and meta["fastscan.source"] == "sd15.ckpt"
+    with safe_open(str(out), "np") as f:
+        assert (f.get_tensor(SD15_POS)[0] == np.arange(77)).all()
+    r = _core.read_tensors(str(out))
+    assert (r["kind"], r["arch"]) == ("checkpoint", "sd1")
+
+
+def test_convert_gathers_strided_tensors_and_reads_legacy_files(tmp_path):
+    # hand-made tensors: a [3, 4] F16 view with strides [1, 3] (a transpose, as torch saves .t())
+    storage = np.arange(12, dtype="<f2")
+    pt = tmp_path / "w.pt"
+    torchzip.write_zip(
+        pt, {"w": {"dtype": "F16", "shape": [3, 4]}}, strides={"w": [1, 3]}, data={"w": storage.tobytes()}
+    )
+    commands.convert(pt, tmp_path / "w.safetensors")
+    with safe_open(str(tmp_path / "w.safetensors"), "np") as f:
+        assert (f.get_tensor("w") == storage.reshape(4, 3).T).all()
+    # embedding-sd15 layout in the pre-1.6 legacy format
+    lay = layout("embedding-sd15")
+    name = next(iter(lay["tensors"]))
+    blob = floats("F32", lay["tensors"][name]["shape"], 22)
+    legacy = tmp_path / "emb.pt"
+    torchzip.write_legacy(legacy, lay["tensors"], data={name: blob})
+    commands.convert(legacy, tmp_path / "emb.safetensors")
+    with safe_open(str(tmp_path / "emb.safetensors"), "np") as f:
+        assert f.get_tensor(name).tobytes() == blob
+
+
+def test_convert_never_executes_a_dangerous_pickle(tmp_path):
+    # embedding-sd15 layout in a torch zip whose pickle also references os.system (never called)
+    lay = layout("embedding-sd15")
+    pt = tmp_path / "evil.pt"
+    torchzip.write_zip(pt, lay["tensors"], extra={"x": os.system}, nest="params")
+    res = commands.convert(pt, tmp_path / "evil.safetensors")
+    assert any(a.startswith("note:") and "never executed" in a for a in res.actions)
+    assert list(digests(tmp_path / "evil.safetensors")) == ["params." + next(iter(lay["tensors"]))]
+    # a real exploit sample from the picklescan corpus: no tensors, a clear error, nothing written
+    corpus = Path(__file__).resolve().parents[2] / "shared" / "data" / "pickle-corpus" / "malicious0.pkl"
+    with pytest.raises(FixError, match="malicious0.pkl: no tensors found"):
+        commands.convert(corpus, tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()
 
 
 # ---------- CLI ----------
