@@ -31,6 +31,35 @@ def _write(fd: int, data) -> None:
         view = view[n:]
 
 
+class _Writeback:
+    """Starts the kernel's writeback of each finished 64 MB of output early (Linux sync_file_range), so
+    the final fsync has little left to wait for; a no-op where the call is missing."""
+
+    STEP = 64 << 20
+
+    def __init__(self, fd: int):
+        self.fd, self.done, self.pos = fd, 0, 0
+        self.call = _sync_file_range()
+
+    def advance(self, n: int) -> None:
+        """Notes n more bytes written; starts writeback of whole steps behind."""
+        self.pos += n
+        if self.call is not None and self.pos - self.done >= self.STEP:
+            self.call(self.fd, self.done, self.pos - self.done, 2)  # SYNC_FILE_RANGE_WRITE
+            self.done = self.pos
+
+
+def _sync_file_range():
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return fn
+
+
 def tensor_bytes(o: OutTensor, sources: list[Source]) -> Iterator[bytes | memoryview]:
     """The output bytes of one planned tensor, chunk by chunk."""
     src = sources[o.src]
@@ -62,6 +91,8 @@ def write_plan(fd: int, plan: Plan, sources: list[Source]) -> dict[str, str]:
     raw, order = header(plan)
     _write(fd, struct.pack("<Q", len(raw)))
     _write(fd, raw)
+    flush = _Writeback(fd)
+    flush.advance(8 + len(raw))
     written = {}
     for o in order:
         h = TensorHasher()
@@ -71,9 +102,11 @@ def write_plan(fd: int, plan: Plan, sources: list[Source]) -> dict[str, str]:
             if is_hole(chunk):  # keep a sparse input's holes: seek instead of writing zeros
                 os.lseek(fd, chunk, os.SEEK_CUR)
                 n += chunk
+                flush.advance(chunk)
             else:
                 _write(fd, chunk)
                 n += len(chunk)
+                flush.advance(len(chunk))
         if n != o.nbytes:
             raise FixError(f"{o.name}: produced {n} bytes, its dtype and shape need {o.nbytes}")
         written[o.name] = h.hexdigest()
