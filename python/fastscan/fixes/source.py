@@ -61,7 +61,7 @@ class TensorHasher:
             if isinstance(chunk, Hole):
                 self.zeros += chunk
                 return
-            self.h = blake3.blake3()
+            self.h = blake3.blake3(max_threads=blake3.blake3.AUTO)
             _feed_zeros(self.h, self.zeros)
         if isinstance(chunk, Hole):
             _feed_zeros(self.h, chunk)

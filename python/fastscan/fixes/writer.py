@@ -10,6 +10,7 @@ import errno
 import os
 import struct
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from fastscan.fixes.source import Hole, Source, TensorHasher, is_hole
 from fastscan.synth import header_for
 
 TMP_SUFFIX = ".fastscan-tmp"
+_HASH_POOL = ThreadPoolExecutor(1, thread_name_prefix="fastscan-hash")
 
 
 def _write(fd: int, data) -> None:
@@ -98,15 +100,23 @@ def write_plan(fd: int, plan: Plan, sources: list[Source]) -> dict[str, str]:
         h = TensorHasher()
         n = 0
         for chunk in tensor_bytes(o, sources):
-            h.update(chunk)
             if is_hole(chunk):  # keep a sparse input's holes: seek instead of writing zeros
+                h.update(chunk)
                 os.lseek(fd, chunk, os.SEEK_CUR)
-                n += chunk
-                flush.advance(chunk)
+                size = int(chunk)
+            elif len(chunk) >= 1 << 20:  # hash (GIL released) while the kernel takes the write
+                pending = _HASH_POOL.submit(h.update, chunk)
+                try:
+                    _write(fd, chunk)
+                finally:
+                    pending.result()
+                size = len(chunk)
             else:
+                h.update(chunk)
                 _write(fd, chunk)
-                n += len(chunk)
-                flush.advance(len(chunk))
+                size = len(chunk)
+            n += size
+            flush.advance(size)
         if n != o.nbytes:
             raise FixError(f"{o.name}: produced {n} bytes, its dtype and shape need {o.nbytes}")
         written[o.name] = h.hexdigest()
