@@ -705,3 +705,27 @@ def test_in_place_through_a_symlink_fixes_the_target(bad_te, tmp_path):
     bdir.mkdir()
     commands.fix(link, in_place=True, backup=bdir, clip=True)
     assert link.is_symlink() and digests(bad_te)[TE_POS][0] == "I64"
+
+
+def test_prefetch_keeps_order_passes_errors_and_stops_when_closed():
+    from fastscan.fixes.pipeline import Prefetch
+
+    def produce(take):
+        for i in range(20):
+            buf = take(8)
+            buf[:1] = bytes([i])
+            yield i, bytes(buf[:1])
+
+    assert [(i, b[0]) for i, b in Prefetch(produce, depth=2)] == [(i, i) for i in range(20)]
+
+    def failing(take):
+        yield 1
+        raise OSError(errno.EIO, "bad sector")
+
+    with pytest.raises(OSError, match="bad sector"):
+        list(Prefetch(failing))
+    p = Prefetch(produce, depth=2)
+    it = iter(p)
+    assert next(it)[0] == 0
+    it.close()
+    assert not p.thread.is_alive()

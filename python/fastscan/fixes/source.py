@@ -155,7 +155,7 @@ class Source:
                 return end
             return pos if whence == _SEEK_DATA else end
 
-    def _pieces(self, pos: int, end: int, base: int, buf: bytearray) -> Iterator[memoryview | Hole]:
+    def _pieces(self, pos: int, end: int, base: int, take) -> Iterator[memoryview | Hole]:
         """Bytes pos..end split into holes (aligned to 8 bytes from `base`, at least MIN_HOLE) and data."""
 
         def down(x: int) -> int:
@@ -182,33 +182,37 @@ class Source:
                     stop = hs
                     break
                 q = nd
-            view = memoryview(buf)[: stop - pos]
+            view = memoryview(take(stop - pos))[: stop - pos]
             self._pread_into(view, pos)
             yield view
             pos = stop
 
-    def chunks(self, entry: dict, chunk: int = CHUNK) -> Iterator[memoryview | Hole]:
+    def _shared(self, n: int) -> bytearray:
+        if len(self._buf) < n:
+            self._buf = bytearray(max(n, CHUNK))
+        return self._buf
+
+    def chunks(self, entry: dict, chunk: int = CHUNK, take=None) -> Iterator[memoryview | Hole]:
         """Tensor bytes, C-contiguous, in chunks of at most `chunk` bytes (each valid till the next).
 
-        Runs of zeros that are holes in a sparse file come as `Hole`s. One generator at a time per
-        Source: chunks share one buffer.
+        Runs of zeros that are holes in a sparse file come as `Hole`s. `take(n)` gives the buffer each
+        chunk is read into; by default one buffer of this Source, so one generator at a time.
         """
+        take = take or self._shared
         if entry.get("strides") is not None:
             data = memoryview(self.contiguous(entry))
             for off in range(0, len(data), chunk):
                 yield data[off : off + chunk]
             return
         total, start = entry["len"], entry["start"]
-        if len(self._buf) < min(chunk, total):
-            self._buf = bytearray(chunk)
         for off in range(0, total, chunk):
             n = min(chunk, total - off)
             if n < MIN_HOLE or not _SEEK_DATA:
-                view = memoryview(self._buf)[:n]
+                view = memoryview(take(n))[:n]
                 self._pread_into(view, start + off)
                 yield view
             else:
-                yield from self._pieces(start + off, start + off + n, start, self._buf)
+                yield from self._pieces(start + off, start + off + n, start, take)
 
     def contiguous(self, entry: dict) -> bytes:
         """The whole tensor's bytes, C-contiguous (strided pickle tensors are gathered with as_strided)."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from fastscan import _core
 from fastscan.fixes.errors import FixError
+from fastscan.fixes.pipeline import END, Prefetch
 from fastscan.fixes.plan import Plan
 from fastscan.fixes.source import Source, TensorHasher
 
@@ -20,12 +23,23 @@ def scan_checks(path: Path) -> set[str]:
     return {f["check"] for f in r.get("findings", []) if f.get("severity") in SERIOUS}
 
 
-def tensor_hash(src: Source, entry: dict) -> str:
-    """blake3 of one tensor's bytes as stored."""
+def tensor_hashes(src: Source, entries: list[dict]) -> Iterator[tuple[dict, str]]:
+    """(entry, blake3 of its bytes as stored) for each entry, reading ahead while hashing."""
+
+    def produce(take):
+        for e in entries:
+            for chunk in src.chunks(e, take=take):
+                yield e, chunk
+            yield e, END
+
     h = TensorHasher()
-    for chunk in src.chunks(entry):
-        h.update(chunk)
-    return h.hexdigest()
+    with contextlib.closing(iter(Prefetch(produce))) as items:
+        for e, chunk in items:
+            if chunk is END:
+                yield e, h.hexdigest()
+                h = TensorHasher()
+            else:
+                h.update(chunk)
 
 
 def verify(tmp: Path, plan: Plan, written: dict[str, str], before: set[str]) -> None:
@@ -52,10 +66,13 @@ def verify(tmp: Path, plan: Plan, written: dict[str, str], before: set[str]) -> 
             raise bad(f"tensor table differs from the plan at {diff[0]}")
         if out.unaccounted() != 0:
             raise bad(f"{out.unaccounted()} unaccounted bytes")
+        hashes = tensor_hashes(out, [out.by_name[o.name] for o in plan.tensors])
+        with contextlib.closing(hashes):  # stops the reader if a tensor differs
+            for o, digest in hashes:
+                if digest != written[o["name"]]:
+                    raise bad(f"tensor {o['name']} does not hold the bytes written")
         for o in plan.tensors:
             e = out.by_name[o.name]
-            if tensor_hash(out, e) != written[o.name]:
-                raise bad(f"tensor {o.name} does not hold the bytes written")
             if o.op == "arange":
                 values = np.frombuffer(out.contiguous(e), dtype="<i8").reshape(o.shape)
                 if not (values == np.arange(o.shape[-1])).all():

@@ -6,6 +6,7 @@ strided pickle tensors), whatever the model's size.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import struct
@@ -17,6 +18,7 @@ import numpy as np
 
 from fastscan.fixes.cast import ITEMSIZE, cast_bytes
 from fastscan.fixes.errors import FixError
+from fastscan.fixes.pipeline import END, Prefetch
 from fastscan.fixes.plan import OutTensor, Plan
 from fastscan.fixes.source import Hole, Source, TensorHasher, is_hole
 from fastscan.synth import header_for
@@ -62,20 +64,20 @@ def _sync_file_range():
     return fn
 
 
-def tensor_bytes(o: OutTensor, sources: list[Source]) -> Iterator[bytes | memoryview]:
-    """The output bytes of one planned tensor, chunk by chunk."""
+def tensor_bytes(o: OutTensor, sources: list[Source], take=None) -> Iterator[bytes | memoryview]:
+    """The output bytes of one planned tensor, chunk by chunk (`take`: see `Source.chunks`)."""
     src = sources[o.src]
     if o.op == "arange":
         yield np.broadcast_to(np.arange(o.shape[-1], dtype="<i8"), o.shape).tobytes()
     elif o.op == "cast":
         ratio = (ITEMSIZE[o.dtype], ITEMSIZE[o.entry["dtype"]])
-        for chunk in src.chunks(o.entry):
+        for chunk in src.chunks(o.entry, take=take):
             if is_hole(chunk):  # zeros are zeros in every float dtype
                 yield Hole(chunk * ratio[0] // ratio[1])
             else:
                 yield cast_bytes(chunk, o.entry["dtype"], o.dtype)
     else:
-        yield from src.chunks(o.entry)
+        yield from src.chunks(o.entry, take=take)
 
 
 def header(plan: Plan) -> tuple[bytes, list[OutTensor]]:
@@ -96,10 +98,22 @@ def write_plan(fd: int, plan: Plan, sources: list[Source]) -> dict[str, str]:
     flush = _Writeback(fd)
     flush.advance(8 + len(raw))
     written = {}
-    for o in order:
-        h = TensorHasher()
-        n = 0
-        for chunk in tensor_bytes(o, sources):
+
+    def produce(take):
+        for o in order:
+            for chunk in tensor_bytes(o, sources, take):
+                yield o, chunk
+            yield o, END
+
+    h, n = TensorHasher(), 0
+    with contextlib.closing(iter(Prefetch(produce))) as items:  # stops the reader on any error
+        for o, chunk in items:
+            if chunk is END:
+                if n != o.nbytes:
+                    raise FixError(f"{o.name}: produced {n} bytes, its dtype and shape need {o.nbytes}")
+                written[o.name] = h.hexdigest()
+                h, n = TensorHasher(), 0
+                continue
             if is_hole(chunk):  # keep a sparse input's holes: seek instead of writing zeros
                 h.update(chunk)
                 os.lseek(fd, chunk, os.SEEK_CUR)
@@ -117,9 +131,6 @@ def write_plan(fd: int, plan: Plan, sources: list[Source]) -> dict[str, str]:
                 size = len(chunk)
             n += size
             flush.advance(size)
-        if n != o.nbytes:
-            raise FixError(f"{o.name}: produced {n} bytes, its dtype and shape need {o.nbytes}")
-        written[o.name] = h.hexdigest()
     os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))
     os.fsync(fd)
     return written
