@@ -176,10 +176,7 @@ def _run(fn, *args, **kw) -> None:
     try:
         res = fn(*args, **kw)
     except FixError as e:
-        from rich.console import Console
-        from rich.markup import escape
-
-        Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}")
+        typer.echo(f"fastscan: error: {e}", err=True)
         raise typer.Exit(2) from None
     _report(res)
 
