@@ -729,3 +729,21 @@ def test_prefetch_keeps_order_passes_errors_and_stops_when_closed():
     assert next(it)[0] == 0
     it.close()
     assert not p.thread.is_alive()
+
+
+def test_an_interrupted_fix_leaves_no_partial_output(bad_te, tmp_path, monkeypatch):
+    calls = []
+
+    def interrupted(fd, data):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the data
+        os.write(fd, data)
+
+    monkeypatch.setattr(writer, "_write", interrupted)
+    before = fingerprint(bad_te)
+    out = tmp_path / "in" / "o.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        commands.fix(bad_te, out, clip=True)
+    assert files_in(tmp_path / "in") == {"bad.safetensors"}
+    assert fingerprint(bad_te) == before
