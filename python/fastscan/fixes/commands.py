@@ -1,0 +1,244 @@
+"""The fix commands: `fix`, `convert`, `extract`, `bake-vae` as plain functions, and `register` for typer."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fastscan import _core
+from fastscan.fixes import plan as planning
+from fastscan.fixes.backup import backup as make_backup
+from fastscan.fixes.errors import FixError
+from fastscan.fixes.source import Source
+from fastscan.fixes.writer import write_verified
+
+
+@dataclass
+class Result:
+    """What a command did: the file written (None when nothing needed doing), what changed, the backup."""
+
+    out: Path | None
+    actions: list[str] = field(default_factory=list)
+    backup: Path | None = None
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise FixError(f"{p}: no such file")
+    if not p.is_file():
+        raise FixError(f"{p}: not a regular file")
+    return p
+
+
+def _distinct(out: Path, *inputs: Path) -> None:
+    for i in inputs:
+        if out.exists() and os.path.samefile(out, i):
+            raise FixError(
+                f"{out}: is the input itself; write elsewhere (or fix with --in-place --backup DIR)"
+            )
+
+
+def fix(
+    file: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    clip: bool = False,
+    prune: str | None = None,
+    dtype: str | None = None,
+    in_place: bool = False,
+    backup: str | os.PathLike | None = None,
+    force: bool = False,
+) -> Result:
+    """Repairs a safetensors file (position_ids, EMA/junk, dtypes); with no option, what the scan advises."""
+    src_path = _existing(file)
+    if in_place:
+        src_path = src_path.resolve()  # replace the file a symlink points to, not the link
+        if backup is None:
+            raise FixError(
+                "--in-place needs --backup DIR: the input is replaced only after a verified backup"
+            )
+        if out is not None:
+            raise FixError("give either -o OUT or --in-place, not both")
+    elif out is None:
+        raise FixError("fix needs -o OUT (or --in-place --backup DIR)")
+    elif backup is not None:
+        raise FixError("--backup only goes with --in-place")
+    with Source(src_path) as src:
+        if src.table["format"] != "safetensors":
+            raise FixError(f"{src_path}: is a {src.table['format']} file; run `fastscan convert` on it first")
+        notes = []
+        if not (clip or prune or dtype):
+            opts = planning.recommend(src)
+            asked = [
+                n for n, on in (("--clip", opts["clip"]), (f"--prune {opts['prune']}", opts["prune"])) if on
+            ]
+            notes.append(
+                "no option given: applying what the scan recommends"
+                + (f" ({' '.join(asked)})" if asked else "")
+            )
+        else:
+            opts = {"clip": clip, "prune": prune, "dtype": dtype}
+        p = planning.plan_fix(src, **opts)
+        if not p.changes_anything(src):
+            return Result(None, [*notes, *p.actions, f"nothing to change in {src_path}; no file written"])
+        if in_place:
+            saved = make_backup(src_path, Path(backup), overwrite=force)
+            write_verified(p, [src], src_path, overwrite=True)
+            return Result(src_path, [*notes, *p.actions], saved)
+        out_path = Path(out)
+        _distinct(out_path, src_path)
+        write_verified(p, [src], out_path, overwrite=force)
+        return Result(out_path, [*notes, *p.actions])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(16 << 20)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def convert(file: str | os.PathLike, out: str | os.PathLike, *, force: bool = False) -> Result:
+    """Converts a pickle checkpoint to safetensors without executing it; records source hashes."""
+    src_path = _existing(file)
+    out_path = Path(out)
+    _distinct(out_path, src_path)
+    with Source(src_path) as src:
+        if src.table["format"] == "safetensors":
+            raise FixError(
+                f"{src_path}: already safetensors; convert reads pickle checkpoints (.ckpt/.pt/.bin)"
+            )
+        report = _core.scan_file(str(src_path), hash="full", sha256=True)
+        if report.get("error"):
+            raise FixError(report["error"]["message"])
+        hashes = {"blake3": report["hashes"].get("blake3"), "sha256": report["hashes"].get("sha256")}
+        if not hashes["sha256"]:
+            hashes["sha256"] = _sha256(src_path)
+        p = planning.plan_convert(src, hashes)
+        for f in report.get("findings", []):
+            if f.get("severity") == "critical":
+                p.actions.append(f"note: {f['message']} (never executed: only tensor data was copied)")
+        write_verified(p, [src], out_path, overwrite=force)
+        return Result(out_path, p.actions)
+
+
+def extract(
+    file: str | os.PathLike, component: str, out: str | os.PathLike, *, force: bool = False
+) -> Result:
+    """Writes one component (vae, unet, text-encoder or an encoder name) alone under its canonical names."""
+    src_path = _existing(file)
+    out_path = Path(out)
+    _distinct(out_path, src_path)
+    with Source(src_path) as src:
+        p = planning.plan_extract(src, component)
+        write_verified(p, [src], out_path, overwrite=force)
+        return Result(out_path, p.actions)
+
+
+def bake_vae(
+    ckpt: str | os.PathLike, vae: str | os.PathLike, out: str | os.PathLike, *, force: bool = False
+) -> Result:
+    """Writes the checkpoint with its VAE replaced by a standalone VAE's tensors (shapes must match)."""
+    ckpt_path, vae_path = _existing(ckpt), _existing(vae)
+    out_path = Path(out)
+    _distinct(out_path, ckpt_path, vae_path)
+    with Source(ckpt_path) as c, Source(vae_path) as v:
+        if c.table["format"] != "safetensors":
+            raise FixError(f"{ckpt_path}: is a {c.table['format']} file; run `fastscan convert` on it first")
+        p = planning.plan_bake_vae(c, v)
+        write_verified(p, [c, v], out_path, overwrite=force)
+        return Result(out_path, p.actions)
+
+
+def _report(res: Result) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    for a in res.actions:
+        console.print(f"  - {escape(a)}")
+    if res.backup is not None:
+        console.print(f"[green]backup[/] {escape(str(res.backup))} (verified)")
+    if res.out is not None:
+        console.print(f"[green]wrote[/] {escape(str(res.out))} (verified)")
+
+
+def _run(fn, *args, **kw) -> None:
+    try:
+        res = fn(*args, **kw)
+    except FixError as e:
+        typer.echo(f"fastscan: error: {e}", err=True)
+        raise typer.Exit(2) from None
+    _report(res)
+
+
+OutOpt = Annotated[Path, typer.Option("-o", "--output", help="File to write (never the input).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the `fix`, `convert`, `extract` and `bake-vae` commands to a typer app."""
+
+    @app.command("fix")
+    def fix_cmd(
+        file: Annotated[Path, typer.Argument(help="safetensors file to repair")],
+        output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write.")] = None,
+        clip: Annotated[bool, typer.Option("--clip", help="Reset position_ids to int64 0..n-1.")] = False,
+        prune: Annotated[str | None, typer.Option("--prune", help="Drop ema, junk or all.")] = None,
+        dtype: Annotated[str | None, typer.Option("--dtype", help="Cast floats: fp16, bf16 or fp32.")] = None,
+        in_place: Annotated[bool, typer.Option("--in-place", help="Replace FILE (needs --backup).")] = False,
+        backup: Annotated[
+            Path | None, typer.Option("--backup", help="Folder for the verified backup.")
+        ] = None,
+        force: ForceOpt = False,
+    ) -> None:
+        """Repair a model: CLIP position_ids, EMA/junk keys, precision. No option: what the scan advises."""
+        _run(
+            fix,
+            file,
+            output,
+            clip=clip,
+            prune=prune,
+            dtype=dtype,
+            in_place=in_place,
+            backup=backup,
+            force=force,
+        )
+
+    @app.command("convert")
+    def convert_cmd(
+        file: Annotated[Path, typer.Argument(help="pickle checkpoint (.ckpt, .pt, .pth, .bin)")],
+        output: OutOpt,
+        force: ForceOpt = False,
+    ) -> None:
+        """Convert a pickle checkpoint to safetensors without executing it."""
+        _run(convert, file, output, force=force)
+
+    @app.command("extract")
+    def extract_cmd(
+        file: Annotated[Path, typer.Argument(help="model file")],
+        component: Annotated[str, typer.Option("--component", help="vae, unet or text-encoder")],
+        output: OutOpt,
+        force: ForceOpt = False,
+    ) -> None:
+        """Write one component alone, under the names a standalone file of it has."""
+        _run(extract, file, component, output, force=force)
+
+    @app.command("bake-vae")
+    def bake_vae_cmd(
+        ckpt: Annotated[Path, typer.Argument(help="checkpoint")],
+        vae: Annotated[Path, typer.Option("--vae", help="standalone VAE file")],
+        output: OutOpt,
+        force: ForceOpt = False,
+    ) -> None:
+        """Replace a checkpoint's VAE with a standalone one."""
+        _run(bake_vae, ckpt, vae, output, force=force)

@@ -1,0 +1,280 @@
+"""What a fix changes: the output tensors (name, dtype, shape, where their bytes come from, how they change).
+
+Planning reads only tensor tables (and the few bytes of `position_ids`); writing is writer.py's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastscan.fixes.cast import FLOATS
+from fastscan.fixes.errors import FixError
+from fastscan.fixes.source import Source
+from fastscan.synth import nbytes
+
+DTYPE_OPTIONS = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
+PRUNE_OPTIONS = ("ema", "junk", "all")
+TEXT_ENCODERS = ("clip_l", "clip_g", "open_clip_h", "t5xxl")
+COMPONENT_KIND = {"vae": "vae", "unet": "unet", **{t: "text-encoder" for t in TEXT_ENCODERS}}
+# Metadata an edit of the data makes stale (sd-scripts' hashes of the data region).
+STALE_ON_CHANGE = ("sshs_model_hash", "sshs_legacy_hash")
+
+
+@dataclass
+class OutTensor:
+    """One output tensor: its name, dtype and shape, the source row it comes from, and the operation."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+    src: int
+    entry: dict
+    op: str = "copy"  # copy | cast | arange
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this tensor occupies in the output."""
+        return nbytes(self.dtype, self.shape)
+
+
+@dataclass
+class Plan:
+    """A whole output file: tensors, metadata, what was done (for the user) and what the re-scan must show."""
+
+    tensors: list[OutTensor]
+    metadata: dict[str, str]
+    actions: list[str]
+    gone: set[str] = field(default_factory=set)  # checks that must no longer fire on the output
+    kind: str | None = None  # kind the output must have, when the fix decides it
+
+    def changes_anything(self, source: Source) -> bool:
+        """True when the output would differ from the input in tensors, names or values."""
+        if any(t.op != "copy" for t in self.tensors) or source.unaccounted():
+            return True
+        return [t.name for t in self.tensors] != [t["name"] for t in source.tensors] or any(
+            t.name != t.entry["name"] for t in self.tensors
+        )
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of tensor data in the output."""
+        return sum(t.nbytes for t in self.tensors)
+
+
+def _is_position_ids(entry: dict) -> bool:
+    return entry["name"].endswith("position_ids") and len(entry["shape"]) > 0
+
+
+def _is_ema(entry: dict) -> bool:
+    return entry["role"] == "ema" or entry["name"].startswith("model_ema.")
+
+
+def position_ids_exact(source: Source, entry: dict) -> bool:
+    """True when a position_ids tensor is int64 and every value equals its index."""
+    if entry["dtype"] != "I64":
+        return False
+    values = np.frombuffer(source.contiguous(entry), dtype="<i8").reshape(entry["shape"])
+    return bool((values == np.broadcast_to(np.arange(entry["shape"][-1]), values.shape)).all())
+
+
+def _metadata(source: Source) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else str(v) for k, v in (source.table.get("metadata") or {}).items()}
+
+
+def _fmt_bytes(n: int) -> str:
+    if n < 1000:
+        return f"{n} B"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def recommend(source: Source) -> dict:
+    """The fix options the scan calls for: {clip, prune, dtype} (dtype None: only F64 comes down)."""
+    ts = source.tensors
+    clip = any(_is_position_ids(t) and not position_ids_exact(source, t) for t in ts)
+    ema = any(t["role"] == "ema" for t in ts)
+    junk = source.table["kind"] == "checkpoint" and any(t["role"] == "junk" for t in ts)
+    prune = "all" if ema and junk else "ema" if ema else "junk" if junk else None
+    return {"clip": clip, "prune": prune, "dtype": None}
+
+
+def plan_fix(source: Source, clip: bool = False, prune: str | None = None, dtype: str | None = None) -> Plan:
+    """Plans `fix`: reset position_ids, drop EMA/junk, cast floats (F64 always comes down to F32)."""
+    if prune is not None and prune not in PRUNE_OPTIONS:
+        raise FixError(f"--prune must be one of {', '.join(PRUNE_OPTIONS)}, not {prune!r}")
+    if dtype is not None and dtype not in DTYPE_OPTIONS:
+        raise FixError(f"--dtype must be one of {', '.join(DTYPE_OPTIONS)}, not {dtype!r}")
+    target = DTYPE_OPTIONS.get(dtype) if dtype else None
+    drop_ema = prune in ("ema", "all")
+    drop_junk = prune in ("junk", "all")
+    out: list[OutTensor] = []
+    actions: list[str] = []
+    gone: set[str] = set()
+    dropped_ema = dropped_junk = 0
+    dropped_ema_bytes = dropped_junk_bytes = 0
+    casts: dict[tuple[str, str], int] = {}
+    clip_done: list[str] = []
+    for t in source.tensors:
+        if drop_ema and _is_ema(t):
+            dropped_ema += 1
+            dropped_ema_bytes += t["len"]
+            continue
+        if drop_junk and t["role"] == "junk":
+            dropped_junk += 1
+            dropped_junk_bytes += t["len"]
+            continue
+        o = OutTensor(t["name"], t["dtype"], list(t["shape"]), 0, t)
+        if _is_position_ids(t):
+            if clip and not position_ids_exact(source, t):
+                o.op, o.dtype = "arange", "I64"
+                clip_done.append(f"{t['name']} ({t['dtype']})")
+        elif t["dtype"] in FLOATS:
+            want = target or ("F32" if t["dtype"] == "F64" else t["dtype"])
+            if want != t["dtype"]:
+                o.op, o.dtype = "cast", want
+                casts[(t["dtype"], want)] = casts.get((t["dtype"], want), 0) + 1
+        out.append(o)
+    if clip:
+        gone.add("clip.position-ids")
+        if clip_done:
+            actions.append("reset position_ids to int64 0..n-1: " + ", ".join(clip_done))
+        else:
+            actions.append("position_ids already int64 0..n-1 (or absent): nothing to reset")
+    if drop_ema:
+        gone.add("junk.ema")
+        actions.append(f"dropped {dropped_ema} EMA tensor(s), {_fmt_bytes(dropped_ema_bytes)}")
+    if drop_junk:
+        gone.add("junk.unknown-keys")
+        actions.append(f"dropped {dropped_junk} unknown (junk) tensor(s), {_fmt_bytes(dropped_junk_bytes)}")
+    for (a, b), n in sorted(casts.items()):
+        actions.append(f"cast {n} tensor(s) {a} -> {b}")
+    gone.add("dtype.float64")
+    extra = source.unaccounted()
+    if extra > 0:
+        gone.add("file.unaccounted-bytes")
+        actions.append(f"dropped {extra:,} unaccounted byte(s) that belonged to no tensor")
+    plan = Plan(out, _metadata(source), actions, gone)
+    _drop_stale_metadata(plan, source)
+    return plan
+
+
+def _drop_stale_metadata(plan: Plan, source: Source) -> None:
+    if not plan.changes_anything(source):
+        return
+    for key in STALE_ON_CHANGE:
+        if key in plan.metadata:
+            del plan.metadata[key]
+            plan.actions.append(f"removed metadata {key} (it hashed the old data)")
+
+
+def plan_convert(source: Source, hashes: dict[str, str | None]) -> Plan:
+    """Plans `convert`: every tensor of a pickle checkpoint as is; metadata records the source's hashes."""
+    if source.table["format"] == "safetensors":
+        raise FixError(
+            f"{source.path}: already safetensors; convert reads pickle checkpoints (.ckpt/.pt/.bin)"
+        )
+    if not source.tensors:
+        raise FixError(f"{source.path}: no tensors found in this {source.table['format']} file")
+    seen: set[str] = set()
+    out = []
+    for t in source.tensors:
+        if t["name"] in seen:
+            raise FixError(f"{source.path}: tensor name {t['name']} appears twice")
+        seen.add(t["name"])
+        out.append(OutTensor(t["name"], t["dtype"], list(t["shape"]), 0, t))
+    meta = {"format": "pt", "fastscan.source": source.path.name}
+    meta.update({f"fastscan.source_{k}": v for k, v in hashes.items() if v})
+    actions = [f"converted {len(out)} tensor(s) from {source.table['format']} without executing its pickle"]
+    return Plan(out, meta, actions, {"format.legacy-pickle"})
+
+
+def _prefix(entry: dict) -> str:
+    return entry["name"][: len(entry["name"]) - len(entry["canonical"])]
+
+
+def pick_component(source: Source, component: str) -> str:
+    """The component name inside the file for `vae|unet|text-encoder` (or an exact name like clip_g)."""
+    if source.table["kind"] in ("lora", "embedding"):
+        raise FixError(f"{source.path}: is a {source.table['kind']} file; extract reads full models")
+    present = sorted({t["component"] for t in source.tensors if t["role"] == "component"})
+    if component == "text-encoder":
+        tes = [c for c in present if c in TEXT_ENCODERS]
+        if len(tes) == 1:
+            return tes[0]
+        if not tes:
+            raise FixError(f"{source.path}: has no text encoder (components: {', '.join(present) or 'none'})")
+        raise FixError(
+            f"{source.path}: has {len(tes)} text encoders; pick one with --component {'|'.join(tes)}"
+        )
+    if component not in present:
+        raise FixError(f"{source.path}: has no {component} (components: {', '.join(present) or 'none'})")
+    return component
+
+
+def component_tensors(source: Source, comp: str) -> list[tuple[str, dict]]:
+    """(canonical name, row) of a component's tensors, plus buffers (position_ids) under its prefix."""
+    rows = [t for t in source.tensors if t["role"] == "component" and t["component"] == comp]
+    prefixes = {_prefix(t) for t in rows} - {""}
+    out = [(t["canonical"], t) for t in rows]
+    for t in source.tensors:
+        if t["role"] == "buffer":
+            p = next((p for p in prefixes if t["name"].startswith(p)), None)
+            if p is not None:
+                out.append((t["name"][len(p) :], t))
+    return out
+
+
+def plan_extract(source: Source, component: str) -> Plan:
+    """Plans `extract`: one component alone, under its canonical names (prefix stripped)."""
+    comp = pick_component(source, component)
+    out = [OutTensor(name, t["dtype"], list(t["shape"]), 0, t) for name, t in component_tensors(source, comp)]
+    meta = {"fastscan.extracted_from": source.path.name, "fastscan.component": comp}
+    actions = [f"extracted {comp}: {len(out)} tensor(s), {_fmt_bytes(sum(o.nbytes for o in out))}"]
+    return Plan(out, meta, actions, set(), COMPONENT_KIND.get(comp))
+
+
+def plan_bake_vae(ckpt: Source, vae: Source) -> Plan:
+    """Plans `bake-vae`: the checkpoint with its VAE tensors from a standalone VAE (shapes must match)."""
+    if ckpt.table["kind"] != "checkpoint":
+        raise FixError(f"{ckpt.path}: is a {ckpt.table['kind']} file, not a checkpoint")
+    theirs = {t["canonical"]: t for t in vae.tensors if t["role"] == "component" and t["component"] == "vae"}
+    if not theirs:
+        raise FixError(f"{vae.path}: holds no VAE tensors (kind {vae.table['kind']})")
+    ours = [t for t in ckpt.tensors if t["role"] == "component" and t["component"] == "vae"]
+    if not ours:
+        raise FixError(f"{ckpt.path}: has no VAE to replace")
+    used = set()
+    out = []
+    for t in ckpt.tensors:
+        if not (t["role"] == "component" and t["component"] == "vae"):
+            out.append(OutTensor(t["name"], t["dtype"], list(t["shape"]), 0, t))
+            continue
+        v = theirs.get(t["canonical"])
+        if v is None:
+            raise FixError(f"{vae.path}: lacks VAE tensor {t['canonical']} (the checkpoint has {t['name']})")
+        if list(v["shape"]) != list(t["shape"]):
+            raise FixError(
+                f"{vae.path}: VAE tensor {t['canonical']} has shape {v['shape']}, "
+                f"the checkpoint's {t['name']} has {t['shape']}: not the same VAE architecture"
+            )
+        used.add(t["canonical"])
+        out.append(OutTensor(t["name"], v["dtype"], list(v["shape"]), 1, v))
+    extra = sorted(set(theirs) - used)
+    if extra:
+        raise FixError(
+            f"{vae.path}: has {len(extra)} VAE tensor(s) the checkpoint's VAE lacks, e.g. {extra[0]}: "
+            "not the same VAE architecture"
+        )
+    meta = _metadata(ckpt)
+    meta["fastscan.baked_vae"] = vae.path.name
+    dtypes = sorted({theirs[c]["dtype"] for c in used})
+    actions = [f"replaced {len(used)} VAE tensor(s) with those of {vae.path.name} ({', '.join(dtypes)})"]
+    plan = Plan(out, meta, actions, set(), ckpt.table["kind"])
+    for key in STALE_ON_CHANGE:
+        if plan.metadata.pop(key, None) is not None:
+            plan.actions.append(f"removed metadata {key} (it hashed the old data)")
+    return plan

@@ -1,0 +1,231 @@
+"""Streaming safetensors writer: a temporary file in the target folder, fsync, verify, then rename.
+
+Holes of a sparse input stay holes (as `cp` does). Peak memory is one chunk (one tensor for
+strided pickle tensors), whatever the model's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import struct
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from fastscan.fixes.cast import ITEMSIZE, cast_bytes
+from fastscan.fixes.errors import FixError
+from fastscan.fixes.pipeline import END, Prefetch
+from fastscan.fixes.plan import OutTensor, Plan
+from fastscan.fixes.source import Hole, Source, TensorHasher, is_hole
+from fastscan.synth import header_for
+
+TMP_SUFFIX = ".fastscan-tmp"
+_HASH_POOL = ThreadPoolExecutor(1, thread_name_prefix="fastscan-hash")
+
+
+def _write(fd: int, data) -> None:
+    """Writes all of `data` to `fd` (the one place output bytes go: tests make it fail like a full disk)."""
+    view = memoryview(data).cast("B")
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class _Writeback:
+    """Starts the kernel's writeback of each finished 64 MB of output early (Linux sync_file_range), so
+    the final fsync has little left to wait for; a no-op where the call is missing."""
+
+    STEP = 64 << 20
+
+    def __init__(self, fd: int):
+        self.fd, self.done, self.pos = fd, 0, 0
+        self.call = _sync_file_range()
+
+    def advance(self, n: int) -> None:
+        """Notes n more bytes written; starts writeback of whole steps behind."""
+        self.pos += n
+        if self.call is not None and self.pos - self.done >= self.STEP:
+            self.call(self.fd, self.done, self.pos - self.done, 2)  # SYNC_FILE_RANGE_WRITE
+            self.done = self.pos
+
+
+def _sync_file_range():
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return fn
+
+
+def tensor_bytes(o: OutTensor, sources: list[Source], take=None) -> Iterator[bytes | memoryview]:
+    """The output bytes of one planned tensor, chunk by chunk (`take`: see `Source.chunks`)."""
+    src = sources[o.src]
+    if o.op == "arange":
+        yield np.broadcast_to(np.arange(o.shape[-1], dtype="<i8"), o.shape).tobytes()
+    elif o.op == "cast":
+        ratio = (ITEMSIZE[o.dtype], ITEMSIZE[o.entry["dtype"]])
+        for chunk in src.chunks(o.entry, take=take):
+            if is_hole(chunk):  # zeros are zeros in every float dtype
+                yield Hole(chunk * ratio[0] // ratio[1])
+            else:
+                yield cast_bytes(chunk, o.entry["dtype"], o.dtype)
+    else:
+        yield from src.chunks(o.entry, take=take)
+
+
+def header(plan: Plan) -> tuple[bytes, list[OutTensor]]:
+    """The padded JSON header (reference writer layout) and the tensors in data order."""
+    spec = {o.name: {"dtype": o.dtype, "shape": o.shape} for o in plan.tensors}
+    if len(spec) != len(plan.tensors):
+        raise FixError("two output tensors would have the same name")
+    raw, offsets = header_for(spec, plan.metadata or None)
+    by_name = {o.name: o for o in plan.tensors}
+    return raw, [by_name[n] for n in sorted(offsets, key=lambda n: offsets[n][0])]
+
+
+def write_plan(fd: int, plan: Plan, sources: list[Source]) -> dict[str, str]:
+    """Writes the planned file to `fd` and fsyncs it; returns the blake3 of each tensor's bytes as written."""
+    raw, order = header(plan)
+    _write(fd, struct.pack("<Q", len(raw)))
+    _write(fd, raw)
+    flush = _Writeback(fd)
+    flush.advance(8 + len(raw))
+    written = {}
+
+    def produce(take):
+        for o in order:
+            for chunk in tensor_bytes(o, sources, take):
+                yield o, chunk
+            yield o, END
+
+    h, n = TensorHasher(), 0
+    with contextlib.closing(iter(Prefetch(produce))) as items:  # stops the reader on any error
+        for o, chunk in items:
+            if chunk is END:
+                if n != o.nbytes:
+                    raise FixError(f"{o.name}: produced {n} bytes, its dtype and shape need {o.nbytes}")
+                written[o.name] = h.hexdigest()
+                h, n = TensorHasher(), 0
+                continue
+            if is_hole(chunk):  # keep a sparse input's holes: seek instead of writing zeros
+                h.update(chunk)
+                os.lseek(fd, chunk, os.SEEK_CUR)
+                size = int(chunk)
+            elif len(chunk) >= 1 << 20:  # hash (GIL released) while the kernel takes the write
+                pending = _HASH_POOL.submit(h.update, chunk)
+                try:
+                    _write(fd, chunk)
+                finally:
+                    pending.result()
+                size = len(chunk)
+            else:
+                h.update(chunk)
+                _write(fd, chunk)
+                size = len(chunk)
+            n += size
+            flush.advance(size)
+    os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))
+    os.fsync(fd)
+    return written
+
+
+def temp_path(out: Path, mode: int | None = None) -> tuple[int, Path]:
+    """Creates and opens a new temporary file next to `out` with `mode` (default: 0o666 less the umask)."""
+    import tempfile
+
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=TMP_SUFFIX)
+    if mode is None:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.fchmod(fd, mode)
+    return fd, Path(name)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Moves the finished temporary file to `out` atomically; never replaces an existing `out` unless told."""
+    if overwrite:
+        os.replace(tmp, out)
+    else:
+        try:
+            os.link(tmp, out)  # fails atomically if out appeared meanwhile
+        except FileExistsError:
+            raise FixError(f"{out}: already exists (use --force to overwrite)") from None
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.EOPNOTSUPP):
+                raise
+            if out.exists():
+                raise FixError(f"{out}: already exists (use --force to overwrite)") from None
+            os.replace(tmp, out)
+        else:
+            os.unlink(tmp)
+    _fsync_dir(out.parent)
+
+
+def check_space(out: Path, need: int) -> None:
+    """Raises FixError when the target folder's filesystem has fewer than `need` free bytes."""
+    st = os.statvfs(out.parent)
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise FixError(f"{out.parent}: needs {need:,} bytes free for the output, has {free:,}")
+
+
+def check_target(out: Path, overwrite: bool) -> None:
+    """Raises FixError when `out` cannot be written: missing folder, or it exists and overwrite is off."""
+    if not out.parent.is_dir():
+        raise FixError(f"{out.parent}: no such folder for the output")
+    if out.exists() and not overwrite:
+        raise FixError(f"{out}: already exists (use --force to overwrite)")
+    if out.exists() and out.is_dir():
+        raise FixError(f"{out}: is a folder")
+
+
+def write_verified(plan: Plan, sources: list[Source], out: Path, *, overwrite: bool = False) -> Path:
+    """Writes `plan` to `out` via a fsynced, re-scanned, verified temp file; on failure leaves nothing."""
+    from fastscan.fixes.verify import scan_checks, verify
+
+    out = Path(out)
+    check_target(out, overwrite)
+    raw, _ = header(plan)
+    check_space(out, 8 + len(raw) + plan.data_bytes)
+    before = scan_checks(sources[0].path)
+    mode = os.stat(out).st_mode & 0o7777 if overwrite and out.exists() else None
+    fd, tmp = temp_path(out, mode)
+    try:
+        try:
+            written = write_plan(fd, plan, sources)
+        finally:
+            os.close(fd)
+        verify(tmp, plan, written, before)
+        for s in sources:
+            s.check_unchanged()
+        commit(tmp, out, overwrite)
+    except OSError as e:
+        _unlink(tmp)
+        raise FixError(f"{out}: {e.strerror or e} while writing; no output was left") from None
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return out
+
+
+def _unlink(p: Path) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
