@@ -19,7 +19,6 @@ from pathlib import Path
 import blake3
 import numpy as np
 import pytest
-import typer
 from safetensors import safe_open
 from typer.testing import CliRunner
 
@@ -592,13 +591,8 @@ def test_convert_never_executes_a_dangerous_pickle(tmp_path):
 
 
 def test_cli_commands_exit_codes(bad_te, tmp_path):
-    app = typer.Typer()
+    from fastscan.cli import app
 
-    @app.callback()
-    def main() -> None:
-        """fastscan (test app)."""
-
-    commands.register(app)
     run = CliRunner().invoke
     out = tmp_path / "cli.safetensors"
     r = run(app, ["fix", str(bad_te), "-o", str(out), "--clip"])

@@ -230,3 +230,6 @@ app.command("demo")(_demo.command)
 from fastscan import dedupe_cli as _dedupe  # noqa: E402
 
 app.command("dedupe")(_dedupe.command)
+from fastscan.fixes import cli as _fixes  # noqa: E402
+
+_fixes.register(app)
