@@ -1,8 +1,8 @@
 """`fastscan demo`: writes a small library with known problems from the real layouts, then scans it.
 
-Every file is a sparse safetensors file with a full-size header built from a real layout (see
-`shared/data/layouts/`), so the library costs a few MB of disk whatever its apparent size. Each file
-is named for its problem.
+Every model file is a sparse safetensors file with a full-size header built from a real layout (see
+`shared/data/layouts/`), so the library costs a few MB of disk whatever its apparent size; one small
+pickle shows a booby-trapped checkpoint. Each file is named for its problem.
 """
 
 from __future__ import annotations
@@ -90,6 +90,18 @@ def _nan_embedding(p: Path) -> None:
     synth.write_layout(p, "embedding-sd15", data={"emb_params": vec.tobytes()})
 
 
+def _dangerous_pickle(p: Path) -> None:
+    # What a booby-trapped .ckpt does: a pickle that imports os.system and calls it on load. The command is
+    # a harmless echo; fastscan only reads the bytes, it never unpickles.
+    cmd = b"echo this pickle ran a command"
+    p.write_bytes(
+        b"\x80\x02"  # PROTO 2
+        + b"cposix\nsystem\n"  # GLOBAL posix.system
+        + b"X" + len(cmd).to_bytes(4, "little") + cmd  # BINUNICODE
+        + b"\x85R."  # TUPLE1, REDUCE, STOP
+    )
+
+
 FILES: tuple[DemoFile, ...] = (
     DemoFile("clean-sd15.safetensors", "none: an SD 1.5 pruned fp16 checkpoint (sd15)", (), _plain("sd15")),
     DemoFile("clean-sdxl.safetensors", "none: SDXL base 1.0 (sdxl)", (), _plain("sdxl")),
@@ -156,6 +168,12 @@ FILES: tuple[DemoFile, ...] = (
         "SD3 medium without its CLIP encoders (sd3-medium)",
         ("text-encoder.missing",),
         _plain("sd3-medium"),
+    ),
+    DemoFile(
+        "code-running-pickle.ckpt",
+        "a pickle checkpoint that runs a shell command when loaded with torch.load",
+        ("pickle.dangerous-import", "format.legacy-pickle"),
+        _dangerous_pickle,
     ),
     DemoFile(
         "nan-values-embedding.safetensors",
