@@ -118,21 +118,7 @@ def test_layout_table_covers_every_real_layout():
     assert set(LAYOUTS) == {p.stem for p in synth.layouts_dir().glob("*.json")}
 
 
-# Classification the core gains with the checks work (EMA-only files); xfail until it is merged.
-PENDING_IN_CORE = {"sd15-ema-extras"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            n, marks=pytest.mark.xfail(reason="EMA-only classification not in this core yet", strict=False)
-        )
-        if n in PENDING_IN_CORE
-        else n
-        for n in sorted(LAYOUTS)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
 def test_kind_arch_components_of_every_layout(name, layout_report):
     kind, arch, comps = LAYOUTS[name]
     f = next(f for f in layout_report["files"] if Path(f["path"]).stem == name)
@@ -263,7 +249,6 @@ def test_sha256_option_reaches_the_core(clean_dir):
     assert rep["files"][0]["hashes"] == _core.scan_file(str(p), hash="full", sha256=True)["hashes"]
 
 
-@pytest.mark.xfail(reason="the core's data pass does not compute SHA-256 yet (hashing work)", strict=False)
 def test_sha256_value(clean_dir):
     p = clean_dir / "emb.safetensors"
     rep = scan_json(p, "--sha256")

@@ -12,9 +12,6 @@ import pytest
 
 from fastscan import demo
 
-# Checks the core does not implement yet (other work items): expected by the demo, tested as xfail.
-NOT_IN_CORE_YET = {"clip.position-ids", "values.nan-inf"}
-
 
 def run_demo(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -55,14 +52,13 @@ def test_demo_files_are_sparse(demo_report):
 def test_each_demo_file_fires_its_checks(f, demo_report):
     _, rep = demo_report
     got = _checks(rep)[f.name]
-    want = demo.expected_checks("none")[f.name] - NOT_IN_CORE_YET
+    want = demo.expected_checks("none")[f.name]
     assert want <= got, f.problem
     if not f.checks:
         assert not got, f"{f.name} should be clean"
 
 
-@pytest.mark.xfail(reason="clip.position-ids / values.nan-inf are not in the core yet", strict=False)
-def test_demo_checks_still_missing_from_the_core(demo_report, tmp_path):
+def test_demo_data_pass_checks(demo_report, tmp_path):
     _, rep = demo_report
     got = _checks(rep)
     assert "clip.position-ids" in got["clip-position-ids-drifted-sd15.safetensors"]
