@@ -6,8 +6,10 @@
 
 pub mod checks;
 pub mod classify;
+pub mod component_hash;
 pub mod datapass;
 pub mod dtype;
+pub mod hashes;
 pub mod pickle;
 pub mod report;
 pub mod safetensors;
@@ -15,6 +17,7 @@ pub mod scan;
 pub mod sniff;
 mod standalone;
 pub mod tensor;
+pub mod values;
 pub mod walk;
 
 use rayon::prelude::*;
