@@ -386,6 +386,55 @@ mod tests {
         assert!(finish(&[&s], total).is_none());
     }
 
+    /// The small vectors of docs/component-hash.md (computed there by a Python implementation).
+    #[test]
+    fn doc_vectors() {
+        use crate::dtype::Dtype;
+        let t = |name: &str, dtype, shape: &[u64], start, len| TensorInfo {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+            start,
+            len,
+            strides: None,
+        };
+        let vae = Role::Component {
+            name: "vae",
+            prefix_len: 0,
+        };
+        let class = |n| Classification {
+            kind: "vae",
+            arch: "sd1",
+            roles: vec![vae.clone(); n],
+            expected_text_encoders: vec![],
+        };
+        let hash = |tensors: &[TensorInfo], data: &[u8]| {
+            let mut plan = Plan::new(tensors, &class(tensors.len()));
+            for (i, t) in tensors.iter().enumerate() {
+                let m = plan.members[i].as_mut().unwrap();
+                m.segment
+                    .feed(&data[t.start as usize..(t.start + t.len) as usize]);
+            }
+            plan.finish()["vae"].clone()
+        };
+        assert_eq!(
+            hash(&[t("a", Dtype::U8, &[4], 0, 4)], &[0, 1, 2, 3]),
+            "46b97d1fed2ea2ba18ce3c721e5103d4de1432d96a0b08fdfa5310cf88882fab"
+        );
+        let mut data: Vec<u8> = (0..8).collect();
+        data.extend_from_slice(&1.0f32.to_le_bytes());
+        assert_eq!(
+            hash(
+                &[
+                    t("w", Dtype::F16, &[2, 2], 0, 8),
+                    t("b", Dtype::F32, &[], 8, 4)
+                ],
+                &data
+            ),
+            "f47e986c78a8d0588564f1ba67702b531b9987f02fbc12004f024669992c6f22"
+        );
+    }
+
     #[test]
     fn framing_layout() {
         let f = framing("a.b", "F16", &[2, 3], 12);
