@@ -67,8 +67,9 @@ pub struct Source<'a> {
     pub safetensors_metadata: Option<&'a BTreeMap<String, Value>>,
 }
 
-/// Bytes the reader hands to the consumers at a time.
-const READ_CHUNK: u64 = 64 << 20;
+/// Bytes the reader hands to the consumers at a time (small enough to stay in the CPU cache while
+/// every consumer reads them, and to bound the mapped pages resident per file).
+const READ_CHUNK: u64 = 16 << 20;
 /// Tensor pieces at least this long are counted on several threads.
 const PAR_PIECE: usize = 1 << 20;
 
@@ -114,7 +115,7 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
     let mut c0 = 0;
     while c0 < size {
         let c1 = (c0 + READ_CHUNK).min(size);
-        reader.arrive(c0, c1, size);
+        reader.arrive(c1, size);
         while next < contiguous.len() && tensors[contiguous[next]].start < c1 {
             active.push(contiguous[next]);
             next += 1;
@@ -315,6 +316,7 @@ struct Reader<'a> {
     bytes: Bytes<'a>,
     page: u64,
     released: u64,
+    noted: u64,
     /// Page residency (mincore) of chunks before the pass touched them, not yet released.
     resident: VecDeque<(u64, Vec<u8>)>,
 }
@@ -330,30 +332,18 @@ impl<'a> Reader<'a> {
             bytes,
             page,
             released: 0,
+            noted: 0,
             resident: VecDeque::new(),
         }
     }
 
-    /// Notes which pages of `[c0, c1)` are cached already and asks the kernel for the next chunk.
-    fn arrive(&mut self, c0: u64, c1: u64, size: u64) {
+    /// Asks the kernel for the chunk after `[c0, c1)`, first noting which pages up to two chunks
+    /// ahead are cached already (before this pass's reads or the kernel's read-ahead touch them).
+    fn arrive(&mut self, c1: u64, size: u64) {
         let Bytes::Mapped { map, .. } = self.bytes else {
             return;
         };
-        let pages = (c1 - c0).div_ceil(self.page) as usize;
-        let mut vec = vec![0u8; pages];
-        // SAFETY: [c0, c1) lies inside the live map and c0 is page aligned (a multiple of READ_CHUNK);
-        // `vec` has one byte per page of the range.
-        let rc = unsafe {
-            libc::mincore(
-                map.as_ptr().add(c0 as usize) as *mut libc::c_void,
-                (c1 - c0) as usize,
-                vec.as_mut_ptr(),
-            )
-        };
-        if rc != 0 {
-            vec.fill(0);
-        }
-        self.resident.push_back((c0, vec));
+        self.note((c1 + 2 * READ_CHUNK).min(size));
         let ahead = (c1 + READ_CHUNK).min(size);
         if ahead > c1 {
             let _ = map.advise_range(
@@ -362,6 +352,33 @@ impl<'a> Reader<'a> {
                 (ahead - c1) as usize,
             );
         }
+    }
+
+    /// Records page residency (mincore) from where the last record ended up to `to`.
+    fn note(&mut self, to: u64) {
+        let Bytes::Mapped { map, .. } = self.bytes else {
+            return;
+        };
+        let from = self.noted;
+        if to <= from {
+            return;
+        }
+        let pages = (to - from).div_ceil(self.page) as usize;
+        let mut vec = vec![0u8; pages];
+        // SAFETY: [from, to) lies inside the live map, `from` is page aligned (a multiple of
+        // READ_CHUNK) and `vec` has one byte per page of the range.
+        let rc = unsafe {
+            libc::mincore(
+                map.as_ptr().add(from as usize) as *mut libc::c_void,
+                (to - from) as usize,
+                vec.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            vec.fill(0);
+        }
+        self.resident.push_back((from, vec));
+        self.noted = to;
     }
 
     /// Unmaps pages before `upto` and drops from the page cache those the pass brought in.
@@ -597,5 +614,64 @@ mod tests {
         };
         let dp = run(&src, HashMode::None, true);
         assert!(dp.findings.is_empty() && dp.hashes.blake3.is_none());
+    }
+    /// Pages of `file` resident in the page cache.
+    fn resident_pages(file: &File) -> usize {
+        // SAFETY: read-only map of a file the test owns.
+        let map = unsafe { memmap2::Mmap::map(file).unwrap() };
+        let mut v = vec![0u8; map.len().div_ceil(4096)];
+        // SAFETY: the map is live and page aligned; one byte per page.
+        let rc =
+            unsafe { libc::mincore(map.as_ptr() as *mut libc::c_void, map.len(), v.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        v.iter().filter(|b| **b & 1 == 1).count()
+    }
+
+    #[test]
+    fn drops_the_pages_it_read_and_keeps_cached_ones() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let size = 2 * READ_CHUNK as usize + 12345;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let block: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
+        while f.as_file().metadata().unwrap().len() < size as u64 {
+            f.write_all(&block).unwrap();
+        }
+        f.as_file().set_len(size as u64).unwrap();
+        f.as_file().sync_all().unwrap();
+        let file = f.reopen().unwrap();
+        let pages = size.div_ceil(4096);
+        fadvise_dontneed(file.as_raw_fd(), 0, size as u64);
+        if resident_pages(&file) > pages / 10 {
+            return; // this file system does not evict on request (tmpfs): nothing to observe
+        }
+        let t = [tensor("x", Dtype::F32, &[(size / 4 - 100) as u64], 100)];
+        let c = class(vec![vae(0)]);
+        // SAFETY: read-only map of the test's own file.
+        let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
+        let src = Source {
+            bytes: Bytes::Mapped {
+                map: &map,
+                file: &file,
+            },
+            tensors: &t,
+            class: &c,
+            safetensors_metadata: None,
+        };
+        let cold = run(&src, HashMode::Full, false);
+        assert!(
+            resident_pages(&file) < pages / 10,
+            "cold pass left its pages cached"
+        );
+        // warm: every page cached before the pass stays cached
+        let mut sink = Vec::new();
+        file.try_clone().unwrap().read_to_end(&mut sink).unwrap();
+        let before = resident_pages(&file);
+        let warm = run(&src, HashMode::Full, false);
+        assert!(resident_pages(&file) >= before * 99 / 100);
+        let want = blake3::hash(&sink).to_hex().to_string();
+        assert_eq!(cold.hashes.blake3.as_deref(), Some(want.as_str()));
+        assert_eq!(warm.hashes.blake3, cold.hashes.blake3);
+        assert_eq!(warm.components, cold.components);
     }
 }
