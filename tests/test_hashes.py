@@ -258,7 +258,8 @@ def write_shuffled(path: Path, tensors: dict, data: dict, metadata: dict, pad: i
     entries, pos = {"__metadata__": metadata}, 0
     for k in names:
         n = len(data[k])
-        entries[k] = {"dtype": tensors[k]["dtype"], "shape": tensors[k]["shape"], "data_offsets": [pos, pos + n]}
+        t = tensors[k]
+        entries[k] = {"dtype": t["dtype"], "shape": t["shape"], "data_offsets": [pos, pos + n]}
         pos += n
     raw = json.dumps(entries, indent=1).encode()
     raw += b" " * (pad + (-(len(raw) + pad) % 8))

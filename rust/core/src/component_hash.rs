@@ -134,7 +134,7 @@ impl Segment {
 /// Longest aligned power-of-two run of chunks at `p` that ends by `limit` and is not the whole stream.
 fn block_len(p: u64, limit: u64, total: u64) -> u64 {
     let mut len = CHUNK;
-    while p % (2 * len) == 0 && p + 2 * len <= limit && 2 * len < total {
+    while p.is_multiple_of(2 * len) && p + 2 * len <= limit && 2 * len < total {
         len *= 2;
     }
     len
@@ -195,7 +195,8 @@ pub fn finish(segments: &[&Segment], total: u64) -> Option<blake3::Hash> {
         stack.push(n);
         while stack.len() >= 2 {
             let (l, r) = (stack[stack.len() - 2], stack[stack.len() - 1]);
-            let siblings = l.chunks() == r.chunks() && (l.start / CHUNK) % (2 * l.chunks()) == 0;
+            let siblings =
+                l.chunks() == r.chunks() && (l.start / CHUNK).is_multiple_of(2 * l.chunks());
             if !siblings || l.len + r.len >= total {
                 break;
             }

@@ -224,7 +224,10 @@ fn contiguous_piece(
 fn gather_layout(t: &TensorInfo) -> Option<(u64, &[u64])> {
     let strides = t.strides.as_deref()?;
     let bits = t.dtype.bits();
-    if bits % 8 != 0 || strides.len() != t.shape.len() || is_c_contiguous(&t.shape, strides) {
+    if !bits.is_multiple_of(8)
+        || strides.len() != t.shape.len()
+        || is_c_contiguous(&t.shape, strides)
+    {
         return None;
     }
     Some((bits / 8, strides))

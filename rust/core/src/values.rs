@@ -11,9 +11,6 @@ use serde_json::json;
 
 /// How many tensors a finding lists by name.
 const LISTED: usize = 50;
-/// Elements counted with 32-bit counters before they are added to the 64-bit totals.
-const BLOCK: usize = 1 << 16;
-
 /// NaN and Inf counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -41,15 +38,18 @@ pub fn element_size(dtype: Dtype) -> Option<usize> {
 macro_rules! counter {
     ($name:ident, $t:ty, $n:expr) => {
         /// Counts elements whose magnitude bits exceed (NaN) or equal (Inf) `inf`.
+        #[inline(always)]
         fn $name(bytes: &[u8], inf: $t) -> Counts {
+            // Per-block counters as wide as the elements keep the loop in one lane width.
+            const BLOCK: usize = if $n == 2 { 1 << 15 } else { 1 << 16 };
             let abs = <$t>::MAX >> 1;
             let mut c = Counts::default();
             for block in bytes.chunks(BLOCK * $n) {
-                let (mut nan, mut infs) = (0u32, 0u32);
+                let (mut nan, mut infs): ($t, $t) = (0, 0);
                 for e in block.chunks_exact($n) {
                     let x = <$t>::from_le_bytes(e.try_into().unwrap()) & abs;
-                    nan += (x > inf) as u32;
-                    infs += (x == inf) as u32;
+                    nan += (x > inf) as $t;
+                    infs += (x == inf) as $t;
                 }
                 c.nan += nan as u64;
                 c.inf += infs as u64;
@@ -63,8 +63,8 @@ counter!(count_u16, u16, 2);
 counter!(count_u32, u32, 4);
 counter!(count_u64, u64, 8);
 
-/// Counts NaN and Inf among the whole elements of `bytes` (little-endian `dtype`); zero for other dtypes.
-pub fn count(dtype: Dtype, bytes: &[u8]) -> Counts {
+#[inline(always)]
+fn count_any(dtype: Dtype, bytes: &[u8]) -> Counts {
     match dtype {
         Dtype::F16 => count_u16(bytes, 0x7c00),
         Dtype::BF16 => count_u16(bytes, 0x7f80),
@@ -72,6 +72,22 @@ pub fn count(dtype: Dtype, bytes: &[u8]) -> Counts {
         Dtype::F64 => count_u64(bytes, 0x7ff0_0000_0000_0000),
         _ => Counts::default(),
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn count_avx2(dtype: Dtype, bytes: &[u8]) -> Counts {
+    count_any(dtype, bytes)
+}
+
+/// Counts NaN and Inf among the whole elements of `bytes` (little-endian `dtype`); zero for other dtypes.
+pub fn count(dtype: Dtype, bytes: &[u8]) -> Counts {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, the only requirement of `count_avx2`.
+        return unsafe { count_avx2(dtype, bytes) };
+    }
+    count_any(dtype, bytes)
 }
 
 /// The `values.nan-inf` finding for per-tensor counts (index-aligned with `tensors`), if any is non-zero.
@@ -161,6 +177,41 @@ mod tests {
         assert_eq!(count(Dtype::U8, &nan_bits), Counts::default());
         let clean = f32s(&(0..200_000).map(|i| i as f32 * 0.5).collect::<Vec<_>>());
         assert_eq!(count(Dtype::F32, &clean), Counts::default());
+    }
+
+    #[test]
+    fn long_runs_and_both_code_paths_agree() {
+        // more specials than one block's counters could hold if blocks were too long
+        let nan16 = 0x7e00u16.to_le_bytes().repeat(200_001);
+        assert_eq!(
+            count(Dtype::F16, &nan16),
+            Counts {
+                nan: 200_001,
+                inf: 0
+            }
+        );
+        let inf64 = f64::INFINITY.to_le_bytes().repeat(70_000);
+        assert_eq!(
+            count(Dtype::F64, &inf64),
+            Counts {
+                nan: 0,
+                inf: 70_000
+            }
+        );
+        let mut x = 12345u32;
+        let noise: Vec<u8> = (0..1_000_003)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        for d in [Dtype::F16, Dtype::BF16, Dtype::F32, Dtype::F64] {
+            let c = count(d, &noise);
+            assert_eq!(c, count_any(d, &noise));
+            assert!(c.nan > 0, "{d}: random bits include NaN patterns");
+        }
     }
 
     #[test]
