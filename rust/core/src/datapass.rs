@@ -7,7 +7,7 @@
 //! grows resident memory nor evicts the cache.
 
 use crate::classify::Classification;
-use crate::component_hash::Plan;
+use crate::component_hash::{Member, Plan};
 use crate::hashes::{self, FileHashers};
 use crate::report::{Finding, Hashes};
 use crate::tensor::TensorInfo;
@@ -111,7 +111,6 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
     let mut next = 0;
     let mut next_strided = 0;
     let mut active: Vec<usize> = Vec::new();
-    let mut in_chunk = vec![false; tensors.len()];
     let mut c0 = 0;
     while c0 < size {
         let c1 = (c0 + READ_CHUNK).min(size);
@@ -120,22 +119,13 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
             active.push(contiguous[next]);
             next += 1;
         }
-        for &i in &active {
-            in_chunk[i] = true;
-        }
-        let jobs: Vec<(
-            usize,
-            &TensorInfo,
-            Option<&mut crate::component_hash::Segment>,
-        )> = plan
-            .members
-            .iter_mut()
-            .enumerate()
-            .filter(|(i, _)| in_chunk[*i])
-            .map(|(i, m)| (i, &tensors[i], m.as_mut().map(|m| &mut m.segment)))
+        // Each job owns its tensor's segment while the chunk is processed.
+        let jobs: Vec<(usize, Option<Member>)> = active
+            .iter()
+            .map(|&i| (i, plan.members[i].take()))
             .collect();
         let chunk = &data[c0 as usize..c1 as usize];
-        let (_, found) = rayon::join(
+        let (_, done) = rayon::join(
             || {
                 if let Some(h) = file_h.as_mut() {
                     h.feed(chunk);
@@ -143,15 +133,17 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
             },
             || {
                 jobs.into_par_iter()
-                    .map(|(i, t, seg)| (i, contiguous_piece(data, t, seg, c0, c1)))
+                    .map(|(i, mut m)| {
+                        let seg = m.as_mut().map(|m| &mut m.segment);
+                        let c = contiguous_piece(data, &tensors[i], seg, c0, c1);
+                        (i, m, c)
+                    })
                     .collect::<Vec<_>>()
             },
         );
-        for (i, c) in found {
+        for (i, m, c) in done {
+            plan.members[i] = m;
             counts[i] += c;
-        }
-        for &i in &active {
-            in_chunk[i] = false;
         }
         active.retain(|&i| tensors[i].end() > c1);
         while next_strided < strided.len() && span(&tensors[strided[next_strided]]).1 <= c1 {
