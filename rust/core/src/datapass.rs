@@ -9,11 +9,11 @@
 use crate::classify::Classification;
 use crate::component_hash::{Member, Plan};
 use crate::hashes::{self, FileHashers};
-use crate::report::{Finding, Hashes};
+use crate::report::{Finding, Hashes, Severity};
 use crate::tensor::TensorInfo;
 use crate::values::{self, Counts};
 use rayon::prelude::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 
@@ -114,6 +114,16 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
     let mut c0 = 0;
     while c0 < size {
         let c1 = (c0 + READ_CHUNK).min(size);
+        if let Some(now) = reader.shrunk(size) {
+            // Touching the map past the new end would fault: stop, report, hash nothing.
+            out.findings.push(Finding::new(
+                "file.truncated",
+                Severity::Error,
+                format!("file shrank from {size} to {now} bytes while it was being scanned"),
+                json!({"expected": size, "actual": now, "during_scan": true}),
+            ));
+            return out;
+        }
         reader.arrive(c1, size);
         while next < contiguous.len() && tensors[contiguous[next]].start < c1 {
             active.push(contiguous[next]);
@@ -330,6 +340,15 @@ impl<'a> Reader<'a> {
             noted: 0,
             resident: VecDeque::new(),
         }
+    }
+
+    /// The file's current length if it is now shorter than the `size` bytes mapped.
+    fn shrunk(&self, size: u64) -> Option<u64> {
+        let Bytes::Mapped { file, .. } = self.bytes else {
+            return None;
+        };
+        let now = file.metadata().map(|m| m.len()).unwrap_or(0);
+        (now < size).then_some(now)
     }
 
     /// Asks the kernel for the chunk after `[c0, c1)`, first noting which pages up to two chunks
@@ -668,5 +687,31 @@ mod tests {
         assert_eq!(cold.hashes.blake3.as_deref(), Some(want.as_str()));
         assert_eq!(warm.hashes.blake3, cold.hashes.blake3);
         assert_eq!(warm.components, cold.components);
+    }
+    #[test]
+    fn file_shrinking_under_the_map_is_a_finding_not_a_fault() {
+        use std::io::Write;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![1u8; 3 << 20]).unwrap();
+        let file = f.reopen().unwrap();
+        // SAFETY: read-only map of the test's own file; the pass must not touch it past the new end.
+        let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
+        f.as_file().set_len(1 << 20).unwrap();
+        let t = [tensor("x", Dtype::F32, &[3 << 18], 0)];
+        let c = class(vec![vae(0)]);
+        let src = Source {
+            bytes: Bytes::Mapped {
+                map: &map,
+                file: &file,
+            },
+            tensors: &t,
+            class: &c,
+            safetensors_metadata: None,
+        };
+        let dp = run(&src, HashMode::Full, true);
+        assert_eq!(dp.findings.len(), 1);
+        assert_eq!(dp.findings[0].check, "file.truncated");
+        assert_eq!(dp.findings[0].details["actual"], 1 << 20);
+        assert!(dp.hashes.blake3.is_none() && dp.components.is_empty());
     }
 }
