@@ -1,5 +1,63 @@
-"""fastscan: find and fix what is wrong with Stable Diffusion model files."""
+"""fastscan: find and fix what is wrong with Stable Diffusion model files.
 
-from fastscan._core import __version__
+    import fastscan
+    report = fastscan.scan("models/")        # a fastscan.Report
+    print(report.to_json())
 
-__all__ = ["__version__"]
+Names are imported on first use, so `import fastscan` (and the CLI's start) stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastscan.api import Progress, scan, scan_one
+    from fastscan.model import Component, FileError, FileReport, Finding, Hashes, Report, Summary
+
+__all__ = [
+    "Component",
+    "FileError",
+    "FileReport",
+    "Finding",
+    "Hashes",
+    "Progress",
+    "Report",
+    "Summary",
+    "__version__",
+    "scan",
+    "scan_one",
+]
+
+_LAZY = {
+    "scan": "fastscan.api",
+    "scan_one": "fastscan.api",
+    "Progress": "fastscan.api",
+    "Report": "fastscan.model",
+    "FileReport": "fastscan.model",
+    "Finding": "fastscan.model",
+    "Component": "fastscan.model",
+    "Hashes": "fastscan.model",
+    "Summary": "fastscan.model",
+    "FileError": "fastscan.model",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Imports the public names on first use."""
+    if name == "__version__":
+        from fastscan._core import __version__
+
+        return __version__
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'fastscan' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -13,14 +13,59 @@ from collections.abc import Mapping
 from pathlib import Path
 
 DTYPE_BITS = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
-    "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
-    "I64": 64, "U64": 64, "F64": 64, "C64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8,
+    "F8_E5M2FNUZ": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
+    "C64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
 }
 # Order the reference writer lays data out in: larger alignment first (its dtype enum order, reversed).
-_WRITER_RANK = {d: i for i, d in enumerate(
-    ["BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "I16", "U16", "F16",
-     "BF16", "I32", "U32", "F32", "C64", "F64", "I64", "U64", "F8_E4M3FNUZ", "F8_E5M2FNUZ"])}
+_WRITER_RANK = {
+    d: i
+    for i, d in enumerate(
+        [
+            "BOOL",
+            "F4",
+            "F6_E2M3",
+            "F6_E3M2",
+            "U8",
+            "I8",
+            "F8_E5M2",
+            "F8_E4M3",
+            "F8_E8M0",
+            "I16",
+            "U16",
+            "F16",
+            "BF16",
+            "I32",
+            "U32",
+            "F32",
+            "C64",
+            "F64",
+            "I64",
+            "U64",
+            "F8_E4M3FNUZ",
+            "F8_E5M2FNUZ",
+        ]
+    )
+}
 
 
 def layouts_dir() -> Path:
@@ -60,14 +105,16 @@ def position_ids_bytes(dtype: str, count: int = 77, values: list[float] | None =
     import numpy as np
 
     vals = np.arange(count, dtype=np.float64) if values is None else np.asarray(values, dtype=np.float64)
-    np_dtype = {"I64": "<i8", "I32": "<i4", "F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype]
     if dtype == "BF16":
         f32 = vals.astype("<f4").view("<u4")
         return (f32 >> 16).astype("<u2").tobytes()
+    np_dtype = {"I64": "<i8", "I32": "<i4", "F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype]
     return vals.astype(np_dtype).tobytes()
 
 
-def header_for(tensors: Mapping[str, Mapping], metadata: Mapping[str, str] | None = None) -> tuple[bytes, dict]:
+def header_for(
+    tensors: Mapping[str, Mapping], metadata: Mapping[str, str] | None = None
+) -> tuple[bytes, dict]:
     """Builds a header as the reference writer does; returns (padded header bytes, name -> (begin, end))."""
     order = sorted(tensors, key=lambda n: (-_WRITER_RANK.get(tensors[n]["dtype"], 0), n))
     offsets, entries, pos = {}, {}, 0

@@ -61,6 +61,8 @@ struct Rules {
     buffers: Buffers,
     ema_prefixes: Vec<String>,
     archs: Vec<ArchRule>,
+    /// arch -> component -> element count of a clean model (plus a `_doc` string).
+    reference_elements: BTreeMap<String, serde_json::Value>,
 }
 
 fn rules() -> &'static Rules {
@@ -68,6 +70,30 @@ fn rules() -> &'static Rules {
     RULES.get_or_init(|| {
         serde_json::from_str(include_str!("rules.json")).expect("rules.json is valid")
     })
+}
+
+/// Element count of each component of a clean model of `arch` (from the real layouts), if known.
+pub fn reference_elements(arch: &str) -> Option<BTreeMap<&'static str, u64>> {
+    let m = rules().reference_elements.get(arch)?.as_object()?;
+    Some(
+        m.iter()
+            .filter_map(|(c, n)| Some((leak(c), n.as_u64()?)))
+            .collect(),
+    )
+}
+
+/// Every key prefix any arch keeps a component under (`first_stage_model.`, `conditioner.embedders.1.model.`, ...).
+pub fn known_prefixes() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = rules()
+        .archs
+        .iter()
+        .flat_map(|r| r.components.values().flatten())
+        .chain(&rules().unet_prefixes)
+        .map(|p| leak(p))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// Interns a rule string for the life of the process (rules are loaded once).
@@ -104,7 +130,7 @@ fn shape_matches(want: &Option<Vec<i64>>, got: &[u64]) -> bool {
 }
 
 /// Finds the first arch rule whose conditions all hold with `prefix` prepended to each key.
-fn match_arch<'r>(index: &HashMap<&str, &TensorInfo>, prefix: &str) -> Option<&'r ArchRule> {
+fn match_arch(index: &HashMap<&str, &TensorInfo>, prefix: &str) -> Option<&'static ArchRule> {
     let mut key = String::new();
     rules().archs.iter().find(|rule| {
         rule.conditions.iter().all(|c| {
@@ -137,7 +163,60 @@ pub fn classify(tensors: &[TensorInfo]) -> Classification {
     if let Some(rule) = match_arch(&index, "") {
         return whole(tensors, "unet", leak(&rule.arch), "unet");
     }
+    // 3. The EMA half of a training checkpoint saved alone: a UNet under EMA names.
+    if let Some(c) = ema_only(tensors) {
+        return c;
+    }
     crate::standalone::classify_standalone(tensors, &index)
+}
+
+/// Prefix of EMA UNet keys: `model_ema.diffusion_model` + the UNet key with every `.` removed.
+const EMA_UNET: &str = "model_ema.diffusion_model";
+
+/// Arch of a UNet stored under EMA names (dots removed), by the same rules as a plain UNet.
+fn ema_arch(tensors: &[TensorInfo]) -> Option<&'static ArchRule> {
+    let index: HashMap<&str, &TensorInfo> = tensors
+        .iter()
+        .filter_map(|t| t.name.strip_prefix(EMA_UNET).map(|k| (k, t)))
+        .collect();
+    if index.is_empty() {
+        return None;
+    }
+    rules().archs.iter().find(|rule| {
+        rule.conditions.iter().all(|c| {
+            let key: String = c.key.chars().filter(|&ch| ch != '.').collect();
+            index
+                .get(key.as_str())
+                .is_some_and(|t| shape_matches(&c.shape, &t.shape))
+        })
+    })
+}
+
+/// A file holding only EMA weights (and buffers): what a training checkpoint adds, kind `unet`.
+fn ema_only(tensors: &[TensorInfo]) -> Option<Classification> {
+    if !tensors
+        .iter()
+        .all(|t| is_ema(&t.name) || is_buffer(&t.name))
+    {
+        return None;
+    }
+    let rule = ema_arch(tensors)?;
+    let roles = tensors
+        .iter()
+        .map(|t| {
+            if is_buffer(&t.name) {
+                Role::Buffer
+            } else {
+                Role::Ema
+            }
+        })
+        .collect();
+    Some(Classification {
+        kind: "unet",
+        arch: leak(&rule.arch),
+        roles,
+        expected_text_encoders: vec![],
+    })
 }
 
 /// Every non-buffer tensor of the file belongs to one component.

@@ -4,6 +4,7 @@
 //! [`pickle`]), classified by component ([`classify`]), checked ([`checks`]) and hashed in one pass
 //! over the data ([`datapass`]). [`scan::scan_file`] runs all of it on one file; [`scan_files`] on many.
 
+pub mod cache;
 pub mod checks;
 pub mod classify;
 pub mod component_hash;

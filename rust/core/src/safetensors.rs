@@ -51,17 +51,60 @@ impl HeaderError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, PartialEq)]
+#[serde(expecting = "a tensor entry {dtype, shape, data_offsets}")]
 struct RawTensor {
     dtype: String,
     shape: Vec<u64>,
-    data_offsets: (u64, u64),
+    data_offsets: Vec<u64>,
+}
+
+/// `__metadata__` entries in file order, repeats included (the reference checks every value).
+struct MetaPairs(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for MetaPairs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MetaPairs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetaPairs, A::Error> {
+                let mut v = Vec::new();
+                while let Some(kv) = map.next_entry::<String, Value>()? {
+                    v.push(kv);
+                }
+                Ok(MetaPairs(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// Header entries in file order; a repeated tensor name keeps the last entry, as the reference does.
 struct RawHeader {
-    metadata: Option<BTreeMap<String, Value>>,
+    metadata: Option<MetaPairs>,
     tensors: Vec<(String, RawTensor)>,
+    /// Names listed more than once with different entries.
+    conflicting: Vec<String>,
+    /// First entry the reference rejects while parsing (even one a later repeat replaces):
+    /// (name, reason, which occurrence of the name).
+    problem: Option<(String, String, usize)>,
+}
+
+/// What the reference's typed parse rejects in one entry: an unknown dtype or not two offsets.
+fn entry_problem(name: &str, t: &RawTensor) -> Option<String> {
+    if Dtype::parse(&t.dtype).is_none() {
+        return Some(format!("unknown dtype `{}` for tensor `{name}`", t.dtype));
+    }
+    if t.data_offsets.len() != 2 {
+        return Some(format!(
+            "tensor `{name}`: data_offsets has {} numbers, expected 2 (begin, end)",
+            t.data_offsets.len()
+        ));
+    }
+    None
 }
 
 impl<'de> Deserialize<'de> for RawHeader {
@@ -76,6 +119,9 @@ impl<'de> Deserialize<'de> for RawHeader {
                 let mut metadata = None;
                 let mut seen_meta = false;
                 let mut tensors: Vec<(String, RawTensor)> = Vec::new();
+                let mut conflicting = Vec::new();
+                let mut problem = None;
+                let mut seen: std::collections::HashMap<String, usize> = Default::default();
                 let mut pos: std::collections::HashMap<String, usize> = Default::default();
                 while let Some(key) = map.next_key::<String>()? {
                     if key == "__metadata__" {
@@ -83,13 +129,24 @@ impl<'de> Deserialize<'de> for RawHeader {
                             return Err(de::Error::custom("duplicate field `__metadata__`"));
                         }
                         seen_meta = true;
-                        metadata = map.next_value::<Option<BTreeMap<String, Value>>>()?;
+                        metadata = map.next_value::<Option<MetaPairs>>()?;
                     } else {
                         let t: RawTensor = map
                             .next_value()
                             .map_err(|e| de::Error::custom(format!("tensor `{key}`: {e}")))?;
+                        let occurrence = seen.entry(key.clone()).or_default();
+                        if problem.is_none() {
+                            problem =
+                                entry_problem(&key, &t).map(|r| (key.clone(), r, *occurrence));
+                        }
+                        *occurrence += 1;
                         match pos.get(&key) {
-                            Some(&i) => tensors[i].1 = t,
+                            Some(&i) => {
+                                if tensors[i].1 != t && !conflicting.contains(&key) {
+                                    conflicting.push(key.clone());
+                                }
+                                tensors[i].1 = t
+                            }
                             None => {
                                 pos.insert(key.clone(), tensors.len());
                                 tensors.push((key, t));
@@ -97,7 +154,12 @@ impl<'de> Deserialize<'de> for RawHeader {
                         }
                     }
                 }
-                Ok(RawHeader { metadata, tensors })
+                Ok(RawHeader {
+                    metadata,
+                    tensors,
+                    conflicting,
+                    problem,
+                })
             }
         }
         d.deserialize_map(V)
@@ -116,10 +178,26 @@ fn offset_of(text: &str, line: usize, column: usize) -> u64 {
     off as u64
 }
 
-/// Byte position of `"name"` in the header JSON, or its start when not found.
+/// Byte position in the file of the key `"name"` in the header JSON, or the header start when not found.
 fn position_of(text: &str, name: &str) -> u64 {
-    let needle = format!("\"{name}\"");
-    8 + text.find(&needle).unwrap_or(0) as u64
+    let key = format!("\"{name}\":");
+    let quoted = &key[..key.len() - 1];
+    8 + text.find(&key).or_else(|| text.find(quoted)).unwrap_or(0) as u64
+}
+
+/// Byte position in the file of the `n`-th (0-based) occurrence of the key `"name":`.
+fn nth_position_of(text: &str, name: &str, n: usize) -> u64 {
+    let key = format!("\"{name}\":");
+    match text.match_indices(&key).nth(n) {
+        Some((i, _)) => 8 + i as u64,
+        None => position_of(text, name),
+    }
+}
+
+/// Byte position in the file of the last occurrence of the key `"name"` (a repeated entry).
+fn last_position_of(text: &str, name: &str) -> u64 {
+    let key = format!("\"{name}\"");
+    8 + text.rfind(&key).unwrap_or(0) as u64
 }
 
 /// Reads the header length prefix; checks it against the file length.
@@ -164,20 +242,27 @@ pub fn parse_header(
         )
     })?;
 
+    if let Some((name, reason, occurrence)) = raw.problem {
+        return Err(HeaderError::new(
+            reason,
+            nth_position_of(text, &name, occurrence),
+        ));
+    }
     let mut metadata = BTreeMap::new();
-    if let Some(m) = raw.metadata {
-        for (k, v) in m {
-            if !v.is_string() {
-                return Err(HeaderError::new(
-                    format!(
-                        "__metadata__ value for `{k}` is {}, not a string",
-                        json_kind(&v)
-                    ),
-                    position_of(text, &k),
-                ));
-            }
-            metadata.insert(k, v);
+    let mut seen: std::collections::HashMap<&str, usize> = Default::default();
+    for (k, v) in raw.metadata.iter().flat_map(|m| &m.0) {
+        let occurrence = seen.entry(k).or_default();
+        if !v.is_string() {
+            return Err(HeaderError::new(
+                format!(
+                    "__metadata__ value for `{k}` is {}, not a string",
+                    json_kind(v)
+                ),
+                nth_position_of(text, k, *occurrence),
+            ));
         }
+        *occurrence += 1;
+        metadata.insert(k.clone(), v.clone());
     }
 
     let data_start = 8 + n;
@@ -190,7 +275,18 @@ pub fn parse_header(
                 at(),
             )
         })?;
-        let (begin, end) = t.data_offsets;
+        let (begin, end) = match t.data_offsets[..] {
+            [b, e] => (b, e),
+            _ => {
+                return Err(HeaderError::new(
+                    format!(
+                        "tensor `{name}`: data_offsets has {} numbers, expected 2 (begin, end)",
+                        t.data_offsets.len()
+                    ),
+                    at(),
+                ))
+            }
+        };
         if end < begin {
             return Err(HeaderError::new(
                 format!("tensor `{name}` ends ({end}) before it begins ({begin})"),
@@ -231,7 +327,26 @@ pub fn parse_header(
         });
     }
 
-    let findings = layout_findings(&mut tensors, data_start, file_len, text)?;
+    let findings = match layout_findings(&mut tensors, data_start, file_len, text) {
+        Ok(f) if f.is_empty() || raw.conflicting.is_empty() => f,
+        other => {
+            // The reference keeps the last entry of a repeated name; here that left the data
+            // region untiled, so the repeated name is the defect to report.
+            if let Some(name) = raw.conflicting.first() {
+                let why = match &other {
+                    Err(e) => e.reason.clone(),
+                    Ok(f) => f[0].message.clone(),
+                };
+                return Err(HeaderError::new(
+                    format!(
+                        "tensor `{name}` is listed twice with different entries; the reference keeps the last one, and then: {why}"
+                    ),
+                    last_position_of(text, name),
+                ));
+            }
+            other?
+        }
+    };
     Ok((
         Header {
             header_len: n,
@@ -352,5 +467,50 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].check, "file.unaccounted-bytes");
         assert_eq!(f[0].details["bytes"], 5);
+    }
+
+    #[test]
+    fn repeated_name_last_wins_or_is_named() {
+        // Same entry twice, or a last entry that tiles the data: the reference opens it.
+        let ok = r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}}"#;
+        let (h, f) = parse(&file(ok, 8)).unwrap();
+        assert!(f.is_empty());
+        assert_eq!(h.tensors.len(), 1);
+        assert_eq!(h.tensors[0].len, 8);
+        // A last entry that leaves a hole: the repeated name is the reason given.
+        let bad = r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]},"a":{"dtype":"U8","shape":[4],"data_offsets":[8,12]}}"#;
+        let e = parse(&file(bad, 12)).unwrap_err();
+        assert!(e.reason.contains("`a` is listed twice"), "{e:?}");
+        assert_eq!(e.position, 8 + bad.rfind("\"a\"").unwrap() as u64);
+    }
+
+    #[test]
+    fn offsets_must_be_a_pair() {
+        let h = r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2,2]}}"#;
+        let e = parse(&file(h, 2)).unwrap_err();
+        assert!(e.reason.contains("has 3 numbers"), "{e:?}");
+        assert_eq!(e.position, 8 + 1);
+    }
+
+    #[test]
+    fn a_replaced_entry_is_still_parsed_as_the_reference_does() {
+        let h = r#"{"a":{"dtype":"F","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+        let e = parse(&file(h, 8)).unwrap_err();
+        assert!(e.reason.contains("unknown dtype `F`"), "{e:?}");
+        assert_eq!(e.position, 9);
+        let h = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}}"#;
+        let e = parse(&file(h, 8)).unwrap_err();
+        assert!(e.reason.contains("has 1 numbers"), "{e:?}");
+        assert_eq!(e.position, 8 + h.rfind("\"a\"").unwrap() as u64);
+    }
+
+    #[test]
+    fn every_metadata_value_must_be_a_string_even_a_replaced_one() {
+        let h = r#"{"__metadata__":{"a":1,"a":"x"}}"#;
+        let e = parse(&file(h, 0)).unwrap_err();
+        assert!(e.reason.contains("`a` is a number"), "{e:?}");
+        assert_eq!(e.position, 8 + h.find("\"a\"").unwrap() as u64);
+        let (hd, _) = parse(&file(r#"{"__metadata__":{"a":"1","a":"x"}}"#, 0)).unwrap();
+        assert_eq!(hd.metadata["a"], "x");
     }
 }

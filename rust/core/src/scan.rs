@@ -138,6 +138,11 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
                     r.findings.extend(p.findings);
                     p.tensors
                 }
+                // Any other zip (a password-protected archive, a dataset) is not a model file.
+                Err(reason) if reason.starts_with(pickle::NO_PICKLE) => {
+                    r.format = Format::Unknown.name();
+                    return Ok(());
+                }
                 Err(reason) => {
                     r.error = Some(FileError {
                         kind: "format",

@@ -32,15 +32,25 @@ pub const SNIFF_LEN: usize = 64;
 /// Guesses the format from the first bytes; `named_safetensors` only decides between
 /// "damaged safetensors" and "unknown" when the bytes alone cannot tell.
 pub fn sniff(head: &[u8], named_safetensors: bool) -> Format {
+    // A safetensors length under 2^32 then a JSON object: checked first, because a length such as
+    // 0x0480 starts with the bytes of a pickle protocol header (0x80 0x04).
+    if head.len() >= 9 && head[4..8] == [0, 0, 0, 0] {
+        let first = head[8..].iter().find(|b| !b" \t\r\n".contains(b));
+        if first == Some(&b'{') {
+            return Format::Safetensors;
+        }
+    }
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         return Format::TorchZip;
     }
     if head.len() >= 2 && head[0] == 0x80 && head[1] <= 5 {
-        // PyTorch legacy files start with the pickled magic number 0x1950a86a20f9469cfc6c (LONG1, 10 bytes).
-        if head.len() >= 13
-            && head[2] == 0x8a
-            && head[3] == 0x0a
-            && head[4..].starts_with(&[0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8])
+        // PyTorch legacy files start with the pickled magic number 0x1950a86a20f9469cfc6c (LONG1, 10 bytes),
+        // after a FRAME opcode when saved with pickle protocol 4 or 5.
+        let at = if head.get(2) == Some(&0x95) { 11 } else { 2 };
+        if head.len() >= at + 10
+            && head[at] == 0x8a
+            && head[at + 1] == 0x0a
+            && head[at + 2..].starts_with(&[0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8])
         {
             return Format::TorchLegacy;
         }
@@ -74,7 +84,20 @@ mod tests {
         assert_eq!(sniff(&st, false), Format::Safetensors);
         assert_eq!(sniff(b"PK\x03\x04rest", false), Format::TorchZip);
         assert_eq!(sniff(&[0x80, 0x02, b'}', b'.'], false), Format::Pickle);
+        let magic = b"\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.";
+        let p2 = [&b"\x80\x02"[..], magic].concat();
+        assert_eq!(sniff(&p2, false), Format::TorchLegacy);
+        let p4 = [&b"\x80\x04\x95\x0d\x00\x00\x00\x00\x00\x00\x00"[..], magic].concat();
+        assert_eq!(sniff(&p4, false), Format::TorchLegacy);
+        assert_eq!(sniff(b"cos\nsystem\n(S'ls'\ntR.", false), Format::Pickle);
+        assert_eq!(sniff(b"cmod\n\xf8\n", false), Format::Unknown);
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n", false), Format::Unknown);
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n", true), Format::Safetensors);
+        // Header lengths whose first bytes look like a pickle protocol header (0x80, 0..=5).
+        for n in [0x80u64, 0x0480, 0x0580] {
+            let mut st = n.to_le_bytes().to_vec();
+            st.extend_from_slice(b"{\"a\":");
+            assert_eq!(sniff(&st, false), Format::Safetensors, "{n:#x}");
+        }
     }
 }

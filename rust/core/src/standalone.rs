@@ -47,6 +47,15 @@ pub fn classify_standalone(tensors: &[TensorInfo], index: &Index) -> Classificat
         return whole(tensors, "controlnet", arch, "controlnet");
     }
 
+    if tensors.is_empty() {
+        return unknown(tensors);
+    }
+
+    // cloneofsimo `lora_diffusion`: `unet:N:down`, `text_encoder:N:up`, maybe token vectors.
+    if tensors.iter().any(|t| cloneofsimo_part(&t.name).is_some()) {
+        return cloneofsimo(tensors);
+    }
+
     // LoRA / LyCORIS: low-rank pairs.
     if tensors.iter().any(|t| {
         let n = t.name.as_str();
@@ -91,10 +100,75 @@ pub fn classify_standalone(tensors: &[TensorInfo], index: &Index) -> Classificat
         return c;
     }
 
+    unknown(tensors)
+}
+
+fn unknown(tensors: &[TensorInfo]) -> Classification {
     Classification {
         kind: "unknown",
         arch: "unknown",
         roles: vec![Role::Buffer; tensors.len()],
+        expected_text_encoders: vec![],
+    }
+}
+
+/// `(side, is_down)` of a cloneofsimo LoRA key `unet:N:down` / `text_encoder:N:up`.
+fn cloneofsimo_part(name: &str) -> Option<(&str, bool)> {
+    let mut parts = name.split(':');
+    let (side, n, dir) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some()
+        || !matches!(side, "unet" | "text_encoder")
+        || n.is_empty()
+        || !n.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    match dir {
+        "down" => Some((side, true)),
+        "up" => Some((side, false)),
+        _ => None,
+    }
+}
+
+/// Classifies a cloneofsimo LoRA; the arch comes from the widths its down projections read.
+fn cloneofsimo(tensors: &[TensorInfo]) -> Classification {
+    let widths = |want: &str| -> Vec<u64> {
+        tensors
+            .iter()
+            .filter_map(|t| match cloneofsimo_part(&t.name) {
+                Some((side, true)) if side == want => t.shape.get(1).copied(),
+                _ => None,
+            })
+            .collect()
+    };
+    // The UNet's cross-attention reads the text width: 768 (SD1), 1024 (SD2), 2048 (SDXL).
+    let unet = widths("unet");
+    let cross = [2048, 1024, 768].into_iter().find(|w| unet.contains(w));
+    let arch = match cross {
+        Some(w) => arch_from_context(Some(w)),
+        None => {
+            let te = widths("text_encoder");
+            arch_from_context(te.first().copied().filter(|w| te.iter().all(|x| x == w)))
+        }
+    };
+    let roles = tensors
+        .iter()
+        .map(|t| {
+            let name = match cloneofsimo_part(&t.name) {
+                Some(("unet", _)) => "unet",
+                Some(_) => "text_encoder",
+                None => "embedding",
+            };
+            Role::Component {
+                name,
+                prefix_len: 0,
+            }
+        })
+        .collect();
+    Classification {
+        kind: "lora",
+        arch,
+        roles,
         expected_text_encoders: vec![],
     }
 }

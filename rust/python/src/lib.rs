@@ -1,8 +1,10 @@
 //! `fastscan._core`: the Python face of fastscan-core. Plain data in, plain dicts out.
 
-use fastscan_core::{scan_files, FileReport, HashMode, ScanOptions};
-use pyo3::exceptions::{PyStopIteration, PyValueError};
+use fastscan_core::cache::{scan_cached, Cache};
+use fastscan_core::{FileReport, HashMode, ScanOptions};
+use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
+use rayon::prelude::*;
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Mutex;
@@ -95,17 +97,33 @@ fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAn
 }
 
 /// Scans files in parallel in the background; iterate to receive each report (a dict) as it finishes.
+///
+/// With `cache` (a database path), unchanged files are served from it without being opened.
 #[pyclass]
 struct Scanner {
-    rx: Mutex<Receiver<FileReport>>,
+    rx: Mutex<Receiver<serde_json::Value>>,
+    /// Set when the cache database was unreadable and was rebuilt.
+    #[pyo3(get)]
+    cache_warning: Option<String>,
 }
 
 #[pymethods]
 impl Scanner {
     #[new]
-    #[pyo3(signature = (paths, hash="full", sha256=false, jobs=0))]
-    fn new(paths: Vec<PathBuf>, hash: &str, sha256: bool, jobs: usize) -> PyResult<Self> {
+    #[pyo3(signature = (paths, hash="full", sha256=false, jobs=0, cache=None))]
+    fn new(
+        paths: Vec<PathBuf>,
+        hash: &str,
+        sha256: bool,
+        jobs: usize,
+        cache: Option<PathBuf>,
+    ) -> PyResult<Self> {
         let opts = options(hash, sha256)?;
+        let cache = cache
+            .map(|p| Cache::open(&p))
+            .transpose()
+            .map_err(PyOSError::new_err)?;
+        let cache_warning = cache.as_ref().and_then(|c| c.warning.clone());
         let (tx, rx) = channel();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(jobs)
@@ -114,12 +132,16 @@ impl Scanner {
         std::thread::spawn(move || {
             let tx = Mutex::new(tx);
             pool.install(|| {
-                scan_files(&paths, &opts, |r| {
-                    let _ = tx.lock().unwrap().send(r);
+                paths.par_iter().with_max_len(1).for_each(|p| {
+                    let v = scan_cached(p, &opts, cache.as_ref());
+                    let _ = tx.lock().unwrap().send(v);
                 })
             });
         });
-        Ok(Scanner { rx: Mutex::new(rx) })
+        Ok(Scanner {
+            rx: Mutex::new(rx),
+            cache_warning,
+        })
     }
 
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -129,7 +151,7 @@ impl Scanner {
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let got = py.detach(|| self.rx.lock().unwrap().recv());
         match got {
-            Ok(r) => to_py(py, &r),
+            Ok(v) => pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string())),
             Err(_) => Err(PyStopIteration::new_err(())),
         }
     }

@@ -6,9 +6,11 @@ use crate::tensor::TensorInfo;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+mod clip;
 mod components;
 mod dtypes;
 mod junk;
+mod size;
 
 /// Reads `len` bytes at absolute `offset` of the file being checked.
 pub type ReadAt<'a> = &'a dyn Fn(u64, u64) -> std::io::Result<Vec<u8>>;
@@ -41,8 +43,54 @@ pub struct Outcome {
 /// Runs every header-level check on one file.
 pub fn run(ctx: &Context) -> Outcome {
     let mut out = Outcome::default();
+    clip::check(ctx, &mut out);
     components::check(ctx, &mut out);
     dtypes::check(ctx, &mut out);
     junk::check(ctx, &mut out);
+    size::check(ctx, &mut out);
     out
+}
+
+/// Bytes for a message: `1.5 GiB`, `12.0 MiB`, `512 bytes`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+/// An integer with thousands separators: `859,520,964`.
+pub fn grouped(n: u64) -> String {
+    let s = n.to_string();
+    let groups: Vec<&str> = s
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    groups.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn grouped_digits() {
+        assert_eq!(super::grouped(0), "0");
+        assert_eq!(super::grouped(999), "999");
+        assert_eq!(super::grouped(859520964), "859,520,964");
+    }
+
+    #[test]
+    fn human_bytes() {
+        assert_eq!(super::human(512), "512 bytes");
+        assert_eq!(super::human(1536), "1.5 KiB");
+        assert_eq!(super::human(3 << 30), "3.0 GiB");
+    }
 }

@@ -1,0 +1,301 @@
+"""Typed results of a scan (report schema `fastscan.report/1`, documented in docs/report-schema.md).
+
+Everything is built from the plain dicts `fastscan._core` returns; fields the core adds later and this
+module does not know yet are kept in `extra` and written back out, so nothing is lost on the way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA = "fastscan.report/1"
+SEVERITIES = ("info", "warning", "error", "critical")
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+def severity_at_least(severity: str, threshold: str) -> bool:
+    """True when `severity` is at or above `threshold` (`never` is above everything)."""
+    if threshold == "never":
+        return False
+    return SEVERITY_RANK.get(severity, 0) >= SEVERITY_RANK[threshold]
+
+
+def _extra(d: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    """The entries of `d` whose keys are not in `known` (fields a newer core added)."""
+    if known.issuperset(d):
+        return {}
+    return {k: v for k, v in d.items() if k not in known}
+
+
+@dataclass
+class Finding:
+    """One problem found in a file."""
+
+    check: str
+    severity: str
+    message: str
+    details: Any = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Finding:
+        """Builds a finding from its report dict."""
+        return cls(d["check"], d["severity"], d.get("message", ""), d.get("details"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The finding as it appears in the JSON report."""
+        return {
+            "check": self.check,
+            "severity": self.severity,
+            "message": self.message,
+            "details": self.details,
+        }
+
+
+@dataclass
+class Component:
+    """Totals of one component (unet, vae, clip_l, ...) of a file."""
+
+    tensors: int
+    bytes: int
+    dtypes: dict[str, int]
+    blake3: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Component:
+        """Builds a component from its report dict."""
+        return cls(
+            int(d.get("tensors", 0)), int(d.get("bytes", 0)), dict(d.get("dtypes") or {}), d.get("blake3")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The component as it appears in the JSON report."""
+        return {"tensors": self.tensors, "bytes": self.bytes, "dtypes": self.dtypes, "blake3": self.blake3}
+
+
+_HASH_NAMES = ("blake3", "sha256", "autov1", "autov2", "addnet")
+_HASH_SET = frozenset(_HASH_NAMES)
+
+
+@dataclass
+class Hashes:
+    """Whole-file hashes (lowercase hex); the ones not computed are None."""
+
+    blake3: str | None = None
+    sha256: str | None = None
+    autov1: str | None = None
+    autov2: str | None = None
+    addnet: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Hashes:
+        """Builds hashes from their report dict."""
+        d = d or {}
+        return cls(**{k: d.get(k) for k in _HASH_NAMES}, extra=_extra(d, _HASH_SET))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The hashes as they appear in the JSON report."""
+        return {**{k: getattr(self, k) for k in _HASH_NAMES}, **self.extra}
+
+
+@dataclass
+class FileError:
+    """Why a file could not be read at all (`kind`: io, loop, format, ...)."""
+
+    kind: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as it appears in the JSON report."""
+        return {"kind": self.kind, "message": self.message}
+
+
+_FILE_FIELDS = (
+    "path",
+    "size",
+    "mtime",
+    "format",
+    "kind",
+    "arch",
+    "tensors",
+    "dtypes",
+    "components",
+    "hashes",
+    "metadata",
+    "findings",
+    "wasted_bytes",
+    "error",
+)
+_FILE_SET = frozenset(_FILE_FIELDS)
+
+
+@dataclass
+class FileReport:
+    """Everything fastscan knows about one file."""
+
+    path: str
+    size: int = 0
+    mtime: float = 0.0
+    format: str = "unknown"
+    kind: str = "unknown"
+    arch: str = "unknown"
+    tensors: int = 0
+    dtypes: dict[str, int] = field(default_factory=dict)
+    components: dict[str, Component] = field(default_factory=dict)
+    hashes: Hashes = field(default_factory=Hashes)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    wasted_bytes: dict[str, int] = field(default_factory=dict)
+    error: FileError | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FileReport:
+        """Builds a file report from the dict `_core.scan_file` returns."""
+        err = d.get("error")
+        return cls(
+            path=d["path"],
+            size=int(d.get("size") or 0),
+            mtime=float(d.get("mtime") or 0.0),
+            format=d.get("format", "unknown"),
+            kind=d.get("kind", "unknown"),
+            arch=d.get("arch", "unknown"),
+            tensors=int(d.get("tensors") or 0),
+            dtypes=dict(d.get("dtypes") or {}),
+            components={k: Component.from_dict(v) for k, v in (d.get("components") or {}).items()},
+            hashes=Hashes.from_dict(d.get("hashes")),
+            metadata=dict(d.get("metadata") or {}),
+            findings=[Finding.from_dict(f) for f in d.get("findings") or []],
+            wasted_bytes=dict(d.get("wasted_bytes") or {}),
+            error=FileError(err["kind"], err["message"]) if err else None,
+            extra=_extra(d, _FILE_SET),
+        )
+
+    @classmethod
+    def failed(cls, path: str, kind: str, message: str, size: int = 0, mtime: float = 0.0) -> FileReport:
+        """A report for a file that could not be read at all."""
+        return cls(path=path, size=size, mtime=mtime, error=FileError(kind, message))
+
+    @property
+    def worst(self) -> str | None:
+        """The highest severity among findings (`error` when the file could not be read), or None."""
+        sevs = [f.severity for f in self.findings]
+        if self.error is not None:
+            sevs.append("error")
+        return max(sevs, key=lambda s: SEVERITY_RANK.get(s, 0)) if sevs else None
+
+    def checks(self) -> list[str]:
+        """Names of the checks that fired on this file."""
+        return [f.check for f in self.findings]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file object of the JSON report."""
+        return {
+            "path": self.path,
+            "size": self.size,
+            "mtime": self.mtime,
+            "format": self.format,
+            "kind": self.kind,
+            "arch": self.arch,
+            "tensors": self.tensors,
+            "dtypes": self.dtypes,
+            "components": {k: c.to_dict() for k, c in self.components.items()},
+            "hashes": self.hashes.to_dict(),
+            "metadata": self.metadata,
+            "findings": [f.to_dict() for f in self.findings],
+            "wasted_bytes": self.wasted_bytes,
+            "error": self.error.to_dict() if self.error else None,
+            **self.extra,
+        }
+
+
+@dataclass
+class Summary:
+    """Totals over every file of a report."""
+
+    files: int = 0
+    bytes: int = 0
+    errors: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    by_arch: dict[str, int] = field(default_factory=dict)
+    by_check: dict[str, int] = field(default_factory=dict)
+    findings: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SEVERITIES, 0))
+    wasted_bytes: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, files: Iterable[FileReport]) -> Summary:
+        """Sums up a list of file reports."""
+        s = cls()
+        for f in files:
+            s.add(f)
+        return s
+
+    def add(self, f: FileReport) -> None:
+        """Counts one more file."""
+        self.files += 1
+        self.bytes += f.size
+        self.errors += f.error is not None
+        self.by_kind[f.kind] = self.by_kind.get(f.kind, 0) + 1
+        self.by_arch[f.arch] = self.by_arch.get(f.arch, 0) + 1
+        for x in f.findings:
+            self.findings[x.severity] = self.findings.get(x.severity, 0) + 1
+            self.by_check[x.check] = self.by_check.get(x.check, 0) + 1
+        for cause, n in f.wasted_bytes.items():
+            self.wasted_bytes[cause] = self.wasted_bytes.get(cause, 0) + n
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `summary` object of the JSON report (maps sorted by key)."""
+        return {
+            "files": self.files,
+            "bytes": self.bytes,
+            "errors": self.errors,
+            "by_kind": dict(sorted(self.by_kind.items())),
+            "by_arch": dict(sorted(self.by_arch.items())),
+            "by_check": dict(sorted(self.by_check.items())),
+            "findings": self.findings,
+            "wasted_bytes": dict(sorted(self.wasted_bytes.items())),
+        }
+
+
+@dataclass
+class Report:
+    """The result of one scan run (schema `fastscan.report/1`)."""
+
+    roots: list[str]
+    started: str
+    elapsed_s: float
+    files: list[FileReport]
+    summary: Summary
+    version: str
+    duplicates: list[Any] = field(default_factory=list)
+    schema: str = SCHEMA
+
+    def worst(self) -> str | None:
+        """The highest severity of any file (errors reading a file count as `error`), or None."""
+        sevs = [w for w in (f.worst for f in self.files) if w]
+        return max(sevs, key=lambda s: SEVERITY_RANK[s]) if sevs else None
+
+    def fails(self, threshold: str) -> bool:
+        """True when any file has a finding (or error) at or above `threshold`."""
+        w = self.worst()
+        return w is not None and severity_at_least(w, threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole report as plain data."""
+        return {
+            "schema": self.schema,
+            "tool": {"name": "fastscan", "version": self.version},
+            "roots": self.roots,
+            "started": self.started,
+            "elapsed_s": self.elapsed_s,
+            "summary": self.summary.to_dict(),
+            "files": [f.to_dict() for f in self.files],
+            "duplicates": self.duplicates,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The report as a JSON document."""
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)

@@ -1,0 +1,186 @@
+//! The incremental cache: a report per (device, inode, size, mtime, options), in SQLite.
+
+use crate::report::FileReport;
+use crate::scan::{scan_file, ScanOptions};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Bumped whenever the report a scan produces changes, so old entries are never served.
+const REPORT_VERSION: &str = concat!("fastscan.report/1 core ", env!("CARGO_PKG_VERSION"), " r1");
+
+/// An open cache database; safe to share between threads and with other processes (WAL).
+pub struct Cache {
+    conn: Mutex<Connection>,
+    /// Set when the database was unreadable and had to be rebuilt.
+    pub warning: Option<String>,
+}
+
+/// The identity of a file's content as `stat` sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl Stamp {
+    /// Stats `path` (following links).
+    pub fn of(path: &Path) -> std::io::Result<Stamp> {
+        let m = std::fs::metadata(path)?;
+        Ok(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        })
+    }
+}
+
+fn init(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS reports (
+            dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+            options TEXT NOT NULL, report TEXT NOT NULL,
+            PRIMARY KEY (dev, ino, options));
+         PRAGMA quick_check;",
+    )
+}
+
+impl Cache {
+    /// Opens (or creates) the database at `path`; a corrupt one is moved aside and rebuilt, with a warning.
+    pub fn open(path: &Path) -> Result<Cache, String> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cache directory {}: {e}", dir.display()))?;
+        }
+        let first = Connection::open(path).and_then(|c| init(&c).map(|_| c));
+        let (conn, warning) = match first {
+            Ok(c) => (c, None),
+            Err(e) => {
+                let aside = PathBuf::from(format!("{}.corrupt", path.display()));
+                let _ = std::fs::rename(path, &aside);
+                for ext in ["-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
+                }
+                let c = Connection::open(path)
+                    .and_then(|c| init(&c).map(|_| c))
+                    .map_err(|e2| format!("cache {}: {e2}", path.display()))?;
+                let w = format!(
+                    "cache {} was unreadable ({e}); moved it to {} and started a new one",
+                    path.display(),
+                    aside.display()
+                );
+                (c, Some(w))
+            }
+        };
+        Ok(Cache {
+            conn: Mutex::new(conn),
+            warning,
+        })
+    }
+
+    /// The cached report for this stamp and options, if any.
+    pub fn get(&self, stamp: Stamp, options: &str) -> Option<Value> {
+        let conn = self.conn.lock().ok()?;
+        let text: Option<String> = conn
+            .query_row(
+                "SELECT report FROM reports WHERE dev=?1 AND ino=?2 AND options=?3 AND size=?4 AND mtime_ns=?5",
+                params![stamp.dev as i64, stamp.ino as i64, options, stamp.size as i64, stamp.mtime_ns],
+                |r| r.get(0),
+            )
+            .optional()
+            .ok()
+            .flatten();
+        text.and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    /// Stores a report (errors are ignored: the cache only ever saves time).
+    pub fn put(&self, stamp: Stamp, options: &str, report: &Value) {
+        if let (Ok(conn), Ok(text)) = (self.conn.lock(), serde_json::to_string(report)) {
+            let _ = conn.execute(
+                "INSERT OR REPLACE INTO reports (dev, ino, size, mtime_ns, options, report) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![stamp.dev as i64, stamp.ino as i64, stamp.size as i64, stamp.mtime_ns, options, text],
+            );
+        }
+    }
+}
+
+/// The cache key part that depends on what the scan computes.
+pub fn options_key(opts: &ScanOptions) -> String {
+    format!(
+        "{REPORT_VERSION} hash={:?} sha256={}",
+        opts.hash, opts.sha256
+    )
+}
+
+/// Scans `path` unless the cache holds a report for its current stamp; returns the report as JSON.
+///
+/// Reports of files that changed during the scan, or that failed with an I/O error, are not cached.
+pub fn scan_cached(path: &Path, opts: &ScanOptions, cache: Option<&Cache>) -> Value {
+    let to_value = |r: &FileReport| serde_json::to_value(r).unwrap_or(Value::Null);
+    let Some(cache) = cache else {
+        return to_value(&scan_file(path, opts));
+    };
+    let Ok(before) = Stamp::of(path) else {
+        return to_value(&scan_file(path, opts));
+    };
+    let key = options_key(opts);
+    if let Some(mut v) = cache.get(before, &key) {
+        // The same inode may be reached under another name (renamed, hard-linked).
+        v["path"] = Value::String(path.to_string_lossy().into_owned());
+        return v;
+    }
+    let report = scan_file(path, opts);
+    let v = to_value(&report);
+    if report.error.is_none() && Stamp::of(path).is_ok_and(|after| after == before) {
+        cache.put(before, &key, &v);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_after_miss_and_invalidated_by_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("c.sqlite3");
+        let f = dir.path().join("x.bin");
+        std::fs::write(&f, b"hello").unwrap();
+        let cache = Cache::open(&db).unwrap();
+        let opts = ScanOptions::default();
+        let s = Stamp::of(&f).unwrap();
+        assert!(cache.get(s, &options_key(&opts)).is_none());
+        let v = scan_cached(&f, &opts, Some(&cache));
+        assert_eq!(cache.get(s, &options_key(&opts)).unwrap(), v);
+        std::fs::write(&f, b"hello world").unwrap();
+        assert!(cache
+            .get(Stamp::of(&f).unwrap(), &options_key(&opts))
+            .is_none());
+    }
+
+    #[test]
+    fn corrupt_database_is_rebuilt_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("c.sqlite3");
+        std::fs::write(&db, vec![0x5a; 8192]).unwrap();
+        let cache = Cache::open(&db).unwrap();
+        assert!(cache.warning.as_deref().unwrap().contains("unreadable"));
+        let s = Stamp {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns: 4,
+        };
+        cache.put(s, "k", &serde_json::json!({"a": 1}));
+        assert_eq!(cache.get(s, "k").unwrap()["a"], 1);
+    }
+}

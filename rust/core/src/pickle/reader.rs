@@ -1,0 +1,1063 @@
+//! The restricted pickle machine: walks every opcode of one pickle, records every import with its
+//! position, and builds just enough of the value graph (dicts, lists, tuples, strings, ints, persistent
+//! storages, `_rebuild_tensor*` results) to list tensors. Nothing is imported or called.
+//!
+//! Values live in an arena (ids, no recursion, no reference cycles to leak). Past the memory limits the
+//! machine stops tracking values and keeps scanning opcodes for imports ("lexical" mode), where an
+//! operand it can no longer resolve counts as dangerous.
+
+use super::opcodes::{decode, DecodeError, Op};
+use crate::dtype::Dtype;
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// Index of a value in the arena.
+pub type Id = u32;
+
+/// Bounds that keep a hostile pickle from exhausting memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_objects: usize,
+    pub max_stack: usize,
+    pub max_entries: usize,
+    /// Bytes of decoded (escaped protocol 0) strings.
+    pub max_text: usize,
+    /// Imports recorded before only dangerous ones are kept.
+    pub max_imports: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_objects: 1_000_000,
+            max_stack: 1_000_000,
+            max_entries: 4_000_000,
+            max_text: 64 << 20,
+            max_imports: 100_000,
+        }
+    }
+}
+
+/// A storage named by a persistent id `('storage', torch.XStorage, key, location, numel[, view])`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorageRef {
+    /// Element type (`None` for storage classes fastscan has no dtype for, such as complex128).
+    pub dtype: Option<Dtype>,
+    pub class: String,
+    pub key: String,
+    pub numel: u64,
+    /// Legacy view metadata: offset into the root storage, in elements.
+    pub view_offset: u64,
+}
+
+/// A tensor built by `torch._utils._rebuild_tensor*`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorRef {
+    pub storage: StorageRef,
+    /// Element type when the rebuild call names it (v3); otherwise the storage's.
+    pub dtype: Option<Dtype>,
+    pub offset: u64,
+    pub shape: Vec<u64>,
+    pub stride: Vec<u64>,
+}
+
+/// A value the machine tracks.
+#[derive(Clone, Debug)]
+pub enum Obj<'a> {
+    None,
+    Bool(bool),
+    Int(i64),
+    BigInt,
+    Float(f64),
+    Str(Cow<'a, str>),
+    Bytes(u64),
+    Tuple(Vec<Id>),
+    List(Vec<Id>),
+    Dict(Vec<(Id, Id)>),
+    Set,
+    /// The import with this index.
+    Global(usize),
+    /// Something a call would have produced (never produced here).
+    Instance,
+    Storage(Box<StorageRef>),
+    Tensor(Box<TensorRef>),
+    /// A persistent id that is no storage, a buffer, or anything else opaque.
+    Opaque,
+}
+
+/// One import a pickle makes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Import {
+    pub module: String,
+    pub name: String,
+    /// Offset of the opcode in the data buffer.
+    pub pos: usize,
+    /// Which opcode made it (GLOBAL, INST, STACK_GLOBAL, EXT).
+    pub opcode: &'static str,
+    /// `Some(reason)` when the operands could not be resolved to two strings.
+    pub unresolved: Option<String>,
+}
+
+/// What running one pickle gave.
+pub struct Run<'a> {
+    pub objs: Vec<Obj<'a>>,
+    /// The value STOP returned, if the pickle ran to its end with values tracked.
+    pub root: Option<Id>,
+    pub imports: Vec<Import>,
+    /// Offset after the last opcode read (after STOP for a complete pickle).
+    pub end: usize,
+    /// True when STOP was reached.
+    pub complete: bool,
+    /// Where and why reading went wrong (the first problem).
+    pub error: Option<(usize, String)>,
+    /// The memory limit that stopped value tracking (imports were still all read).
+    pub limited: Option<String>,
+    /// Number of opcodes read.
+    pub ops: usize,
+}
+
+impl<'a> Run<'a> {
+    /// The value with this id.
+    pub fn get(&self, id: Id) -> &Obj<'a> {
+        &self.objs[id as usize]
+    }
+}
+
+struct Machine<'a> {
+    objs: Vec<Obj<'a>>,
+    stack: Vec<Id>,
+    marks: Vec<usize>,
+    memo: Memo,
+    /// Shared ids of immutable values (None, bools, small ints, the empty tuple), made on first use.
+    interned: Vec<Id>,
+    imports: Vec<Import>,
+    entries: usize,
+    text: usize,
+    limits: Limits,
+}
+
+type Step = Result<(), String>;
+
+/// Marks an error as a memory limit reached (not a malformed pickle).
+const LIMIT: &str = "limit: ";
+
+fn over_limit(why: impl std::fmt::Display) -> String {
+    format!("{LIMIT}{why}")
+}
+
+/// The memo: a vector for the dense indices picklers write, a map for anything else.
+#[derive(Default)]
+struct Memo {
+    dense: Vec<Id>,
+    sparse: HashMap<u64, Id>,
+    /// Distinct keys set (what MEMOIZE numbers the next entry with).
+    len: usize,
+}
+
+const UNSET: Id = Id::MAX;
+/// Slots of interned immutable values: None, False, True, (), then ints 0..SMALL_INTS.
+const SMALL_INTS: i64 = 4096;
+
+impl Memo {
+    fn get(&self, i: u64) -> Option<Id> {
+        match self.dense.get(i as usize) {
+            Some(&id) if id != UNSET => Some(id),
+            Some(_) => None,
+            None => self.sparse.get(&i).copied(),
+        }
+    }
+
+    fn put(&mut self, i: u64, id: Id, limit: usize) -> Step {
+        if (i as usize) < self.dense.len() {
+            if self.dense[i as usize] == UNSET {
+                self.len += 1;
+            }
+            self.dense[i as usize] = id;
+            return Ok(());
+        }
+        let fresh = !self.sparse.contains_key(&i);
+        if fresh && self.len >= limit {
+            return Err(over_limit("memo too large"));
+        }
+        // Grow the vector only while it stays at least half full (sparse indices go to the map).
+        if i <= self.dense.len() as u64 + 1024
+            && i < 2 * self.len as u64 + 1024
+            && self.sparse.is_empty()
+        {
+            self.dense.resize(i as usize + 1, UNSET);
+            self.dense[i as usize] = id;
+        } else {
+            self.sparse.insert(i, id);
+        }
+        if fresh {
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Machine<'a> {
+    fn alloc(&mut self, o: Obj<'a>) -> Result<Id, String> {
+        if self.objs.len() >= self.limits.max_objects {
+            return Err(over_limit(format!(
+                "more than {} values",
+                self.limits.max_objects
+            )));
+        }
+        self.objs.push(o);
+        Ok((self.objs.len() - 1) as Id)
+    }
+
+    fn push(&mut self, o: Obj<'a>) -> Step {
+        let slot = match &o {
+            Obj::None => Some(0),
+            Obj::Bool(b) => Some(1 + *b as usize),
+            Obj::Tuple(v) if v.is_empty() => Some(3),
+            Obj::Int(v) if (0..SMALL_INTS).contains(v) => Some(4 + *v as usize),
+            _ => None,
+        };
+        let id = match slot {
+            Some(k) => {
+                if self.interned.is_empty() {
+                    self.interned = vec![UNSET; 4 + SMALL_INTS as usize];
+                }
+                if self.interned[k] == UNSET {
+                    self.interned[k] = self.alloc(o)?;
+                }
+                self.interned[k]
+            }
+            None => self.alloc(o)?,
+        };
+        self.push_id(id)
+    }
+
+    fn push_id(&mut self, id: Id) -> Step {
+        if self.stack.len() >= self.limits.max_stack {
+            return Err(over_limit(format!(
+                "stack deeper than {}",
+                self.limits.max_stack
+            )));
+        }
+        self.stack.push(id);
+        Ok(())
+    }
+
+    fn floor(&self) -> usize {
+        self.marks.last().copied().unwrap_or(0)
+    }
+
+    fn pop(&mut self) -> Result<Id, String> {
+        if self.stack.len() <= self.floor() {
+            return Err("stack underflow".into());
+        }
+        Ok(self.stack.pop().unwrap())
+    }
+
+    fn top(&self) -> Result<Id, String> {
+        if self.stack.len() <= self.floor() {
+            return Err("stack underflow".into());
+        }
+        Ok(*self.stack.last().unwrap())
+    }
+
+    fn pop_mark(&mut self) -> Result<Vec<Id>, String> {
+        let m = self.marks.pop().ok_or("no MARK on the stack")?;
+        Ok(self.stack.split_off(m))
+    }
+
+    fn grow(&mut self, n: usize) -> Step {
+        self.entries += n;
+        if self.entries > self.limits.max_entries {
+            return Err(over_limit(format!(
+                "more than {} container entries",
+                self.limits.max_entries
+            )));
+        }
+        Ok(())
+    }
+
+    fn str_of(&self, id: Id) -> Option<&str> {
+        match &self.objs[id as usize] {
+            Obj::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn int_of(&self, id: Id) -> Option<i64> {
+        match self.objs[id as usize] {
+            Obj::Int(v) => Some(v),
+            Obj::Bool(b) => Some(b as i64),
+            _ => None,
+        }
+    }
+
+    fn global_name(&self, id: Id) -> Option<(&str, &str)> {
+        match self.objs[id as usize] {
+            Obj::Global(i) => {
+                let imp = &self.imports[i];
+                Some((imp.module.as_str(), imp.name.as_str()))
+            }
+            _ => None,
+        }
+    }
+
+    fn import(&mut self, module: &str, name: &str, pos: usize, opcode: &'static str) -> Step {
+        if self.imports.len() >= self.limits.max_imports {
+            return Err(over_limit(format!(
+                "more than {} imports",
+                self.limits.max_imports
+            )));
+        }
+        self.imports.push(Import {
+            module: module.to_string(),
+            name: name.to_string(),
+            pos,
+            opcode,
+            unresolved: None,
+        });
+        self.push(Obj::Global(self.imports.len() - 1))
+    }
+
+    fn tuple_items(&self, id: Id) -> Option<&[Id]> {
+        match &self.objs[id as usize] {
+            Obj::Tuple(v) | Obj::List(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn u64s(&self, id: Id) -> Option<Vec<u64>> {
+        self.tuple_items(id)?
+            .iter()
+            .map(|&i| self.int_of(i).and_then(|v| u64::try_from(v).ok()))
+            .collect()
+    }
+
+    /// What calling `callable(*args)` gives, for the few callables a checkpoint uses.
+    fn call(&mut self, callable: Id, args: Id, depth: u8) -> Result<Id, String> {
+        let Some((module, name)) = self.global_name(callable) else {
+            return self.alloc(Obj::Instance);
+        };
+        let module = super::imports::normalize_module(module);
+        let args_v: Vec<Id> = self
+            .tuple_items(args)
+            .map(|a| a.to_vec())
+            .unwrap_or_default();
+        let made = match (module, name) {
+            ("collections", "OrderedDict") | ("builtins", "dict") => Some(Obj::Dict(Vec::new())),
+            ("builtins", "set") => Some(Obj::Set),
+            ("_codecs", "encode") => Some(Obj::Bytes(0)),
+            ("torch._utils", "_rebuild_parameter")
+            | ("torch._utils", "_rebuild_parameter_with_state")
+            | ("torch.nn.parameter", "Parameter") => {
+                return Ok(match args_v.first() {
+                    Some(&t) => t,
+                    None => self.alloc(Obj::Instance)?,
+                });
+            }
+            ("torch._tensor", "_rebuild_from_type_v2") if depth < 4 && args_v.len() >= 3 => {
+                return self.call(args_v[0], args_v[2], depth + 1);
+            }
+            ("torch._utils", "_rebuild_tensor")
+            | ("torch._utils", "_rebuild_tensor_v2")
+            | ("torch._utils", "_rebuild_tensor_v3") => self.rebuild_tensor(name, &args_v),
+            _ => None,
+        };
+        self.alloc(made.unwrap_or(Obj::Instance))
+    }
+
+    fn rebuild_tensor(&self, name: &str, args: &[Id]) -> Option<Obj<'a>> {
+        if args.len() < 4 {
+            return None;
+        }
+        let Obj::Storage(storage) = &self.objs[args[0] as usize] else {
+            return None;
+        };
+        let offset = u64::try_from(self.int_of(args[1])?).ok()?;
+        let shape = self.u64s(args[2])?;
+        let stride = self.u64s(args[3])?;
+        if shape.len() != stride.len() {
+            return None;
+        }
+        let mut dtype = storage.dtype;
+        if name == "_rebuild_tensor_v3" {
+            if let Some((m, n)) = args.get(6).and_then(|&d| self.global_name(d)) {
+                dtype = if m == "torch" {
+                    dtype_of_torch_name(n)
+                } else {
+                    None
+                };
+            }
+        }
+        Some(Obj::Tensor(Box::new(TensorRef {
+            storage: (**storage).clone(),
+            dtype,
+            offset,
+            shape,
+            stride,
+        })))
+    }
+
+    /// `('storage', torch.XStorage, key, location, numel[, view_metadata])` becomes a storage.
+    fn persistent(&mut self, pid: Id) -> Result<Id, String> {
+        let items = self
+            .tuple_items(pid)
+            .map(|a| a.to_vec())
+            .unwrap_or_default();
+        let is_storage = items.len() >= 5 && self.str_of(items[0]) == Some("storage");
+        if !is_storage {
+            return self.alloc(Obj::Opaque);
+        }
+        let class = match self.global_name(items[1]) {
+            Some((m, n)) => format!("{m}.{n}"),
+            None => return self.alloc(Obj::Opaque),
+        };
+        let key = match &self.objs[items[2] as usize] {
+            Obj::Str(s) => s.to_string(),
+            Obj::Int(v) => v.to_string(),
+            _ => return self.alloc(Obj::Opaque),
+        };
+        let numel = self.int_of(items[4]).and_then(|v| u64::try_from(v).ok());
+        let view_offset = items
+            .get(5)
+            .and_then(|&v| self.tuple_items(v))
+            .and_then(|t| t.get(1).copied())
+            .and_then(|o| self.int_of(o))
+            .and_then(|o| u64::try_from(o).ok())
+            .unwrap_or(0);
+        let dtype = class.rsplit('.').next().and_then(dtype_of_storage);
+        let Some(numel) = numel else {
+            return self.alloc(Obj::Opaque);
+        };
+        self.alloc(Obj::Storage(Box::new(StorageRef {
+            dtype,
+            class,
+            key,
+            numel,
+            view_offset,
+        })))
+    }
+
+    fn step(&mut self, op: Op<'a>, pos: usize) -> Result<Option<Id>, String> {
+        match op {
+            Op::Mark => {
+                if self.marks.len() >= self.limits.max_stack {
+                    return Err(over_limit("too many MARKs"));
+                }
+                self.marks.push(self.stack.len());
+            }
+            Op::Stop => return self.pop().map(Some),
+            Op::Pop => {
+                if self.stack.len() > self.floor() {
+                    self.stack.pop();
+                } else {
+                    self.pop_mark()?;
+                }
+            }
+            Op::PopMark => {
+                self.pop_mark()?;
+            }
+            Op::Dup => {
+                let t = self.top()?;
+                self.push_id(t)?;
+            }
+            Op::Int(v) => self.push(Obj::Int(v))?,
+            Op::BigInt => self.push(Obj::BigInt)?,
+            Op::Bool(b) => self.push(Obj::Bool(b))?,
+            Op::Float(f) => self.push(Obj::Float(f))?,
+            Op::None => self.push(Obj::None)?,
+            Op::PersId(_) => self.push(Obj::Opaque)?,
+            Op::BinPersId => {
+                let pid = self.pop()?;
+                let s = self.persistent(pid)?;
+                self.push_id(s)?;
+            }
+            Op::Reduce | Op::NewObj => {
+                let args = self.pop()?;
+                let callable = self.pop()?;
+                let r = self.call(callable, args, 0)?;
+                self.push_id(r)?;
+            }
+            Op::NewObjEx => {
+                let _kwargs = self.pop()?;
+                let args = self.pop()?;
+                let callable = self.pop()?;
+                let r = self.call(callable, args, 0)?;
+                self.push_id(r)?;
+            }
+            Op::Str(s) => {
+                if let Cow::Owned(o) = &s {
+                    self.text += o.len();
+                    if self.text > self.limits.max_text {
+                        return Err(over_limit(format!(
+                            "more than {} bytes of escaped text",
+                            self.limits.max_text
+                        )));
+                    }
+                }
+                self.push(Obj::Str(s))?
+            }
+            Op::Bytes(n) => self.push(Obj::Bytes(n))?,
+            Op::Append => {
+                let v = self.pop()?;
+                let l = self.top()?;
+                self.grow(1)?;
+                if let Obj::List(items) = &mut self.objs[l as usize] {
+                    items.push(v);
+                }
+            }
+            Op::Appends => {
+                let items = self.pop_mark()?;
+                let l = self.top()?;
+                self.grow(items.len())?;
+                if let Obj::List(v) = &mut self.objs[l as usize] {
+                    v.extend(items);
+                }
+            }
+            Op::Build => {
+                let _state = self.pop()?;
+                let target = self.top()?;
+                if let Obj::Global(i) = self.objs[target as usize] {
+                    // Setting attributes on an imported module or class rewrites what later imports resolve to.
+                    let (module, name) =
+                        (self.imports[i].module.clone(), self.imports[i].name.clone());
+                    self.imports.push(Import {
+                        module,
+                        name,
+                        pos,
+                        opcode: "BUILD",
+                        unresolved: Some(
+                            "BUILD sets attributes on an imported module or class".into(),
+                        ),
+                    });
+                }
+            }
+            Op::Global(m, n) => self.import(&m, &n, pos, "GLOBAL")?,
+            Op::Inst(m, n) => {
+                self.import(&m, &n, pos, "INST")?;
+                let class = self.pop()?;
+                let args = self.pop_mark()?;
+                self.grow(args.len())?;
+                let t = self.alloc(Obj::Tuple(args))?;
+                let r = self.call(class, t, 0)?;
+                self.push_id(r)?;
+            }
+            Op::Obj => {
+                let mut items = self.pop_mark()?;
+                if items.is_empty() {
+                    return Err("OBJ without a class".into());
+                }
+                let class = items.remove(0);
+                self.grow(items.len())?;
+                let t = self.alloc(Obj::Tuple(items))?;
+                let r = self.call(class, t, 0)?;
+                self.push_id(r)?;
+            }
+            Op::Dict => {
+                let items = self.pop_mark()?;
+                if items.len() % 2 != 0 {
+                    return Err("DICT with an odd number of items".into());
+                }
+                self.grow(items.len())?;
+                let pairs = items.chunks(2).map(|p| (p[0], p[1])).collect();
+                self.push(Obj::Dict(pairs))?;
+            }
+            Op::EmptyDict => self.push(Obj::Dict(Vec::new()))?,
+            Op::SetItem => {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                let d = self.top()?;
+                self.grow(1)?;
+                if let Obj::Dict(pairs) = &mut self.objs[d as usize] {
+                    pairs.push((k, v));
+                }
+            }
+            Op::SetItems => {
+                let items = self.pop_mark()?;
+                if items.len() % 2 != 0 {
+                    return Err("SETITEMS with an odd number of items".into());
+                }
+                let d = self.top()?;
+                self.grow(items.len() / 2)?;
+                if let Obj::Dict(pairs) = &mut self.objs[d as usize] {
+                    pairs.extend(items.chunks(2).map(|p| (p[0], p[1])));
+                }
+            }
+            Op::Get(i) => {
+                let id = self
+                    .memo
+                    .get(i)
+                    .ok_or_else(|| format!("memo key {i} missing"))?;
+                self.push_id(id)?;
+            }
+            Op::Put(i) => {
+                let t = self.top()?;
+                self.memo.put(i, t, self.limits.max_objects)?;
+            }
+            Op::Memoize => {
+                let t = self.top()?;
+                let i = self.memo.len as u64;
+                self.memo.put(i, t, self.limits.max_objects)?;
+            }
+            Op::List => {
+                let items = self.pop_mark()?;
+                self.grow(items.len())?;
+                self.push(Obj::List(items))?;
+            }
+            Op::EmptyList => self.push(Obj::List(Vec::new()))?,
+            Op::Tuple | Op::FrozenSet => {
+                let items = self.pop_mark()?;
+                self.grow(items.len())?;
+                self.push(Obj::Tuple(items))?;
+            }
+            Op::EmptyTuple => self.push(Obj::Tuple(Vec::new()))?,
+            Op::Tuple1 | Op::Tuple2 | Op::Tuple3 => {
+                let n = match op {
+                    Op::Tuple1 => 1,
+                    Op::Tuple2 => 2,
+                    _ => 3,
+                };
+                let mut items = vec![0; n];
+                for slot in items.iter_mut().rev() {
+                    *slot = self.pop()?;
+                }
+                self.grow(n)?;
+                self.push(Obj::Tuple(items))?;
+            }
+            Op::EmptySet => self.push(Obj::Set)?,
+            Op::AddItems => {
+                self.pop_mark()?;
+                self.top()?;
+            }
+            Op::StackGlobal => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                match (self.str_of(module), self.str_of(name)) {
+                    (Some(m), Some(n)) => {
+                        let (m, n) = (m.to_string(), n.to_string());
+                        self.import(&m, &n, pos, "STACK_GLOBAL")?;
+                    }
+                    _ => {
+                        self.imports.push(Import {
+                            module: describe(&self.objs[module as usize]),
+                            name: describe(&self.objs[name as usize]),
+                            pos,
+                            opcode: "STACK_GLOBAL",
+                            unresolved: Some("operands are not two strings".into()),
+                        });
+                        self.push(Obj::Global(self.imports.len() - 1))?;
+                    }
+                }
+            }
+            Op::Ext(code) => {
+                self.imports.push(ext_import(code, pos));
+                self.push(Obj::Global(self.imports.len() - 1))?;
+            }
+            Op::Proto(_) | Op::Frame(_) | Op::ReadonlyBuffer => {}
+            Op::NextBuffer => self.push(Obj::Opaque)?,
+        }
+        Ok(None)
+    }
+}
+
+fn ext_import(code: i64, pos: usize) -> Import {
+    Import {
+        module: "copyreg extension registry".into(),
+        name: format!("code {code}"),
+        pos,
+        opcode: "EXT",
+        unresolved: Some("the extension registry can name any global".into()),
+    }
+}
+
+fn describe(o: &Obj) -> String {
+    match o {
+        Obj::Str(s) => s.to_string(),
+        Obj::Int(v) => format!("<int {v}>"),
+        Obj::None => "<None>".into(),
+        Obj::Global(_) => "<global>".into(),
+        _ => "<non-string value>".into(),
+    }
+}
+
+/// The dtype of a torch storage class name (`HalfStorage` -> F16).
+pub fn dtype_of_storage(class: &str) -> Option<Dtype> {
+    Some(match class {
+        "FloatStorage" => Dtype::F32,
+        "DoubleStorage" => Dtype::F64,
+        "HalfStorage" => Dtype::F16,
+        "BFloat16Storage" => Dtype::BF16,
+        "LongStorage" => Dtype::I64,
+        "IntStorage" => Dtype::I32,
+        "ShortStorage" => Dtype::I16,
+        "CharStorage" => Dtype::I8,
+        "ByteStorage" | "UntypedStorage" => Dtype::U8,
+        "BoolStorage" => Dtype::BOOL,
+        "ComplexFloatStorage" => Dtype::C64,
+        "Float8_e4m3fnStorage" => Dtype::F8_E4M3,
+        "Float8_e5m2Storage" => Dtype::F8_E5M2,
+        "Float8_e4m3fnuzStorage" => Dtype::F8_E4M3FNUZ,
+        "Float8_e5m2fnuzStorage" => Dtype::F8_E5M2FNUZ,
+        "Float8_e8m0fnuStorage" => Dtype::F8_E8M0,
+        "UInt16Storage" => Dtype::U16,
+        "UInt32Storage" => Dtype::U32,
+        "UInt64Storage" => Dtype::U64,
+        _ => return None,
+    })
+}
+
+/// The dtype of a `torch.<dtype>` constant (`float16` -> F16).
+pub fn dtype_of_torch_name(name: &str) -> Option<Dtype> {
+    Some(match name {
+        "float32" | "float" => Dtype::F32,
+        "float64" | "double" => Dtype::F64,
+        "float16" | "half" => Dtype::F16,
+        "bfloat16" => Dtype::BF16,
+        "int64" | "long" => Dtype::I64,
+        "int32" | "int" => Dtype::I32,
+        "int16" | "short" => Dtype::I16,
+        "int8" => Dtype::I8,
+        "uint8" => Dtype::U8,
+        "bool" => Dtype::BOOL,
+        "complex64" | "cfloat" => Dtype::C64,
+        "float8_e4m3fn" => Dtype::F8_E4M3,
+        "float8_e5m2" => Dtype::F8_E5M2,
+        "float8_e4m3fnuz" => Dtype::F8_E4M3FNUZ,
+        "float8_e5m2fnuz" => Dtype::F8_E5M2FNUZ,
+        "float8_e8m0fnu" => Dtype::F8_E8M0,
+        "uint16" => Dtype::U16,
+        "uint32" => Dtype::U32,
+        "uint64" => Dtype::U64,
+        _ => return None,
+    })
+}
+
+/// Runs the pickle starting at `start` in `data` up to its STOP, never executing anything.
+pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
+    let mut m = Machine {
+        objs: Vec::new(),
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: Memo::default(),
+        interned: Vec::new(),
+        imports: Vec::new(),
+        entries: 0,
+        text: 0,
+        limits,
+    };
+    let mut pos = start;
+    let mut lexical = false;
+    let mut error: Option<(usize, String)> = None;
+    let mut limited = None;
+    let mut shadow = Shadow::default();
+    let mut root = None;
+    let mut complete = false;
+    let mut ops = 0usize;
+    loop {
+        let (op, next) = match decode(data, pos) {
+            Ok(x) => x,
+            Err(e) => {
+                if error.is_none() {
+                    error = Some((pos, e.to_string()));
+                }
+                if e == DecodeError::Truncated {
+                    pos = data.len();
+                }
+                break;
+            }
+        };
+        ops += 1;
+        let is_stop = op == Op::Stop;
+        if lexical {
+            let operands = shadow.see(&op);
+            let imp = match op {
+                Op::Global(mo, n) => Some(lexical_import(&mo, &n, pos, "GLOBAL")),
+                Op::Inst(mo, n) => Some(lexical_import(&mo, &n, pos, "INST")),
+                Op::StackGlobal => Some(match operands {
+                    Some((mo, n)) => lexical_import(&mo, &n, pos, "STACK_GLOBAL"),
+                    None => Import {
+                        module: "<unknown>".into(),
+                        name: "<unknown>".into(),
+                        pos,
+                        opcode: "STACK_GLOBAL",
+                        unresolved: Some("operands not tracked after an earlier problem".into()),
+                    },
+                }),
+                Op::Ext(code) => Some(ext_import(code, pos)),
+                _ => None,
+            };
+            if let Some(imp) = imp {
+                keep_import(&mut m.imports, imp, limits.max_imports);
+            }
+        } else {
+            match m.step(op, pos) {
+                Ok(Some(r)) => root = Some(r),
+                Ok(None) => {}
+                Err(why) => {
+                    match why.strip_prefix(LIMIT) {
+                        Some(l) => limited = Some(format!("{l} (at byte {pos})")),
+                        None => error = Some((pos, why)),
+                    }
+                    lexical = true;
+                    m.objs.clear();
+                    m.objs.shrink_to_fit();
+                    m.stack = Vec::new();
+                    m.memo = Memo::default();
+                }
+            }
+        }
+        pos = next;
+        if is_stop {
+            complete = true;
+            break;
+        }
+    }
+    if lexical {
+        root = None;
+    }
+    Run {
+        objs: m.objs,
+        root,
+        imports: m.imports,
+        end: pos,
+        complete,
+        error,
+        limited,
+        ops,
+    }
+}
+
+/// Lexical mode's view of operands, as picklescan resolves STACK_GLOBAL: the strings the last two
+/// opcodes pushed, and memoized short strings (bounded). Anything unsure resolves to nothing.
+#[derive(Default)]
+struct Shadow {
+    last: [Option<String>; 2],
+    memo: HashMap<u64, String>,
+    next_memo: u64,
+}
+
+/// Longest string and most entries the lexical memo keeps.
+const SHADOW_STR: usize = 256;
+const SHADOW_MEMO: usize = 100_000;
+
+impl Shadow {
+    fn push(&mut self, v: Option<String>) {
+        self.last[0] = self.last[1].take();
+        self.last[1] = v;
+    }
+
+    fn remember(&mut self, i: u64) {
+        match &self.last[1] {
+            Some(top) if self.memo.len() < SHADOW_MEMO => {
+                self.memo.insert(i, top.clone());
+            }
+            _ => {
+                self.memo.remove(&i);
+            }
+        }
+    }
+
+    /// Updates the view for one opcode; for STACK_GLOBAL returns its (module, name) when both are known.
+    fn see(&mut self, op: &Op) -> Option<(String, String)> {
+        match op {
+            Op::Str(v) => self.push((v.len() <= SHADOW_STR).then(|| v.to_string())),
+            Op::Get(i) => self.push(self.memo.get(i).cloned()),
+            Op::Put(i) => {
+                self.remember(*i);
+                self.next_memo = self.next_memo.max(i + 1);
+            }
+            Op::Memoize => {
+                self.remember(self.next_memo);
+                self.next_memo += 1;
+            }
+            Op::Frame(_) | Op::Proto(_) => {}
+            Op::StackGlobal => {
+                let m = self.last[0].take();
+                let n = self.last[1].take();
+                return m.zip(n);
+            }
+            _ => self.last = [None, None],
+        }
+        None
+    }
+}
+
+/// Records an import in lexical mode: all of them up to the limit, past it only dangerous ones (a few more).
+fn keep_import(imports: &mut Vec<Import>, imp: Import, limit: usize) {
+    if imports.len() < limit {
+        imports.push(imp);
+    } else if imports.len() < limit + limit / 10 {
+        let dangerous = imp.unresolved.is_some()
+            || matches!(
+                super::imports::classify(&imp.module, &imp.name),
+                super::imports::Verdict::Dangerous(_)
+            );
+        if dangerous {
+            imports.push(imp);
+        }
+    }
+}
+
+fn lexical_import(module: &str, name: &str, pos: usize, opcode: &'static str) -> Import {
+    Import {
+        module: module.to_string(),
+        name: name.to_string(),
+        pos,
+        opcode,
+        unresolved: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run0(d: &[u8]) -> Run<'_> {
+        run(d, 0, Limits::default())
+    }
+
+    #[test]
+    fn resolves_stack_global_through_memo() {
+        // protocol 4: 'os' memoized, popped, fetched back with BINGET.
+        let p = b"\x80\x04\x8c\x02os\x94\x30\x8c\x06system\x94\x30h\x00h\x01\x93\x94N\x85R.";
+        let r = run0(p);
+        assert!(r.complete, "{:?}", r.error);
+        assert_eq!(r.imports.len(), 1);
+        assert_eq!(
+            (r.imports[0].module.as_str(), r.imports[0].name.as_str()),
+            ("os", "system")
+        );
+        assert_eq!(r.imports[0].unresolved, None);
+    }
+
+    #[test]
+    fn unresolvable_stack_global_is_flagged() {
+        let p = b"\x80\x04K*\x8c\x02os\x93.";
+        let r = run0(p);
+        assert_eq!(r.imports.len(), 1);
+        assert!(r.imports[0].unresolved.is_some());
+    }
+
+    #[test]
+    fn build_on_an_import_is_flagged() {
+        // torch._utils imported, then its attributes overwritten with BUILD.
+        let p = b"\x80\x02ctorch\n_utils\n}X\x01\x00\x00\x00aX\x01\x00\x00\x00bsb.";
+        let r = run0(p);
+        assert!(r.complete, "{:?}", r.error);
+        assert_eq!(r.imports.len(), 2);
+        assert_eq!(r.imports[1].opcode, "BUILD");
+        assert!(r.imports[1].unresolved.is_some());
+    }
+
+    #[test]
+    fn builds_containers() {
+        let p = b"\x80\x02}q\x00(X\x01\x00\x00\x00aK\x01X\x01\x00\x00\x00b]q\x01(K\x02K\x03eu.";
+        let r = run0(p);
+        let Obj::Dict(pairs) = r.get(r.root.unwrap()) else {
+            panic!()
+        };
+        assert_eq!(pairs.len(), 2);
+        let Obj::List(l) = r.get(pairs[1].1) else {
+            panic!()
+        };
+        assert_eq!(l.len(), 2);
+    }
+
+    #[test]
+    fn underflow_switches_to_lexical_and_keeps_scanning() {
+        let p = b"\x80\x02Rcos\nsystem\n\x8c\x01a\x8c\x01b\x93K\x01\x8c\x01b\x93.";
+        let r = run0(p);
+        assert!(r.error.is_some());
+        assert_eq!(r.imports.len(), 3);
+        assert_eq!(r.imports[0].name, "system");
+        assert_eq!(
+            (
+                r.imports[1].module.as_str(),
+                r.imports[1].unresolved.is_none()
+            ),
+            ("a", true)
+        );
+        assert!(r.imports[2].unresolved.is_some());
+        assert!(r.root.is_none());
+    }
+
+    #[test]
+    fn limits_bound_memory() {
+        let mut p = b"\x80\x02".to_vec();
+        p.extend_from_slice(&[b'N'; 5000]);
+        p.extend_from_slice(b"cos\nsystem\n.");
+        let lim = Limits {
+            max_objects: 100,
+            max_stack: 100,
+            max_entries: 100,
+            max_text: 100,
+            max_imports: 100,
+        };
+        let r = run(&p, 0, lim);
+        assert!(r.error.is_none() && r.limited.unwrap().contains("100"));
+        assert_eq!(r.imports.len(), 1);
+    }
+
+    #[test]
+    fn memo_dense_and_sparse() {
+        let mut m = Memo::default();
+        for i in (0..100_000u64).step_by(1000) {
+            m.put(i, i as Id, 1_000_000).unwrap();
+        }
+        assert!(m.dense.len() < 5000);
+        assert_eq!(m.get(99_000), Some(99_000));
+        assert_eq!(m.get(500), None);
+        assert_eq!(m.len, 100);
+        let mut small = Memo::default();
+        for i in 0..10 {
+            small.put(i, 7, 5).map_err(|_| i).ok();
+        }
+        assert_eq!(small.len, 5);
+    }
+
+    #[test]
+    fn lexical_mode_resolves_memoized_stack_global_operands() {
+        // An underflow first (lexical mode from there), then protocol 4 names through MEMOIZE / BINGET.
+        let p = b"\x80\x04R\x8c\x0bcollections\x94\x8c\x0bOrderedDict\x94\x93\x94h\x00h\x01\x93N.";
+        let r = run0(p);
+        assert!(r.error.is_some());
+        assert_eq!(r.imports.len(), 2);
+        for imp in &r.imports {
+            assert_eq!(
+                (imp.module.as_str(), imp.name.as_str(), &imp.unresolved),
+                ("collections", "OrderedDict", &None)
+            );
+        }
+    }
+
+    #[test]
+    fn import_flood_keeps_dangerous_ones() {
+        let lim = Limits {
+            max_imports: 50,
+            ..Limits::default()
+        };
+        let mut p = b"\x80\x02".to_vec();
+        for i in 0..200 {
+            p.extend_from_slice(format!("cmod{i}\nname\n0").as_bytes());
+        }
+        p.extend_from_slice(b"cos\nsystem\n0N.");
+        let r = run(&p, 0, lim);
+        assert!(r.limited.unwrap().contains("imports"));
+        assert_eq!(r.imports.len(), 51);
+        assert_eq!(r.imports[50].module, "os");
+    }
+
+    #[test]
+    fn deep_nesting_is_not_recursive() {
+        // 200k nested lists, each appended into the one below it.
+        let mut p = b"\x80\x02".to_vec();
+        for _ in 0..200_000 {
+            p.extend_from_slice(b"]q\x00");
+        }
+        p.extend_from_slice(&vec![b'a'; 199_999]);
+        p.push(b'.');
+        let r = run0(&p);
+        assert!(r.complete && r.error.is_none(), "{:?}", r.error);
+        let run_ref = &r;
+        assert!(crate::pickle::tensors::named_tensors(run_ref).is_empty());
+    }
+}

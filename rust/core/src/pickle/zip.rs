@@ -1,0 +1,423 @@
+//! A zip reader at least as lenient as PyTorch's (miniz): encryption flag bits, CRCs and local-header
+//! names are ignored; entries are named by the central directory and their data found through the local
+//! header's lengths. Zip64 is read. Without a usable central directory the local headers are walked.
+
+use std::borrow::Cow;
+
+const LOCAL_SIG: &[u8] = b"PK\x03\x04";
+const CENTRAL_SIG: &[u8] = b"PK\x01\x02";
+const EOCD_SIG: &[u8] = b"PK\x05\x06";
+const ZIP64_LOCATOR_SIG: &[u8] = b"PK\x06\x07";
+const ZIP64_EOCD_SIG: &[u8] = b"PK\x06\x06";
+/// Most entries read from one archive.
+const MAX_ENTRIES: usize = 1_000_000;
+
+/// One member of the archive.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// Name in the central directory (the name PyTorch looks records up by).
+    pub name: String,
+    /// Name in the local header (may differ in crafted files).
+    pub local_name: String,
+    /// 0 = stored, 8 = deflated, anything else unreadable by PyTorch.
+    pub method: u16,
+    pub flags: u16,
+    pub compressed_size: u64,
+    pub size: u64,
+    pub header_offset: u64,
+    /// Absolute offset of the entry's data.
+    pub data_start: u64,
+}
+
+impl Entry {
+    /// Absolute end of the entry's (compressed) data.
+    pub fn data_end(&self) -> u64 {
+        self.data_start.saturating_add(self.compressed_size)
+    }
+}
+
+/// The archive's members and what was wrong with its structure.
+#[derive(Debug, Default)]
+pub struct Archive {
+    pub entries: Vec<Entry>,
+    /// True when the central directory was missing or unreadable and local headers were walked.
+    pub recovered: bool,
+    /// Structural problems (unreadable local headers, entries past the end of the file).
+    pub problems: Vec<String>,
+    /// Bytes the directory says the file needs, when that is more than the file has.
+    pub needs: Option<u64>,
+}
+
+fn u16_at(d: &[u8], p: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(
+        d.get(p..p.checked_add(2)?)?.try_into().ok()?,
+    ))
+}
+fn u32_at(d: &[u8], p: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        d.get(p..p.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+fn u64_at(d: &[u8], p: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        d.get(p..p.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+fn sig_at(d: &[u8], p: u64, sig: &[u8]) -> bool {
+    usize::try_from(p)
+        .ok()
+        .and_then(|p| d.get(p..p.checked_add(4)?))
+        .is_some_and(|s| s == sig)
+}
+
+/// Where the central directory is and how many entries it claims.
+struct Directory {
+    offset: u64,
+    count: u64,
+}
+
+fn find_directory(d: &[u8]) -> Option<Directory> {
+    if d.len() < 22 {
+        return None;
+    }
+    let lowest = d.len().saturating_sub(22 + 65535);
+    let eocd = (lowest..=d.len() - 22)
+        .rev()
+        .find(|&p| &d[p..p + 4] == EOCD_SIG)?;
+    let mut count = u16_at(d, eocd + 10)? as u64;
+    let mut offset = u32_at(d, eocd + 16)? as u64;
+    if eocd >= 20 && &d[eocd - 20..eocd - 16] == ZIP64_LOCATOR_SIG {
+        let z = u64_at(d, eocd - 12)?;
+        if sig_at(d, z, ZIP64_EOCD_SIG) {
+            let z = z as usize;
+            count = u64_at(d, z + 32)?;
+            offset = u64_at(d, z + 48)?;
+        }
+    }
+    sig_at(d, offset, CENTRAL_SIG).then_some(Directory { offset, count })
+}
+
+/// Reads the zip64 extra field (0x0001) values that replace 0xFFFFFFFF fields, in order.
+fn zip64_extra(extra: &[u8], want: [bool; 3], vals: &mut [u64; 3]) {
+    let mut p = 0;
+    while p + 4 <= extra.len() {
+        let id = u16::from_le_bytes([extra[p], extra[p + 1]]);
+        let len = u16::from_le_bytes([extra[p + 2], extra[p + 3]]) as usize;
+        let body = &extra[p + 4..(p + 4 + len).min(extra.len())];
+        if id == 1 {
+            let mut q = 0;
+            for (i, w) in want.iter().enumerate() {
+                if *w {
+                    if let Some(v) = u64_at(body, q) {
+                        vals[i] = v;
+                    }
+                    q += 8;
+                }
+            }
+            return;
+        }
+        p += 4 + len;
+    }
+}
+
+/// Data start and local name of the entry whose local header is at `off`.
+fn local_header(d: &[u8], off: u64) -> Option<(u64, String)> {
+    if !sig_at(d, off, LOCAL_SIG) {
+        return None;
+    }
+    let o = off as usize;
+    let name_len = u16_at(d, o + 26)? as usize;
+    let extra_len = u16_at(d, o + 28)? as usize;
+    let name = d.get(o + 30..(o + 30 + name_len).min(d.len()))?;
+    Some((
+        off + 30 + name_len as u64 + extra_len as u64,
+        String::from_utf8_lossy(name).into_owned(),
+    ))
+}
+
+fn read_central(d: &[u8], dir: &Directory, a: &mut Archive) -> bool {
+    let mut p = dir.offset as usize;
+    let mut n = 0u64;
+    while n < dir.count && sig_at(d, p as u64, CENTRAL_SIG) && a.entries.len() < MAX_ENTRIES {
+        let (
+            Some(flags),
+            Some(method),
+            Some(csize),
+            Some(size),
+            Some(nl),
+            Some(el),
+            Some(cl),
+            Some(off),
+        ) = (
+            u16_at(d, p + 8),
+            u16_at(d, p + 10),
+            u32_at(d, p + 20),
+            u32_at(d, p + 24),
+            u16_at(d, p + 28),
+            u16_at(d, p + 30),
+            u16_at(d, p + 32),
+            u32_at(d, p + 42),
+        )
+        else {
+            break;
+        };
+        let (nl, el, cl) = (nl as usize, el as usize, cl as usize);
+        let Some(name) = d.get(p + 46..p + 46 + nl) else {
+            break;
+        };
+        let extra = d
+            .get(p + 46 + nl..(p + 46 + nl + el).min(d.len()))
+            .unwrap_or(&[]);
+        let mut vals = [size as u64, csize as u64, off as u64];
+        zip64_extra(
+            extra,
+            [size == u32::MAX, csize == u32::MAX, off == u32::MAX],
+            &mut vals,
+        );
+        let name = String::from_utf8_lossy(name).into_owned();
+        match local_header(d, vals[2]) {
+            Some((data_start, local_name)) => a.entries.push(Entry {
+                name,
+                local_name,
+                method,
+                flags,
+                compressed_size: vals[1],
+                size: vals[0],
+                header_offset: vals[2],
+                data_start,
+            }),
+            None => a.problems.push(format!(
+                "entry {name}: no local header at offset {}",
+                vals[2]
+            )),
+        }
+        p += 46 + nl + el + cl;
+        n += 1;
+    }
+    !a.entries.is_empty() || dir.count == 0
+}
+
+/// Walks local headers from the start of the file (no usable central directory).
+fn walk_local(d: &[u8], a: &mut Archive) {
+    let mut off = 0u64;
+    while sig_at(d, off, LOCAL_SIG) && a.entries.len() < MAX_ENTRIES {
+        let o = off as usize;
+        let (Some(flags), Some(method), Some(csize), Some(size)) = (
+            u16_at(d, o + 6),
+            u16_at(d, o + 8),
+            u32_at(d, o + 18),
+            u32_at(d, o + 22),
+        ) else {
+            break;
+        };
+        let Some((data_start, local_name)) = local_header(d, off) else {
+            break;
+        };
+        let nl = local_name.len() as u64;
+        let extra = d
+            .get((off + 30 + nl) as usize..(data_start as usize).min(d.len()))
+            .unwrap_or(&[]);
+        let mut vals = [size as u64, csize as u64, 0];
+        zip64_extra(
+            extra,
+            [size == u32::MAX, csize == u32::MAX, false],
+            &mut vals,
+        );
+        let mut csize = vals[1];
+        if flags & 8 != 0 && csize == 0 {
+            // Sizes follow the data in a descriptor: the next header tells where the data ends.
+            let from = (data_start as usize).min(d.len());
+            csize = d[from..]
+                .windows(4)
+                .position(|w| w == LOCAL_SIG || w == CENTRAL_SIG)
+                .unwrap_or(d.len() - from) as u64;
+        }
+        a.entries.push(Entry {
+            name: local_name.clone(),
+            local_name,
+            method,
+            flags,
+            compressed_size: csize,
+            size: vals[0].max(if method == 0 { csize } else { 0 }),
+            header_offset: off,
+            data_start,
+        });
+        let next = data_start.saturating_add(csize);
+        if next <= off {
+            break;
+        }
+        off = next;
+        // Skip a data descriptor if one sits between this entry and the next header.
+        if !sig_at(d, off, LOCAL_SIG) {
+            for skip in [12u64, 16, 20, 24] {
+                if sig_at(d, off + skip, LOCAL_SIG) {
+                    off += skip;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Reads the archive's directory; `Err` when the bytes are no zip archive at all.
+pub fn read(d: &[u8]) -> Result<Archive, String> {
+    let mut a = Archive::default();
+    let ok = find_directory(d).is_some_and(|dir| read_central(d, &dir, &mut a));
+    if !ok {
+        a.entries.clear();
+        a.recovered = true;
+        walk_local(d, &mut a);
+        if a.entries.is_empty() {
+            return Err("zip archive without a readable directory or local headers".into());
+        }
+    }
+    let len = d.len() as u64;
+    let mut needs = 0u64;
+    for e in &a.entries {
+        if e.data_end() > len {
+            needs = needs.max(e.data_end());
+            a.problems.push(format!(
+                "entry {}: data runs to byte {} but the file has {len}",
+                e.name,
+                e.data_end()
+            ));
+        }
+    }
+    if needs > 0 {
+        a.needs = Some(needs);
+    }
+    Ok(a)
+}
+
+/// An entry's bytes (at most `limit` of them once inflated); `Err` says why they cannot be had.
+pub fn contents<'a>(d: &'a [u8], e: &Entry, limit: usize) -> Result<Cow<'a, [u8]>, String> {
+    let start = (e.data_start as usize).min(d.len());
+    let end = (e.data_end().min(d.len() as u64)) as usize;
+    let raw = &d[start..end.max(start)];
+    match e.method {
+        0 => Ok(Cow::Borrowed(&raw[..raw.len().min(limit)])),
+        8 => match miniz_oxide::inflate::decompress_to_vec_with_limit(raw, limit) {
+            Ok(v) => Ok(Cow::Owned(v)),
+            // Truncated or over the limit: what inflated so far is still scanned.
+            Err(err) if !err.output.is_empty() => Ok(Cow::Owned(err.output)),
+            Err(err) => Err(format!("entry {}: cannot inflate ({})", e.name, err)),
+        },
+        m => Err(format!(
+            "entry {}: compression method {m} (PyTorch reads only stored and deflated)",
+            e.name
+        )),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Builds a stored zip: (central name, local name, data, flags).
+    pub fn build(entries: &[(&str, &str, &[u8], u16)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut central = Vec::new();
+        for (cname, lname, data, flags) in entries {
+            let off = out.len() as u32;
+            out.extend_from_slice(LOCAL_SIG);
+            out.extend_from_slice(&20u16.to_le_bytes());
+            out.extend_from_slice(&flags.to_le_bytes());
+            out.extend_from_slice(&0u16.to_le_bytes()); // stored
+            out.extend_from_slice(&[0; 4]); // time, date
+            out.extend_from_slice(&0xdeadbeefu32.to_le_bytes()); // wrong CRC on purpose
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(lname.len() as u16).to_le_bytes());
+            out.extend_from_slice(&0u16.to_le_bytes());
+            out.extend_from_slice(lname.as_bytes());
+            out.extend_from_slice(data);
+            central.extend_from_slice(CENTRAL_SIG);
+            central.extend_from_slice(&[20, 3, 20, 0]);
+            central.extend_from_slice(&flags.to_le_bytes());
+            central.extend_from_slice(&0u16.to_le_bytes());
+            central.extend_from_slice(&[0; 4]);
+            central.extend_from_slice(&0xdeadbeefu32.to_le_bytes());
+            central.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            central.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            central.extend_from_slice(&(cname.len() as u16).to_le_bytes());
+            central.extend_from_slice(&[0; 12]);
+            central.extend_from_slice(&off.to_le_bytes());
+            central.extend_from_slice(cname.as_bytes());
+        }
+        let cd_off = out.len() as u32;
+        out.extend_from_slice(&central);
+        out.extend_from_slice(EOCD_SIG);
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+        out.extend_from_slice(&cd_off.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn lenient_like_pytorch() {
+        let z = build(&[
+            ("a/data.pkl", "a/datap.kl", b"hello", 0x41),
+            ("a/data/0", "a/data/0", b"xy", 0),
+        ]);
+        let a = read(&z).unwrap();
+        assert!(!a.recovered);
+        assert_eq!(a.entries.len(), 2);
+        assert_eq!(a.entries[0].name, "a/data.pkl");
+        assert_eq!(a.entries[0].local_name, "a/datap.kl");
+        assert_eq!(&*contents(&z, &a.entries[0], 1 << 20).unwrap(), b"hello");
+        assert_eq!(
+            a.entries[1].data_start as usize,
+            z.windows(2).position(|w| w == b"xy").unwrap()
+        );
+    }
+
+    #[test]
+    fn walks_local_headers_without_directory() {
+        let z = build(&[
+            ("a/data.pkl", "a/data.pkl", b"hello", 0),
+            ("a/data/0", "a/data/0", b"xy", 0),
+        ]);
+        let cut = z.windows(4).position(|w| w == CENTRAL_SIG).unwrap();
+        let a = read(&z[..cut]).unwrap();
+        assert!(a.recovered);
+        assert_eq!(a.entries.len(), 2);
+        assert_eq!(&*contents(&z, &a.entries[1], 10).unwrap(), b"xy");
+    }
+
+    #[test]
+    fn truncation_and_garbage() {
+        let z = build(&[("a/data/0", "a/data/0", &[7u8; 100], 0)]);
+        let a = read(&z[..60]).unwrap();
+        assert!(a.needs.is_some());
+        assert!(read(b"PK\x03\x04").is_err());
+        assert!(read(b"not a zip at all, not at all").is_err());
+        for n in 0..z.len() {
+            let _ = read(&z[..n]).map(|a| {
+                for e in &a.entries {
+                    let _ = contents(&z[..n], e, 1000);
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn inflates_deflated_entries() {
+        let data = b"a pickle, deflated a pickle, deflated".repeat(10);
+        let packed = miniz_oxide::deflate::compress_to_vec(&data, 6);
+        let e = Entry {
+            name: "x".into(),
+            local_name: "x".into(),
+            method: 8,
+            flags: 0,
+            compressed_size: packed.len() as u64,
+            size: data.len() as u64,
+            header_offset: 0,
+            data_start: 0,
+        };
+        assert_eq!(&*contents(&packed, &e, 1 << 20).unwrap(), &data[..]);
+        assert_eq!(contents(&packed, &e, 10).unwrap().len(), 10);
+    }
+}

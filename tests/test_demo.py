@@ -1,0 +1,111 @@
+"""`fastscan demo`: writes its library from the real layouts, scans it, and each file fires its checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastscan import demo
+
+# Checks the core does not implement yet (other work items): expected by the demo, tested as xfail.
+NOT_IN_CORE_YET = {"clip.position-ids", "values.nan-inf"}
+
+
+def run_demo(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fastscan", "demo", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory) -> tuple[Path, dict]:
+    d = tmp_path_factory.mktemp("demo") / "lib"
+    r = run_demo(d, "--json")
+    assert r.returncode == 0, r.stderr
+    return d, json.loads(r.stdout)
+
+
+def _checks(rep: dict) -> dict[str, set[str]]:
+    return {os.path.basename(f["path"]): {x["check"] for x in f["findings"]} for f in rep["files"]}
+
+
+def test_demo_writes_every_file_and_a_readme(demo_report):
+    d, rep = demo_report
+    names = {f.name for f in demo.FILES}
+    assert names | {"README.txt"} == {p.name for p in d.iterdir()}
+    readme = (d / "README.txt").read_text()
+    assert all(n in readme for n in names)
+    assert rep["summary"]["files"] == len(names) + 1
+
+
+def test_demo_files_are_sparse(demo_report):
+    d, _ = demo_report
+    apparent = sum(p.stat().st_size for p in d.iterdir())
+    on_disk = sum(p.stat().st_blocks * 512 for p in d.iterdir())
+    assert apparent > 20e9 and on_disk < 200e6
+
+
+@pytest.mark.parametrize("f", demo.FILES, ids=lambda f: f.name)
+def test_each_demo_file_fires_its_checks(f, demo_report):
+    _, rep = demo_report
+    got = _checks(rep)[f.name]
+    want = demo.expected_checks("none")[f.name] - NOT_IN_CORE_YET
+    assert want <= got, f.problem
+    if not f.checks:
+        assert not got, f"{f.name} should be clean"
+
+
+@pytest.mark.xfail(reason="clip.position-ids / values.nan-inf are not in the core yet", strict=False)
+def test_demo_checks_still_missing_from_the_core(demo_report, tmp_path):
+    _, rep = demo_report
+    got = _checks(rep)
+    assert "clip.position-ids" in got["clip-position-ids-drifted-sd15.safetensors"]
+    nan = demo_report[0] / "nan-values-embedding.safetensors"
+    r = subprocess.run(
+        [sys.executable, "-m", "fastscan", str(nan), "--json", "--hash", "components", "--no-cache"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "values.nan-inf" in _checks(json.loads(r.stdout))[nan.name]
+
+
+def test_demo_kinds(demo_report):
+    _, rep = demo_report
+    kind = {os.path.basename(f["path"]): (f["kind"], f["arch"]) for f in rep["files"]}
+    assert kind["clean-sd15.safetensors"] == ("checkpoint", "sd1")
+    assert kind["clean-sdxl.safetensors"] == ("checkpoint", "sdxl")
+    assert kind["clean-vae.safetensors"] == kind["duplicate-vae-renamed.safetensors"] == ("vae", "unknown")
+    assert kind["clean-lora.safetensors"] == ("lora", "sd1")
+    assert kind["clean-embedding.safetensors"] == ("embedding", "sd1")
+    assert kind["sd3-medium-no-text-encoders.safetensors"] == ("checkpoint", "sd3")
+
+
+def test_duplicate_vae_has_the_same_bytes(demo_report):
+    d, _ = demo_report
+    assert (d / "clean-vae.safetensors").read_bytes() == (
+        d / "duplicate-vae-renamed.safetensors"
+    ).read_bytes()
+
+
+def test_demo_tables_and_default_directory(tmp_path):
+    r = run_demo(cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "demo-library" / "clean-sd15.safetensors").is_file()
+    for word in ("junk.ema", "file.truncated", "header.invalid", "text-encoder.missing", "Problems"):
+        assert word in r.stdout
+
+
+def test_demo_without_layouts_says_so(tmp_path):
+    r = run_demo(tmp_path / "lib", env={**os.environ, "FASTSCAN_LAYOUTS": str(tmp_path / "nowhere")})
+    assert r.returncode == 2 and "FASTSCAN_LAYOUTS" in r.stderr and "layouts" in r.stderr
+    assert not (tmp_path / "lib").exists()
+
+
+def test_sparse_probe(tmp_path):
+    assert demo.supports_sparse_files(tmp_path)  # tmp is ext4/tmpfs here
+    assert list(tmp_path.iterdir()) == []  # the probe cleans up
