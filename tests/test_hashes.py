@@ -298,3 +298,33 @@ def test_components_mode_hashes_components_only(vae_pair):
     _, alone, _, _ = vae_pair
     none = _core.scan_file(str(alone), hash="none")
     assert none["components"]["vae"]["blake3"] is None
+
+
+def test_vae_in_a_torch_checkpoint_hashes_like_safetensors(vae_pair, tmp_path):
+    """SPEC §5: a VAE in a .ckpt and the same VAE in a .safetensors hash alike.
+
+    The .ckpt is the sd15 layout written as a PyTorch zip checkpoint (tests/torchzip.py), with the
+    same VAE bytes; one 1x1-conv weight is stored transposed (non-contiguous strides, as torch saves a
+    transposed view), so the pass must feed it in C order.
+    """
+    import torchzip  # tests/torchzip.py
+
+    _, alone, tensors, data = vae_pair
+    want = py_component_of_file(alone, "")
+    prefix = "first_stage_model."
+    name = next(
+        k for k in sorted(tensors)
+        if len(tensors[k]["shape"]) == 4 and tensors[k]["shape"][2:] == [1, 1] and tensors[k]["shape"][0] > 1
+    )
+    rows, cols = tensors[name]["shape"][:2]
+    matrix = np.frombuffer(data[name], dtype="<f2").reshape(rows, cols)
+    storage = {prefix + k: v for k, v in data.items()}
+    storage[prefix + name] = matrix.T.copy().tobytes()
+    p = tmp_path / "model.ckpt"
+    torchzip.write_zip(p, synth.load_layout("sd15")["tensors"], data=storage,
+                       strides={prefix + name: [1, rows, 1, 1]})
+    table = {t["name"]: t for t in _core.read_tensors(str(p))["tensors"]}
+    assert table[prefix + name]["strides"] == [1, rows, 1, 1]
+    r = _core.scan_file(str(p), hash="components")
+    assert (r["format"], r["kind"]) == ("torch-zip", "checkpoint")
+    assert r["components"]["vae"]["blake3"] == want
