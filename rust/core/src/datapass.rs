@@ -69,7 +69,7 @@ pub struct Source<'a> {
 
 /// Bytes the reader hands to the consumers at a time (small enough to stay in the CPU cache while
 /// every consumer reads them, and to bound the mapped pages resident per file).
-const READ_CHUNK: u64 = 16 << 20;
+const READ_CHUNK: u64 = 8 << 20;
 /// Tensor pieces at least this long are counted on several threads.
 const PAR_PIECE: usize = 1 << 20;
 
