@@ -2,9 +2,10 @@
 
 Writes a real-layout safetensors file (shared/data/layouts, default sd15: 2.1 GB) filled with random
 bytes to the temp dir, warms the page cache, then times each contender `--repeat` times (best run)
-and prints GB/s and ratios. The file is deleted at the end.
+and prints GB/s and ratios (`--cold`: the file is evicted from the page cache before each run, so
+disk speed counts). The file is deleted at the end.
 
-    python benches/hash_bench.py [--layout sdxl] [--repeat 3]
+    python benches/hash_bench.py [--layout sdxl] [--repeat 3] [--cold]
 """
 
 from __future__ import annotations
@@ -40,9 +41,20 @@ def write_random(path: Path, layout: str) -> int:
     return 8 + len(header) + data_len
 
 
-def best(fn, repeat: int) -> float:
+def evict(path: Path) -> None:
+    """Drops the file's pages from the page cache (cold runs)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def best(fn, repeat: int, cold: Path | None = None) -> float:
     times = []
     for _ in range(repeat):
+        if cold is not None:
+            evict(cold)
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
@@ -53,6 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--layout", default="sd15")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cold", action="store_true", help="evict the file from the page cache before each run")
     args = ap.parse_args()
 
     fd, name = tempfile.mkstemp(suffix=".safetensors", prefix="fastscan-hash-bench-")
@@ -85,9 +98,11 @@ def main() -> None:
             ("fastscan hash=components", scan("components")),
             ("fastscan hash=none", scan("none")),
         ]
-        results = [(label, best(fn, args.repeat)) for label, fn in contenders]
+        cold = path if args.cold else None
+        results = [(label, best(fn, args.repeat, cold)) for label, fn in contenders]
         cat_s, b3_s = results[0][1], results[1][1]
-        print(f"file: {args.layout} layout, {size / 1e9:.2f} GB random data, page cache warm, "
+        print(f"file: {args.layout} layout, {size / 1e9:.2f} GB random data, "
+              f"page cache {'cold (evicted before each run)' if args.cold else 'warm'}, "
               f"{os.cpu_count()} CPUs, best of {args.repeat}")
         print(f"{'contender':48} {'s':>7} {'GB/s':>7} {'vs b3':>6} {'vs cat':>7}")
         for label, s in results:
