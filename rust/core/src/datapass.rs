@@ -70,8 +70,9 @@ pub struct Source<'a> {
 /// Bytes the reader hands to the consumers at a time (small enough to stay in the CPU cache while
 /// every consumer reads them, and to bound the mapped pages resident per file).
 const READ_CHUNK: u64 = 8 << 20;
-/// Chunks asked for ahead of the one being read (disk reads overlap the hashing).
-const AHEAD: u64 = 8;
+/// How far ahead page residency is noted, in chunks: beyond the kernel's read-ahead window.
+/// (Explicit MADV_WILLNEED was tried: it made cold reads slower, submitting I/O in the reader's path.)
+const NOTE_AHEAD: u64 = 4;
 /// Tensor pieces at least this long are counted on several threads.
 const PAR_PIECE: usize = 1 << 20;
 
@@ -324,8 +325,6 @@ struct Reader<'a> {
     page: u64,
     released: u64,
     noted: u64,
-    /// End of the range asked for with WillNeed.
-    asked: u64,
     /// Page residency (mincore) of chunks before the pass touched them, not yet released.
     resident: VecDeque<(u64, Vec<u8>)>,
 }
@@ -342,7 +341,6 @@ impl<'a> Reader<'a> {
             page,
             released: 0,
             noted: 0,
-            asked: 0,
             resident: VecDeque::new(),
         }
     }
@@ -356,23 +354,10 @@ impl<'a> Reader<'a> {
         (now < size).then_some(now)
     }
 
-    /// Asks the kernel for the bytes up to `AHEAD` chunks past `c1`, first noting which pages one
-    /// chunk further are cached already (before this pass's reads or the kernel's read-ahead).
+    /// Notes which pages up to `NOTE_AHEAD` chunks past `c1` are cached already, before this pass's
+    /// reads or the kernel's read-ahead (sequential advice) bring them in.
     fn arrive(&mut self, c1: u64, size: u64) {
-        let Bytes::Mapped { map, .. } = self.bytes else {
-            return;
-        };
-        self.note((c1 + (AHEAD + 1) * READ_CHUNK).min(size));
-        let from = self.asked.max(c1);
-        let to = (c1 + AHEAD * READ_CHUNK).min(size);
-        if to > from {
-            let _ = map.advise_range(
-                memmap2::Advice::WillNeed,
-                from as usize,
-                (to - from) as usize,
-            );
-            self.asked = to;
-        }
+        self.note((c1 + NOTE_AHEAD * READ_CHUNK).min(size));
     }
 
     /// Records page residency (mincore) from where the last record ended up to `to`.
