@@ -1,9 +1,21 @@
 //! The one pass over a file's bytes that feeds every hasher and value check (SPEC §5).
+//!
+//! One reader walks the mapped file in large chunks, in order. Each chunk goes to every consumer at
+//! once: the whole-file hashers ([`crate::hashes`]), the component hash segments of the tensors in it
+//! ([`crate::component_hash`]) and the NaN/Inf counters ([`crate::values`]). Behind the reader, pages
+//! are unmapped and, when the pass brought them in, dropped from the page cache, so a TB scan neither
+//! grows resident memory nor evicts the cache.
 
 use crate::classify::Classification;
-use crate::report::{Finding, Hashes};
+use crate::component_hash::{Member, Plan};
+use crate::hashes::{self, FileHashers};
+use crate::report::{Finding, Hashes, Severity};
 use crate::tensor::TensorInfo;
-use std::collections::BTreeMap;
+use crate::values::{self, Counts};
+use rayon::prelude::*;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
 
 /// Which hashes the pass computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,19 +37,673 @@ pub struct DataPass {
     pub findings: Vec<Finding>,
 }
 
-/// Reads the mapped file once and feeds hashers and value checks.
-pub fn run(
-    data: &[u8],
-    _tensors: &[TensorInfo],
-    _class: &Classification,
-    mode: HashMode,
-    _sha256: bool,
-) -> DataPass {
-    let mut out = DataPass::default();
-    if mode == HashMode::Full {
-        let mut h = blake3::Hasher::new();
-        h.update_rayon(data);
-        out.hashes.blake3 = Some(h.finalize().to_hex().to_string());
+/// The bytes the pass reads.
+#[derive(Clone, Copy)]
+pub enum Bytes<'a> {
+    /// A read-only map of the whole of `file`: pages are dropped behind the reader.
+    Mapped {
+        map: &'a memmap2::Mmap,
+        file: &'a File,
+    },
+    /// Bytes in memory (tests, small inputs).
+    Memory(&'a [u8]),
+}
+
+impl Bytes<'_> {
+    fn slice(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped { map, .. } => map,
+            Bytes::Memory(b) => b,
+        }
     }
+}
+
+/// Everything the pass reads: the bytes and what the header said about them.
+pub struct Source<'a> {
+    pub bytes: Bytes<'a>,
+    pub tensors: &'a [TensorInfo],
+    pub class: &'a Classification,
+    /// The `__metadata__` of a safetensors file (`None` for other formats: no addnet hash).
+    pub safetensors_metadata: Option<&'a BTreeMap<String, Value>>,
+}
+
+/// Bytes the reader hands to the consumers at a time (small enough to stay in the CPU cache while
+/// every consumer reads them, and to bound the mapped pages resident per file).
+const READ_CHUNK: u64 = 8 << 20;
+/// How far ahead page residency is noted, in chunks: beyond the kernel's read-ahead window.
+/// (Explicit MADV_WILLNEED was tried: it made cold reads slower, submitting I/O in the reader's path.)
+const NOTE_AHEAD: u64 = 4;
+/// Tensor pieces at least this long are counted on several threads.
+const PAR_PIECE: usize = 1 << 20;
+
+/// Reads the file once and feeds hashers and value checks.
+pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
+    let mut out = DataPass::default();
+    if mode == HashMode::None {
+        return out;
+    }
+    let data = src.bytes.slice();
+    let size = data.len() as u64;
+    let tensors = src.tensors;
+    let mut plan = Plan::new(tensors, src.class);
+    // Tensors whose bytes the pass needs: in a component or checked for NaN/Inf, and wholly present.
+    let wanted: Vec<bool> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (plan.members[i].is_some() || values::element_size(t.dtype).is_some())
+                && span(t).1 <= size
+        })
+        .collect();
+    let mut contiguous: Vec<usize> = (0..tensors.len())
+        .filter(|&i| wanted[i] && gather_layout(&tensors[i]).is_none())
+        .collect();
+    contiguous.sort_by_key(|&i| tensors[i].start);
+    let mut strided: Vec<usize> = (0..tensors.len())
+        .filter(|&i| wanted[i] && gather_layout(&tensors[i]).is_some())
+        .collect();
+    strided.sort_by_key(|&i| span(&tensors[i]).1);
+
+    let mut counts = vec![Counts::default(); tensors.len()];
+    let addnet_from = src
+        .safetensors_metadata
+        .and_then(|_| hashes::addnet_start(data, size));
+    let mut file_h = (mode == HashMode::Full).then(|| FileHashers::new(size, sha256, addnet_from));
+    let mut reader = Reader::new(src.bytes);
+
+    let mut next = 0;
+    let mut next_strided = 0;
+    let mut active: Vec<usize> = Vec::new();
+    let mut c0 = 0;
+    while c0 < size {
+        let c1 = (c0 + READ_CHUNK).min(size);
+        if let Some(now) = reader.shrunk(size) {
+            // Touching the map past the new end would fault: stop, report, hash nothing.
+            out.findings.push(Finding::new(
+                "file.truncated",
+                Severity::Error,
+                format!("file shrank from {size} to {now} bytes while it was being scanned"),
+                json!({"expected": size, "actual": now, "during_scan": true}),
+            ));
+            return out;
+        }
+        reader.arrive(c1, size);
+        while next < contiguous.len() && tensors[contiguous[next]].start < c1 {
+            active.push(contiguous[next]);
+            next += 1;
+        }
+        // Each job owns its tensor's segment while the chunk is processed.
+        let jobs: Vec<(usize, Option<Member>)> = active
+            .iter()
+            .map(|&i| (i, plan.members[i].take()))
+            .collect();
+        let chunk = &data[c0 as usize..c1 as usize];
+        let (_, done) = rayon::join(
+            || {
+                if let Some(h) = file_h.as_mut() {
+                    h.feed(chunk);
+                }
+            },
+            || {
+                jobs.into_par_iter()
+                    .map(|(i, mut m)| {
+                        let seg = m.as_mut().map(|m| &mut m.segment);
+                        let c = contiguous_piece(data, &tensors[i], seg, c0, c1);
+                        (i, m, c)
+                    })
+                    .collect::<Vec<_>>()
+            },
+        );
+        for (i, m, c) in done {
+            plan.members[i] = m;
+            counts[i] += c;
+        }
+        active.retain(|&i| tensors[i].end() > c1);
+        while next_strided < strided.len() && span(&tensors[strided[next_strided]]).1 <= c1 {
+            let i = strided[next_strided];
+            let seg = plan.members[i].as_mut().map(|m| &mut m.segment);
+            counts[i] += strided_tensor(data, &tensors[i], seg);
+            next_strided += 1;
+        }
+        // Keep pages a pending strided tensor will still gather from.
+        let keep_from = strided[next_strided..]
+            .iter()
+            .map(|&i| span(&tensors[i]).0)
+            .min()
+            .unwrap_or(u64::MAX);
+        reader.release(c1.min(keep_from), size);
+        c0 = c1;
+    }
+
+    if let Some(h) = file_h {
+        out.hashes = h.finish();
+        if let Some(meta) = src.safetensors_metadata {
+            out.findings
+                .extend(hashes::addnet_mismatch(meta, out.hashes.addnet.as_deref()));
+        }
+    }
+    out.components = plan.finish();
+    out.findings.extend(values::finding(tensors, &counts));
     out
+}
+
+/// Feeds the part `[c0, c1)` of a contiguous tensor to its segment and counts its NaN/Inf.
+fn contiguous_piece(
+    data: &[u8],
+    t: &TensorInfo,
+    seg: Option<&mut crate::component_hash::Segment>,
+    c0: u64,
+    c1: u64,
+) -> Counts {
+    let (lo, hi) = (t.start.max(c0), t.end().min(c1));
+    let feed = || {
+        if let Some(s) = seg {
+            s.feed(&data[lo as usize..hi as usize]);
+        }
+    };
+    let count = || match values::element_size(t.dtype) {
+        // Each element is counted in the chunk holding its first byte.
+        Some(es) => {
+            let es = es as u64;
+            let first = t.start + (lo - t.start).div_ceil(es) * es;
+            let last = (t.start + (hi - t.start).div_ceil(es) * es).min(t.end());
+            let bytes = &data[first as usize..last.max(first) as usize];
+            if bytes.len() >= 2 * PAR_PIECE {
+                bytes
+                    .par_chunks(PAR_PIECE)
+                    .map(|b| values::count(t.dtype, b))
+                    .reduce(Counts::default, |mut a, b| {
+                        a += b;
+                        a
+                    })
+            } else {
+                values::count(t.dtype, bytes)
+            }
+        }
+        None => Counts::default(),
+    };
+    rayon::join(feed, count).1
+}
+
+/// Element size and strides of a tensor that must be gathered (non-contiguous), else `None`.
+fn gather_layout(t: &TensorInfo) -> Option<(u64, &[u64])> {
+    let strides = t.strides.as_deref()?;
+    let bits = t.dtype.bits();
+    if !bits.is_multiple_of(8)
+        || strides.len() != t.shape.len()
+        || is_c_contiguous(&t.shape, strides)
+    {
+        return None;
+    }
+    Some((bits / 8, strides))
+}
+
+fn is_c_contiguous(shape: &[u64], strides: &[u64]) -> bool {
+    let mut expect = 1;
+    for (d, s) in shape.iter().zip(strides).rev() {
+        if *d != 1 && *s != expect {
+            return false;
+        }
+        expect *= d;
+    }
+    true
+}
+
+/// The byte range `[start, end)` a tensor's elements lie in.
+fn span(t: &TensorInfo) -> (u64, u64) {
+    match gather_layout(t) {
+        Some((es, strides)) if t.elements() > 0 => {
+            let last: u64 = t.shape.iter().zip(strides).map(|(d, s)| (d - 1) * s).sum();
+            (t.start, t.start + (last + 1) * es)
+        }
+        _ => (t.start, t.end()),
+    }
+}
+
+/// Feeds a non-contiguous tensor's elements in C order to its segment and counts its NaN/Inf.
+fn strided_tensor(
+    data: &[u8],
+    t: &TensorInfo,
+    mut seg: Option<&mut crate::component_hash::Segment>,
+) -> Counts {
+    let Some((es, strides)) = gather_layout(t) else {
+        return Counts::default();
+    };
+    let mut counts = Counts::default();
+    let mut buf: Vec<u8> = Vec::with_capacity(PAR_PIECE);
+    let mut flush = |buf: &mut Vec<u8>, counts: &mut Counts| {
+        if let Some(s) = seg.as_mut() {
+            s.feed(buf);
+        }
+        *counts += values::count(t.dtype, buf);
+        buf.clear();
+    };
+    if t.elements() > 0 {
+        let nd = t.shape.len();
+        let mut idx = vec![0u64; nd];
+        loop {
+            let base: u64 = idx.iter().zip(strides).map(|(i, s)| i * s).sum();
+            match nd {
+                0 => {
+                    let at = t.start as usize;
+                    buf.extend_from_slice(&data[at..at + es as usize]);
+                }
+                _ => {
+                    let (n, s) = (t.shape[nd - 1], strides[nd - 1]);
+                    for k in 0..n {
+                        let at = (t.start + (base + k * s) * es) as usize;
+                        buf.extend_from_slice(&data[at..at + es as usize]);
+                    }
+                }
+            }
+            if buf.len() >= PAR_PIECE {
+                flush(&mut buf, &mut counts);
+            }
+            // next index over all but the innermost dimension
+            let mut d = nd.saturating_sub(1);
+            loop {
+                if d == 0 {
+                    flush(&mut buf, &mut counts);
+                    return counts;
+                }
+                d -= 1;
+                idx[d] += 1;
+                if idx[d] < t.shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+    }
+    flush(&mut buf, &mut counts);
+    counts
+}
+
+/// Walks a mapped file: asks for the next chunk ahead, and drops pages behind.
+struct Reader<'a> {
+    bytes: Bytes<'a>,
+    page: u64,
+    released: u64,
+    noted: u64,
+    /// Page residency (mincore) of chunks before the pass touched them, not yet released.
+    resident: VecDeque<(u64, Vec<u8>)>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: Bytes<'a>) -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+        if let Bytes::Mapped { map, .. } = bytes {
+            let _ = map.advise(memmap2::Advice::Sequential);
+        }
+        Reader {
+            bytes,
+            page,
+            released: 0,
+            noted: 0,
+            resident: VecDeque::new(),
+        }
+    }
+
+    /// The file's current length if it is now shorter than the `size` bytes mapped.
+    fn shrunk(&self, size: u64) -> Option<u64> {
+        let Bytes::Mapped { file, .. } = self.bytes else {
+            return None;
+        };
+        let now = file.metadata().map(|m| m.len()).unwrap_or(0);
+        (now < size).then_some(now)
+    }
+
+    /// Notes which pages up to `NOTE_AHEAD` chunks past `c1` are cached already, before this pass's
+    /// reads or the kernel's read-ahead (sequential advice) bring them in.
+    fn arrive(&mut self, c1: u64, size: u64) {
+        self.note((c1 + NOTE_AHEAD * READ_CHUNK).min(size));
+    }
+
+    /// Records page residency (mincore) from where the last record ended up to `to`.
+    fn note(&mut self, to: u64) {
+        let Bytes::Mapped { map, .. } = self.bytes else {
+            return;
+        };
+        let from = self.noted;
+        if to <= from {
+            return;
+        }
+        let pages = (to - from).div_ceil(self.page) as usize;
+        let mut vec = vec![0u8; pages];
+        // SAFETY: [from, to) lies inside the live map, `from` is page aligned (a multiple of
+        // READ_CHUNK) and `vec` has one byte per page of the range.
+        let rc = unsafe {
+            libc::mincore(
+                map.as_ptr().add(from as usize) as *mut libc::c_void,
+                (to - from) as usize,
+                vec.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            vec.fill(0);
+        }
+        self.resident.push_back((from, vec));
+        self.noted = to;
+    }
+
+    /// Unmaps pages before `upto` and drops from the page cache those the pass brought in.
+    fn release(&mut self, upto: u64, size: u64) {
+        let Bytes::Mapped { map, file } = self.bytes else {
+            return;
+        };
+        let upto = if upto >= size {
+            size
+        } else {
+            upto / self.page * self.page
+        };
+        if upto <= self.released {
+            return;
+        }
+        let (from, len) = (self.released, upto - self.released);
+        // SAFETY: the map is read-only and file-backed; after MADV_DONTNEED a later access faults the
+        // page back in from the file, and no slice of [from, upto) is used again by this pass except
+        // through the map itself.
+        let _ = unsafe {
+            map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                from as usize,
+                len as usize,
+            )
+        };
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        let mut run: Option<u64> = None;
+        let mut p = from;
+        while p < upto {
+            let cached = self.was_resident(p);
+            match (cached, run) {
+                (false, None) => run = Some(p),
+                (true, Some(s)) => {
+                    fadvise_dontneed(fd, s, p - s);
+                    run = None;
+                }
+                _ => {}
+            }
+            p += self.page;
+        }
+        if let Some(s) = run {
+            fadvise_dontneed(fd, s, upto - s);
+        }
+        self.released = upto;
+        while let Some((c, v)) = self.resident.front() {
+            if c + v.len() as u64 * self.page <= upto {
+                self.resident.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn was_resident(&self, off: u64) -> bool {
+        self.resident
+            .iter()
+            .find(|(c, v)| off >= *c && off < c + v.len() as u64 * self.page)
+            .is_some_and(|(c, v)| v[((off - c) / self.page) as usize] & 1 == 1)
+    }
+}
+
+fn fadvise_dontneed(fd: i32, off: u64, len: u64) {
+    // SAFETY: plain syscall on an open descriptor; advice only, failure is harmless.
+    unsafe {
+        libc::posix_fadvise(
+            fd,
+            off as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::Role;
+    use crate::dtype::Dtype;
+
+    fn tensor(name: &str, dtype: Dtype, shape: &[u64], start: u64) -> TensorInfo {
+        let len = shape.iter().product::<u64>() * dtype.bits() / 8;
+        TensorInfo {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+            start,
+            len,
+            strides: None,
+        }
+    }
+
+    fn class(roles: Vec<Role>) -> Classification {
+        Classification {
+            kind: "vae",
+            arch: "sd1",
+            roles,
+            expected_text_encoders: vec![],
+        }
+    }
+
+    fn vae(prefix_len: usize) -> Role {
+        Role::Component {
+            name: "vae",
+            prefix_len,
+        }
+    }
+
+    /// The v1 stream built directly: sorted canonical names, framing, contiguous C-order data.
+    fn reference(items: &[(&str, &str, &[u64], Vec<u8>)]) -> String {
+        let mut v: Vec<_> = items.iter().collect();
+        v.sort_by_key(|x| x.0);
+        let mut h = blake3::Hasher::new();
+        for (name, dt, shape, d) in v {
+            h.update(&crate::component_hash::framing(
+                name,
+                dt,
+                shape,
+                d.len() as u64,
+            ));
+            h.update(d);
+        }
+        h.finalize().to_hex().to_string()
+    }
+
+    #[test]
+    fn component_hash_ignores_order_and_prefix() {
+        let a: Vec<u8> = (0..3000u32).flat_map(|x| x.to_le_bytes()).collect();
+        let b: Vec<u8> = (0..40u16).flat_map(|x| (x * 7).to_le_bytes()).collect();
+        // file 1: prefixed names, b stored before a
+        let mut f1 = vec![0u8; 16];
+        f1.extend_from_slice(&b);
+        let a_at = f1.len() as u64;
+        f1.extend_from_slice(&a);
+        let t1 = [
+            tensor("first_stage_model.z", Dtype::F16, &[40], 16),
+            tensor("first_stage_model.a", Dtype::F32, &[3000], a_at),
+        ];
+        let c1 = class(vec![vae(18), vae(18)]);
+        // file 2: bare names, a first, with padding between
+        let mut f2 = a.clone();
+        f2.extend_from_slice(&[9; 13]);
+        let b_at = f2.len() as u64;
+        f2.extend_from_slice(&b);
+        let t2 = [
+            tensor("a", Dtype::F32, &[3000], 0),
+            tensor("z", Dtype::F16, &[40], b_at),
+        ];
+        let c2 = class(vec![vae(0), vae(0)]);
+        let run_on = |bytes: &[u8], t: &[TensorInfo], c: &Classification| {
+            let src = Source {
+                bytes: Bytes::Memory(bytes),
+                tensors: t,
+                class: c,
+                safetensors_metadata: None,
+            };
+            run(&src, HashMode::Components, false).components["vae"].clone()
+        };
+        let want = reference(&[
+            ("a", "F32", &[3000], a.clone()),
+            ("z", "F16", &[40], b.clone()),
+        ]);
+        assert_eq!(run_on(&f1, &t1, &c1), want);
+        assert_eq!(run_on(&f2, &t2, &c2), want);
+        // one changed data byte changes it
+        let mut f3 = f2.clone();
+        f3[100] ^= 1;
+        assert_ne!(run_on(&f3, &t2, &c2), want);
+    }
+
+    #[test]
+    fn strided_tensor_hashes_as_contiguous() {
+        // a 3x4 F32 matrix stored transposed (column-major): strides (1, 3)
+        let m: Vec<f32> = (0..12).map(|x| x as f32).collect();
+        let c_order: Vec<u8> = m.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut stored = vec![0u8; 8];
+        for c in 0..4 {
+            for r in 0..3 {
+                stored.extend_from_slice(&m[r * 4 + c].to_le_bytes());
+            }
+        }
+        let mut t = tensor("w", Dtype::F32, &[3, 4], 8);
+        t.strides = Some(vec![1, 3]);
+        let c = class(vec![vae(0)]);
+        let src = Source {
+            bytes: Bytes::Memory(&stored),
+            tensors: std::slice::from_ref(&t),
+            class: &c,
+            safetensors_metadata: None,
+        };
+        let got = run(&src, HashMode::Components, false).components["vae"].clone();
+        assert_eq!(got, reference(&[("w", "F32", &[3, 4], c_order)]));
+        assert_eq!(span(&t), (8, 8 + 48));
+    }
+
+    #[test]
+    fn truncated_tensors_are_skipped() {
+        let mut bytes: Vec<u8> = f32::NAN.to_le_bytes().repeat(4);
+        bytes.truncate(10);
+        let t = [
+            tensor("x", Dtype::F32, &[2], 0),
+            tensor("y", Dtype::F32, &[2], 8),
+        ];
+        let c = class(vec![vae(0), vae(0)]);
+        let src = Source {
+            bytes: Bytes::Memory(&bytes),
+            tensors: &t,
+            class: &c,
+            safetensors_metadata: None,
+        };
+        let dp = run(&src, HashMode::Full, true);
+        assert!(dp.components.is_empty());
+        let f = &dp.findings[0];
+        assert_eq!(f.details["nan"], 2);
+        assert_eq!(f.details["tensors"][0]["name"], "x");
+        assert_eq!(
+            dp.hashes.blake3.unwrap(),
+            blake3::hash(&bytes).to_hex().to_string()
+        );
+    }
+
+    #[test]
+    fn mode_none_reads_nothing() {
+        let bytes = f32::NAN.to_le_bytes();
+        let t = [tensor("x", Dtype::F32, &[1], 0)];
+        let c = class(vec![vae(0)]);
+        let src = Source {
+            bytes: Bytes::Memory(&bytes),
+            tensors: &t,
+            class: &c,
+            safetensors_metadata: None,
+        };
+        let dp = run(&src, HashMode::None, true);
+        assert!(dp.findings.is_empty() && dp.hashes.blake3.is_none());
+    }
+    /// Pages of `file` resident in the page cache.
+    fn resident_pages(file: &File) -> usize {
+        // SAFETY: read-only map of a file the test owns.
+        let map = unsafe { memmap2::Mmap::map(file).unwrap() };
+        let mut v = vec![0u8; map.len().div_ceil(4096)];
+        // SAFETY: the map is live and page aligned; one byte per page.
+        let rc =
+            unsafe { libc::mincore(map.as_ptr() as *mut libc::c_void, map.len(), v.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        v.iter().filter(|b| **b & 1 == 1).count()
+    }
+
+    #[test]
+    fn drops_the_pages_it_read_and_keeps_cached_ones() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let size = 2 * READ_CHUNK as usize + 12345;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let block: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
+        while f.as_file().metadata().unwrap().len() < size as u64 {
+            f.write_all(&block).unwrap();
+        }
+        f.as_file().set_len(size as u64).unwrap();
+        f.as_file().sync_all().unwrap();
+        let file = f.reopen().unwrap();
+        let pages = size.div_ceil(4096);
+        fadvise_dontneed(file.as_raw_fd(), 0, size as u64);
+        if resident_pages(&file) > pages / 10 {
+            return; // this file system does not evict on request (tmpfs): nothing to observe
+        }
+        let t = [tensor("x", Dtype::F32, &[(size / 4 - 100) as u64], 100)];
+        let c = class(vec![vae(0)]);
+        // SAFETY: read-only map of the test's own file.
+        let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
+        let src = Source {
+            bytes: Bytes::Mapped {
+                map: &map,
+                file: &file,
+            },
+            tensors: &t,
+            class: &c,
+            safetensors_metadata: None,
+        };
+        let cold = run(&src, HashMode::Full, false);
+        assert!(
+            resident_pages(&file) < pages / 10,
+            "cold pass left its pages cached"
+        );
+        // warm: every page cached before the pass stays cached
+        let mut sink = Vec::new();
+        file.try_clone().unwrap().read_to_end(&mut sink).unwrap();
+        let before = resident_pages(&file);
+        let warm = run(&src, HashMode::Full, false);
+        assert!(resident_pages(&file) >= before * 99 / 100);
+        let want = blake3::hash(&sink).to_hex().to_string();
+        assert_eq!(cold.hashes.blake3.as_deref(), Some(want.as_str()));
+        assert_eq!(warm.hashes.blake3, cold.hashes.blake3);
+        assert_eq!(warm.components, cold.components);
+    }
+    #[test]
+    fn file_shrinking_under_the_map_is_a_finding_not_a_fault() {
+        use std::io::Write;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![1u8; 3 << 20]).unwrap();
+        let file = f.reopen().unwrap();
+        // SAFETY: read-only map of the test's own file; the pass must not touch it past the new end.
+        let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
+        f.as_file().set_len(1 << 20).unwrap();
+        let t = [tensor("x", Dtype::F32, &[3 << 18], 0)];
+        let c = class(vec![vae(0)]);
+        let src = Source {
+            bytes: Bytes::Mapped {
+                map: &map,
+                file: &file,
+            },
+            tensors: &t,
+            class: &c,
+            safetensors_metadata: None,
+        };
+        let dp = run(&src, HashMode::Full, true);
+        assert_eq!(dp.findings.len(), 1);
+        assert_eq!(dp.findings[0].check, "file.truncated");
+        assert_eq!(dp.findings[0].details["actual"], 1 << 20);
+        assert!(dp.hashes.blake3.is_none() && dp.components.is_empty());
+    }
 }

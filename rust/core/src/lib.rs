@@ -7,8 +7,10 @@
 pub mod cache;
 pub mod checks;
 pub mod classify;
+pub mod component_hash;
 pub mod datapass;
 pub mod dtype;
+pub mod hashes;
 pub mod pickle;
 pub mod report;
 pub mod safetensors;
@@ -16,6 +18,7 @@ pub mod scan;
 pub mod sniff;
 mod standalone;
 pub mod tensor;
+pub mod values;
 pub mod walk;
 
 use rayon::prelude::*;

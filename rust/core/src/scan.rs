@@ -183,7 +183,16 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
 
     if opts.hash != HashMode::None && r.size > 0 {
         let map = map_file(&file, r.size)?;
-        let dp = datapass::run(&map, &tensors, &class, opts.hash, opts.sha256);
+        let src = datapass::Source {
+            bytes: datapass::Bytes::Mapped {
+                map: &map,
+                file: &file,
+            },
+            tensors: &tensors,
+            class: &class,
+            safetensors_metadata: (format == Format::Safetensors).then_some(&metadata),
+        };
+        let dp = datapass::run(&src, opts.hash, opts.sha256);
         r.hashes = dp.hashes;
         for (c, h) in dp.components {
             if let Some(cr) = r.components.get_mut(&c) {

@@ -1,0 +1,115 @@
+"""Hashing throughput of fastscan's data pass against b3sum (or the blake3 package) and `cat`.
+
+Writes a real-layout safetensors file (shared/data/layouts, default sd15: 2.1 GB) filled with random
+bytes to the temp dir, warms the page cache, then times each contender `--repeat` times (best run)
+and prints GB/s and ratios (`--cold`: the file is evicted from the page cache before each run, so
+disk speed counts). The file is deleted at the end.
+
+    python benches/hash_bench.py [--layout sdxl] [--repeat 3] [--cold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import blake3
+import numpy as np
+
+from fastscan import _core, synth
+
+
+def write_random(path: Path, layout: str) -> int:
+    """The layout's header as the reference writer makes it, then random data; returns the size."""
+    lay = synth.load_layout(layout)["tensors"]
+    header, offsets = synth.header_for(lay)
+    data_len = max(e for _, e in offsets.values())
+    rng = np.random.default_rng(0)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header)
+        left = data_len
+        while left:
+            n = min(left, 64 << 20)
+            f.write(rng.bytes(n))
+            left -= n
+    return 8 + len(header) + data_len
+
+
+def evict(path: Path) -> None:
+    """Drops the file's pages from the page cache (cold runs)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def best(fn, repeat: int, cold: Path | None = None) -> float:
+    times = []
+    for _ in range(repeat):
+        if cold is not None:
+            evict(cold)
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--layout", default="sd15")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cold", action="store_true", help="evict the file from the page cache before each run")
+    args = ap.parse_args()
+
+    fd, name = tempfile.mkstemp(suffix=".safetensors", prefix="fastscan-hash-bench-")
+    os.close(fd)
+    path = Path(name)
+    try:
+        size = write_random(path, args.layout)
+        subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the cache
+        b3sum = shutil.which("b3sum")
+
+        def run_b3():
+            if b3sum:
+                subprocess.run([b3sum, "--no-names", str(path)], stdout=subprocess.DEVNULL, check=True)
+            else:
+                blake3.blake3(max_threads=blake3.blake3.AUTO).update_mmap(str(path)).hexdigest()
+
+        def scan(mode: str, sha256: bool = False):
+            return lambda: _core.scan_file(str(path), hash=mode, sha256=sha256)
+
+        # the answers must agree before the times mean anything
+        want = blake3.blake3(max_threads=blake3.blake3.AUTO).update_mmap(str(path)).hexdigest()
+        assert _core.scan_file(str(path), hash="full")["hashes"]["blake3"] == want
+
+        contenders = [
+            ("cat file > /dev/null", lambda: subprocess.run(
+                f"cat '{path}' > /dev/null", shell=True, check=True)),
+            ("b3sum" if b3sum else "blake3 package (update_mmap, max_threads=AUTO)", run_b3),
+            ("fastscan hash=full", scan("full")),
+            ("fastscan hash=full --sha256", scan("full", True)),
+            ("fastscan hash=components", scan("components")),
+            ("fastscan hash=none", scan("none")),
+        ]
+        cold = path if args.cold else None
+        results = [(label, best(fn, args.repeat, cold)) for label, fn in contenders]
+        cat_s, b3_s = results[0][1], results[1][1]
+        print(f"file: {args.layout} layout, {size / 1e9:.2f} GB random data, "
+              f"page cache {'cold (evicted before each run)' if args.cold else 'warm'}, "
+              f"{os.cpu_count()} CPUs, best of {args.repeat}")
+        print(f"{'contender':48} {'s':>7} {'GB/s':>7} {'vs b3':>6} {'vs cat':>7}")
+        for label, s in results:
+            print(f"{label:48} {s:7.3f} {size / s / 1e9:7.2f} {b3_s / s:6.2f} {cat_s / s:7.2f}")
+    finally:
+        path.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()

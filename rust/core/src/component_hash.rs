@@ -1,0 +1,448 @@
+//! Canonical component hash, version 1 (SPEC §5; contract in docs/component-hash.md).
+//!
+//! The hash is BLAKE3 over a *virtual stream*: the component's tensors sorted by canonical name, each
+//! one framed (name, 0x00, dtype, 0x00, ndim, dims, data length) and followed by its data. The file is
+//! read once, in file order, which is not canonical order; so every tensor's stretch of the stream
+//! (its *segment*, whose offset is known up front) is hashed on its own into BLAKE3 subtree chaining
+//! values at their stream offsets, and the subtrees are joined into the root at the end. Chunks that
+//! straddle two segments are kept as raw bytes (at most 2 KiB per tensor) and hashed when joined.
+
+use crate::classify::{Classification, Role};
+use crate::tensor::TensorInfo;
+use blake3::hazmat::{
+    merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
+};
+use blake3::{Hasher, CHUNK_LEN};
+use std::collections::BTreeMap;
+
+const CHUNK: u64 = CHUNK_LEN as u64;
+/// Pieces at least this long are hashed with rayon.
+const RAYON_MIN: usize = 1 << 20;
+
+/// The bytes version 1 feeds before a tensor's data.
+pub fn framing(name: &str, dtype: &str, shape: &[u64], data_len: u64) -> Vec<u8> {
+    let mut f = Vec::with_capacity(name.len() + dtype.len() + 2 + 8 * (shape.len() + 2));
+    f.extend_from_slice(name.as_bytes());
+    f.push(0);
+    f.extend_from_slice(dtype.as_bytes());
+    f.push(0);
+    f.extend_from_slice(&(shape.len() as u64).to_le_bytes());
+    for d in shape {
+        f.extend_from_slice(&d.to_le_bytes());
+    }
+    f.extend_from_slice(&data_len.to_le_bytes());
+    f
+}
+
+/// A finished BLAKE3 subtree of the stream: `len` bytes at `start`.
+#[derive(Clone, Copy)]
+struct Node {
+    start: u64,
+    len: u64,
+    cv: ChainingValue,
+}
+
+impl Node {
+    fn chunks(&self) -> u64 {
+        self.len.div_ceil(CHUNK)
+    }
+}
+
+/// One tensor's stretch `[start, end)` of a component stream, fed in order.
+pub struct Segment {
+    start: u64,
+    end: u64,
+    pos: u64,
+    total: u64,
+    block: Option<(u64, u64, Hasher)>,
+    nodes: Vec<Node>,
+    /// Bytes of chunks this segment shares with a neighbour (or of a one-chunk stream).
+    edges: Vec<(u64, Vec<u8>)>,
+}
+
+impl Segment {
+    /// A segment at stream offset `start` that will hold `framing` then `data_len` data bytes.
+    pub fn new(start: u64, framing: &[u8], data_len: u64, total: u64) -> Segment {
+        let mut s = Segment {
+            start,
+            end: start + framing.len() as u64 + data_len,
+            pos: start,
+            total,
+            block: None,
+            nodes: Vec::new(),
+            edges: Vec::new(),
+        };
+        s.feed(framing);
+        s
+    }
+
+    /// Bytes still expected.
+    pub fn remaining(&self) -> u64 {
+        self.end - self.pos
+    }
+
+    /// Feeds the next bytes of the segment (never more than [`Segment::remaining`]).
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        debug_assert!(bytes.len() as u64 <= self.remaining());
+        while !bytes.is_empty() {
+            let p = self.pos;
+            let chunk_start = p / CHUNK * CHUNK;
+            let chunk_end = (chunk_start + CHUNK).min(self.total);
+            let inside = self.total > CHUNK
+                && chunk_end - chunk_start == CHUNK
+                && chunk_start >= self.start
+                && chunk_end <= self.end;
+            let take;
+            if !inside {
+                take = bytes.len().min((chunk_end - p) as usize);
+                match self.edges.last_mut() {
+                    Some((at, b)) if *at + b.len() as u64 == p && *at / CHUNK == p / CHUNK => {
+                        b.extend_from_slice(&bytes[..take])
+                    }
+                    _ => self.edges.push((p, bytes[..take].to_vec())),
+                }
+            } else {
+                let (bs, bl, h) = self.block.get_or_insert_with(|| {
+                    let len = block_len(p, self.end / CHUNK * CHUNK, self.total);
+                    let mut h = Hasher::new();
+                    h.set_input_offset(p);
+                    (p, len, h)
+                });
+                let (bs, bl) = (*bs, *bl);
+                take = bytes.len().min((bs + bl - p) as usize);
+                if take >= RAYON_MIN {
+                    h.update_rayon(&bytes[..take]);
+                } else {
+                    h.update(&bytes[..take]);
+                }
+                if p + take as u64 == bs + bl {
+                    let cv = h.finalize_non_root();
+                    self.nodes.push(Node {
+                        start: bs,
+                        len: bl,
+                        cv,
+                    });
+                    self.block = None;
+                }
+            }
+            self.pos += take as u64;
+            bytes = &bytes[take..];
+        }
+    }
+}
+
+/// Longest aligned power-of-two run of chunks at `p` that ends by `limit` and is not the whole stream.
+fn block_len(p: u64, limit: u64, total: u64) -> u64 {
+    let mut len = CHUNK;
+    while p.is_multiple_of(2 * len) && p + 2 * len <= limit && 2 * len < total {
+        len *= 2;
+    }
+    len
+}
+
+/// Joins the segments of one stream of `total` bytes into its BLAKE3 hash; `None` if bytes are missing.
+pub fn finish(segments: &[&Segment], total: u64) -> Option<blake3::Hash> {
+    if segments.iter().any(|s| s.remaining() != 0) {
+        return None;
+    }
+    let mut edges: Vec<&(u64, Vec<u8>)> = segments.iter().flat_map(|s| s.edges.iter()).collect();
+    edges.sort_by_key(|e| e.0);
+    if total <= CHUNK {
+        let mut all = Vec::with_capacity(total as usize);
+        for (at, b) in edges {
+            if *at != all.len() as u64 {
+                return None;
+            }
+            all.extend_from_slice(b);
+        }
+        return (all.len() as u64 == total).then(|| blake3::hash(&all));
+    }
+    let mut nodes: Vec<Node> = segments
+        .iter()
+        .flat_map(|s| s.nodes.iter().copied())
+        .collect();
+    let mut i = 0;
+    while i < edges.len() {
+        let chunk_start = edges[i].0 / CHUNK * CHUNK;
+        let mut h = Hasher::new();
+        h.set_input_offset(chunk_start);
+        let mut at = chunk_start;
+        while i < edges.len() && edges[i].0 / CHUNK * CHUNK == chunk_start {
+            if edges[i].0 != at {
+                return None;
+            }
+            h.update(&edges[i].1);
+            at += edges[i].1.len() as u64;
+            i += 1;
+        }
+        if at != (chunk_start + CHUNK).min(total) {
+            return None;
+        }
+        nodes.push(Node {
+            start: chunk_start,
+            len: at - chunk_start,
+            cv: h.finalize_non_root(),
+        });
+    }
+    nodes.sort_by_key(|n| n.start);
+    let mut stack: Vec<Node> = Vec::new();
+    let mut expect = 0;
+    for n in nodes {
+        if n.start != expect {
+            return None;
+        }
+        expect += n.len;
+        stack.push(n);
+        while stack.len() >= 2 {
+            let (l, r) = (stack[stack.len() - 2], stack[stack.len() - 1]);
+            let siblings =
+                l.chunks() == r.chunks() && (l.start / CHUNK).is_multiple_of(2 * l.chunks());
+            if !siblings || l.len + r.len >= total {
+                break;
+            }
+            stack.truncate(stack.len() - 2);
+            stack.push(Node {
+                start: l.start,
+                len: l.len + r.len,
+                cv: merge_subtrees_non_root(&l.cv, &r.cv, Mode::Hash),
+            });
+        }
+    }
+    if expect != total || stack.len() < 2 {
+        return None;
+    }
+    while stack.len() > 2 {
+        let r = stack.pop()?;
+        let l = stack.pop()?;
+        stack.push(Node {
+            start: l.start,
+            len: l.len + r.len,
+            cv: merge_subtrees_non_root(&l.cv, &r.cv, Mode::Hash),
+        });
+    }
+    Some(merge_subtrees_root(&stack[0].cv, &stack[1].cv, Mode::Hash))
+}
+
+/// Where one tensor sits in the component streams.
+pub struct Member {
+    pub component: usize,
+    pub segment: Segment,
+}
+
+/// The component streams of one file: which tensors each holds, in canonical order.
+pub struct Plan {
+    /// Component names, index-aligned with `totals`.
+    pub names: Vec<&'static str>,
+    pub totals: Vec<u64>,
+    /// Tensors of each component in canonical order.
+    pub order: Vec<Vec<usize>>,
+    /// Per tensor: its component and segment (`None` for buffers, EMA, junk).
+    pub members: Vec<Option<Member>>,
+}
+
+impl Plan {
+    /// Lays out every component's stream (SPEC §5: component tensors only, sorted by canonical name).
+    pub fn new(tensors: &[TensorInfo], class: &Classification) -> Plan {
+        let mut by_comp: BTreeMap<&'static str, Vec<(&str, usize)>> = BTreeMap::new();
+        for (i, (t, role)) in tensors.iter().zip(&class.roles).enumerate() {
+            if let Role::Component { name, prefix_len } = role {
+                let canonical = t.name.get(*prefix_len..).unwrap_or(&t.name);
+                by_comp.entry(name).or_default().push((canonical, i));
+            }
+        }
+        let mut plan = Plan {
+            names: Vec::new(),
+            totals: Vec::new(),
+            order: Vec::new(),
+            members: (0..tensors.len()).map(|_| None).collect(),
+        };
+        for (c, (name, mut list)) in by_comp.into_iter().enumerate() {
+            list.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            let frames: Vec<Vec<u8>> = list
+                .iter()
+                .map(|&(canon, i)| {
+                    let t = &tensors[i];
+                    framing(canon, t.dtype.name(), &t.shape, t.len)
+                })
+                .collect();
+            let total: u64 = list
+                .iter()
+                .zip(&frames)
+                .map(|(&(_, i), f)| f.len() as u64 + tensors[i].len)
+                .sum();
+            let mut at = 0;
+            for (&(_, i), f) in list.iter().zip(&frames) {
+                plan.members[i] = Some(Member {
+                    component: c,
+                    segment: Segment::new(at, f, tensors[i].len, total),
+                });
+                at += f.len() as u64 + tensors[i].len;
+            }
+            plan.names.push(name);
+            plan.totals.push(total);
+            plan.order.push(list.into_iter().map(|(_, i)| i).collect());
+        }
+        plan
+    }
+
+    /// Each component's hash (lowercase hex); components with missing bytes are left out.
+    pub fn finish(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (c, name) in self.names.iter().enumerate() {
+            let segs: Option<Vec<&Segment>> = self.order[c]
+                .iter()
+                .map(|&i| self.members[i].as_ref().map(|m| &m.segment))
+                .collect();
+            if let Some(h) = segs.and_then(|s| finish(&s, self.totals[c])) {
+                out.insert(name.to_string(), h.to_hex().to_string());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random bytes (xorshift), so tests need no extra crate.
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Splits `stream` at `cuts` into segments, feeds them in `order` in pieces of `piece` bytes.
+    fn hash_split(stream: &[u8], cuts: &[usize], order: &[usize], piece: usize) -> blake3::Hash {
+        let total = stream.len() as u64;
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(stream.len());
+        let mut segs: Vec<Segment> = bounds
+            .windows(2)
+            .map(|w| Segment::new(w[0] as u64, &[], (w[1] - w[0]) as u64, total))
+            .collect();
+        for &k in order {
+            let part = &stream[bounds[k]..bounds[k + 1]];
+            for p in part.chunks(piece.max(1)) {
+                segs[k].feed(p);
+            }
+        }
+        let refs: Vec<&Segment> = segs.iter().collect();
+        finish(&refs, total).expect("complete")
+    }
+
+    #[test]
+    fn split_streams_hash_like_one_stream() {
+        let lens = [
+            1usize,
+            1023,
+            1024,
+            1025,
+            2047,
+            2048,
+            2049,
+            3072,
+            4096,
+            5000,
+            8192,
+            70_000,
+            1 << 20,
+        ];
+        for (n, &len) in lens.iter().enumerate() {
+            let data = bytes(len, n as u64 + 7);
+            let want = blake3::hash(&data);
+            let mut cuts: Vec<usize> = bytes(6, len as u64)
+                .iter()
+                .map(|b| (*b as usize * len) / 256)
+                .filter(|&c| c > 0 && c < len)
+                .collect();
+            cuts.sort();
+            cuts.dedup();
+            let k = cuts.len() + 1;
+            let fwd: Vec<usize> = (0..k).collect();
+            let rev: Vec<usize> = (0..k).rev().collect();
+            for piece in [1, 700, 4096, 1 << 20] {
+                assert_eq!(hash_split(&data, &cuts, &fwd, piece), want, "len {len}");
+                assert_eq!(hash_split(&data, &cuts, &rev, piece), want, "len {len}");
+            }
+            // chunk-aligned cuts as well
+            let aligned: Vec<usize> = (1..len / 1024).map(|c| c * 1024).collect();
+            let order: Vec<usize> = (0..=aligned.len()).rev().collect();
+            assert_eq!(hash_split(&data, &aligned, &order, 3000), want);
+        }
+    }
+
+    #[test]
+    fn missing_bytes_give_no_hash() {
+        let total = 5000;
+        let mut s = Segment::new(0, &[], total, total);
+        s.feed(&bytes(4000, 1));
+        assert!(finish(&[&s], total).is_none());
+    }
+
+    /// The small vectors of docs/component-hash.md (computed there by a Python implementation).
+    #[test]
+    fn doc_vectors() {
+        use crate::dtype::Dtype;
+        let t = |name: &str, dtype, shape: &[u64], start, len| TensorInfo {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+            start,
+            len,
+            strides: None,
+        };
+        let vae = Role::Component {
+            name: "vae",
+            prefix_len: 0,
+        };
+        let class = |n| Classification {
+            kind: "vae",
+            arch: "sd1",
+            roles: vec![vae.clone(); n],
+            expected_text_encoders: vec![],
+        };
+        let hash = |tensors: &[TensorInfo], data: &[u8]| {
+            let mut plan = Plan::new(tensors, &class(tensors.len()));
+            for (i, t) in tensors.iter().enumerate() {
+                let m = plan.members[i].as_mut().unwrap();
+                m.segment
+                    .feed(&data[t.start as usize..(t.start + t.len) as usize]);
+            }
+            plan.finish()["vae"].clone()
+        };
+        assert_eq!(
+            hash(&[t("a", Dtype::U8, &[4], 0, 4)], &[0, 1, 2, 3]),
+            "46b97d1fed2ea2ba18ce3c721e5103d4de1432d96a0b08fdfa5310cf88882fab"
+        );
+        let mut data: Vec<u8> = (0..8).collect();
+        data.extend_from_slice(&1.0f32.to_le_bytes());
+        assert_eq!(
+            hash(
+                &[
+                    t("w", Dtype::F16, &[2, 2], 0, 8),
+                    t("b", Dtype::F32, &[], 8, 4)
+                ],
+                &data
+            ),
+            "f47e986c78a8d0588564f1ba67702b531b9987f02fbc12004f024669992c6f22"
+        );
+    }
+
+    #[test]
+    fn framing_layout() {
+        let f = framing("a.b", "F16", &[2, 3], 12);
+        let mut want = b"a.b\0F16\0".to_vec();
+        for v in [2u64, 2, 3, 12] {
+            want.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(f, want);
+    }
+}
