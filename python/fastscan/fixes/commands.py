@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,16 +93,6 @@ def fix(
         return Result(out_path, [*notes, *p.actions])
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        buf = bytearray(16 << 20)
-        view = memoryview(buf)
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
-
-
 def convert(file: str | os.PathLike, out: str | os.PathLike, *, force: bool = False) -> Result:
     """Converts a pickle checkpoint to safetensors without executing it; records source hashes."""
     src_path = _existing(file)
@@ -117,9 +106,7 @@ def convert(file: str | os.PathLike, out: str | os.PathLike, *, force: bool = Fa
         report = _core.scan_file(str(src_path), hash="full", sha256=True)
         if report.get("error"):
             raise FixError(report["error"]["message"])
-        hashes = {"blake3": report["hashes"].get("blake3"), "sha256": report["hashes"].get("sha256")}
-        if not hashes["sha256"]:
-            hashes["sha256"] = _sha256(src_path)
+        hashes = {"blake3": report["hashes"]["blake3"], "sha256": report["hashes"]["sha256"]}
         p = planning.plan_convert(src, hashes)
         for f in report.get("findings", []):
             if f.get("severity") == "critical":
