@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Mutex;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn options(hash: &str, sha256: bool) -> PyResult<ScanOptions> {
     let hash = match hash {
         "none" => HashMode::None,
