@@ -28,13 +28,18 @@ pub use datapass::HashMode;
 pub use report::FileReport;
 pub use scan::{scan_file, ScanOptions};
 
-/// Scans files in parallel, calling `on_done` with each report as it finishes (in completion order).
-pub fn scan_files<F>(paths: &[PathBuf], opts: &ScanOptions, on_done: F)
-where
-    F: Fn(FileReport) + Sync,
+/// Scans files in parallel (through `cache` when given), calling `on_done` with each report as JSON
+/// as it finishes (in completion order).
+pub fn scan_files<F>(
+    paths: &[PathBuf],
+    opts: &ScanOptions,
+    cache: Option<&cache::Cache>,
+    on_done: F,
+) where
+    F: Fn(serde_json::Value) + Sync,
 {
     paths
         .par_iter()
         .with_max_len(1)
-        .for_each(|p| on_done(scan_file(p, opts)));
+        .for_each(|p| on_done(cache::scan_cached(p, opts, cache)));
 }

@@ -1,6 +1,6 @@
 //! Finding the files to scan under one or more roots.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
 
@@ -116,13 +116,6 @@ fn error_path(e: &ignore::Error) -> Option<PathBuf> {
         ignore::Error::WithLineNumber { err, .. } => error_path(err),
         _ => None,
     }
-}
-
-/// True when `path` names a regular file (after following links).
-pub fn is_regular_file(path: &Path) -> bool {
-    std::fs::metadata(path)
-        .map(|m| m.is_file())
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
 //! `fastscan._core`: the Python face of fastscan-core. Plain data in, plain dicts out.
 
-use fastscan_core::cache::{scan_cached, Cache};
-use fastscan_core::{FileReport, HashMode, ScanOptions};
+use fastscan_core::cache::Cache;
+use fastscan_core::{scan_files, FileReport, HashMode, ScanOptions};
 use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
-use rayon::prelude::*;
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Mutex;
@@ -135,8 +134,7 @@ impl Scanner {
         std::thread::spawn(move || {
             let tx = Mutex::new(tx);
             pool.install(|| {
-                paths.par_iter().with_max_len(1).for_each(|p| {
-                    let v = scan_cached(p, &opts, cache.as_ref());
+                scan_files(&paths, &opts, cache.as_ref(), |v| {
                     let _ = tx.lock().unwrap().send(v);
                 })
             });
