@@ -33,6 +33,23 @@ pub struct Classification {
     pub expected_text_encoders: Vec<&'static str>,
 }
 
+impl Classification {
+    /// A classification whose tensor roles `role` gives (and no expected text encoders).
+    pub(crate) fn by_role(
+        tensors: &[TensorInfo],
+        kind: &'static str,
+        arch: &'static str,
+        role: impl Fn(&TensorInfo) -> Role,
+    ) -> Classification {
+        Classification {
+            kind,
+            arch,
+            roles: tensors.iter().map(role).collect(),
+            expected_text_encoders: vec![],
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Condition {
     key: String,
@@ -204,22 +221,18 @@ fn ema_only(tensors: &[TensorInfo]) -> Option<Classification> {
         return None;
     }
     let rule = ema_arch(tensors)?;
-    let roles = tensors
-        .iter()
-        .map(|t| {
+    Some(Classification::by_role(
+        tensors,
+        "unet",
+        leak(&rule.arch),
+        |t| {
             if is_buffer(&t.name) {
                 Role::Buffer
             } else {
                 Role::Ema
             }
-        })
-        .collect();
-    Some(Classification {
-        kind: "unet",
-        arch: leak(&rule.arch),
-        roles,
-        expected_text_encoders: vec![],
-    })
+        },
+    ))
 }
 
 /// Every non-buffer tensor of the file belongs to one component.
@@ -229,25 +242,16 @@ pub(crate) fn whole(
     arch: &'static str,
     comp: &'static str,
 ) -> Classification {
-    let roles = tensors
-        .iter()
-        .map(|t| {
-            if is_buffer(&t.name) {
-                Role::Buffer
-            } else {
-                Role::Component {
-                    name: comp,
-                    prefix_len: 0,
-                }
+    Classification::by_role(tensors, kind, arch, |t| {
+        if is_buffer(&t.name) {
+            Role::Buffer
+        } else {
+            Role::Component {
+                name: comp,
+                prefix_len: 0,
             }
-        })
-        .collect();
-    Classification {
-        kind,
-        arch,
-        roles,
-        expected_text_encoders: vec![],
-    }
+        }
+    })
 }
 
 fn checkpoint(tensors: &[TensorInfo], rule: &ArchRule) -> Classification {
@@ -256,15 +260,11 @@ fn checkpoint(tensors: &[TensorInfo], rule: &ArchRule) -> Classification {
         .iter()
         .flat_map(|(c, ps)| ps.iter().map(move |p| (leak(c), p.as_str())))
         .collect();
-    let roles = tensors
-        .iter()
-        .map(|t| role_in_checkpoint(&t.name, &comps))
-        .collect();
     Classification {
-        kind: "checkpoint",
-        arch: leak(&rule.arch),
-        roles,
         expected_text_encoders: rule.text_encoders.iter().map(|s| leak(s)).collect(),
+        ..Classification::by_role(tensors, "checkpoint", leak(&rule.arch), |t| {
+            role_in_checkpoint(&t.name, &comps)
+        })
     }
 }
 
@@ -280,16 +280,9 @@ fn checkpoint_unknown(tensors: &[TensorInfo]) -> Classification {
             }
         }
     }
-    let roles = tensors
-        .iter()
-        .map(|t| role_in_checkpoint(&t.name, &comps))
-        .collect();
-    Classification {
-        kind: "checkpoint",
-        arch: "unknown",
-        roles,
-        expected_text_encoders: vec![],
-    }
+    Classification::by_role(tensors, "checkpoint", "unknown", |t| {
+        role_in_checkpoint(&t.name, &comps)
+    })
 }
 
 fn role_in_checkpoint(name: &str, comps: &[(&'static str, &str)]) -> Role {

@@ -104,12 +104,7 @@ pub fn classify_standalone(tensors: &[TensorInfo], index: &Index) -> Classificat
 }
 
 fn unknown(tensors: &[TensorInfo]) -> Classification {
-    Classification {
-        kind: "unknown",
-        arch: "unknown",
-        roles: vec![Role::Buffer; tensors.len()],
-        expected_text_encoders: vec![],
-    }
+    Classification::by_role(tensors, "unknown", "unknown", |_| Role::Buffer)
 }
 
 /// `(side, is_down)` of a cloneofsimo LoRA key `unet:N:down` / `text_encoder:N:up`.
@@ -151,26 +146,17 @@ fn cloneofsimo(tensors: &[TensorInfo]) -> Classification {
             arch_from_context(te.first().copied().filter(|w| te.iter().all(|x| x == w)))
         }
     };
-    let roles = tensors
-        .iter()
-        .map(|t| {
-            let name = match cloneofsimo_part(&t.name) {
-                Some(("unet", _)) => "unet",
-                Some(_) => "text_encoder",
-                None => "embedding",
-            };
-            Role::Component {
-                name,
-                prefix_len: 0,
-            }
-        })
-        .collect();
-    Classification {
-        kind: "lora",
-        arch,
-        roles,
-        expected_text_encoders: vec![],
-    }
+    Classification::by_role(tensors, "lora", arch, |t| {
+        let name = match cloneofsimo_part(&t.name) {
+            Some(("unet", _)) => "unet",
+            Some(_) => "text_encoder",
+            None => "embedding",
+        };
+        Role::Component {
+            name,
+            prefix_len: 0,
+        }
+    })
 }
 
 fn lora(tensors: &[TensorInfo]) -> Classification {
@@ -193,26 +179,17 @@ fn lora(tensors: &[TensorInfo]) -> Classification {
         });
         arch_from_context(width)
     };
-    let roles = tensors
-        .iter()
-        .map(|t| {
-            let comp = if t.name.starts_with("lora_te") || t.name.starts_with("text_encoder") {
-                "text_encoder"
-            } else {
-                "unet"
-            };
-            Role::Component {
-                name: comp,
-                prefix_len: 0,
-            }
-        })
-        .collect();
-    Classification {
-        kind: "lora",
-        arch,
-        roles,
-        expected_text_encoders: vec![],
-    }
+    Classification::by_role(tensors, "lora", arch, |t| {
+        let comp = if t.name.starts_with("lora_te") || t.name.starts_with("text_encoder") {
+            "text_encoder"
+        } else {
+            "unet"
+        };
+        Role::Component {
+            name: comp,
+            prefix_len: 0,
+        }
+    })
 }
 
 fn embedding(tensors: &[TensorInfo], index: &Index) -> Option<Classification> {
