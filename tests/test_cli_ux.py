@@ -168,7 +168,7 @@ def test_tables_fit_the_width_sizes_never_split_headers_never_cut(demo_scan, wid
     assert all(len(line.rstrip()) <= width for line in lines), [x for x in lines if len(x.rstrip()) > width]
     header = next(line for line in lines if line.split()[:2] == ["kind", "arch"])
     assert header.split() == ["kind", "arch", "files", "size", "crit", "err", "warn", "info", "wasted"]
-    assert "crit/err/warn/info: files with a critical/error/warning/info finding" in text
+    assert "crit/err/warn/info: files with a finding of that severity" in text
     for a, b in zip(lines, lines[1:], strict=False):  # a size is never split across two lines
         assert not (re.search(r"\d(\.\d)?$", a.rstrip()) and re.match(r"\s*(bytes|kB|MB|GB|TB)\b", b)), (a, b)
     for check in ("pickle.dangerous-import", "file.unaccounted-bytes", "text-encoder.missing", "junk.ema"):
@@ -461,3 +461,14 @@ def test_dedupe_delete_keeps_by_rule_and_never_the_last_copy(tmp_path):
     assert a.exists() and not b.exists()
     r = run_cli("dedupe", tmp_path, "--action", "delete", "--apply")  # one copy left: nothing to do
     assert r.returncode == 0 and a.exists() and "0 copies" in r.stdout
+
+
+def test_info_details_shorten_long_lists():
+    from fastscan.render import details_lines
+
+    lines = details_lines({"keys": [f"lora_key_{i}" for i in range(20)]}, "  ")
+    assert lines == [
+        "  keys:",
+        *(f"    - lora_key_{i}" for i in range(8)),
+        "    … and 12 more (--json lists them all)",
+    ]

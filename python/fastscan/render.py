@@ -208,13 +208,11 @@ def summary_table(report: Report) -> Table:
     return t
 
 
-LEGEND = (
-    "crit/err/warn/info: files with a critical/error/warning/info finding (unreadable files count as err)"
-)
+LEGEND = "crit/err/warn/info: files with a finding of that severity (unreadable ones count as err)"
 
 
 def totals_line(report: Report) -> str:
-    """One line, counting files as the tables do: files with problems, unreadable files, wasted bytes."""
+    """Two lines, counting files as the tables do: files with problems and unreadable; wasted bytes."""
     counts = dict.fromkeys(WORST_FIRST, 0)
     unreadable = 0
     for f in report.files:
@@ -222,16 +220,16 @@ def totals_line(report: Report) -> str:
             counts[s] += 1
         unreadable += f.error is not None
     probs = ", ".join(f"{counts[s]} {_sev(s)}" for s in WORST_FIRST)
-    parts = [f"files with problems: {probs}"]
+    first = f"files with problems: {probs}"
     if unreadable:
-        parts.append(f"[bold red]{unreadable} unreadable[/] (in err)")
+        first += f"; [bold red]{unreadable} unreadable[/] (in err)"
     wasted = sum(report.summary.wasted_bytes.values())
     if wasted:
         causes = ", ".join(f"{k} {size(v)}" for k, v in sorted(report.summary.wasted_bytes.items()))
-        parts.append(f"wasted: [bold]{size(wasted)}[/] ({causes})")
+        second = f"wasted: [bold]{size(wasted)}[/] ({causes})"
     else:
-        parts.append("wasted: 0 bytes")
-    return "; ".join(parts)
+        second = "wasted: 0 bytes"
+    return f"{first}\n{second}"
 
 
 def _problem_rows(report: Report) -> list[tuple[str, str, list[str], int]]:
@@ -259,7 +257,7 @@ def print_problems(report: Report, console: Console, *, all_files: bool = False)
     width = console.width
     check_w = max(len("check"), *(len(r[1]) for r in rows))
     files_w = max(len("files"), *(len(str(len(r[2]))) for r in rows))
-    console.print("[italic]Problems[/]", highlight=False)
+    console.print("\n[italic]Problems[/]", highlight=False)
     head = f"{'sev':<4}  {'check':<{check_w}}  {'files':>{files_w}}  {'saves':>{SIZE_WIDTH}}"
     console.print(f"[bold]{head}[/]", highlight=False)
     indent = "      "
@@ -311,7 +309,7 @@ def print_files(report: Report, console: Console) -> None:
     affected.sort(key=lambda f: (-SEVERITY_RANK.get(f.worst or "info", 0), f.path))
     if not affected:
         return
-    console.print(f"[italic]Affected files[/] ({len(affected)})", highlight=False)
+    console.print(f"\n[italic]Affected files[/] ({len(affected)})", highlight=False)
     for f in affected:
         console.print(f"[bold]{escape(f.path)}[/]", highlight=False, overflow="fold")
         remedies: list[Remedy] = []
@@ -458,14 +456,20 @@ def print_file(f: FileReport, console: Console, *, all_metadata: bool = False) -
         return
     console.print("[bold]Findings")
     for x in f.findings:
-        console.print(
-            f"  {_sev(x.severity)} [bold]{escape(x.check)}[/]: {escape(x.message)}", highlight=False
-        )
+        sev = SEVERITY_ABBR.get(x.severity, x.severity)
+        prefix = f"  {_sev(x.severity)} [bold]{escape(x.check)}[/]: "
+        print_wrapped(console, prefix, len(f"  {sev} {x.check}: "), x.message)
         if x.details not in (None, {}, []):
-            console.print(escape("\n".join(details_lines(x.details, "      "))), highlight=False)
+            # Never wrapped by rich: a tensor name stays one copyable line (the terminal may fold it).
+            console.print(
+                escape("\n".join(details_lines(x.details, "      "))), highlight=False, soft_wrap=True
+            )
         r = remedy(x.check)
         if r is not Remedy.review:
             console.print(f"      [green]→[/] {escape(how(r, f.path))}", highlight=False)
+
+
+LIST_SHOWN = 8  # items of a long list in a finding's details shown by `info`
 
 
 def details_lines(value: Any, indent: str = "", width: int = 80) -> list[str]:
@@ -475,9 +479,11 @@ def details_lines(value: Any, indent: str = "", width: int = 80) -> list[str]:
         return [indent + compact]
     lines = []
     if isinstance(value, list):
-        for item in value:
+        for item in value[:LIST_SHOWN] if len(value) > LIST_SHOWN + 2 else value:
             text = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
             lines.append(f"{indent}- {text}")
+        if len(value) > LIST_SHOWN + 2:
+            lines.append(f"{indent}… and {len(value) - LIST_SHOWN} more (--json lists them all)")
         return lines
     for k, v in value.items():
         inner = json.dumps(v, ensure_ascii=False)
@@ -524,6 +530,6 @@ def print_duplicates(report: Report, console: Console) -> None:
     n = sum(1 for g in groups if g["type"] != "shared-component")
     console.print(
         f"{n} group(s) of redundant copies: deleting all but the kept copies would free "
-        f"{size(reclaimable(groups))}; {len(groups) - n} shared-component group(s) are not reclaimable so",
+        f"{size(reclaimable(groups))}; {len(groups) - n} shared-component group(s) free nothing that way",
         highlight=False,
     )
