@@ -60,6 +60,8 @@ def _call(name: str, *args: Any, **kw: Any) -> Any:
     try:
         with _busy(f"{name.replace('_', '-')} {args[0]}"):
             return getattr(commands, name)(*args, **kw)
+    except commands.Unrepairable as e:
+        raise fail(str(e), EXIT_FINDINGS) from None
     except FixError as e:
         raise fail(str(e)) from None
 
@@ -134,7 +136,7 @@ def fix(
     if single and not dry_run and not (backup is not None or in_place):
         res = _call("fix", paths[0], output, **opts, force=force)
         raise typer.Exit(_print_result(res))
-    if output is not None:
+    if output is not None and not single:
         raise fail("-o OUT takes one file; several files are fixed in place with --backup DIR")
     if not dry_run and backup is None:
         raise fail("fixing in place needs --backup DIR: each file is replaced only after a verified backup")

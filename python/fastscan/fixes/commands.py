@@ -28,6 +28,10 @@ class Result:
     saved: int | None = None
 
 
+class Unrepairable(FixError):
+    """The file is too damaged to read, in ways no fix can undo: it needs a new copy."""
+
+
 def unrepairable(path: Path) -> list[str]:
     """The file's error and critical findings no fix repairs, as `check: message` (data pass included)."""
     report = _core.scan_file(str(path), hash="components")
@@ -102,7 +106,7 @@ def fix(
         source = Source(src_path)
     except FixError as e:
         if bad:
-            raise FixError(f"{e}; cannot be repaired ({'; '.join(bad)}): re-download it") from None
+            raise Unrepairable(f"{e}; cannot be repaired ({'; '.join(bad)}): re-download it") from None
         raise
     with source as src:
         if src.table["format"] != "safetensors":
