@@ -49,7 +49,12 @@ def command(
     jobs: JobsOpt = 0,
     no_cache: NoCacheOpt = False,
 ) -> None:
-    """Group byte-identical files, files sharing a component, and same weights packaged differently."""
+    """Find duplicate models; link or delete redundant copies.
+
+    Groups byte-identical files, same weights packaged differently, and components (a VAE, a text
+    encoder) shared by several files. `--action` replaces redundant identical copies (a dry run unless
+    `--apply`).
+    """
     from fastscan.api import scan
     from fastscan.dedupe import find_duplicates
 

@@ -26,7 +26,10 @@ def command(
         bool, typer.Option("--force", help="Write into DIR even when it holds files the demo did not make.")
     ] = False,
 ) -> None:
-    """Write a small library of files with known problems (from the real layouts), then scan it."""
+    """Write a demo library of files with known problems, then scan it.
+
+    The files are sparse, built from real tensor layouts: ~32 GB apparent, a few MB on disk.
+    """
     from fastscan import demo
     from fastscan.api import scan
 

@@ -52,6 +52,8 @@ def usage_message(e: Exception) -> str:
     """A framework usage error (unknown option, bad value, missing argument) said in plain words."""
     name = type(e).__name__
     ctx = getattr(e, "ctx", None)
+    if name == "NoArgsIsHelpError":
+        return str(getattr(e, "message", e))
     if name == "NoSuchOption":
         opt = getattr(e, "option_name", "")
         close = difflib.get_close_matches(opt, _option_names(ctx), n=1, cutoff=0.75)
@@ -69,8 +71,11 @@ def usage_message(e: Exception) -> str:
 
 
 def report_usage_error(e: Exception) -> int:
-    """Prints a usage error with the command to get help; returns the exit code (2)."""
+    """Prints a usage error with the command to get help; returns the exit code (2; 0 for bare help)."""
     ctx = getattr(e, "ctx", None)
+    if type(e).__name__ == "NoArgsIsHelpError":  # `fastscan` alone: the help, as asked
+        typer.echo(usage_message(e))
+        return EXIT_OK
     where = ctx.command_path if ctx is not None else "fastscan"
     typer.echo(f"fastscan: error: {usage_message(e)}", err=True)
     typer.echo(f"(see `{where} --help`)", err=True)

@@ -211,7 +211,10 @@ def convert(
     dry_run: DryRunOpt = False,
     force: ForceOpt = False,
 ) -> None:
-    """Convert pickle checkpoints to safetensors without executing them (OUT: NAME.safetensors)."""
+    """Convert pickle checkpoints to safetensors, never running them.
+
+    OUT defaults to the input's name with `.safetensors`; a folder converts every pickle checkpoint in it.
+    """
     from fastscan.fixes import commands
     from fastscan.fixes.errors import FixError
 
@@ -253,7 +256,7 @@ def extract(
     output: Annotated[Path, typer.Option("-o", "--output", metavar="OUT", help="File to write.")],
     force: ForceOpt = False,
 ) -> None:
-    """Write one component alone, under the names a standalone file of it has."""
+    """Write one component alone, under its standalone names."""
     raise typer.Exit(_print_result(_call("extract", file, component.value, output, force=force)))
 
 
@@ -263,7 +266,10 @@ def bake_vae(
     output: Annotated[Path, typer.Option("-o", "--output", metavar="OUT", help="File to write.")],
     force: ForceOpt = False,
 ) -> None:
-    """Replace a checkpoint's VAE with a standalone one (warns when it belongs to another architecture)."""
+    """Replace a checkpoint's VAE with a standalone one.
+
+    Every shape is checked; a VAE of another architecture than the checkpoint gets a warning.
+    """
     _warn_arch(ckpt, vae)
     raise typer.Exit(_print_result(_call("bake_vae", ckpt, vae, output, force=force)))
 

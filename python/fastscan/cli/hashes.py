@@ -78,7 +78,7 @@ def command(
     jobs: JobsOpt = 0,
     no_cache: NoCacheOpt = False,
 ) -> None:
-    """Print file hashes as b3sum / sha256sum do, as AutoV2 ids or as CSV; or check files against a list."""
+    """Print or check hash lines: b3sum, sha256sum, AutoV2, CSV."""
     if check is not None:
         if paths:
             raise fail("--check LIST takes the file names from LIST; give no PATH")

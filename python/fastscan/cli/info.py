@@ -23,7 +23,10 @@ def command(
         bool, typer.Option("--all-metadata", help="Print every metadata key and value in full.")
     ] = False,
 ) -> None:
-    """Describe one file in detail: format, kind, arch, components, hashes, metadata, findings."""
+    """Describe one file in detail.
+
+    Format, kind, arch, components, hashes, metadata, and each finding with what to do about it.
+    """
     from fastscan.api import scan_one
 
     if os.path.isdir(path):

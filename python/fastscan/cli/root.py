@@ -119,7 +119,9 @@ def run(argv: list[str] | None = None) -> None:
         typer.echo("fastscan: error: interrupted", err=True)
         code = EXIT_INTERRUPTED
     except typer.TyperException as e:  # the framework's usage errors (unknown option, bad value, ...)
-        code = report_usage_error(e) if getattr(e, "exit_code", 1) == 2 else 1
-        if code == 1:
+        if getattr(e, "exit_code", 1) == 2:
+            code = report_usage_error(e)
+        else:
             typer.echo(f"fastscan: error: {e}", err=True)
+            code = 1
     sys.exit(code if isinstance(code, int) else 0)
