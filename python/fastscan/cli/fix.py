@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from fastscan.cli.choices import Component, Dtype, Prune, choice
-from fastscan.cli.errors import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, fail, warn
+from fastscan.cli.errors import EXIT_FINDINGS, EXIT_OK, fail, warn
 
 OutOpt = Annotated[
     Path | None, typer.Option("-o", "--output", metavar="OUT", help="File to write (never the input).")
@@ -287,5 +287,3 @@ def _warn_arch(ckpt: Path, vae: Path) -> None:
     elif "unknown" not in (c.arch, v.arch) and c.arch != v.arch:
         warn(f"{vae} is a VAE of {v.arch} and {ckpt} is {c.arch}: the images will come out wrong")
 
-
-__all__ = ["fix", "convert", "extract", "bake_vae", "EXIT_USAGE"]

@@ -203,7 +203,7 @@ mod tests {
         let lib = root.join("lib");
         std::fs::create_dir(&lib).unwrap();
         std::os::unix::fs::symlink(root.join("gone"), lib.join("dangling.safetensors")).unwrap();
-        let (files, errors) = walk(&[lib.clone()], true, 1);
+        let (files, errors) = walk(std::slice::from_ref(&lib), true, 1);
         assert!(files.is_empty());
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].kind, WalkErrorKind::Io);
