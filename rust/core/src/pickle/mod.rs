@@ -38,7 +38,11 @@ pub fn looks_like_protocol0(head: &[u8]) -> bool {
     if !matches!(head.first(), Some(b) if STARTERS.contains(b)) {
         return false;
     }
-    let r = reader::run(head, 0, Limits::default());
+    let strict = Limits {
+        resync: false,
+        ..Limits::default()
+    };
+    let r = reader::run(head, 0, strict);
     let names_ok = r.imports.iter().all(|i| {
         !i.module.is_empty()
             && !i.name.is_empty()
@@ -84,13 +88,15 @@ pub fn scan(bytes: &[u8], format: Format) -> Result<PickleScan, String> {
     })
 }
 
-/// One distinct import seen, with where it first appeared.
+/// One distinct import seen, with where it first appeared and how the pickle uses it.
 struct Seen {
     verdict: Verdict,
     position: usize,
     offset: Option<u64>,
     opcode: &'static str,
     unresolved: Option<String>,
+    used: Option<&'static str>,
+    written: Option<String>,
     count: u64,
 }
 
@@ -104,12 +110,12 @@ struct Collector {
 }
 
 impl Collector {
-    /// Records the imports of one run; `base` is the file offset of the pickle buffer's byte 0.
-    fn record(&mut self, entry: Option<&str>, base: Option<u64>, run: &Run) {
-        for imp in &run.imports {
+    /// Records imports found in `entry`; `base` is the file offset of the pickle buffer's byte 0.
+    fn record(&mut self, entry: Option<&str>, base: Option<u64>, imports: &[reader::Import]) {
+        for imp in imports {
             let verdict = match &imp.unresolved {
                 Some(_) => Verdict::Dangerous(
-                    "an import the pickle computes at load time cannot be checked",
+                    "an import the pickle computes at load time cannot be checked".into(),
                 ),
                 None => imports::classify(&imp.module, &imp.name),
             };
@@ -123,13 +129,18 @@ impl Collector {
             );
             self.imports
                 .entry(key)
-                .and_modify(|s| s.count += 1)
+                .and_modify(|s| {
+                    s.count += 1;
+                    s.used = s.used.or(imp.used);
+                })
                 .or_insert(Seen {
                     verdict,
                     position: imp.pos,
                     offset: base.map(|b| b + imp.pos as u64),
                     opcode: imp.opcode,
                     unresolved: imp.unresolved.clone(),
+                    used: imp.used,
+                    written: imp.written.clone(),
                     count: 1,
                 });
         }
@@ -153,34 +164,43 @@ impl Collector {
                 "offset": s.offset,
                 "opcode": s.opcode,
                 "count": s.count,
+                "used": s.used,
             });
-            match s.verdict {
-                Verdict::Dangerous(why) => {
-                    details["reason"] = json!(why);
-                    if let Some(u) = &s.unresolved {
-                        details["unresolved"] = json!(u);
-                    }
-                    let message = match &s.unresolved {
-                        Some(u) => format!(
-                            "pickle {} at byte {}: {u} ({module} {name}); it cannot be checked, so it counts as dangerous",
-                            s.opcode, s.position
-                        ),
-                        None => format!("pickle imports {module}.{name}: {why}; loading this file can run code"),
-                    };
+            if let Some(w) = &s.written {
+                details["written"] = json!(w);
+            }
+            let why = match (&s.verdict, s.used) {
+                (Verdict::Dangerous(why), _) => why.clone(),
+                (_, Some(how)) => format!("not on the allow-list, and used by the pickle ({how})"),
+                _ => {
                     self.findings.push(Finding::new(
-                        "pickle.dangerous-import",
-                        Severity::Critical,
-                        message,
+                        "pickle.unknown-import",
+                        Severity::Warning,
+                        format!(
+                            "pickle imports {module}.{name}, which is not on the allow-list (never called)"
+                        ),
                         details,
                     ));
+                    continue;
                 }
-                _ => self.findings.push(Finding::new(
-                    "pickle.unknown-import",
-                    Severity::Warning,
-                    format!("pickle imports {module}.{name}, which a checkpoint does not need"),
-                    details,
-                )),
+            };
+            details["reason"] = json!(why);
+            if let Some(u) = &s.unresolved {
+                details["unresolved"] = json!(u);
             }
+            let message = match &s.unresolved {
+                Some(u) => format!(
+                    "pickle {} at byte {}: {u} ({module} {name}); it cannot be checked, so it counts as dangerous",
+                    s.opcode, s.position
+                ),
+                None => format!("pickle imports {module}.{name}: {why}; loading this file can run code"),
+            };
+            self.findings.push(Finding::new(
+                "pickle.dangerous-import",
+                Severity::Critical,
+                message,
+                details,
+            ));
         }
         if !self.invalid.is_empty() {
             let first = self.invalid[0]["reason"].as_str().unwrap_or("").to_string();
@@ -224,7 +244,7 @@ fn run_one<'a>(
     report_error: bool,
 ) -> Run<'a> {
     let run = reader::run(data, pos, Limits::default());
-    c.record(entry, base, &run);
+    c.record(entry, base, &run.imports);
     if report_error {
         if let Some((p, why)) = &run.error {
             c.invalid(entry, Some(*p), why.clone());
