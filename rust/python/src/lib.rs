@@ -98,6 +98,23 @@ fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAn
     pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+/// Every import in a raw pickle stream (all its pickles), never loading it: [{module, name, opcode, pos,
+/// used, unresolved, written}] in stream order; `module`/`name` as CPython resolves them.
+#[pyfunction]
+fn pickle_imports<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let imports = py.detach(|| fastscan_core::pickle::imports_of(data));
+    let v: Vec<serde_json::Value> = imports
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "module": i.module, "name": i.name, "opcode": i.opcode, "pos": i.pos, "used": i.used,
+                "unresolved": i.unresolved, "written": i.written,
+            })
+        })
+        .collect();
+    pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 /// Scans files in parallel in the background; iterate to receive each report (a dict) as it finishes.
 ///
 /// With `cache` (a database path), unchanged files are served from it without being opened.
@@ -164,6 +181,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(walk, m)?)?;
     m.add_function(wrap_pyfunction!(scan_file, m)?)?;
     m.add_function(wrap_pyfunction!(read_tensors, m)?)?;
+    m.add_function(wrap_pyfunction!(pickle_imports, m)?)?;
     m.add_class::<Scanner>()?;
     Ok(())
 }

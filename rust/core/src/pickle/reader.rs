@@ -88,6 +88,8 @@ pub enum Obj<'a> {
     Instance,
     Storage(Box<StorageRef>),
     Tensor(Box<TensorRef>),
+    /// A persistent id that is a plain string or int (the legacy tar format's tensor keys).
+    PersKey(String),
     /// A persistent id that is no storage, a buffer, or anything else opaque.
     Opaque,
 }
@@ -491,7 +493,12 @@ impl<'a> Machine<'a> {
             .unwrap_or_default();
         let is_storage = items.len() >= 5 && self.str_of(items[0]) == Some("storage");
         if !is_storage {
-            return self.alloc(Obj::Opaque);
+            let key = match &self.objs[pid as usize] {
+                Obj::Str(s) => Obj::PersKey(s.to_string()),
+                Obj::Int(v) => Obj::PersKey(v.to_string()),
+                _ => Obj::Opaque,
+            };
+            return self.alloc(key);
         }
         let class = match self.global_name(items[1]) {
             Some((m, n)) => format!("{m}.{n}"),
@@ -551,7 +558,7 @@ impl<'a> Machine<'a> {
             Op::Bool(b) => self.push(Obj::Bool(*b))?,
             Op::Float(f) => self.push(Obj::Float(*f))?,
             Op::None => self.push(Obj::None)?,
-            Op::PersId(_) => self.push(Obj::Opaque)?,
+            Op::PersId(k) => self.push(Obj::PersKey(k.to_string()))?,
             Op::BinPersId => {
                 let pid = self.pop()?;
                 let s = self.persistent(pid)?;
@@ -869,9 +876,7 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
                 }
                 // CPython stops here, but a scanner that stops can be blinded by any operand it
                 // parses differently: go on lexically after the opcode that cannot be decoded.
-                if lexical.is_none() {
-                    lexical = Some(m.go_lexical());
-                }
+                lexical.get_or_insert_with(|| m.go_lexical()).garbled = true;
                 pos = resync_point(data, pos);
                 continue;
             }
@@ -904,7 +909,8 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
             m.proto = p;
         }
         pos = next;
-        if is_stop {
+        // Past an undecodable opcode a STOP byte ends nothing: the rest of the data is read to its end.
+        if is_stop && !lexical.as_ref().is_some_and(|sh| sh.garbled) {
             complete = true;
             break;
         }
@@ -966,6 +972,9 @@ fn lexical_step(sh: &mut Shadow, op: &Op, pos: usize, m: &mut Machine, record: b
         Op::Ext(code) => Some(ext_import(*code, pos)),
         _ => None,
     };
+    // Past an undecodable opcode the bytes may be anything (CPython stops there): only imports of
+    // names the import system can resolve are kept, so random data does not read as code.
+    let imp = imp.filter(|i| !sh.garbled || importable(i));
     if let Some(mut imp) = imp {
         imp.used = Some(UNTRACKED);
         keep_import(&mut m.imports, imp, m.limits.max_imports);
@@ -980,6 +989,8 @@ struct Shadow {
     last: [Option<String>; 2],
     /// Every memo key set (values unused): what MEMOIZE numbers the next slot with.
     keys: Memo,
+    /// True past an opcode that could not be decoded: what follows may be no pickle at all.
+    garbled: bool,
     /// False once more keys were set than [`SHADOW_KEYS`] (or before the stream's start was seen).
     len_known: bool,
     values: HashMap<u64, String>,
@@ -995,6 +1006,7 @@ impl Shadow {
         Shadow {
             last: [None, None],
             keys,
+            garbled: false,
             len_known,
             values: HashMap::new(),
         }
@@ -1042,6 +1054,20 @@ impl Shadow {
     }
 }
 
+/// A resolved import of dotted identifiers (what `import` can find on a real system).
+fn importable(i: &Import) -> bool {
+    let dotted = |s: &str| {
+        !s.is_empty()
+            && s.split('.').all(|p| {
+                p.bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                    && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
+    };
+    i.unresolved.is_none() && dotted(&i.module) && dotted(&i.name)
+}
+
 /// Records an import in lexical mode: all of them up to the limit, past it only dangerous ones (a few more).
 fn keep_import(imports: &mut Vec<Import>, imp: Import, limit: usize) {
     if imports.len() < limit {
@@ -1058,7 +1084,7 @@ fn keep_import(imports: &mut Vec<Import>, imp: Import, limit: usize) {
     }
 }
 
-/// What [`scan_reader`] found in a stream.
+/// What [`run_stream`] found in a stream.
 pub struct StreamScan {
     pub imports: Vec<Import>,
     /// The first problem: where (stream offset) and why.
@@ -1067,14 +1093,14 @@ pub struct StreamScan {
     pub end: usize,
 }
 
-/// Bytes [`scan_reader`] keeps buffered ahead of the opcode it decodes.
+/// Bytes [`run_stream`] keeps buffered ahead of the opcode it decodes.
 const WINDOW: usize = 1 << 20;
 
 /// Scans a pickle stream too large to hold (the rest of a deflated entry past what was inflated in
 /// memory) for imports, lexically, in bounded memory: every pickle in it, every opcode, operands of any
 /// size skipped in place. `origin` is the stream offset of the first byte read; `proto` the protocol in
 /// force there. The memo's state before `origin` is unknown, so slots filled earlier never resolve.
-pub fn scan_reader(src: &mut dyn Read, origin: usize, proto: u8, limits: Limits) -> StreamScan {
+pub fn run_stream(src: &mut dyn Read, origin: usize, proto: u8, limits: Limits) -> StreamScan {
     let mut imports = Vec::new();
     let mut error = None;
     let mut buf: Vec<u8> = Vec::with_capacity(2 * WINDOW);
@@ -1122,13 +1148,15 @@ pub fn scan_reader(src: &mut dyn Read, origin: usize, proto: u8, limits: Limits)
                     Op::Ext(code) => Some(ext_import(*code, at)),
                     _ => None,
                 };
-                if let Some(mut imp) = imp {
+                if let Some(mut imp) = imp.filter(|i| !sh.garbled || importable(i)) {
                     imp.used = Some(UNTRACKED);
                     keep_import(&mut imports, imp, limits.max_imports);
                 }
                 if op == Op::Stop {
                     // The next pickle starts with an empty memo.
+                    let garbled = sh.garbled;
                     sh = Shadow::new(Memo::default(), true);
+                    sh.garbled = garbled;
                 }
                 p = next;
             }
@@ -1179,6 +1207,7 @@ pub fn scan_reader(src: &mut dyn Read, origin: usize, proto: u8, limits: Limits)
             }
             Err(e) => {
                 fail(&mut error, base + p, e.to_string());
+                sh.garbled = true;
                 p = resync_point(&buf, p);
             }
         }
@@ -1475,7 +1504,7 @@ mod tests {
         p.push(b'V');
         p.extend(std::iter::repeat_n(b'y', 3 << 20));
         p.extend_from_slice(b"\n0\x8c\x02os\x94\x8c\x06system\x94\x93N.cposix\nsystem\n.");
-        let s = scan_reader(&mut &p[..], 0, 0, Limits::default());
+        let s = run_stream(&mut &p[..], 0, 0, Limits::default());
         assert!(s.error.is_none(), "{:?}", s.error);
         let names: Vec<_> = s
             .imports
@@ -1486,7 +1515,7 @@ mod tests {
         let pg = p.len() - b"cposix\nsystem\n.".len();
         assert_eq!(names, [("os", "system", sg), ("posix", "system", pg)]);
         // Cut inside the huge operand: the error names the opcode's offset.
-        let cut = scan_reader(&mut &p[..2 << 20], 0, 0, Limits::default());
+        let cut = run_stream(&mut &p[..2 << 20], 0, 0, Limits::default());
         assert_eq!(cut.error.unwrap().0, 2);
     }
 
