@@ -1019,6 +1019,131 @@ mod tests {
         assert!(s.findings.iter().any(|f| f.check == "pickle.unchecked"));
     }
 
+    /// Generated opcode streams (every opcode, odd operands) through every reader and format, bare and
+    /// wrapped in a stored zip, a deflated zip and a tar: no panic, no hang. `FASTSCAN_FUZZ_CASES` sets
+    /// the number of cases (docs/pickle-policy.md).
+    #[test]
+    fn fuzz_generated_pickles() {
+        let cases: usize = std::env::var("FASTSCAN_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        const PIECES: &[&[u8]] = &[
+            b"(",
+            b".",
+            b"0",
+            b"1",
+            b"2",
+            b"N",
+            b"I0x1f\n",
+            b"I01\n",
+            b"I 1_0\x0b\n",
+            b"L12L\n",
+            b"F1.5\n",
+            b"J\x01\x00\x00\x00",
+            b"K\x07",
+            b"M\x01\x02",
+            b"S'a\\x41'\n",
+            b"Vos\n",
+            b"X\x02\x00\x00\x00os",
+            b"U\x06system",
+            b"\x8c\x04eval",
+            b"\x8c\x08builtins",
+            b"C\x02ab",
+            b"B\x01\x00\x00\x00z",
+            b"\x8e\x02\x00\x00\x00\x00\x00\x00\x00zz",
+            b"a",
+            b"b",
+            b"cos\nsystem\n",
+            b"ccollections\nOrderedDict\n",
+            b"d",
+            b"}",
+            b"e",
+            b"g0\n",
+            b"h\x00",
+            b"j\x01\x00\x00\x00",
+            b"i__main__\nX\n",
+            b"l",
+            b"]",
+            b"o",
+            b"p0\n",
+            b"q\x01",
+            b"r\x02\x00\x00\x00",
+            b"s",
+            b"t",
+            b")",
+            b"u",
+            b"\x80\x02",
+            b"\x80\x04",
+            b"\x81",
+            b"\x82\x01",
+            b"\x85",
+            b"\x86",
+            b"\x87",
+            b"\x88",
+            b"\x89",
+            b"\x8a\x01\xff",
+            b"\x8f",
+            b"\x90",
+            b"\x91",
+            b"\x92",
+            b"\x93",
+            b"\x94",
+            b"\x95\x10\x00\x00\x00\x00\x00\x00\x00",
+            b"\x97",
+            b"\x98",
+            b"R",
+            b"Q",
+            b"P1\n",
+            b"\xff",
+            b"g0x1\n",
+            b"p-1\n",
+        ];
+        for _ in 0..cases {
+            let mut p = Vec::new();
+            for _ in 0..(rnd() % 60 + 1) {
+                p.extend_from_slice(PIECES[(rnd() as usize) % PIECES.len()]);
+            }
+            if rnd() % 2 == 0 {
+                p.push(b'.');
+            }
+            for f in [Format::Pickle, Format::TorchLegacy] {
+                let _ = scan(&p, f);
+            }
+            let _ = reader::run_stream(&mut &p[..], 0, 2, Limits::default());
+            let _ = imports_of(&p);
+            let stored = zip::tests::build(&[("a/data.pkl", "a/data.pkl", &p, 0)]);
+            let _ = scan(&stored, Format::TorchZip);
+            let _ = scan(
+                &tar::tests::build(&[("pickle", &p), ("storages", &p)]),
+                Format::TorchTar,
+            );
+            // The same entry deflated: rewrite method and sizes in place around compressed data.
+            let packed = miniz_oxide::deflate::compress_to_vec(&p, 6);
+            let mut e = zip::Entry {
+                name: "a/data.pkl".into(),
+                local_name: "a/data.pkl".into(),
+                method: 8,
+                flags: 0,
+                compressed_size: packed.len() as u64,
+                size: p.len() as u64,
+                header_offset: 0,
+                data_start: 0,
+            };
+            let _ = zip::contents(&packed, &e, 16);
+            e.compressed_size = (packed.len() / 2) as u64;
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut zip::inflater(&packed, &e), &mut sink);
+        }
+    }
+
     #[test]
     fn storage_records() {
         assert!(is_storage_record("archive/data/0"));
