@@ -281,6 +281,28 @@ def test_mixed_float_dtypes_in_a_component(tmp_path):
     assert f["severity"] == "info"
 
 
+def retyped(prefix: str, dtype: str) -> dict:
+    """sd15 layout with every tensor under `prefix` stored as `dtype`."""
+    return {k: ({**v, "dtype": dtype} if k.startswith(prefix) else v) for k, v in layout("sd15").items()}
+
+
+def test_bf16_text_encoder_in_an_fp16_checkpoint(tmp_path):
+    """sd15 layout (F16) with CLIP-L in BF16: what a merge of an fp16 and a bf16 parent leaves."""
+    f = one(scan(write(tmp_path, retyped("cond_stage_model.", "BF16"))), "dtype.mixed")
+    assert f["severity"] == "warning"
+    assert f["details"]["across"] == {"unet": "F16", "vae": "F16", "clip_l": "BF16"}
+    assert f["details"]["f16_and_bf16"] is True and f["details"]["components"] == {}
+    assert "BF16" in f["message"]
+
+
+def test_fp32_vae_in_an_fp16_checkpoint_is_info(tmp_path):
+    """sd15 layout with its VAE in F32 (a common, harmless save): noted as info."""
+    f = one(scan(write(tmp_path, retyped("first_stage_model.", "F32"))), "dtype.mixed")
+    assert f["severity"] == "info"
+    assert f["details"]["across"] == {"unet": "F16", "vae": "F32", "clip_l": "F16"}
+    assert f["details"]["f16_and_bf16"] is False
+
+
 def test_int64_buffer_is_not_mixing(tmp_path):
     """sd15-emaonly-official: F32 weights with I64 / I32 buffers is not a mixed component."""
     r = scan(synth.write_layout(tmp_path / "x.safetensors", "sd15-emaonly-official"))
