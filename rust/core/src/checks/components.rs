@@ -36,6 +36,7 @@ fn incomplete(ctx: &Context, out: &mut Outcome) {
                 "missing": shown,
                 "missing_count": n,
                 "of": inc.of,
+                "score": ((inc.of - n as u64) as f64 / inc.of.max(1) as f64 * 10_000.0).round() / 10_000.0,
             }),
         ));
     }
