@@ -105,11 +105,14 @@ struct Rules {
     reference_elements: BTreeMap<String, serde_json::Value>,
 }
 
-/// `signatures.json`: per arch and component, `[canonical key, shape]` pairs (scripts/signatures.py).
+/// One component's signature: `[canonical key, shape]` pairs.
+type Signature = Vec<(String, Vec<i64>)>;
+
+/// `signatures.json`: per arch and component, its signature (scripts/signatures.py).
 #[derive(Deserialize)]
 struct Signatures {
     aliases: BTreeMap<String, Vec<(String, String)>>,
-    archs: BTreeMap<String, BTreeMap<String, Vec<(String, Vec<i64>)>>>,
+    archs: BTreeMap<String, BTreeMap<String, Signature>>,
 }
 
 fn signatures() -> &'static Signatures {
@@ -370,6 +373,9 @@ pub fn classify(tensors: &[TensorInfo]) -> Classification {
     let index: HashMap<&str, &TensorInfo> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
     // 1. A full checkpoint: a diffusion model under its LDM prefix.
     for prefix in &rules().unet_prefixes {
+        if !tensors.iter().any(|t| t.name.starts_with(prefix.as_str())) {
+            continue; // no diffusion model under this prefix: nothing to score
+        }
         if let Some(m) = match_arch(&index, prefix) {
             return checkpoint(tensors, &index, prefix, m);
         }
