@@ -4,7 +4,9 @@ Run from the repo root: `python scripts/signatures.py /path/to/shared/data/layou
 rules.json with `reference_sources`, the first source layout gives, per component (by its checkpoint
 prefixes), one key per block: the first weight (by name) of each group, where a group is the key up to
 its first numeric segment (`input_blocks.4`, `text_model.encoder.layers.3`) or its first two segments;
-every `transformer_blocks.0.attn2.to_k.weight` is added too (its shape says the text width).
+every `transformer_blocks.0.attn2.to_k.weight` is added too (its shape says the text width). Standalone
+files in diffusers names (no checkpoint prefix) get the pseudo-arch `diffusers`, used only to score
+standalone components.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Pseudo-arch -> component -> layout of a standalone file in diffusers names.
+STANDALONE = {"diffusers": {"vae": "diffusers-sd15-vae"}}
 RULES = ROOT / "rust" / "core" / "src" / "rules.json"
 OUT = ROOT / "rust" / "core" / "src" / "signatures.json"
 
@@ -49,7 +53,8 @@ def main(layouts: Path) -> None:
             "A file's identification score is the share of its arch's unet signature (plus the rule's "
             "match conditions) present with that shape; a component missing part of its signature is "
             "component.incomplete. `aliases`: a signature key starting with the first prefix also matches "
-            "with the second one instead (NAI-era CLIP keys lack `text_model.`)."
+            "with the second one instead (NAI-era CLIP keys lack `text_model.`). The pseudo-arch "
+            "`diffusers` (standalone files in diffusers names) only scores standalone components."
         ),
         "aliases": {"clip_l": [["text_model.", ""]]},
         "archs": {},
@@ -73,6 +78,10 @@ def main(layouts: Path) -> None:
             if keys:
                 comps[comp] = signature(keys)
         out["archs"][arch] = comps
+    for arch, comps in STANDALONE.items():
+        layout = {c: json.loads((layouts / f"{n}.json").read_text())["tensors"] for c, n in comps.items()}
+        shapes = {c: {k: t["shape"] for k, t in ts.items()} for c, ts in layout.items()}
+        out["archs"][arch] = {c: signature(keys) for c, keys in shapes.items()}
     OUT.write_text(json.dumps(out, indent=1) + "\n")
 
 

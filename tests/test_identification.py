@@ -40,6 +40,7 @@ def arch_keys(arch: str) -> dict[str, list[int] | None]:
      ("sd21", "checkpoint", "sd2"), ("sdxl", "checkpoint", "sdxl"),
      ("sdxl-refiner", "checkpoint", "sdxl-refiner"),
      ("sd3-medium-incl-clips-t5xxlfp16", "checkpoint", "sd3"), ("vae-sd", "vae", "unknown"),
+     ("diffusers-sd15-vae", "vae", "unknown"),
      ("diffusers-sd15-text-encoder", "text-encoder", "unknown")],
 )  # fmt: skip
 def test_complete_layouts_score_one(tmp_path, name, kind, arch):
@@ -160,7 +161,12 @@ def test_clip_fix_is_not_destructive_and_needs_no_force(tmp_path):
 
 def test_signatures_are_in_the_reference_layouts():
     """Every signature key exists with its shape in the arch's reference layout (scripts/signatures.py)."""
+    for comp, sig in SIGS["archs"]["diffusers"].items():  # standalone diffusers files: bare names
+        tensors = synth.load_layout(f"diffusers-sd15-{comp}")["tensors"]
+        assert all(tensors[key]["shape"] == shape for key, shape in sig)
     for arch, comps in SIGS["archs"].items():
+        if arch == "diffusers":
+            continue
         rule = next(r for r in RULES["archs"] if r["arch"] == arch and r.get("components"))
         tensors = {}
         for s in RULES["reference_sources"][arch]:
