@@ -32,13 +32,16 @@ REMEDIES: dict[str, Remedy] = {
     "values.nan-inf": Remedy.redownload,
     "pickle.invalid": Remedy.redownload,
     "hash.mismatch": Remedy.redownload,
+    "values.constant": Remedy.redownload,
 }
 # An unreadable file (the report's `error`) also calls for a new copy.
 UNREADABLE = Remedy.redownload
 
 
-def remedy(check: str) -> Remedy:
-    """The action for a finding of `check` (review when nothing can be run for it)."""
+def remedy(check: str, severity: str = "error") -> Remedy:
+    """The action for a finding of `check`: review when nothing can be run for it or it is only info."""
+    if severity == "info":
+        return Remedy.review
     return REMEDIES.get(check, Remedy.review)
 
 

@@ -322,7 +322,7 @@ def print_files(report: Report, console: Console) -> None:
             print_wrapped(
                 console, f"  {_sev(x.severity)} {escape(x.check)}: ", len(f"  {sev} {x.check}: "), x.message
             )
-            remedies.append(remedy(x.check))
+            remedies.append(remedy(x.check, x.severity))
         for r in dict.fromkeys(remedies):
             if r is not Remedy.review:
                 console.print(f"  [green]→[/] {escape(how(r, f.path))}", highlight=False)
@@ -362,7 +362,7 @@ def write_tsv(report: Report, out: IO[str]) -> None:
                 + "\n"
             )
         for x in f.findings:
-            line = [f.path, x.severity, x.check, remedy(x.check).value, x.message]
+            line = [f.path, x.severity, x.check, remedy(x.check, x.severity).value, x.message]
             out.write("\t".join(map(_tsv_field, line)) + "\n")
 
 
@@ -422,6 +422,14 @@ def print_file(f: FileReport, console: Console, *, all_metadata: bool = False) -
         ("dtypes", _dtypes(f.dtypes)),
     ]:
         head.add_row(k, escape(v))
+    ident = f.extra.get("identification")
+    if ident:
+        verdict = "confident" if ident["confident"] else f"not confident (below {ident['threshold']:.0%})"
+        head.add_row(
+            "identification",
+            f"{ident['score']:.1%} of {ident['of']} reference keys, {verdict}"
+            + (f"; {ident['missing_count']} missing" if ident["missing_count"] else ""),
+        )
     if f.error is not None:
         head.add_row("error", f"[bold red]{escape(f.error.kind)}[/]: {escape(f.error.message)}")
     console.print(head)
@@ -464,7 +472,7 @@ def print_file(f: FileReport, console: Console, *, all_metadata: bool = False) -
             console.print(
                 escape("\n".join(details_lines(x.details, "      "))), highlight=False, soft_wrap=True
             )
-        r = remedy(x.check)
+        r = remedy(x.check, x.severity)
         if r is not Remedy.review:
             console.print(f"      [green]→[/] {escape(how(r, f.path))}", highlight=False)
 

@@ -21,7 +21,13 @@ from fastscan.cli.errors import EXIT_FINDINGS, EXIT_OK, fail, warn
 OutOpt = Annotated[
     Path | None, typer.Option("-o", "--output", metavar="OUT", help="File to write (never the input).")
 ]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Overwrite OUT if it exists; prune/extract/bake-vae also on a low-confidence identification.",
+    ),
+]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
 
 
@@ -286,4 +292,3 @@ def _warn_arch(ckpt: Path, vae: Path) -> None:
         warn(f"{vae} is a {v.kind} file, not a standalone VAE")
     elif "unknown" not in (c.arch, v.arch) and c.arch != v.arch:
         warn(f"{vae} is a VAE of {v.arch} and {ckpt} is {c.arch}: the images will come out wrong")
-
