@@ -157,6 +157,7 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
     let class = classify(&tensors);
     r.kind = class.kind;
     r.arch = class.arch;
+    r.identification = class.identification.clone();
     r.tensors = tensors.len() as u64;
     summarize(&tensors, &class, r);
     r.metadata = metadata

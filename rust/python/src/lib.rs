@@ -66,8 +66,9 @@ fn scan_file<'py>(
     to_py(py, &r)
 }
 
-/// Reads a file's tensor table: {format, kind, arch, header_len, metadata, tensors: [{name, dtype, shape,
-/// start, len, strides, role, component, canonical}]}; raises ValueError naming the file when unreadable.
+/// Reads a file's tensor table: {format, kind, arch, header_len, metadata, identification, tensors: [{name,
+/// dtype, shape, start, len, strides, role, component, canonical}]}; raises ValueError naming the file when
+/// unreadable.
 #[pyfunction]
 fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
     use fastscan_core::classify::Role;
@@ -93,7 +94,7 @@ fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAn
         .collect();
     let v = serde_json::json!({
         "format": t.format, "kind": t.class.kind, "arch": t.class.arch, "header_len": t.header_len,
-        "metadata": t.metadata, "tensors": tensors,
+        "metadata": t.metadata, "tensors": tensors, "identification": t.class.identification,
     });
     pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
 }
