@@ -127,7 +127,13 @@ def scan(
     fmt = "jsonl" if jsonl else "json" if (json_out or output) else "table"
     try:
         run = ScanRun(
-            paths, hash=hash.value, sha256=sha256, jobs=jobs, follow_links=follow_links, cache=not no_cache
+            paths,
+            hash=hash.value,
+            sha256=sha256,
+            jobs=jobs,
+            follow_links=follow_links,
+            cache=not no_cache,
+            keep_files=not (fmt == "jsonl" and output is None),  # --jsonl alone streams in constant memory
         )
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
@@ -219,8 +225,29 @@ def info(
 
 
 def main() -> None:
-    """Entry point of the `fastscan` command."""
-    app(prog_name="fastscan")
+    """Entry point of the `fastscan` command.
+
+    SIGTERM is handled as Ctrl-C is (the same clean-up, no traceback), then exits 143 (128 + 15).
+    Paths whose bytes are not UTF-8 print as those bytes (surrogate escapes), never as a crash.
+    """
+    import signal
+
+    terminated: list[int] = []
+
+    def on_term(signum: int, _frame: object) -> None:
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
+    try:
+        app(prog_name="fastscan")
+    except SystemExit:
+        if terminated:
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
 
 
 # ---- commands from their own modules: one line each -------------------------------------------

@@ -6,7 +6,9 @@ module does not know yet are kept in `extra` and written back out, so nothing is
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +23,17 @@ def severity_at_least(severity: str, threshold: str) -> bool:
     if threshold == "never":
         return False
     return SEVERITY_RANK.get(severity, 0) >= SEVERITY_RANK[threshold]
+
+
+def display_path(path: str) -> str:
+    """`path` for display and JSON: bytes that are not UTF-8 (surrogate escapes) shown as U+FFFD."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def _path_from(d: Mapping[str, Any]) -> str:
+    """The exact path of a file object: from `path_b64` when the core sent the bytes, else `path`."""
+    raw = d.get("path_b64")
+    return os.fsdecode(base64.b64decode(raw)) if raw else d["path"]
 
 
 def _extra(d: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
@@ -115,6 +128,7 @@ class FileError:
 
 _FILE_FIELDS = (
     "path",
+    "path_b64",
     "size",
     "mtime",
     "format",
@@ -157,7 +171,7 @@ class FileReport:
         """Builds a file report from the dict `_core.scan_file` returns."""
         err = d.get("error")
         return cls(
-            path=d["path"],
+            path=_path_from(d),
             size=int(d.get("size") or 0),
             mtime=float(d.get("mtime") or 0.0),
             format=d.get("format", "unknown"),
@@ -192,9 +206,12 @@ class FileReport:
         return [f.check for f in self.findings]
 
     def to_dict(self) -> dict[str, Any]:
-        """The file object of the JSON report."""
+        """The file object of the JSON report (`path_b64` only when the path is not UTF-8)."""
+        shown = display_path(self.path)
+        exact = {} if shown == self.path else {"path_b64": base64.b64encode(os.fsencode(self.path)).decode()}
         return {
-            "path": self.path,
+            "path": shown,
+            **exact,
             "size": self.size,
             "mtime": self.mtime,
             "format": self.format,
@@ -274,9 +291,12 @@ class Report:
     schema: str = SCHEMA
 
     def worst(self) -> str | None:
-        """The highest severity of any file (errors reading a file count as `error`), or None."""
-        sevs = [w for w in (f.worst for f in self.files) if w]
-        return max(sevs, key=lambda s: SEVERITY_RANK[s]) if sevs else None
+        """The highest severity of any file (errors reading a file count as `error`), or None.
+
+        Read from the summary, so it holds for a report whose `files` were not kept (`--jsonl`).
+        """
+        sevs = [s for s, n in self.summary.findings.items() if n] + (["error"] if self.summary.errors else [])
+        return max(sevs, key=lambda s: SEVERITY_RANK.get(s, 0)) if sevs else None
 
     def fails(self, threshold: str) -> bool:
         """True when any file has a finding (or error) at or above `threshold`."""
@@ -288,7 +308,7 @@ class Report:
         return {
             "schema": self.schema,
             "tool": {"name": "fastscan", "version": self.version},
-            "roots": self.roots,
+            "roots": [display_path(r) for r in self.roots],
             "started": self.started,
             "elapsed_s": self.elapsed_s,
             "summary": self.summary.to_dict(),
