@@ -219,7 +219,10 @@ def test_progress_learns_the_totals_as_the_walk_finds_them(tmp_path):
     fastscan.scan(tmp_path, hash="none", progress=seen.append)
     totals = [p.files_total for p in seen]
     assert totals == sorted(totals) and all(p.files_done <= p.files_total for p in seen)
-    assert seen[-1].walk_done and seen[-1].files_total == 50 and seen[-1].bytes_total == sum(range(50))
+    assert seen[-1].files_total == 50 and seen[-1].bytes_total == sum(range(50))
+    it = fastscan.iter_scan(tmp_path, hash="none")
+    assert len(list(it)) == 50
+    assert it.found == (50, sum(range(50)), True)  # once the scan has ended the walk has too
 
 
 RSS_SCRIPT = """
