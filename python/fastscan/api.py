@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from fastscan import _core
 from fastscan.dedupe import find_duplicates
@@ -78,29 +79,10 @@ class ScanIterator(Iterator[FileReport]):
     is dropped) stops every walking and scanning thread and returns once they have stopped.
     """
 
-    def __init__(
-        self,
-        paths: PathLike | Iterable[PathLike],
-        *,
-        hash: str = "full",
-        sha256: bool = False,
-        jobs: int = 0,
-        follow_links: bool = False,
-        cache: bool | PathLike | None = None,
-    ) -> None:
-        _check_options(hash, jobs)
-        self.roots = _roots(paths)
-        self.cache_warning: str | None = None
-        opts = {"hash": hash, "sha256": sha256, "jobs": jobs, "follow_links": follow_links}
-        db = _cache_path(cache)
-        scanner = None
-        if db is not None:
-            try:
-                scanner = _core.Scanner(self.roots, cache=db, **opts)
-                self.cache_warning = scanner.cache_warning
-            except OSError as e:  # a cache that cannot be opened means no cache, with a warning
-                self.cache_warning = f"scan cache {db} not used: {e}"
-        self._core: _core.Scanner = scanner or _core.Scanner(self.roots, **opts)
+    def __init__(self, scanner: _core.Scanner, roots: list[str], cache_warning: str | None) -> None:
+        self.roots = roots
+        self.cache_warning = cache_warning
+        self._core = scanner
         self._open = True
 
     def __iter__(self) -> ScanIterator:
@@ -161,7 +143,17 @@ def iter_scan(
     or `break` (the iterator is closed as soon as it is dropped). Options as for `scan`. Unreadable paths
     come as reports whose `error` says why; a missing root raises FileNotFoundError at once.
     """
-    return ScanIterator(paths, hash=hash, sha256=sha256, jobs=jobs, follow_links=follow_links, cache=cache)
+    _check_options(hash, jobs)
+    roots = _roots(paths)
+    opts = {"hash": hash, "sha256": sha256, "jobs": jobs, "follow_links": follow_links}
+    db = _cache_path(cache)
+    if db is not None:
+        try:
+            scanner = _core.Scanner(roots, cache=db, **opts)
+            return ScanIterator(scanner, roots, scanner.cache_warning)
+        except OSError as e:  # a cache that cannot be opened means no cache, with a warning
+            return ScanIterator(_core.Scanner(roots, **opts), roots, f"scan cache {db} not used: {e}")
+    return ScanIterator(_core.Scanner(roots, **opts), roots, None)
 
 
 class ScanRun:
@@ -169,27 +161,19 @@ class ScanRun:
 
     Iterate to receive each `FileReport` as it finishes, then call `report()`. With `keep_files=False`
     the file reports are not kept (constant memory: `--jsonl`); the report then has the summary, the
-    duplicate groups and an empty `files` list.
+    duplicate groups and an empty `files` list. Of each hashed file, what duplicate grouping needs is
+    kept either way (a few hashes), never its whole report.
     """
 
     def __init__(
-        self,
-        paths: PathLike | Iterable[PathLike],
-        *,
-        hash: str = "full",
-        sha256: bool = False,
-        jobs: int = 0,
-        follow_links: bool = False,
-        cache: bool | PathLike | None = None,
-        keep_files: bool = True,
+        self, paths: PathLike | Iterable[PathLike], *, keep_files: bool = True, **options: Any
     ) -> None:
+        """`options` are those of `iter_scan`."""
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self._t0 = time.perf_counter()
-        self._it = iter_scan(
-            paths, hash=hash, sha256=sha256, jobs=jobs, follow_links=follow_links, cache=cache
-        )
+        self._it = iter_scan(paths, **options)
         self.roots = self._it.roots
-        self.hash = hash
+        self.hash = options.get("hash", "full")
         self.keep_files = keep_files
         self.files: list[FileReport] = []
         self.summary = Summary()
@@ -216,7 +200,7 @@ class ScanRun:
                 self.summary.add(r)
                 if self.keep_files:
                     self.files.append(r)
-                elif self.hash != "none" and r.error is None and (r.hashes.blake3 or r.components):
+                if self.hash != "none" and r.error is None and (r.hashes.blake3 or r.components):
                     self._hashed.append(_dedupe_record(r))
                 yield r
 
@@ -241,7 +225,7 @@ class ScanRun:
     def report(self) -> Report:
         """The report of every file received so far, sorted by path."""
         files = sorted(self.files, key=lambda f: f.path)
-        hashed = (f.to_dict() for f in files) if self.keep_files else iter(self._hashed)
+        hashed = sorted(self._hashed, key=lambda f: f["path"])
         return Report(
             roots=self.roots,
             started=self.started,

@@ -149,7 +149,8 @@ def scan(
     try:
         report = _run(run, fmt, sink, show_progress)
         if fmt == "json":  # indented for a person at a terminal, compact for programs
-            sink.write(report.to_json(indent=2 if sink.isatty() else None) + "\n")
+            report.write_json(sink, indent=2 if sink.isatty() else None)
+            sink.write("\n")
         sink.flush()
     except KeyboardInterrupt:
         raise fail("interrupted", EXIT_INTERRUPTED) from None

@@ -7,11 +7,12 @@ module does not know yet are kept in `extra` and written back out, so nothing is
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 SCHEMA = "fastscan.report/1"
 SEVERITIES = ("info", "warning", "error", "critical")
@@ -303,8 +304,8 @@ class Report:
         w = self.worst()
         return w is not None and severity_at_least(w, threshold)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The whole report as plain data."""
+    def to_dict(self, *, with_files: bool = True) -> dict[str, Any]:
+        """The whole report as plain data (`files` empty, in its place, unless `with_files`)."""
         return {
             "schema": self.schema,
             "tool": {"name": "fastscan", "version": self.version},
@@ -312,10 +313,34 @@ class Report:
             "started": self.started,
             "elapsed_s": self.elapsed_s,
             "summary": self.summary.to_dict(),
-            "files": [f.to_dict() for f in self.files],
+            "files": [f.to_dict() for f in self.files] if with_files else [],
             "duplicates": self.duplicates,
         }
 
     def to_json(self, indent: int | None = 2) -> str:
         """The report as a JSON document."""
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+        out = io.StringIO()
+        self.write_json(out, indent)
+        return out.getvalue()
+
+    def write_json(self, fp: TextIO, indent: int | None = 2) -> None:
+        """Writes the report as a JSON document to `fp`.
+
+        Compact output (`indent=None`) is written one file object at a time, the same text as
+        `json.dumps(self.to_dict())` without holding it, or every file's dict, in memory at once.
+        """
+        if indent is not None:
+            fp.write(json.dumps(self.to_dict(), indent=indent, ensure_ascii=False))
+            return
+        fp.write("{")
+        for i, (k, v) in enumerate(self.to_dict(with_files=False).items()):
+            fp.write(f"{', ' if i else ''}{json.dumps(k)}: ")
+            if k != "files":
+                fp.write(json.dumps(v, ensure_ascii=False))
+                continue
+            fp.write("[")
+            for j, f in enumerate(self.files):
+                fp.write(", " if j else "")
+                fp.write(json.dumps(f.to_dict(), ensure_ascii=False))
+            fp.write("]")
+        fp.write("}")

@@ -717,14 +717,15 @@ mod tests {
         assert_eq!(warm.hashes.blake3, cold.hashes.blake3);
         assert_eq!(warm.components, cold.components);
     }
-    #[test]
-    fn file_shrinking_under_the_map_is_a_finding_not_a_fault() {
+    /// A 3 MiB file of ones and its guarded map; then `shrink` runs, then a full pass over one F32
+    /// tensor covering the file.
+    fn pass_after(shrink: impl FnOnce(&File, &GuardedMap)) -> DataPass {
         use std::io::Write;
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&vec![1u8; 3 << 20]).unwrap();
         let file = f.reopen().unwrap();
         let map = GuardedMap::new(&file, 3 << 20).unwrap();
-        f.as_file().set_len(1 << 20).unwrap();
+        shrink(f.as_file(), &map);
         let t = [tensor("x", Dtype::F32, &[3 << 18], 0)];
         let c = class(vec![vae(0)]);
         let src = Source {
@@ -737,7 +738,12 @@ mod tests {
             safetensors_metadata: None,
             stop: None,
         };
-        let dp = run(&src, HashMode::Full, true);
+        run(&src, HashMode::Full, true)
+    }
+
+    #[test]
+    fn file_shrinking_under_the_map_is_a_finding_not_a_fault() {
+        let dp = pass_after(|f, _| f.set_len(1 << 20).unwrap());
         assert_eq!(dp.findings.len(), 1);
         assert_eq!(dp.findings[0].check, "file.truncated");
         assert_eq!(dp.findings[0].details["actual"], 1 << 20);
@@ -746,30 +752,14 @@ mod tests {
 
     #[test]
     fn a_fault_past_the_end_between_checks_is_a_finding() {
-        use std::io::Write;
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(&vec![1u8; 3 << 20]).unwrap();
-        let file = f.reopen().unwrap();
-        let map = GuardedMap::new(&file, 3 << 20).unwrap();
         // Shrink, read past the end (zeros, flagged), grow back: the length checks see nothing wrong.
-        f.as_file().set_len(1 << 20).unwrap();
-        // SAFETY: the offset is inside the map's length.
-        let b = unsafe { std::ptr::read_volatile(map.as_ptr().add(2 << 20)) };
-        assert_eq!(b, 0);
-        f.as_file().set_len(3 << 20).unwrap();
-        let t = [tensor("x", Dtype::F32, &[3 << 18], 0)];
-        let c = class(vec![vae(0)]);
-        let src = Source {
-            bytes: Bytes::Mapped {
-                map: &map,
-                file: &file,
-            },
-            tensors: &t,
-            class: &c,
-            safetensors_metadata: None,
-            stop: None,
-        };
-        let dp = run(&src, HashMode::Full, false);
+        let dp = pass_after(|f, map| {
+            f.set_len(1 << 20).unwrap();
+            // SAFETY: the offset is inside the map's length.
+            let b = unsafe { std::ptr::read_volatile(map.as_ptr().add(2 << 20)) };
+            assert_eq!(b, 0);
+            f.set_len(3 << 20).unwrap();
+        });
         assert_eq!(dp.findings.len(), 1, "{:?}", dp.findings);
         assert_eq!(dp.findings[0].check, "file.truncated");
         assert!(dp.hashes.blake3.is_none() && dp.components.is_empty());
