@@ -4,7 +4,7 @@ use crate::classify::{classify, Classification, Role};
 use crate::datapass::{self, HashMode};
 use crate::mapguard::GuardedMap;
 use crate::report::{ComponentReport, ErrorKind, FileError, FileReport};
-use crate::sniff::{sniff, Format, SNIFF_LEN};
+use crate::sniff::{sniff, Format, HEAD_LEN};
 use crate::tensor::TensorInfo;
 use crate::{checks, pickle, safetensors};
 use serde_json::Value;
@@ -82,9 +82,9 @@ pub fn read_table(path: &Path) -> Result<TensorTable, String> {
     let err = |e: std::io::Error| format!("{}: {e}", path.display());
     let file = File::open(path).map_err(err)?;
     let size = file.metadata().map_err(err)?.len();
-    let mut head = Vec::with_capacity(SNIFF_LEN);
+    let mut head = Vec::with_capacity(HEAD_LEN);
     (&file)
-        .take(SNIFF_LEN as u64)
+        .take(HEAD_LEN as u64)
         .read_to_end(&mut head)
         .map_err(err)?;
     let named_st = path
@@ -131,8 +131,8 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
     }
     r.size = meta.len();
     r.mtime = crate::walk::mtime_of(&meta);
-    let mut head = Vec::with_capacity(SNIFF_LEN);
-    (&file).take(SNIFF_LEN as u64).read_to_end(&mut head)?;
+    let mut head = Vec::with_capacity(HEAD_LEN);
+    (&file).take(HEAD_LEN as u64).read_to_end(&mut head)?;
     let named_st = path
         .extension()
         .is_some_and(|e| e == "safetensors" || e == "sft");
@@ -153,7 +153,7 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
                 return Ok(());
             }
         },
-        Format::TorchZip | Format::TorchLegacy | Format::Pickle => {
+        Format::TorchZip | Format::TorchLegacy | Format::TorchTar | Format::Pickle => {
             let map = GuardedMap::new(&file, r.size)?;
             let scanned = pickle::scan(&map, format);
             if map.faulted() {
@@ -183,6 +183,7 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
     let class = classify(&tensors);
     r.kind = class.kind;
     r.arch = class.arch;
+    r.identification = class.identification.clone();
     r.tensors = tensors.len() as u64;
     summarize(&tensors, &class, r);
     r.metadata = metadata
