@@ -10,10 +10,32 @@ from typing import Any
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `fastscan` command."""
+    """Entry point of the `fastscan` command.
+
+    SIGTERM is handled as Ctrl-C is (the same clean-up, no traceback), then exits 143 (128 + 15).
+    Paths whose bytes are not UTF-8 print as those bytes (surrogate escapes), never as a crash.
+    """
+    import signal
+    import sys
+
     from fastscan.cli.root import run
 
-    run(argv)
+    terminated: list[int] = []
+
+    def on_term(signum: int, _frame: object) -> None:
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
+    try:
+        run(argv)
+    except SystemExit:
+        if terminated:
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
 
 
 def __getattr__(name: str) -> Any:

@@ -73,6 +73,7 @@ def command(
             jobs=bounded_jobs(jobs),
             follow_links=follow_links,
             cache=not no_cache,
+            keep_files=not (mode == "jsonl" and output is None),  # --jsonl alone streams in constant memory
         )
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
@@ -89,7 +90,8 @@ def command(
         try:
             report = _run(run, mode, sink, show_progress)
             if mode == "json":  # indented for a person at a terminal, compact for programs
-                sink.write(report.to_json(indent=2 if sink.isatty() else None) + "\n")
+                report.write_json(sink, indent=2 if sink.isatty() else None)
+                sink.write("\n")
             sink.flush()
         finally:
             if sink is not sys.stdout:

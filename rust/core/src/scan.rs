@@ -2,7 +2,8 @@
 
 use crate::classify::{classify, Classification, Role};
 use crate::datapass::{self, HashMode};
-use crate::report::{ComponentReport, FileError, FileReport};
+use crate::mapguard::GuardedMap;
+use crate::report::{ComponentReport, ErrorKind, FileError, FileReport};
 use crate::sniff::{sniff, Format, HEAD_LEN};
 use crate::tensor::TensorInfo;
 use crate::{checks, pickle, safetensors};
@@ -12,12 +13,26 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// How to scan.
 #[derive(Clone, Debug)]
 pub struct ScanOptions {
     pub hash: HashMode,
     pub sha256: bool,
+    /// Set by another thread to abandon the scan: a report made after it is set is partial, and is
+    /// neither cached nor meant to be shown.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl ScanOptions {
+    /// True once the scan was asked to stop.
+    pub fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+    }
 }
 
 impl Default for ScanOptions {
@@ -25,6 +40,7 @@ impl Default for ScanOptions {
         ScanOptions {
             hash: HashMode::Full,
             sha256: false,
+            stop: None,
         }
     }
 }
@@ -34,8 +50,10 @@ const METADATA_VALUE_MAX: usize = 1024;
 
 /// Scans one file; never panics on bad input, problems become findings or `error`.
 pub fn scan_file(path: &Path, opts: &ScanOptions) -> FileReport {
+    let (shown, path_b64) = crate::report::path_fields(path);
     let mut r = FileReport {
-        path: path.to_string_lossy().into_owned(),
+        path: shown,
+        path_b64,
         format: "unknown",
         kind: "unknown",
         arch: "unknown",
@@ -43,7 +61,7 @@ pub fn scan_file(path: &Path, opts: &ScanOptions) -> FileReport {
     };
     if let Err(e) = scan_into(path, opts, &mut r) {
         r.error = Some(FileError {
-            kind: "io",
+            kind: ErrorKind::Io,
             message: format!("{}: {e}", r.path),
         });
     }
@@ -86,8 +104,12 @@ pub fn read_table(path: &Path) -> Result<TensorTable, String> {
             (h.header_len, h.tensors, h.metadata)
         }
         _ => {
-            let map = map_file(&file, size).map_err(err)?;
-            let p = pickle::scan(&map, format).map_err(|e| format!("{}: {e}", path.display()))?;
+            let map = GuardedMap::new(&file, size).map_err(err)?;
+            let p = pickle::scan(&map, format);
+            if map.faulted() {
+                return Err(err(changed_while_read()));
+            }
+            let p = p.map_err(|e| format!("{}: {e}", path.display()))?;
             (0, p.tensors, BTreeMap::new())
         }
     };
@@ -132,8 +154,12 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
             }
         },
         Format::TorchZip | Format::TorchLegacy | Format::TorchTar | Format::Pickle => {
-            let map = map_file(&file, r.size)?;
-            match pickle::scan(&map, format) {
+            let map = GuardedMap::new(&file, r.size)?;
+            let scanned = pickle::scan(&map, format);
+            if map.faulted() {
+                return Err(changed_while_read());
+            }
+            match scanned {
                 Ok(p) => {
                     r.findings.extend(p.findings);
                     p.tensors
@@ -145,7 +171,7 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
                 }
                 Err(reason) => {
                     r.error = Some(FileError {
-                        kind: "format",
+                        kind: ErrorKind::Format,
                         message: format!("{}: {reason}", r.path),
                     });
                     return Ok(());
@@ -183,7 +209,7 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
     r.wasted_bytes = outcome.wasted;
 
     if opts.hash != HashMode::None && r.size > 0 {
-        let map = map_file(&file, r.size)?;
+        let map = GuardedMap::new(&file, r.size)?;
         let src = datapass::Source {
             bytes: datapass::Bytes::Mapped {
                 map: &map,
@@ -192,6 +218,7 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
             tensors: &tensors,
             class: &class,
             safetensors_metadata: (format == Format::Safetensors).then_some(&metadata),
+            stop: opts.stop.as_deref(),
         };
         let dp = datapass::run(&src, opts.hash, opts.sha256);
         r.hashes = dp.hashes;
@@ -207,13 +234,9 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
     Ok(())
 }
 
-fn map_file(file: &File, size: u64) -> std::io::Result<memmap2::Mmap> {
-    if size == 0 {
-        return Err(std::io::Error::other("empty file"));
-    }
-    // SAFETY: the map is read-only; a file truncated under us can fault, which the caller accepts
-    // for files it was asked to scan (the same contract as every mmap-based reader).
-    unsafe { memmap2::MmapOptions::new().len(size as usize).map(file) }
+/// The error of a file that shrank while its container was being parsed (the parse saw zeros).
+fn changed_while_read() -> std::io::Error {
+    std::io::Error::other("the file shrank while it was being read")
 }
 
 fn read_safetensors(

@@ -1,5 +1,7 @@
 //! Finding the files to scan under one or more roots.
 
+use crate::report::{ErrorKind, FileError, FileReport};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
@@ -12,31 +14,43 @@ pub struct Entry {
     pub mtime: f64,
 }
 
-/// Why the walk could not read a path (the report's `error.kind`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WalkErrorKind {
-    /// Cannot open or read it (permissions, a dangling link, a path that does not exist).
-    Io,
-    /// A symlink loop met while following links.
-    Loop,
-}
-
-impl WalkErrorKind {
-    /// The name used in reports: `io` or `loop`.
-    pub fn name(self) -> &'static str {
-        match self {
-            WalkErrorKind::Io => "io",
-            WalkErrorKind::Loop => "loop",
-        }
-    }
-}
-
 /// A path the walk could not read.
 #[derive(Clone, Debug)]
 pub struct WalkError {
     pub path: PathBuf,
-    pub kind: WalkErrorKind,
+    pub kind: ErrorKind,
     pub message: String,
+}
+
+impl WalkError {
+    /// The report of the unreadable path (its `error` names the path).
+    pub fn report(&self) -> FileReport {
+        let (shown, path_b64) = crate::report::path_fields(&self.path);
+        let message = if shown.is_empty() || self.message.starts_with(&shown) {
+            self.message.clone()
+        } else {
+            format!("{shown}: {}", self.message)
+        };
+        FileReport {
+            path: shown,
+            path_b64,
+            format: "unknown",
+            kind: "unknown",
+            arch: "unknown",
+            error: Some(FileError {
+                kind: self.kind,
+                message,
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// What the walk meets: a regular file to scan, or a path it could not read.
+#[derive(Clone, Debug)]
+pub enum Found {
+    File(Entry),
+    Error(WalkError),
 }
 
 /// Seconds since the epoch of a file's modification time.
@@ -55,95 +69,118 @@ pub fn mtime_of(meta: &std::fs::Metadata) -> f64 {
 pub fn walk(roots: &[PathBuf], follow_links: bool, threads: usize) -> (Vec<Entry>, Vec<WalkError>) {
     let files = Mutex::new(Vec::new());
     let errors = Mutex::new(Vec::new());
-    let mut missing = vec![];
-    let mut existing = vec![];
-    for r in roots {
-        match std::fs::symlink_metadata(r) {
-            Ok(_) => existing.push(r.clone()),
-            Err(e) => missing.push(WalkError {
-                path: r.clone(),
-                kind: WalkErrorKind::Io,
-                message: e.to_string(),
-            }),
+    walk_stream(roots, follow_links, threads, &|found| {
+        match found {
+            Found::File(e) => files.lock().unwrap().push(e),
+            Found::Error(e) => errors.lock().unwrap().push(e),
         }
-    }
-    if let Some((first, rest)) = existing.split_first() {
-        let mut b = ignore::WalkBuilder::new(first);
-        for r in rest {
-            b.add(r);
-        }
-        b.standard_filters(false)
-            .hidden(false)
-            .follow_links(follow_links)
-            .threads(threads);
-        b.build_parallel().run(|| {
-            let files = &files;
-            let errors = &errors;
-            Box::new(move |res| {
-                match res {
-                    Ok(ent) => {
-                        let Some(ft) = ent.file_type() else {
-                            return ignore::WalkState::Continue;
-                        };
-                        // A root is a path the user named explicitly: follow it when it is a link
-                        // (the walker describes a root by its target, so ask the filesystem).
-                        let meta = if ent.depth() == 0 || (follow_links && ft.is_symlink()) {
-                            std::fs::metadata(ent.path())
-                        } else if ft.is_file() {
-                            ent.metadata()
-                                .map_err(|e| std::io::Error::other(e.to_string()))
-                        } else {
-                            return ignore::WalkState::Continue;
-                        };
-                        match meta {
-                            Ok(m) if m.is_file() => files.lock().unwrap().push(Entry {
-                                path: ent.into_path(),
-                                size: m.len(),
-                                mtime: mtime_of(&m),
-                            }),
-                            Ok(_) => {}
-                            Err(e) => errors.lock().unwrap().push(WalkError {
-                                path: ent.into_path(),
-                                kind: WalkErrorKind::Io,
-                                message: e.to_string(),
-                            }),
-                        }
-                    }
-                    Err(e) => {
-                        let path = error_path(&e).unwrap_or_default();
-                        let kind = if is_loop(&e) {
-                            WalkErrorKind::Loop
-                        } else {
-                            WalkErrorKind::Io
-                        };
-                        errors.lock().unwrap().push(WalkError {
-                            path,
-                            kind,
-                            message: e.to_string(),
-                        });
-                    }
-                }
-                ignore::WalkState::Continue
-            })
-        });
-    }
+        true
+    });
     let mut files = files.into_inner().unwrap();
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    files.dedup_by(|a, b| a.path == b.path);
     let mut errors = errors.into_inner().unwrap();
-    errors.extend(missing);
     errors.sort_by(|a, b| a.path.cmp(&b.path));
     (files, errors)
 }
 
-fn error_path(e: &ignore::Error) -> Option<PathBuf> {
-    match e {
-        ignore::Error::WithPath { path, .. } => Some(path.clone()),
-        ignore::Error::WithDepth { err, .. } => error_path(err),
-        ignore::Error::Loop { child, .. } => Some(child.clone()),
-        ignore::Error::WithLineNumber { err, .. } => error_path(err),
-        _ => None,
+/// Walks `roots` in parallel, handing each file and unreadable path to `emit` as it is found (each
+/// path once); stops as soon as `emit` returns false. Paths stay bytes (`OsString`) throughout.
+pub fn walk_stream(
+    roots: &[PathBuf],
+    follow_links: bool,
+    threads: usize,
+    emit: &(dyn Fn(Found) -> bool + Sync),
+) {
+    let mut existing = vec![];
+    for r in roots {
+        match std::fs::symlink_metadata(r) {
+            Ok(_) => existing.push(r.clone()),
+            Err(e) => {
+                let err = WalkError {
+                    path: r.clone(),
+                    kind: ErrorKind::Io,
+                    message: e.to_string(),
+                };
+                if !emit(Found::Error(err)) {
+                    return;
+                }
+            }
+        }
     }
+    // Several roots may name the same file (a folder and a file inside it): report it once. One root
+    // never yields a path twice, so a single root keeps no set.
+    let seen: Option<Mutex<HashSet<PathBuf>>> = (existing.len() > 1).then(Default::default);
+    let first_time = |p: &PathBuf| {
+        seen.as_ref()
+            .is_none_or(|s| s.lock().unwrap().insert(p.clone()))
+    };
+    let Some((first, rest)) = existing.split_first() else {
+        return;
+    };
+    let mut b = ignore::WalkBuilder::new(first);
+    for r in rest {
+        b.add(r);
+    }
+    b.standard_filters(false)
+        .hidden(false)
+        .follow_links(follow_links)
+        .threads(threads);
+    b.build_parallel().run(|| {
+        let first_time = &first_time;
+        Box::new(move |res| {
+            let found = match res {
+                Ok(ent) => {
+                    let is_root_link = ent.depth() == 0 && ent.path_is_symlink();
+                    let Some(ft) = ent.file_type() else {
+                        return ignore::WalkState::Continue;
+                    };
+                    // The root itself may be a symlink the user named explicitly: follow it.
+                    let meta = if is_root_link || (follow_links && ft.is_symlink()) {
+                        std::fs::metadata(ent.path())
+                    } else if ft.is_file() {
+                        ent.metadata()
+                            .map_err(|e| std::io::Error::other(e.to_string()))
+                    } else {
+                        return ignore::WalkState::Continue;
+                    };
+                    match meta {
+                        Ok(m) if m.is_file() => Found::File(Entry {
+                            path: ent.into_path(),
+                            size: m.len(),
+                            mtime: mtime_of(&m),
+                        }),
+                        Ok(_) => return ignore::WalkState::Continue,
+                        Err(e) => Found::Error(WalkError {
+                            path: ent.into_path(),
+                            kind: ErrorKind::Io,
+                            message: e.to_string(),
+                        }),
+                    }
+                }
+                Err(e) => Found::Error(WalkError {
+                    path: error_path(&e).unwrap_or_default(),
+                    kind: if is_loop(&e) {
+                        ErrorKind::Loop
+                    } else {
+                        ErrorKind::Io
+                    },
+                    message: e.to_string(),
+                }),
+            };
+            let path = match &found {
+                Found::File(e) => &e.path,
+                Found::Error(e) => &e.path,
+            };
+            if !first_time(path) {
+                return ignore::WalkState::Continue;
+            }
+            if emit(found) {
+                ignore::WalkState::Continue
+            } else {
+                ignore::WalkState::Quit
+            }
+        })
+    });
 }
 
 fn is_loop(e: &ignore::Error) -> bool {
@@ -153,6 +190,16 @@ fn is_loop(e: &ignore::Error) -> bool {
         | ignore::Error::WithDepth { err, .. }
         | ignore::Error::WithLineNumber { err, .. } => is_loop(err),
         _ => false,
+    }
+}
+
+fn error_path(e: &ignore::Error) -> Option<PathBuf> {
+    match e {
+        ignore::Error::WithPath { path, .. } => Some(path.clone()),
+        ignore::Error::WithDepth { err, .. } => error_path(err),
+        ignore::Error::Loop { child, .. } => Some(child.clone()),
+        ignore::Error::WithLineNumber { err, .. } => error_path(err),
+        _ => None,
     }
 }
 
@@ -174,7 +221,7 @@ mod tests {
             assert_eq!(files.len(), 1, "follow={follow}: {files:?}");
             if follow {
                 assert!(
-                    errors.iter().any(|e| e.kind == WalkErrorKind::Loop),
+                    errors.iter().any(|e| e.kind == ErrorKind::Loop),
                     "{errors:?}"
                 );
             }
@@ -206,7 +253,7 @@ mod tests {
         let (files, errors) = walk(std::slice::from_ref(&lib), true, 1);
         assert!(files.is_empty());
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert_eq!(errors[0].kind, WalkErrorKind::Io);
+        assert_eq!(errors[0].kind, ErrorKind::Io);
         assert_eq!(errors[0].path, lib.join("dangling.safetensors"));
     }
 }
