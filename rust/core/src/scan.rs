@@ -34,6 +34,9 @@ const METADATA_VALUE_MAX: usize = 1024;
 
 /// Scans one file; never panics on bad input, problems become findings or `error`.
 pub fn scan_file(path: &Path, opts: &ScanOptions) -> FileReport {
+    if path.is_dir() && crate::diffusers::detect(path).is_some() {
+        return crate::diffusers::scan_diffusers(path, opts);
+    }
     let mut r = FileReport {
         path: path.to_string_lossy().into_owned(),
         format: "unknown",
@@ -159,6 +162,7 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
     r.arch = class.arch;
     r.tensors = tensors.len() as u64;
     summarize(&tensors, &class, r);
+    r.provenance = crate::provenance::parse(&metadata);
     r.metadata = metadata
         .iter()
         .map(|(k, v)| (k.clone(), truncate_value(v)))

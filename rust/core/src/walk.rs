@@ -65,6 +65,18 @@ pub fn walk(roots: &[PathBuf], follow_links: bool, threads: usize) -> (Vec<Entry
                         let Some(ft) = ent.file_type() else {
                             return ignore::WalkState::Continue;
                         };
+                        // A diffusers folder is one model: reported once, its files not walked.
+                        if ft.is_dir() || (is_root_link && ent.path().is_dir()) {
+                            if let Some(f) = crate::diffusers::detect(ent.path()) {
+                                files.lock().unwrap().push(Entry {
+                                    path: ent.into_path(),
+                                    size: f.size,
+                                    mtime: f.mtime,
+                                });
+                                return ignore::WalkState::Skip;
+                            }
+                            return ignore::WalkState::Continue;
+                        }
                         // The root itself may be a symlink the user named explicitly: follow it.
                         let meta = if is_root_link || (follow_links && ft.is_symlink()) {
                             std::fs::metadata(ent.path())
