@@ -190,7 +190,7 @@ def _run(run: Any, fmt: str, sink: Any, show_progress: bool) -> Any:
 
 @app.command()
 def info(
-    path: Annotated[str, typer.Argument(help="The file to describe.", show_default=False, metavar="FILE")],
+    path: Annotated[str, typer.Argument(help="The file (or diffusers folder) to describe.", show_default=False, metavar="FILE")],
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the file object of the JSON report.")
     ] = False,
@@ -202,12 +202,13 @@ def info(
     """Describe one file in detail: format, kind, arch, components, hashes, metadata, findings."""
     from fastscan.api import scan_one
 
-    if os.path.isdir(path):
-        raise fail(f"{path} is a directory: `fastscan {path}` scans it")
     try:
         f = scan_one(path, hash=hash.value, sha256=sha256)
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
+    # A diffusers folder is one model; any other directory is a library to scan.
+    if os.path.isdir(path) and f.format != "diffusers":
+        raise fail(f"{path} is a directory: `fastscan {path}` scans it")
     if json_out:
         typer.echo(json.dumps(f.to_dict(), indent=2, ensure_ascii=False))
         return

@@ -13,6 +13,7 @@ pub mod diffusers;
 pub mod dtype;
 mod file_kinds;
 pub mod hashes;
+pub mod npy;
 pub mod pickle;
 pub mod provenance;
 pub mod report;

@@ -5,7 +5,7 @@ use crate::datapass::{self, HashMode};
 use crate::report::{ComponentReport, FileError, FileReport};
 use crate::sniff::{sniff, Format, SNIFF_LEN};
 use crate::tensor::TensorInfo;
-use crate::{checks, pickle, safetensors};
+use crate::{checks, npy, pickle, safetensors};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -88,6 +88,12 @@ pub fn read_table(path: &Path) -> Result<TensorTable, String> {
                 .map_err(|e| format!("{}: {}", path.display(), e.reason))?;
             (h.header_len, h.tensors, h.metadata)
         }
+        Format::Npy | Format::Npz => {
+            let map = map_file(&file, size).map_err(err)?;
+            let n = npy::scan(&map, format, &stem(path))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            (0, n.tensors, BTreeMap::new())
+        }
         _ => {
             let map = map_file(&file, size).map_err(err)?;
             let p = pickle::scan(&map, format).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -134,6 +140,22 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
                 return Ok(());
             }
         },
+        Format::Npy | Format::Npz => {
+            let map = map_file(&file, r.size)?;
+            match npy::scan(&map, format, &stem(path)) {
+                Ok(n) => {
+                    r.findings.extend(n.findings);
+                    n.tensors
+                }
+                Err(reason) => {
+                    r.error = Some(FileError {
+                        kind: "format",
+                        message: format!("{}: {reason}", r.path),
+                    });
+                    return Ok(());
+                }
+            }
+        }
         Format::TorchZip | Format::TorchLegacy | Format::Pickle => {
             let map = map_file(&file, r.size)?;
             match pickle::scan(&map, format) {
@@ -159,6 +181,15 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
 
     let class = classify(&tensors);
     r.kind = class.kind;
+    // Bare pickles and object arrays list no tensors at all: "empty" would claim what is not known.
+    if tensors.is_empty()
+        && !matches!(
+            format,
+            Format::Safetensors | Format::TorchZip | Format::TorchLegacy
+        )
+    {
+        r.kind = "unknown";
+    }
     r.arch = class.arch;
     r.tensors = tensors.len() as u64;
     summarize(&tensors, &class, r);
@@ -208,6 +239,13 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
     r.findings
         .sort_by(|a, b| b.severity.cmp(&a.severity).then(a.check.cmp(b.check)));
     Ok(())
+}
+
+/// A file's name without its extension (an `.npy` array's name).
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn map_file(file: &File, size: u64) -> std::io::Result<memmap2::Mmap> {

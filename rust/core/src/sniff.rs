@@ -10,6 +10,10 @@ pub enum Format {
     TorchLegacy,
     /// A bare pickle stream.
     Pickle,
+    /// A NumPy array file.
+    Npy,
+    /// A zip of NumPy arrays (`np.savez`).
+    Npz,
     Unknown,
 }
 
@@ -21,6 +25,8 @@ impl Format {
             Format::TorchZip => "torch-zip",
             Format::TorchLegacy => "torch-legacy",
             Format::Pickle => "pickle",
+            Format::Npy => "npy",
+            Format::Npz => "npz",
             Format::Unknown => "unknown",
         }
     }
@@ -32,6 +38,12 @@ pub const SNIFF_LEN: usize = 64;
 /// Guesses the format from the first bytes; `named_safetensors` only decides between
 /// "damaged safetensors" and "unknown" when the bytes alone cannot tell.
 pub fn sniff(head: &[u8], named_safetensors: bool) -> Format {
+    if head.starts_with(crate::npy::MAGIC) {
+        return Format::Npy;
+    }
+    if crate::npy::zip_is_npz(head) {
+        return Format::Npz;
+    }
     // A safetensors length under 2^32 then a JSON object: checked first, because a length such as
     // 0x0480 starts with the bytes of a pickle protocol header (0x80 0x04).
     if head.len() >= 9 && head[4..8] == [0, 0, 0, 0] {

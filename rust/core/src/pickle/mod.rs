@@ -74,7 +74,7 @@ pub fn scan(bytes: &[u8], format: Format) -> Result<PickleScan, String> {
             scan_raw(bytes, &mut c);
             Vec::new()
         }
-        Format::Safetensors | Format::Unknown => {
+        Format::Safetensors | Format::Npy | Format::Npz | Format::Unknown => {
             return Err(format!("{} is not a pickle-based format", format.name()))
         }
     };
