@@ -95,7 +95,8 @@ def test_every_real_safetensors_file_is_in_the_table():
     assert {p.name for p in REAL.glob("*.safetensors")} == set(REAL_FILES)
 
 
-def test_empty_table_is_unknown(tmp_path):
+def test_empty_table_is_empty(tmp_path):
+    """A readable file holding no tensors at all is kind `empty` (not a model of an unknown kind)."""
     p = synth.write_safetensors(tmp_path / "empty.safetensors", {})
     r = _core.scan_file(str(p), hash="none")
-    assert (r["kind"], r["arch"]) == ("unknown", "unknown")
+    assert (r["kind"], r["arch"]) == ("empty", "unknown")

@@ -7,7 +7,9 @@ pickle shows a booby-trapped checkpoint. Each file is named for its problem.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +104,29 @@ def _dangerous_pickle(p: Path) -> None:
     )
 
 
+def _merge_with_recipe(p: Path) -> None:
+    # What the web UI's checkpoint merger writes into __metadata__ (fastscan info shows it as Provenance).
+    a, b = "a" * 64, "b" * 64
+    recipe = {"type": "webui", "primary_model_hash": a, "secondary_model_hash": b, "tertiary_model_hash": None,
+              "interp_method": "Weighted sum", "multiplier": 0.3, "save_as_half": True}
+    models = {a: {"name": "dreamshaper_8", "legacy_hash": "879db523", "sd_merge_recipe": None},
+              b: {"name": "anything-v5", "legacy_hash": "7f96a1a9", "sd_merge_recipe": None}}
+    meta = {"sd_merge_recipe": json.dumps(recipe), "sd_merge_models": json.dumps(models)}
+    synth.write_layout(p, "sd15", metadata=meta)
+
+
+def _object_array_npy(p: Path) -> None:
+    # An .npy object array whose pickle imports os.system (np.load(allow_pickle=True) would run it).
+    pkl = b"\x80\x02]q\x00cos\nsystem\nq\x01a."
+    h = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+    h += " " * (-(10 + len(h) + 1) % 64) + "\n"
+    p.write_bytes(b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h.encode() + pkl)
+
+
+def _diffusers(p: Path) -> None:
+    synth.write_diffusers(p)
+
+
 FILES: tuple[DemoFile, ...] = (
     DemoFile("clean-sd15.safetensors", "none: an SD 1.5 pruned fp16 checkpoint (sd15)", (), _plain("sd15")),
     DemoFile("clean-sdxl.safetensors", "none: SDXL base 1.0 (sdxl)", (), _plain("sdxl")),
@@ -176,6 +201,24 @@ FILES: tuple[DemoFile, ...] = (
         _dangerous_pickle,
     ),
     DemoFile(
+        "clean-sd15-diffusers",
+        "none: SD 1.5 as a diffusers folder, reported as one model (diffusers-sd15-*)",
+        (),
+        _diffusers,
+    ),
+    DemoFile(
+        "merged-sd15-with-recipe.safetensors",
+        "none: a web UI merge whose recipe and parents `fastscan info` shows as Provenance (sd15)",
+        (),
+        _merge_with_recipe,
+    ),
+    DemoFile(
+        "code-running-object-array.npy",
+        "a NumPy object array whose pickle runs os.system when loaded with allow_pickle=True",
+        ("pickle.dangerous-import", "npy.object-array"),
+        _object_array_npy,
+    ),
+    DemoFile(
         "nan-values-embedding.safetensors",
         "an embedding holding NaN and Inf (embedding-sd15; seen with --hash components or full)",
         ("values.nan-inf",),
@@ -211,7 +254,9 @@ def write_library(directory: str | os.PathLike) -> list[Path]:
     paths = []
     for f in FILES:
         p = d / f.name
-        if p.exists():
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
             p.unlink()
         f.write(p)
         paths.append(p)

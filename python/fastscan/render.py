@@ -218,7 +218,7 @@ def print_file(f: FileReport, console: Console) -> None:
     if f.parts:
         t = Table(title="Files", box=box.SIMPLE_HEAD, title_justify="left")
         for c in ("file", "component", "kind", "arch", "tensors", "size"):
-            t.add_column(c, justify="right" if c in ("tensors", "size") else "left")
+            t.add_column(c, justify="right" if c in ("tensors", "size") else "left", overflow="fold")
         for p in f.parts:
             t.add_row(
                 escape(p["path"]), p["component"], p["kind"], p["arch"], str(p["tensors"]), human_bytes(p["size"])

@@ -189,7 +189,12 @@ pub fn scan_diffusers(dir: &Path, opts: &ScanOptions) -> FileReport {
                 arch: sub.arch,
                 tensors: sub.tensors,
             });
+            let sharded = files.weights.len() > 1 && is_shard(w);
             for mut f in sub.findings {
+                // One shard holds part of a model: whole-model checks judge the folder, not the shard.
+                if sharded && WHOLE_MODEL_CHECKS.contains(&f.check) {
+                    continue;
+                }
                 f.message = format!("{part_path}: {}", f.message);
                 if let Value::Object(m) = &mut f.details {
                     m.insert("file".into(), Value::String(part_path.clone()));
@@ -271,6 +276,23 @@ pub fn scan_diffusers(dir: &Path, opts: &ScanOptions) -> FileReport {
     r.findings
         .sort_by(|a, b| b.severity.cmp(&a.severity).then(a.check.cmp(b.check)));
     r
+}
+
+/// Checks that judge a whole model, meaningless on one shard of it.
+const WHOLE_MODEL_CHECKS: [&str; 5] = [
+    "size.unusual",
+    "vae.missing",
+    "text-encoder.missing",
+    "component.incomplete",
+    "junk.unknown-keys",
+];
+
+/// `name-00001-of-00002.ext`: one shard of a sharded checkpoint.
+fn is_shard(p: &Path) -> bool {
+    p.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.rfind("-of-").map(|i| &s[i + 4..]))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Arch of a pipeline class when no weight file tells it (rules.json `diffusers_pipelines`).

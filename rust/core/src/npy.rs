@@ -93,7 +93,7 @@ fn header(b: &[u8]) -> Result<Header, String> {
 }
 
 /// The dtype of a little-endian (or byte-order-free) numpy type string.
-fn dtype_of(descr: &str) -> Option<Dtype> {
+pub(crate) fn dtype_of(descr: &str) -> Option<Dtype> {
     Some(match descr {
         "<f2" => Dtype::F16,
         "<f4" => Dtype::F32,
@@ -110,6 +110,24 @@ fn dtype_of(descr: &str) -> Option<Dtype> {
         "<c8" => Dtype::C64,
         _ => return None,
     })
+}
+
+/// Element strides of a Fortran-order (column-major) array; None when C order holds them as well.
+pub(crate) fn fortran_strides(shape: &[u64], fortran: bool) -> Option<Vec<u64>> {
+    if !fortran || shape.iter().filter(|&&d| d != 1).count() <= 1 {
+        return None;
+    }
+    let mut acc = 1u64;
+    Some(
+        shape
+            .iter()
+            .map(|&d| {
+                let s = acc;
+                acc = acc.saturating_mul(d);
+                s
+            })
+            .collect(),
+    )
 }
 
 fn is_object(descr: &str) -> bool {
@@ -164,17 +182,7 @@ fn array(name: &str, b: &[u8], base: Option<u64>, out: &mut NpyScan) {
         ));
         return;
     }
-    let strides = (h.fortran && h.shape.iter().filter(|&&d| d != 1).count() > 1).then(|| {
-        let mut acc = 1u64;
-        h.shape
-            .iter()
-            .map(|&d| {
-                let s = acc;
-                acc = acc.saturating_mul(d);
-                s
-            })
-            .collect()
-    });
+    let strides = fortran_strides(&h.shape, h.fortran);
     out.tensors.push(TensorInfo {
         name: name.to_string(),
         dtype,
