@@ -1,8 +1,9 @@
-"""The formats people have (issue 11 items 4-5): every real file in ../shared/data/real gets a kind,
-the other files of a model folder (embeddings, .pt LoRAs, adapters, upscalers, tiny autoencoders),
-diffusers folders as one entry, .npy/.npz, and provenance from `__metadata__`. Each feature has a test
-that fires and one that stays silent. Expected answers are written by hand from the files' structure
-(read through `fastscan info`) and the tools' documented formats, not computed by the code under test.
+"""The formats people have (issue 11 items 4-5; the kinds of the 11 real files in ../shared/data/real
+are in test_classify_real.py): the other files of a model folder (embeddings, .pt LoRAs, adapters,
+upscalers, tiny autoencoders), diffusers folders as one entry, .npy/.npz, numpy arrays inside pickles,
+and provenance from `__metadata__`. Each feature has a test that fires and one that stays silent.
+Expected answers are written by hand from the files' structure (read through `fastscan info`) and the
+tools' documented formats, not computed by the code under test.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from typer.testing import CliRunner
 
 from fastscan import _core, cli, synth
@@ -21,48 +21,8 @@ from fastscan.api import scan
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 
-# Real files that are not safetensors (those are in test_classify_real.REAL_FILES):
-# file -> (kind, arch, {component: tensors})
-REAL_OTHER = {
-    # The web UI's 'Approx NN' preview decoder: conv1 [8, 4, 7, 7] ... conv8 [3, 8, 3, 3].
-    "a1111_VAE-approx_model.pt": ("vae-approx", "unknown", {"vae_approx": 16}),
-    # A pickle of an empty dict: no tensors at all.
-    "a1111_test_empty.pt": ("empty", "unknown", {}),
-    # cloneofsimo's .pt LoRA: a list [up, down, ...]; 48 pairs whose downs all read 768 (CLIP-L): SD1 text encoder.
-    "cloneofsimo-lora_analog_svd_distill.text_encoder.pt": ("lora", "sd1", {"text_encoder": 96}),
-    # 128 UNet pairs; 32 downs read 1024 wide: the cross-attention of an SD2 UNet (SD1's reads 768).
-    "cloneofsimo-lora_lora_disney.pt": ("lora", "sd2", {"unet": 256}),
-    # {"<krk>": tensor[768]}: one CLIP-L token vector.
-    "cloneofsimo-lora_lora_kiriko2.ti.pt": ("embedding", "sd1", {"embedding": 1}),
-    # TAESD halves: the encoder's 0.weight reads 3 (RGB) channels; the decoder has no 0.weight (0 is a clamp).
-    "taesd_taef2_decoder.pth": ("taesd", "unknown", {"taesd_decoder": 79}),
-    "taesd_taef2_encoder.pth": ("taesd", "unknown", {"taesd_encoder": 79}),
-    "taesd_taesana_encoder.pth": ("taesd", "unknown", {"taesd_encoder": 69}),
-}
-
-
 def comps(r: dict) -> dict:
     return {k: v["tensors"] for k, v in r["components"].items()}
-
-
-@pytest.mark.parametrize("name", sorted(REAL_OTHER))
-def test_real_model_folder_files_get_a_kind(name):
-    kind, arch, components = REAL_OTHER[name]
-    r = _core.scan_file(str(REAL / name), hash="components")
-    assert r["error"] is None
-    assert (r["kind"], r["arch"]) == (kind, arch)
-    assert comps(r) == components
-    assert [f["check"] for f in r["findings"] if f["severity"] in ("error", "critical")] == []
-
-
-def test_all_eleven_real_files_are_covered_and_none_is_unknown():
-    from test_classify_real import REAL_FILES
-
-    files = {p.name for p in REAL.iterdir() if p.name != "README.md"}
-    assert len(files) == 11
-    assert files == set(REAL_OTHER) | set(REAL_FILES)
-    for name in files:
-        assert _core.scan_file(str(REAL / name), hash="none")["kind"] != "unknown", name
 
 
 # ---- embeddings and .pt LoRAs written the way their tools write them -----------------------------
@@ -116,7 +76,8 @@ def _st(path, shapes: dict, metadata=None) -> str:
 
 T2I_SD = {"conv_in.weight": [320, 192, 3, 3], "body.0.block1.weight": [320, 320, 3, 3],
           "body.0.block2.weight": [320, 320, 1, 1]}
-ESRGAN = {"params_ema.conv_first.weight": [64, 3, 3, 3], "params_ema.body.0.rdb1.conv1.weight": [32, 64, 3, 3],
+ESRGAN = {"params_ema.conv_first.weight": [64, 3, 3, 3],
+          "params_ema.body.0.rdb1.conv1.weight": [32, 64, 3, 3],
           "params_ema.conv_body.weight": [64, 64, 3, 3], "params_ema.conv_last.weight": [3, 64, 3, 3]}
 
 
@@ -125,7 +86,8 @@ ESRGAN = {"params_ema.conv_first.weight": [64, 3, 3, 3], "params_ema.body.0.rdb1
     [
         (T2I_SD, ("t2i-adapter", "sd1", {"adapter": 3})),
         ({**T2I_SD, "conv_in.weight": [320, 768, 3, 3]}, ("t2i-adapter", "sdxl", {"adapter": 3})),
-        ({"adapter.conv_in.weight": [320, 768, 3, 3], "adapter.body.0.resnets.0.block1.weight": [320, 320, 3, 3]},
+        ({"adapter.conv_in.weight": [320, 768, 3, 3],
+          "adapter.body.0.resnets.0.block1.weight": [320, 320, 3, 3]},
          ("t2i-adapter", "sdxl", {"adapter": 2})),
         (ESRGAN, ("upscaler", "unknown", {"upscaler": 4})),
         ({"model.0.weight": [64, 3, 3, 3], "model.1.sub.0.RDB1.conv1.0.weight": [32, 64, 3, 3]},
@@ -206,7 +168,8 @@ def test_info_shows_a_provenance_section(tmp_path):
     assert out.exit_code == 0, out.output
     text = out.stdout
     assert "Provenance" in text and "Weighted sum" in text and "dreamshaper_8" in text and "0.35" in text
-    plain = run_cli("info", str(synth.write_layout(tmp_path / "plain.safetensors", "vae-sd")), "--hash", "none")
+    vae = synth.write_layout(tmp_path / "plain.safetensors", "vae-sd")
+    plain = run_cli("info", str(vae), "--hash", "none")
     assert plain.exit_code == 0 and "Provenance" not in plain.stdout
 
 
@@ -358,7 +321,8 @@ def test_protocol2_numpy_arrays_are_named_not_listed(tmp_path):
     assert info[0]["severity"] == "info"
     plain = tmp_path / "plain.ckpt"
     torch.save({"w": torch.zeros(2)}, plain)
-    assert "pickle.numpy-array" not in [x["check"] for x in _core.scan_file(str(plain), hash="none")["findings"]]
+    checks = [x["check"] for x in _core.scan_file(str(plain), hash="none")["findings"]]
+    assert "pickle.numpy-array" not in checks
 
 
 def test_bare_pickle_of_numpy_arrays(tmp_path):

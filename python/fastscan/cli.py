@@ -190,7 +190,10 @@ def _run(run: Any, fmt: str, sink: Any, show_progress: bool) -> Any:
 
 @app.command()
 def info(
-    path: Annotated[str, typer.Argument(help="The file (or diffusers folder) to describe.", show_default=False, metavar="FILE")],
+    path: Annotated[
+        str,
+        typer.Argument(help="The file or diffusers folder to describe.", show_default=False, metavar="FILE"),
+    ],
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the file object of the JSON report.")
     ] = False,

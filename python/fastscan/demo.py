@@ -107,8 +107,8 @@ def _dangerous_pickle(p: Path) -> None:
 def _merge_with_recipe(p: Path) -> None:
     # What the web UI's checkpoint merger writes into __metadata__ (fastscan info shows it as Provenance).
     a, b = "a" * 64, "b" * 64
-    recipe = {"type": "webui", "primary_model_hash": a, "secondary_model_hash": b, "tertiary_model_hash": None,
-              "interp_method": "Weighted sum", "multiplier": 0.3, "save_as_half": True}
+    recipe = {"type": "webui", "primary_model_hash": a, "secondary_model_hash": b,
+              "tertiary_model_hash": None, "interp_method": "Weighted sum", "multiplier": 0.3}
     models = {a: {"name": "dreamshaper_8", "legacy_hash": "879db523", "sd_merge_recipe": None},
               b: {"name": "anything-v5", "legacy_hash": "7f96a1a9", "sd_merge_recipe": None}}
     meta = {"sd_merge_recipe": json.dumps(recipe), "sd_merge_models": json.dumps(models)}

@@ -220,9 +220,8 @@ def print_file(f: FileReport, console: Console) -> None:
         for c in ("file", "component", "kind", "arch", "tensors", "size"):
             t.add_column(c, justify="right" if c in ("tensors", "size") else "left", overflow="fold")
         for p in f.parts:
-            t.add_row(
-                escape(p["path"]), p["component"], p["kind"], p["arch"], str(p["tensors"]), human_bytes(p["size"])
-            )
+            row = (escape(p["path"]), p["component"], p["kind"], p["arch"], str(p["tensors"]))
+            t.add_row(*row, human_bytes(p["size"]))
         console.print(t)
 
     if f.provenance:
@@ -256,7 +255,7 @@ def _parent_line(p: dict[str, Any]) -> str:
 
 
 def provenance_table(prov: dict[str, Any]) -> Table:
-    """The compact "Provenance" section: tools, merge method and multipliers, parents, base model, training."""
+    """The compact "Provenance" section: tools, merge and multipliers, parents, base model, training."""
     t = _kv_table("Provenance")
     if prov.get("tools"):
         t.add_row("tool", escape(", ".join(prov["tools"])))

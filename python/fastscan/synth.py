@@ -174,7 +174,7 @@ def write_layout(path: str | os.PathLike, layout: str | Mapping, **kw) -> Path:
     return write_safetensors(path, lay["tensors"], **kw)
 
 
-# The SD 1.5 diffusers folder (runwayml/stable-diffusion-v1-5 with its fp16 variant): subfolder -> (layout, file stem).
+# SD 1.5 as a diffusers folder (runwayml/stable-diffusion-v1-5, fp16): subfolder -> (layout, file stem).
 DIFFUSERS_SD15 = {
     "unet": ("diffusers-sd15-unet", "diffusion_pytorch_model"),
     "vae": ("diffusers-sd15-vae", "diffusion_pytorch_model"),

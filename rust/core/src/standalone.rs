@@ -234,7 +234,7 @@ fn embedding(tensors: &[TensorInfo], index: &Index) -> Option<Classification> {
 /// cloneofsimo's `lora_diffusion` `.pt`: `torch.save([up0, down0, up1, down1, ...])`, so the tensors are
 /// named `0`, `1`, ... and each pair chains (`up` is `[out, r]`, `down` is `[r, in]`, r small).
 fn lora_pair_list(tensors: &[TensorInfo]) -> Option<Classification> {
-    if tensors.len() < 2 || tensors.len() % 2 != 0 {
+    if tensors.len() < 2 || !tensors.len().is_multiple_of(2) {
         return None;
     }
     let numbered = tensors

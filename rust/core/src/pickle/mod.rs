@@ -305,7 +305,10 @@ fn place_arrays(run: &Run, base: Option<u64>, c: &mut Collector) -> Vec<TensorIn
     let mut unlisted = Vec::new();
     for (name, a) in tensors::named_arrays(run) {
         // An object array holds Python objects (their imports are judged like any other), no elements.
-        let kind = a.descr.as_deref().map(|d| d.trim_start_matches(['<', '>', '|', '=']));
+        let kind = a
+            .descr
+            .as_deref()
+            .map(|d| d.trim_start_matches(['<', '>', '|', '=']));
         if kind.is_some_and(|k| k.starts_with('O')) {
             continue;
         }

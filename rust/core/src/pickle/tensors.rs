@@ -156,6 +156,38 @@ pub fn place(
     })
 }
 
+/// Places a numpy array whose raw bytes lie in the pickle buffer at `base` + its data offset.
+pub fn place_array(name: &str, a: &ArrayRef, base: u64) -> Result<TensorInfo, String> {
+    let descr = a.descr.as_deref().unwrap_or("?");
+    let dtype = crate::npy::dtype_of(descr)
+        .ok_or_else(|| format!("{name}: numpy element type {descr} is not supported"))?;
+    let (at, len) = a.data.ok_or_else(|| {
+        format!(
+            "{name}: the array's bytes are encoded in the pickle (protocol 2), not stored as is"
+        )
+    })?;
+    let numel = a
+        .shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("{name}: shape {:?} overflows", a.shape))?;
+    if numel.checked_mul(dtype.bits() / 8) != Some(len) {
+        return Err(format!(
+            "{name}: shape {:?} of {descr} needs {} bytes, the pickle holds {len}",
+            a.shape,
+            numel.saturating_mul(dtype.bits() / 8)
+        ));
+    }
+    Ok(TensorInfo {
+        name: name.to_string(),
+        dtype,
+        shape: a.shape.clone(),
+        start: base + at as u64,
+        len,
+        strides: crate::npy::fortran_strides(&a.shape, a.fortran),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,36 +223,4 @@ mod tests {
         let z = place("z", &t(vec![0, 4], vec![4, 1], 0), 0, 0).unwrap();
         assert_eq!(z.len, 0);
     }
-}
-
-/// Places a numpy array whose raw bytes lie in the pickle buffer at `base` + its data offset.
-pub fn place_array(name: &str, a: &ArrayRef, base: u64) -> Result<TensorInfo, String> {
-    let descr = a.descr.as_deref().unwrap_or("?");
-    let dtype = crate::npy::dtype_of(descr)
-        .ok_or_else(|| format!("{name}: numpy element type {descr} is not supported"))?;
-    let (at, len) = a.data.ok_or_else(|| {
-        format!(
-            "{name}: the array's bytes are encoded in the pickle (protocol 2), not stored as is"
-        )
-    })?;
-    let numel = a
-        .shape
-        .iter()
-        .try_fold(1u64, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| format!("{name}: shape {:?} overflows", a.shape))?;
-    if numel.checked_mul(dtype.bits() / 8) != Some(len) {
-        return Err(format!(
-            "{name}: shape {:?} of {descr} needs {} bytes, the pickle holds {len}",
-            a.shape,
-            numel.saturating_mul(dtype.bits() / 8)
-        ));
-    }
-    Ok(TensorInfo {
-        name: name.to_string(),
-        dtype,
-        shape: a.shape.clone(),
-        start: base + at as u64,
-        len,
-        strides: crate::npy::fortran_strides(&a.shape, a.fortran),
-    })
 }
