@@ -382,3 +382,66 @@ fn check_index(dir: &Path, idx: &Path, weights: &[PathBuf], findings: &mut Vec<F
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(names: &[&str]) -> Vec<PathBuf> {
+        names
+            .iter()
+            .map(|n| PathBuf::from("unet").join(n))
+            .collect()
+    }
+
+    #[test]
+    fn one_variant_counts_plain_safetensors_first() {
+        let w = paths(&[
+            "diffusion_pytorch_model.bin",
+            "diffusion_pytorch_model.fp16.safetensors",
+            "diffusion_pytorch_model.safetensors",
+        ]);
+        assert_eq!(
+            preferred(&w),
+            paths(&["diffusion_pytorch_model.safetensors"])
+        );
+        let w = paths(&[
+            "diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
+            "diffusion_pytorch_model.fp16-00002-of-00002.safetensors",
+            "diffusion_pytorch_model.bin",
+        ]);
+        assert_eq!(preferred(&w), w[..2].to_vec());
+        assert!(is_shard(&w[0]) && !is_shard(&w[2]));
+        assert!(!is_shard(Path::new("model-of-x.safetensors")));
+    }
+
+    #[test]
+    fn detect_needs_a_pipeline_index() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(detect(dir.path()).is_none());
+        std::fs::write(
+            dir.path().join(MODEL_INDEX),
+            b"{\"unet\": [\"diffusers\", \"X\"]}",
+        )
+        .unwrap();
+        assert!(
+            detect(dir.path()).is_none(),
+            "no _class_name / _diffusers_version"
+        );
+        std::fs::write(
+            dir.path().join(MODEL_INDEX),
+            b"{\"_class_name\": \"StableDiffusionPipeline\", \"unet\": [\"diffusers\", \"X\"], \"safety_checker\": [null, null]}",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("unet")).unwrap();
+        std::fs::write(
+            dir.path().join("unet/diffusion_pytorch_model.safetensors"),
+            b"x",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("unet/config.json"), b"{}").unwrap();
+        let f = detect(dir.path()).unwrap();
+        assert_eq!(f.components.keys().collect::<Vec<_>>(), ["unet"]);
+        assert_eq!(f.components["unet"].weights.len(), 1);
+    }
+}
