@@ -20,6 +20,9 @@ def scan_file(path: _Path, hash: _HashMode = "full", sha256: bool = False) -> di
 def read_tensors(path: _Path) -> dict[str, Any]:
     """Reads a file's tensor table with each tensor's role; ValueError naming the file if unreadable."""
 
+def pickle_imports(data: bytes) -> list[dict[str, Any]]:
+    """Every import of every pickle in a raw stream (never loaded): module, name, opcode, pos, used..."""
+
 class Scanner(Iterator[dict[str, Any]]):
     """Scans files in parallel in the background; iterating yields each report dict as it finishes."""
 

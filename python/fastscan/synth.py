@@ -174,6 +174,36 @@ def write_layout(path: str | os.PathLike, layout: str | Mapping, **kw) -> Path:
     return write_safetensors(path, lay["tensors"], **kw)
 
 
+# 1.0 in each float dtype: a first element that makes a sparse (zero) tensor non-constant.
+_ONE = {"F16": b"\x00\x3c", "BF16": b"\x80\x3f", "F32": b"\x00\x00\x80\x3f", "F64": b"\x00" * 6 + b"\xf0\x3f"}
+
+
+def mark_first_elements(
+    path: str | os.PathLike,
+    tensors: Mapping[str, Mapping],
+    *,
+    metadata: Mapping[str, str] | None = None,
+    skip: tuple[str, ...] = (),
+) -> int:
+    """Sets the first element of each float tensor of a file written from `tensors` to 1.0 (in place).
+
+    A sparse fixture's tensors are all zeros, which `values.constant` reports; one marked element per
+    tensor (a page of disk each at most) makes them ordinary. Tensors whose name starts with one of
+    `skip` stay all zero. Returns how many tensors were marked.
+    """
+    header, offsets = header_for(tensors, metadata)
+    marked = 0
+    with open(path, "r+b") as f:
+        for name, (b, e) in offsets.items():
+            one = _ONE.get(tensors[name]["dtype"])
+            if one is None or e - b < len(one) or name.startswith(skip):
+                continue
+            f.seek(8 + len(header) + b)
+            f.write(one)
+            marked += 1
+    return marked
+
+
 # SD 1.5 as a diffusers folder (runwayml/stable-diffusion-v1-5, fp16): subfolder -> (layout, file stem).
 DIFFUSERS_SD15 = {
     "unet": ("diffusers-sd15-unet", "diffusion_pytorch_model"),
@@ -194,7 +224,8 @@ _SD15_INDEX = {
 
 
 def write_diffusers(path: str | os.PathLike, *, variant: str | None = "fp16", unet_shards: int = 1) -> Path:
-    """Writes an SD 1.5 diffusers folder from the real diffusers layouts (sparse weights, real file names):
+    """Writes an SD 1.5 diffusers folder from the real diffusers layouts (sparse weights, first elements
+    marked so no tensor is constant, real file names):
     `model_index.json`, `unet/`, `vae/`, `text_encoder/` weights, `tokenizer/` and `scheduler/` configs.
     With `unet_shards` > 1 the UNet is split as diffusers shards it, with its `*.safetensors.index.json`."""
     root = Path(path)
@@ -206,7 +237,7 @@ def write_diffusers(path: str | os.PathLike, *, variant: str | None = "fp16", un
         name = f"{stem}.{variant}" if variant else stem
         tensors = load_layout(layout)["tensors"]
         if sub != "unet" or unet_shards <= 1:
-            write_safetensors(root / sub / f"{name}.safetensors", tensors)
+            mark_first_elements(write_safetensors(root / sub / f"{name}.safetensors", tensors), tensors)
             continue
         keys = sorted(tensors)
         per = -(-len(keys) // unet_shards)
@@ -214,7 +245,7 @@ def write_diffusers(path: str | os.PathLike, *, variant: str | None = "fp16", un
         for i in range(unet_shards):
             part = {k: tensors[k] for k in keys[i * per : (i + 1) * per]}
             shard = f"{name}-{i + 1:05d}-of-{unet_shards:05d}.safetensors"
-            write_safetensors(root / sub / shard, part)
+            mark_first_elements(write_safetensors(root / sub / shard, part), part)
             weight_map.update(dict.fromkeys(part, shard))
             total += sum(nbytes(t["dtype"], t["shape"]) for t in part.values())
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}

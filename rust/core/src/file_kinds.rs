@@ -66,7 +66,7 @@ pub fn classify(
         let holds = rule
             .conditions
             .iter()
-            .all(|c| get(&c.key).is_some_and(|t| shape_matches(&c.shape, &t.shape)));
+            .all(|c| get(&c.key).is_some_and(|t| shape_matches(c.shape.as_ref(), &t.shape)));
         if !holds {
             continue;
         }

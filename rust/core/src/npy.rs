@@ -236,7 +236,7 @@ pub fn scan(bytes: &[u8], format: Format, stem: &str) -> Result<NpyScan, String>
             for e in archive.entries.iter().take(MAX_MEMBERS) {
                 let name = e.name.strip_suffix(".npy").unwrap_or(&e.name);
                 let body = match zip::contents(bytes, e, MAX_INFLATED) {
-                    Ok(b) => b,
+                    Ok((b, _)) => b,
                     Err(why) => {
                         out.findings.push(Finding::new(
                             "npy.invalid",
