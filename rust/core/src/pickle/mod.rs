@@ -651,7 +651,9 @@ fn scan_tar(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, String> {
             }
         }
         if !any {
-            return Err(format!("tar {NO_PICKLE}: not a PyTorch checkpoint"));
+            return Err(format!(
+                "{NO_PICKLE}: a tar archive, not a PyTorch checkpoint"
+            ));
         }
         return Ok(Vec::new());
     }
@@ -912,7 +914,9 @@ fn scan_zip(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, String> {
         tensors.extend(place_arrays(&run, base, c));
     }
     if scanned == 0 {
-        return Err(format!("zip {NO_PICKLE}: not a PyTorch checkpoint"));
+        return Err(format!(
+            "{NO_PICKLE}: a zip archive, not a PyTorch checkpoint"
+        ));
     }
     Ok(tensors)
 }
