@@ -106,6 +106,11 @@ def test_demo_kinds(demo_report):
     assert kind["clean-lora.safetensors"] == ("lora", "sd1")
     assert kind["clean-embedding.safetensors"] == ("embedding", "sd1")
     assert kind["sd3-medium-no-text-encoders.safetensors"] == ("checkpoint", "sd3")
+    # The diffusers folder is one entry; none of its files is reported on its own.
+    assert kind["clean-sd15-diffusers"] == ("checkpoint", "sd1")
+    assert not [f for f in rep["files"] if "/clean-sd15-diffusers/" in f["path"]]
+    merged = next(f for f in rep["files"] if f["path"].endswith("merged-sd15-with-recipe.safetensors"))
+    assert merged["provenance"]["merge"]["method"] == "Weighted sum"
 
 
 def test_duplicate_vae_has_the_same_bytes(demo_report):

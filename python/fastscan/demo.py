@@ -12,6 +12,7 @@ import functools
 import gzip
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -30,6 +31,7 @@ LAYOUTS_USED = frozenset(
         "embedding-sd15",
         "sd15-full-ema",
         "sd3-medium",
+        *(layout for layout, _ in synth.DIFFUSERS_SD15.values()),
     }
 )
 PACKED_LAYOUTS = "fastscan/data/demo-layouts.json.gz"
@@ -154,6 +156,29 @@ def _dangerous_pickle(p: Path) -> None:
     )
 
 
+def _merge_with_recipe(p: Path) -> None:
+    # What the web UI's checkpoint merger writes into __metadata__ (fastscan info shows it as Provenance).
+    a, b = "a" * 64, "b" * 64
+    recipe = {"type": "webui", "primary_model_hash": a, "secondary_model_hash": b,
+              "tertiary_model_hash": None, "interp_method": "Weighted sum", "multiplier": 0.3}
+    models = {a: {"name": "dreamshaper_8", "legacy_hash": "879db523", "sd_merge_recipe": None},
+              b: {"name": "anything-v5", "legacy_hash": "7f96a1a9", "sd_merge_recipe": None}}
+    meta = {"sd_merge_recipe": json.dumps(recipe), "sd_merge_models": json.dumps(models)}
+    synth.write_safetensors(p, _layout("sd15"), metadata=meta)
+
+
+def _object_array_npy(p: Path) -> None:
+    # An .npy object array whose pickle imports os.system (np.load(allow_pickle=True) would run it).
+    pkl = b"\x80\x02]q\x00cos\nsystem\nq\x01a."
+    h = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+    h += " " * (-(10 + len(h) + 1) % 64) + "\n"
+    p.write_bytes(b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h.encode() + pkl)
+
+
+def _diffusers(p: Path) -> None:
+    synth.write_diffusers(p, load=_layout)
+
+
 FILES: tuple[DemoFile, ...] = (
     DemoFile("clean-sd15.safetensors", "none: an SD 1.5 pruned fp16 checkpoint (sd15)", (), _plain("sd15")),
     DemoFile("clean-sdxl.safetensors", "none: SDXL base 1.0 (sdxl)", (), _plain("sdxl")),
@@ -226,6 +251,24 @@ FILES: tuple[DemoFile, ...] = (
         "a pickle checkpoint that runs a shell command when loaded with torch.load",
         ("pickle.dangerous-import", "format.legacy-pickle"),
         _dangerous_pickle,
+    ),
+    DemoFile(
+        "clean-sd15-diffusers",
+        "none: SD 1.5 as a diffusers folder, reported as one model (diffusers-sd15-*)",
+        (),
+        _diffusers,
+    ),
+    DemoFile(
+        "merged-sd15-with-recipe.safetensors",
+        "none: a web UI merge whose recipe and parents `fastscan info` shows as Provenance (sd15)",
+        (),
+        _merge_with_recipe,
+    ),
+    DemoFile(
+        "code-running-object-array.npy",
+        "a NumPy object array whose pickle runs os.system when loaded with allow_pickle=True",
+        ("pickle.dangerous-import", "npy.object-array"),
+        _object_array_npy,
     ),
     DemoFile(
         "nan-values-embedding.safetensors",
@@ -303,7 +346,9 @@ def write_library(directory: str | os.PathLike, *, force: bool = False) -> list[
     paths = []
     for f in FILES:
         p = d / f.name
-        if p.is_symlink() or p.exists():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.is_symlink() or p.exists():
             p.unlink()
         f.write(p)
         paths.append(p)

@@ -140,9 +140,11 @@ _FILE_FIELDS = (
     "components",
     "hashes",
     "metadata",
+    "provenance",
     "findings",
     "wasted_bytes",
     "error",
+    "parts",
 )
 _FILE_SET = frozenset(_FILE_FIELDS)
 
@@ -162,9 +164,13 @@ class FileReport:
     components: dict[str, Component] = field(default_factory=dict)
     hashes: Hashes = field(default_factory=Hashes)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # What the metadata says about how the model was made (merge recipe, parents, base model, training).
+    provenance: dict[str, Any] | None = None
     findings: list[Finding] = field(default_factory=list)
     wasted_bytes: dict[str, int] = field(default_factory=dict)
     error: FileError | None = None
+    # The files of a diffusers folder (empty for a single file).
+    parts: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -183,9 +189,11 @@ class FileReport:
             components={k: Component.from_dict(v) for k, v in (d.get("components") or {}).items()},
             hashes=Hashes.from_dict(d.get("hashes")),
             metadata=dict(d.get("metadata") or {}),
+            provenance=d.get("provenance"),
             findings=[Finding.from_dict(f) for f in d.get("findings") or []],
             wasted_bytes=dict(d.get("wasted_bytes") or {}),
             error=FileError(err["kind"], err["message"]) if err else None,
+            parts=list(d.get("parts") or []),
             extra=_extra(d, _FILE_SET),
         )
 
@@ -223,9 +231,11 @@ class FileReport:
             "components": {k: c.to_dict() for k, c in self.components.items()},
             "hashes": self.hashes.to_dict(),
             "metadata": self.metadata,
+            "provenance": self.provenance,
             "findings": [f.to_dict() for f in self.findings],
             "wasted_bytes": self.wasted_bytes,
             "error": self.error.to_dict() if self.error else None,
+            **({"parts": self.parts} if self.parts else {}),
             **self.extra,
         }
 

@@ -452,6 +452,18 @@ def print_file(f: FileReport, console: Console, *, all_metadata: bool = False) -
             t.add_row(k, str(v))
         console.print(t)
 
+    if f.parts:
+        t = Table(title="Files", box=box.SIMPLE_HEAD, title_justify="left")
+        for c in ("file", "component", "kind", "arch", "tensors", "size"):
+            t.add_column(c, justify="right" if c in ("tensors", "size") else "left", overflow="fold")
+        for p in f.parts:
+            row = (escape(p["path"]), p["component"], p["kind"], p["arch"], str(p["tensors"]))
+            t.add_row(*row, human_bytes(p["size"]))
+        console.print(t)
+
+    if f.provenance:
+        console.print(provenance_table(f.provenance))
+
     if f.metadata:
         t = _kv_table(f"Metadata ({len(f.metadata)} keys)")
         for k, v in metadata_rows(f.metadata, full=all_metadata):
@@ -478,6 +490,39 @@ def print_file(f: FileReport, console: Console, *, all_metadata: bool = False) -
 
 
 LIST_SHOWN = 8  # items of a long list in a finding's details shown by `info`
+
+
+def _parent_line(p: dict[str, Any]) -> str:
+    ids = [x for x in (p.get("sha256") and p["sha256"][:12], p.get("legacy_hash")) if x]
+    text = p.get("name") or "(unnamed)"
+    if ids:
+        text += f" [{', '.join(ids)}]"
+    if p.get("merged"):
+        text += " (itself a merge)"
+    return f"{p['role']}: {text}"
+
+
+def provenance_table(prov: dict[str, Any]) -> Table:
+    """The compact "Provenance" section: tools, merge and multipliers, parents, base model, training."""
+    t = _kv_table("Provenance")
+    if prov.get("tools"):
+        t.add_row("tool", escape(", ".join(prov["tools"])))
+    merge = prov.get("merge")
+    if merge:
+        method = merge.get("method") or "?"
+        if merge.get("calcmode"):
+            method += f" ({merge['calcmode']})"
+        t.add_row("merge", escape(method))
+        for k, v in (merge.get("multipliers") or {}).items():
+            t.add_row(f"  {escape(k)}", escape(v if isinstance(v, str) else json.dumps(v)))
+    for p in prov.get("parents") or []:
+        t.add_row("parent", escape(_parent_line(p)))
+    if prov.get("base_model"):
+        t.add_row("base model", escape(prov["base_model"]))
+    training = {k: v for k, v in (prov.get("training") or {}).items() if v}
+    if training:
+        t.add_row("training", escape(", ".join(f"{k} {v}" for k, v in training.items())))
+    return t
 
 
 def details_lines(value: Any, indent: str = "", width: int = 80) -> list[str]:

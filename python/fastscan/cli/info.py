@@ -13,7 +13,7 @@ from fastscan.cli.errors import closed_pipe, fail
 
 
 def command(
-    path: Annotated[str, typer.Argument(help="The file to describe.", metavar="FILE")],
+    path: Annotated[str, typer.Argument(help="The file or diffusers folder to describe.", metavar="FILE")],
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the file object of the JSON report.")
     ] = False,
@@ -29,12 +29,13 @@ def command(
     """
     from fastscan.api import scan_one
 
-    if os.path.isdir(path):
-        raise fail(f"{path} is a directory: `fastscan {path}` scans it")
     try:
         f = scan_one(path, hash=hash.value, sha256=sha256)
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
+    # A diffusers folder is one model; any other directory is a library to scan.
+    if os.path.isdir(path) and f.format != "diffusers":
+        raise fail(f"{path} is a directory: `fastscan {path}` scans it")
     try:
         if json_out:
             typer.echo(json.dumps(f.to_dict(), indent=2, ensure_ascii=False))

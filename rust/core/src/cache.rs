@@ -125,7 +125,8 @@ pub fn options_key(opts: &ScanOptions) -> String {
 /// Reports of files that changed during the scan, or that failed with an I/O error, are not cached.
 pub fn scan_cached(path: &Path, opts: &ScanOptions, cache: Option<&Cache>) -> Value {
     let to_value = |r: &FileReport| serde_json::to_value(r).unwrap_or(Value::Null);
-    let Some(cache) = cache else {
+    // A folder's stamp does not change when the files inside it do: folders are never cached.
+    let Some(cache) = cache.filter(|_| !path.is_dir()) else {
         return to_value(&scan_file(path, opts));
     };
     let Ok(before) = Stamp::of(path) else {

@@ -150,12 +150,17 @@ pub struct FileReport {
     pub components: BTreeMap<String, ComponentReport>,
     pub hashes: Hashes,
     pub metadata: BTreeMap<String, Value>,
+    /// What the metadata says about how the model was made (null when it says nothing).
+    pub provenance: Option<crate::provenance::Provenance>,
     pub findings: Vec<Finding>,
     /// Bytes pruning would save, by cause (`ema`, `junk`, `float64`).
     pub wasted_bytes: BTreeMap<String, u64>,
     /// How sure the kind/arch is (null for kinds identified by their own markers: LoRA, embedding, ...).
     pub identification: Option<Identification>,
     pub error: Option<FileError>,
+    /// The files of a diffusers folder (absent for a single file).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<crate::diffusers::Part>,
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use crate::mapguard::GuardedMap;
 use crate::report::{ComponentReport, ErrorKind, FileError, FileReport};
 use crate::sniff::{sniff, Format, HEAD_LEN};
 use crate::tensor::TensorInfo;
-use crate::{checks, pickle, safetensors};
+use crate::{checks, npy, pickle, safetensors};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -50,6 +50,9 @@ const METADATA_VALUE_MAX: usize = 1024;
 
 /// Scans one file; never panics on bad input, problems become findings or `error`.
 pub fn scan_file(path: &Path, opts: &ScanOptions) -> FileReport {
+    if path.is_dir() && crate::diffusers::detect(path).is_some() {
+        return crate::diffusers::scan_diffusers(path, opts);
+    }
     let (shown, path_b64) = crate::report::path_fields(path);
     let mut r = FileReport {
         path: shown,
@@ -103,6 +106,15 @@ pub fn read_table(path: &Path) -> Result<TensorTable, String> {
                 .map_err(|e| format!("{}: {}", path.display(), e.reason))?;
             (h.header_len, h.tensors, h.metadata)
         }
+        Format::Npy | Format::Npz => {
+            let map = GuardedMap::new(&file, size).map_err(err)?;
+            let n = npy::scan(&map, format, &stem(path));
+            if map.faulted() {
+                return Err(err(changed_while_read()));
+            }
+            let n = n.map_err(|e| format!("{}: {e}", path.display()))?;
+            (0, n.tensors, BTreeMap::new())
+        }
         _ => {
             let map = GuardedMap::new(&file, size).map_err(err)?;
             let p = pickle::scan(&map, format);
@@ -153,6 +165,26 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
                 return Ok(());
             }
         },
+        Format::Npy | Format::Npz => {
+            let map = GuardedMap::new(&file, r.size)?;
+            let scanned = npy::scan(&map, format, &stem(path));
+            if map.faulted() {
+                return Err(changed_while_read());
+            }
+            match scanned {
+                Ok(n) => {
+                    r.findings.extend(n.findings);
+                    n.tensors
+                }
+                Err(reason) => {
+                    r.error = Some(FileError {
+                        kind: ErrorKind::Format,
+                        message: format!("{}: {reason}", r.path),
+                    });
+                    return Ok(());
+                }
+            }
+        }
         Format::TorchZip | Format::TorchLegacy | Format::TorchTar | Format::Pickle => {
             let map = GuardedMap::new(&file, r.size)?;
             let scanned = pickle::scan(&map, format);
@@ -182,10 +214,20 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
 
     let class = classify(&tensors);
     r.kind = class.kind;
+    // Bare pickles and object arrays list no tensors at all: "empty" would claim what is not known.
+    if tensors.is_empty()
+        && !matches!(
+            format,
+            Format::Safetensors | Format::TorchZip | Format::TorchLegacy | Format::TorchTar
+        )
+    {
+        r.kind = "unknown";
+    }
     r.arch = class.arch;
     r.identification = class.identification.clone();
     r.tensors = tensors.len() as u64;
     summarize(&tensors, &class, r);
+    r.provenance = crate::provenance::parse(&metadata);
     r.metadata = metadata
         .iter()
         .map(|(k, v)| (k.clone(), truncate_value(v)))
@@ -232,6 +274,13 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
     r.findings
         .sort_by(|a, b| b.severity.cmp(&a.severity).then(a.check.cmp(b.check)));
     Ok(())
+}
+
+/// A file's name without its extension (an `.npy` array's name).
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The error of a file that shrank while its container was being parsed (the parse saw zeros).

@@ -134,6 +134,26 @@ pub fn walk_stream(
                     let Some(ft) = ent.file_type() else {
                         return ignore::WalkState::Continue;
                     };
+                    // A diffusers folder is one model: reported once, its files not walked.
+                    if ft.is_dir() || (is_root_link && ent.path().is_dir()) {
+                        let Some(f) = crate::diffusers::detect(ent.path()) else {
+                            return ignore::WalkState::Continue;
+                        };
+                        let path = ent.into_path();
+                        if !first_time(&path) {
+                            return ignore::WalkState::Skip;
+                        }
+                        let found = Found::File(Entry {
+                            path,
+                            size: f.size,
+                            mtime: f.mtime,
+                        });
+                        return if emit(found) {
+                            ignore::WalkState::Skip
+                        } else {
+                            ignore::WalkState::Quit
+                        };
+                    }
                     // The root itself may be a symlink the user named explicitly: follow it.
                     let meta = if is_root_link || (follow_links && ft.is_symlink()) {
                         std::fs::metadata(ent.path())
