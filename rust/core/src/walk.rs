@@ -130,12 +130,11 @@ pub fn walk_stream(
         Box::new(move |res| {
             let found = match res {
                 Ok(ent) => {
-                    let is_root_link = ent.depth() == 0 && ent.path_is_symlink();
                     let Some(ft) = ent.file_type() else {
                         return ignore::WalkState::Continue;
                     };
                     // A diffusers folder is one model: reported once, its files not walked.
-                    if ft.is_dir() || (is_root_link && ent.path().is_dir()) {
+                    if ft.is_dir() || (ent.depth() == 0 && ent.path().is_dir()) {
                         let Some(f) = crate::diffusers::detect(ent.path()) else {
                             return ignore::WalkState::Continue;
                         };
@@ -154,8 +153,9 @@ pub fn walk_stream(
                             ignore::WalkState::Quit
                         };
                     }
-                    // The root itself may be a symlink the user named explicitly: follow it.
-                    let meta = if is_root_link || (follow_links && ft.is_symlink()) {
+                    // A root is a path the user named explicitly: follow it when it is a link (the
+                    // walker may describe a root by its target, so ask the filesystem).
+                    let meta = if ent.depth() == 0 || (follow_links && ft.is_symlink()) {
                         std::fs::metadata(ent.path())
                     } else if ft.is_file() {
                         ent.metadata()
