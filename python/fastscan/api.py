@@ -82,6 +82,7 @@ class ScanRun:
         jobs: int = 0,
         follow_links: bool = False,
         cache: bool | PathLike | None = None,
+        fingerprint: bool = False,
     ) -> None:
         if hash not in HASH_MODES:
             raise ValueError(f"hash must be one of {', '.join(HASH_MODES)}, not {hash!r}")
@@ -89,6 +90,7 @@ class ScanRun:
             raise ValueError(f"jobs must be 0 (all cores) or more, not {jobs}")
         self.roots = _roots(paths)
         self.hash, self.sha256, self.jobs = hash, sha256, jobs
+        self.fingerprint = fingerprint  # lineage fingerprints in each report (docs/fingerprint.md)
         self.cache = _cache_path(cache)
         self.cache_warning: str | None = None
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -116,13 +118,20 @@ class ScanRun:
         if self.cache is not None:
             try:
                 s = _core.Scanner(
-                    self._paths, hash=self.hash, sha256=self.sha256, jobs=self.jobs, cache=self.cache
+                    self._paths,
+                    hash=self.hash,
+                    sha256=self.sha256,
+                    jobs=self.jobs,
+                    cache=self.cache,
+                    fingerprint=self.fingerprint,
                 )
                 self.cache_warning = s.cache_warning
                 return s
             except OSError as e:
                 self.cache_warning = f"scan cache {self.cache} not used: {e}"
-        return _core.Scanner(self._paths, hash=self.hash, sha256=self.sha256, jobs=self.jobs)
+        return _core.Scanner(
+            self._paths, hash=self.hash, sha256=self.sha256, jobs=self.jobs, fingerprint=self.fingerprint
+        )
 
     def drive(
         self,

@@ -233,3 +233,7 @@ app.command("dedupe")(_dedupe.command)
 from fastscan.fixes import cli as _fixes  # noqa: E402
 
 _fixes.register(app)
+from fastscan import lineage_cli as _lineage  # noqa: E402
+
+app.command("similar")(_lineage.similar_command)
+app.command("lineage")(_lineage.lineage_command)

@@ -2,12 +2,14 @@
 //!
 //! One reader walks the mapped file in large chunks, in order. Each chunk goes to every consumer at
 //! once: the whole-file hashers ([`crate::hashes`]), the component hash segments of the tensors in it
-//! ([`crate::component_hash`]) and the NaN/Inf counters ([`crate::values`]). Behind the reader, pages
+//! ([`crate::component_hash`]), the NaN/Inf counters ([`crate::values`]) and, when asked, the lineage
+//! fingerprint samplers ([`crate::fingerprint`]). Behind the reader, pages
 //! are unmapped and, when the pass brought them in, dropped from the page cache, so a TB scan neither
 //! grows resident memory nor evicts the cache.
 
 use crate::classify::Classification;
 use crate::component_hash::{Member, Plan};
+use crate::fingerprint;
 use crate::hashes::{self, FileHashers};
 use crate::report::{Finding, Hashes, Severity};
 use crate::tensor::TensorInfo;
@@ -35,6 +37,8 @@ pub struct DataPass {
     /// component name -> canonical component hash v1
     pub components: BTreeMap<String, String>,
     pub findings: Vec<Finding>,
+    /// The lineage fingerprint, when asked for ([`run_with`]).
+    pub fingerprint: Option<crate::fingerprint::Fingerprint>,
 }
 
 /// The bytes the pass reads.
@@ -78,6 +82,11 @@ const PAR_PIECE: usize = 1 << 20;
 
 /// Reads the file once and feeds hashers and value checks.
 pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
+    run_with(src, mode, sha256, false)
+}
+
+/// [`run`], also sampling the lineage fingerprint when `fingerprint` is set (and `mode` reads data).
+pub fn run_with(src: &Source, mode: HashMode, sha256: bool, fingerprint: bool) -> DataPass {
     let mut out = DataPass::default();
     if mode == HashMode::None {
         return out;
@@ -86,12 +95,16 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
     let size = data.len() as u64;
     let tensors = src.tensors;
     let mut plan = Plan::new(tensors, src.class);
-    // Tensors whose bytes the pass needs: in a component or checked for NaN/Inf, and wholly present.
+    // Lineage fingerprint samplers: a consumer of its own, fed after each chunk's jobs.
+    let mut prints = fingerprint.then(|| fingerprint::Plan::new(tensors, src.class));
+    // Tensors whose bytes the pass needs: in a component, checked for NaN/Inf or sampled, and wholly present.
     let wanted: Vec<bool> = tensors
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            (plan.members[i].is_some() || values::element_size(t.dtype).is_some())
+            (plan.members[i].is_some()
+                || values::element_size(t.dtype).is_some()
+                || prints.as_ref().is_some_and(|p| p.wants(i)))
                 && span(t).1 <= size
         })
         .collect();
@@ -158,11 +171,19 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
             plan.members[i] = m;
             counts[i] += c;
         }
+        if let Some(p) = prints.as_mut() {
+            for &i in &active {
+                p.contiguous(i, data, &tensors[i], c0, c1);
+            }
+        }
         active.retain(|&i| tensors[i].end() > c1);
         while next_strided < strided.len() && span(&tensors[strided[next_strided]]).1 <= c1 {
             let i = strided[next_strided];
             let seg = plan.members[i].as_mut().map(|m| &mut m.segment);
             counts[i] += strided_tensor(data, &tensors[i], seg);
+            if let (Some(p), Some((_, strides))) = (prints.as_mut(), gather_layout(&tensors[i])) {
+                p.strided(i, data, &tensors[i], strides);
+            }
             next_strided += 1;
         }
         // Keep pages a pending strided tensor will still gather from.
@@ -184,6 +205,7 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
     }
     out.components = plan.finish();
     out.findings.extend(values::finding(tensors, &counts));
+    out.fingerprint = prints.map(|p| p.finish(tensors));
     out
 }
 

@@ -87,4 +87,7 @@ pub struct FileReport {
     /// Bytes pruning would save, by cause (`ema`, `junk`, `float64`).
     pub wasted_bytes: BTreeMap<String, u64>,
     pub error: Option<FileError>,
+    /// Lineage fingerprint (docs/fingerprint.md), only when the scan was asked for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<crate::fingerprint::Fingerprint>,
 }

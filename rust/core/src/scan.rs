@@ -18,6 +18,8 @@ use std::path::Path;
 pub struct ScanOptions {
     pub hash: HashMode,
     pub sha256: bool,
+    /// Also sample the lineage fingerprint in the data pass (needs `hash` other than `None`).
+    pub fingerprint: bool,
 }
 
 impl Default for ScanOptions {
@@ -25,6 +27,7 @@ impl Default for ScanOptions {
         ScanOptions {
             hash: HashMode::Full,
             sha256: false,
+            fingerprint: false,
         }
     }
 }
@@ -192,8 +195,9 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
             class: &class,
             safetensors_metadata: (format == Format::Safetensors).then_some(&metadata),
         };
-        let dp = datapass::run(&src, opts.hash, opts.sha256);
+        let dp = datapass::run_with(&src, opts.hash, opts.sha256, opts.fingerprint);
         r.hashes = dp.hashes;
+        r.fingerprint = dp.fingerprint;
         for (c, h) in dp.components {
             if let Some(cr) = r.components.get_mut(&c) {
                 cr.blake3 = Some(h);
