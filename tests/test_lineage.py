@@ -18,13 +18,13 @@ import struct
 
 import numpy as np
 import pytest
+from tests import torchzip
 from typer.testing import CliRunner
 
 from fastscan import _core, synth
 from fastscan.cli import app
 from fastscan.lineage import block_order, scan_fingerprints, similar, to_dot
 from fastscan.lineage import lineage as lineage_doc
-from tests import torchzip
 
 KEY = "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"  # what the classifier keys sd1 on
 UNET, VAE, CLIP = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer."
@@ -138,8 +138,17 @@ def build_library(d):
     m1 = weighted([(0.6, f1), (0.4, f2)])
     m3 = weighted([(0.25, f1), (0.35, f2), (0.4, f3)])
     bw = weighted([(0, f1), (0, f3)], bw_weight)
-    ad = {n: f16(f3[n].astype(np.float32) + np.float32(0.7) * (f1[n].astype(np.float32) - base[n].astype(np.float32))) for n in base}
-    light = {n: f16(v.astype(np.float32) + (0.0 if n.startswith(VAE) else 0.01 * rng.standard_normal(v.shape))) for n, v in m1.items()}
+    ad = {
+        n: f16(
+            f3[n].astype(np.float32)
+            + np.float32(0.7) * (f1[n].astype(np.float32) - base[n].astype(np.float32))
+        )
+        for n in base
+    }
+    light = {
+        n: f16(v.astype(np.float32) + (0.0 if n.startswith(VAE) else 0.01 * rng.standard_normal(v.shape)))
+        for n, v in m1.items()
+    }
     vae_names = [n for n in LAYOUT if n.startswith(VAE)]
     v1 = {n[len(VAE) :]: f16(rng.standard_normal(LAYOUT[n]["shape"])) for n in vae_names}
     v2 = {n[len(VAE) :]: f16(rng.standard_normal(LAYOUT[n]["shape"])) for n in vae_names}
@@ -156,7 +165,11 @@ def build_library(d):
         "mix": write(
             d / "mix.safetensors",
             m1,
-            metadata={"sd_merge_recipe": json.dumps({"type": "webui", "interp_method": "Weighted sum", "multiplier": 0.1})},
+            metadata={
+                "sd_merge_recipe": json.dumps(
+                    {"type": "webui", "interp_method": "Weighted sum", "multiplier": 0.1}
+                )
+            },
         ),
         "mix3": write(d / "mix3.safetensors", m3),
         "blockmix": write(d / "blockmix.safetensors", bw),
@@ -222,7 +235,9 @@ def reference_fingerprint(model: dict[str, np.ndarray], prefixes: dict[str, str]
         for canon, v in items:
             flat = v.reshape(-1).astype(np.float32)
             samples += flat[ref_indices(canon, flat.size)].astype("<f4").tobytes()
-            tensors.append({"name": canon, "n": int(flat.size), "block": _block(canon) if comp == "unet" else "BASE"})
+            tensors.append(
+                {"name": canon, "n": int(flat.size), "block": _block(canon) if comp == "unet" else "BASE"}
+            )
         out[comp] = {"tensors": tensors, "samples": base64.b64encode(samples).decode()}
     return {"version": "fastscan.fingerprint/1", "components": out}
 
@@ -235,7 +250,10 @@ def test_doc_vector(tmp_path):
         "decoder.big": (np.arange(20000, dtype=np.float32) % 97 - 48).astype(np.float16),
     }
     path = tmp_path / "v.safetensors"
-    tensors = {n: {"dtype": {np.float32: "F32", np.float16: "F16"}[v.dtype.type], "shape": list(v.shape)} for n, v in model.items()}
+    tensors = {
+        n: {"dtype": {np.float32: "F32", np.float16: "F16"}[v.dtype.type], "shape": list(v.shape)}
+        for n, v in model.items()
+    }
     synth.write_safetensors(path, tensors, data={n: v.tobytes() for n, v in model.items()})
     got = _core.Scanner([path], hash="components", fingerprint=True).__next__()["fingerprint"]
     assert got == reference_fingerprint(model, {"vae": ""})
@@ -248,9 +266,7 @@ def test_fingerprint_matches_reference_and_is_dtype_and_format_free(library):
     p = library["paths"]
     fp = s[p["ft2"]]["fingerprint"]
     prefixes = {"unet": UNET, "vae": VAE, "clip_l": CLIP}
-    f2 = {}
-    for n, t in LAYOUT.items():  # values back from the file, independently of the core
-        f2[n] = None
+    f2 = dict.fromkeys(LAYOUT)  # values back from the file, independently of the core
     with open(p["ft2"], "rb") as fh:
         raw = fh.read()
     hlen = struct.unpack("<Q", raw[:8])[0]
@@ -264,11 +280,23 @@ def test_fingerprint_matches_reference_and_is_dtype_and_format_free(library):
     assert s[p["ft1"]]["fingerprint"] != fp
 
 
-def test_fingerprint_is_linear():
-    """The fingerprint of a weighted sum is the weighted sum of fingerprints (same positions)."""
-    a = ref_indices("input_blocks.4.1.proj_in.weight", 409600)
-    assert a == ref_indices("input_blocks.4.1.proj_in.weight", 409600)
-    assert len(a) == 64 and all(x < y for x, y in zip(a, a[1:]))
+def test_fingerprint_is_linear(library):
+    """The fingerprint of a weighted sum is the weighted sum of the parents' fingerprints (fp16 rounding)."""
+    s = {r["path"]: r["fingerprint"] for r in library["scanned"].reports}
+    p = library["paths"]
+
+    def samples(path):
+        comps = s[path]["components"]
+        return np.concatenate(
+            [np.frombuffer(base64.b64decode(comps[c]["samples"]), "<f4") for c in sorted(comps)]
+        )
+
+    mix, a, b = samples(p["mix"]), samples(p["ft1"]), samples(p["ft2"])
+    want = 0.6 * a.astype(np.float64) + 0.4 * b.astype(np.float64)
+    assert np.all(np.abs(mix - want) <= np.abs(want) * 2.0**-10 + 2.0**-24)
+    assert not np.allclose(mix, a, atol=1e-3)
+    idx = ref_indices("input_blocks.4.1.proj_in.weight", 409600)
+    assert len(idx) == 64 and all(x < y for x, y in zip(idx, idx[1:], strict=False))
 
 
 def test_rescan_is_served_from_cache(library):
@@ -284,7 +312,9 @@ def test_rescan_is_served_from_cache(library):
 def test_sdxl_fingerprint_size():
     """A whole SDXL checkpoint's fingerprint stays under 4 MB (computed from the real layout's shapes)."""
     full = synth.load_layout("sdxl")["tensors"]
-    samples = sum(min(int(np.prod(t["shape"])), max(64, -(-int(np.prod(t["shape"])) // 16384))) for t in full.values())
+    samples = sum(
+        min(int(np.prod(t["shape"])), max(64, -(-int(np.prod(t["shape"])) // 16384))) for t in full.values()
+    )
     assert samples * 4 < 4 << 20
 
 
@@ -330,7 +360,19 @@ def test_add_difference_with_base(library):
 def test_non_merges_are_null(library):
     m = by_path(library["doc"])
     p = library["paths"]
-    for k in ("base", "ft1", "ft2", "ft3", "other", "light", "ft2-fp32", "ft1-ckpt", "vae1", "vae2", "grayvae"):
+    for k in (
+        "base",
+        "ft1",
+        "ft2",
+        "ft3",
+        "other",
+        "light",
+        "ft2-fp32",
+        "ft1-ckpt",
+        "vae1",
+        "vae2",
+        "grayvae",
+    ):
         assert m[p[k]]["merge"] is None, k
 
 
@@ -396,7 +438,9 @@ def test_exact_similarity_reference(library):
             if n == "__metadata__":
                 continue
             b, e = t["data_offsets"]
-            out[n] = np.frombuffer(raw[base + b : base + e], {"F16": "<f2", "F32": "<f4"}[t["dtype"]]).astype(np.float64)
+            out[n] = np.frombuffer(raw[base + b : base + e], {"F16": "<f2", "F32": "<f4"}[t["dtype"]]).astype(
+                np.float64
+            )
         return out
 
     a, b = load(p["ft1"]), load(p["ft2-fp32"])
@@ -425,12 +469,16 @@ def test_cli_json_table_and_dot(library):
     doc = json.loads(r.output)
     assert doc["schema"] == "fastscan.lineage/1"
     assert {m["path"] for m in doc["models"]} == set(library["paths"].values())
-    r = runner.invoke(app, ["lineage", d], env={"FASTSCAN_CACHE": os.fspath(library["cache"]), "COLUMNS": "200"})
+    r = runner.invoke(
+        app, ["lineage", d], env={"FASTSCAN_CACHE": os.fspath(library["cache"]), "COLUMNS": "200"}
+    )
     assert r.exit_code == 0 and "adddiff.safetensors" in r.output and "vae.blended" in r.output
     dot = to_dot(doc)
     assert dot.startswith("digraph lineage {") and dot.rstrip().endswith("}")
     assert f'"{library["paths"]["base"]}" -> "{library["paths"]["adddiff"]}" [style=dashed' in dot
-    r = runner.invoke(app, ["similar", library["paths"]["ft1"], library["paths"]["mix"]], env={"COLUMNS": "120"})
+    r = runner.invoke(
+        app, ["similar", library["paths"]["ft1"], library["paths"]["mix"]], env={"COLUMNS": "120"}
+    )
     assert r.exit_code == 0 and "IN00" in r.output and "OUT11" in r.output
     r = runner.invoke(app, ["similar", library["paths"]["ft1"], library["paths"]["vae1"]])
     assert r.exit_code == 2 and "different archs" in r.output

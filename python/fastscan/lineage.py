@@ -129,7 +129,9 @@ def recipe_text(merge: dict[str, Any] | None) -> str:
     name = os.path.basename
     ps = merge["parents"]
     if merge["method"] == "add-difference":
-        text = f"{name(ps[0]['path'])} + {ps[1]['weight']:.2f}·({name(ps[1]['path'])} − {name(merge['base'])})"
+        text = (
+            f"{name(ps[0]['path'])} + {ps[1]['weight']:.2f}·({name(ps[1]['path'])} − {name(merge['base'])})"
+        )
     else:
         text = " + ".join(f"{p['weight']:.2f}·{name(p['path'])}" for p in ps)
         if merge.get("blocks"):
@@ -198,7 +200,9 @@ def print_lineage(doc: dict[str, Any], console: Any) -> None:
     for m in doc["models"]:
         for f in m["findings"]:
             style = SEVERITY_STYLE.get(f["severity"], "")
-            console.print(f"[{style}]{f['severity']}[/] {f['check']}: {escape(m['path'])}: {escape(f['message'])}")
+            console.print(
+                f"[{style}]{f['severity']}[/] {f['check']}: {escape(m['path'])}: {escape(f['message'])}"
+            )
     for i, fam in enumerate(doc["families"], 1):
         console.print(f"[bold]family {i}[/]: " + ", ".join(escape(os.path.basename(p)) for p in fam))
 
@@ -208,7 +212,7 @@ def _dot_id(s: str) -> str:
 
 
 def to_dot(doc: dict[str, Any]) -> str:
-    """The family graph for Graphviz: merges as weighted edges from parents, bases dashed, clusters per family."""
+    """The family graph for Graphviz: weighted edges from parents, bases dashed, a cluster per family."""
     lines = ["digraph lineage {", "  rankdir=LR;", "  node [shape=box, fontsize=10];"]
     fam_of = {p: i for i, fam in enumerate(doc["families"]) for p in fam}
     for i, fam in enumerate(doc["families"]):
@@ -222,17 +226,21 @@ def to_dot(doc: dict[str, Any]) -> str:
         merge = m["merge"]
         if merge:
             for p in merge["parents"]:
-                lines.append(f"  {_dot_id(p['path'])} -> {_dot_id(m['path'])} [label=\"{p['weight']:.2f}\"];")
+                lines.append(f'  {_dot_id(p["path"])} -> {_dot_id(m["path"])} [label="{p["weight"]:.2f}"];')
             if merge["base"]:
-                lines.append(f"  {_dot_id(merge['base'])} -> {_dot_id(m['path'])} [style=dashed, label=\"base\"];")
-        elif m["nearest"] and m["path"] in fam_of and fam_of.get(m["nearest"][0]["path"]) == fam_of[m["path"]]:
+                lines.append(
+                    f'  {_dot_id(merge["base"])} -> {_dot_id(m["path"])} [style=dashed, label="base"];'
+                )
+        elif (
+            m["nearest"] and m["path"] in fam_of and fam_of.get(m["nearest"][0]["path"]) == fam_of[m["path"]]
+        ):
             near = m["nearest"][0]
             lines.append(
                 f"  {_dot_id(near['path'])} -> {_dot_id(m['path'])} "
-                f"[style=dotted, arrowhead=none, label=\"{near['similarity']:.3f}\"];"
+                f'[style=dotted, arrowhead=none, label="{near["similarity"]:.3f}"];'
             )
         for p in m["same_weights"]:
             if p > m["path"]:
-                lines.append(f"  {_dot_id(m['path'])} -> {_dot_id(p)} [dir=both, color=gray, label=\"same\"];")
+                lines.append(f'  {_dot_id(m["path"])} -> {_dot_id(p)} [dir=both, color=gray, label="same"];')
     lines.append("}")
     return "\n".join(lines) + "\n"

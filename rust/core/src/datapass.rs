@@ -604,6 +604,69 @@ mod tests {
     }
 
     #[test]
+    fn fingerprint_ignores_dtype_and_storage_order() {
+        // a 300x400 matrix: F16 stored transposed (strides (1, 300)) vs the same values F32 in C order
+        let (r, c) = (300usize, 400usize);
+        let v: Vec<f32> = (0..r * c)
+            .map(|i| ((i * 37 % 1001) as f32 - 500.0) / 64.0)
+            .collect();
+        let mut stored16 = vec![0u8; 4];
+        for j in 0..c {
+            for i in 0..r {
+                let h = v[i * c + j];
+                // exact in F16: multiples of 1/64 of magnitude below 8
+                stored16.extend_from_slice(&f32_to_f16_exact(h).to_le_bytes());
+            }
+        }
+        let mut t16 = tensor("w", Dtype::F16, &[r as u64, c as u64], 4);
+        t16.strides = Some(vec![1, r as u64]);
+        let c32: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let t32 = tensor("w", Dtype::F32, &[r as u64, c as u64], 0);
+        let cl = class(vec![vae(0)]);
+        let print = |bytes: &[u8], t: &TensorInfo| {
+            let src = Source {
+                bytes: Bytes::Memory(bytes),
+                tensors: std::slice::from_ref(t),
+                class: &cl,
+                safetensors_metadata: None,
+            };
+            run_with(&src, HashMode::Components, false, true)
+                .fingerprint
+                .unwrap()
+        };
+        let a = print(&stored16, &t16);
+        assert_eq!(a, print(&c32, &t32));
+        let d = a.components["vae"].decode().unwrap();
+        let idx = crate::fingerprint::sample_indices("w", (r * c) as u64);
+        let want: Vec<f64> = idx.iter().map(|&i| v[i as usize] as f64).collect();
+        assert_eq!(d.tensors[0].3, want);
+        assert!(run(
+            &Source {
+                bytes: Bytes::Memory(&c32),
+                tensors: std::slice::from_ref(&t32),
+                class: &cl,
+                safetensors_metadata: None,
+            },
+            HashMode::Components,
+            false
+        )
+        .fingerprint
+        .is_none());
+    }
+
+    /// F16 bits of a value exactly representable in F16 (normal range).
+    fn f32_to_f16_exact(x: f32) -> u16 {
+        if x == 0.0 {
+            return 0;
+        }
+        let b = x.to_bits();
+        let sign = ((b >> 16) & 0x8000) as u16;
+        let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
+        let man = ((b >> 13) & 0x3ff) as u16;
+        sign | ((exp as u16) << 10) | man
+    }
+
+    #[test]
     fn truncated_tensors_are_skipped() {
         let mut bytes: Vec<u8> = f32::NAN.to_le_bytes().repeat(4);
         bytes.truncate(10);

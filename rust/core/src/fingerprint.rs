@@ -120,6 +120,16 @@ pub fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
+/// Element offset of C-order element `idx` in a tensor of `shape` stored with element `strides`.
+pub fn strided_offset(shape: &[u64], strides: &[u64], idx: u64) -> u64 {
+    let (mut rest, mut off) = (idx, 0);
+    for (d, st) in shape.iter().zip(strides).rev() {
+        off += (rest % d) * st;
+        rest /= d;
+    }
+    off
+}
+
 /// Element size of the dtypes fingerprints sample.
 fn element_size(dtype: Dtype) -> Option<u64> {
     crate::values::element_size(dtype).map(|s| s as u64)
@@ -170,42 +180,48 @@ impl Plan {
 
     /// Takes the samples of contiguous tensor `i` whose first byte lies in `[c0, c1)` of `data`.
     pub fn contiguous(&mut self, i: usize, data: &[u8], t: &TensorInfo, c0: u64, c1: u64) {
-        let (Some(s), Some(es)) = (self.samplers[i].as_mut(), element_size(t.dtype)) else {
-            return;
-        };
         let (lo, hi) = (t.start.max(c0), t.end().min(c1));
-        if hi <= lo {
-            return;
-        }
-        let e1 = (hi - t.start).div_ceil(es);
-        while let Some(&idx) = s.indices.get(s.values.len()) {
-            if idx >= e1 {
-                break;
-            }
-            let at = (t.start + idx * es) as usize;
-            match data.get(at..at + es as usize).and_then(|b| decode(t.dtype, b)) {
-                Some(v) => s.values.push(v),
-                None => break,
-            }
+        if hi > lo {
+            self.take(i, data, t, |idx| idx, Some(hi - t.start));
         }
     }
 
     /// Takes every sample of a non-contiguous tensor `i` (element strides `strides`, all bytes present).
     pub fn strided(&mut self, i: usize, data: &[u8], t: &TensorInfo, strides: &[u64]) {
+        self.take(
+            i,
+            data,
+            t,
+            |idx| strided_offset(&t.shape, strides, idx),
+            None,
+        );
+    }
+
+    /// Takes the pending samples of tensor `i` (C-order element `idx` stored `offset(idx)` elements
+    /// in) whose first byte lies before `until` bytes into the tensor (all of them when `None`).
+    fn take(
+        &mut self,
+        i: usize,
+        data: &[u8],
+        t: &TensorInfo,
+        offset: impl Fn(u64) -> u64,
+        until: Option<u64>,
+    ) {
         let (Some(s), Some(es)) = (self.samplers[i].as_mut(), element_size(t.dtype)) else {
             return;
         };
-        for &idx in &s.indices[s.values.len()..] {
-            let mut rest = idx;
-            let mut off = 0;
-            for (d, st) in t.shape.iter().zip(strides).rev() {
-                off += (rest % d) * st;
-                rest /= d;
+        let end = until.map_or(u64::MAX, |u| u.div_ceil(es));
+        while let Some(&idx) = s.indices.get(s.values.len()) {
+            if idx >= end {
+                break;
             }
-            let at = (t.start + off * es) as usize;
-            match data.get(at..at + es as usize).and_then(|b| decode(t.dtype, b)) {
+            let at = (t.start + offset(idx) * es) as usize;
+            match data
+                .get(at..at + es as usize)
+                .and_then(|b| decode(t.dtype, b))
+            {
                 Some(v) => s.values.push(v),
-                None => return,
+                None => break,
             }
         }
     }

@@ -97,20 +97,22 @@ impl Model {
         own > 0 && shared == own
     }
 
-    /// True when `o` holds the same values in the same tensors within `scope`.
-    fn same_as(&self, o: &Model, scope: Option<&str>) -> bool {
-        let pick = |m: &Model| -> Vec<(String, String, u64, Vec<u64>)> {
-            m.sampled
-                .tensors
-                .iter()
-                .filter(|t| scope.is_none_or(|s| t.comp == s))
-                .map(|t| {
-                    let bits = m.sampled.of(t).iter().map(|v| v.to_bits()).collect();
-                    (t.comp.clone(), t.name.clone(), t.n, bits)
-                })
-                .collect()
-        };
-        pick(self) == pick(o)
+    /// A digest of the tensors (names, sizes) and values within `scope`: equal for the same weights.
+    fn key(&self, scope: Option<&str>) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        for t in &self.sampled.tensors {
+            if scope.is_none_or(|s| t.comp == s) {
+                h.update(t.comp.as_bytes());
+                h.update(&[0]);
+                h.update(t.name.as_bytes());
+                h.update(&[0]);
+                h.update(&t.n.to_le_bytes());
+                for v in self.sampled.of(t) {
+                    h.update(&v.to_bits().to_le_bytes());
+                }
+            }
+        }
+        *h.finalize().as_bytes()
     }
 }
 
@@ -173,7 +175,11 @@ impl Gram {
             g.2 += x.len;
             for i in 0..k {
                 for j in i..k {
-                    let d: f64 = vecs[i][ti].iter().zip(vecs[j][ti]).map(|(p, q)| p * q).sum();
+                    let d: f64 = vecs[i][ti]
+                        .iter()
+                        .zip(vecs[j][ti])
+                        .map(|(p, q)| p * q)
+                        .sum();
                     g.1[i][j] += d;
                 }
             }
@@ -257,16 +263,19 @@ fn subsets(k: usize, size: usize) -> Vec<Vec<usize>> {
     out
 }
 
-/// Smallest squared distance of the target to one candidate (what a recipe must beat).
-fn nearest_distance(g: &[Vec<f64>]) -> f64 {
-    (1..g.len())
+/// Smallest squared distance of the target to one candidate (what a recipe must beat); `None` at 0.
+fn nearest_distance(g: &[Vec<f64>]) -> Option<f64> {
+    let d = (1..g.len())
         .map(|i| g[0][0] - 2.0 * g[0][i] + g[i][i])
-        .fold(f64::INFINITY, f64::min)
+        .fold(f64::INFINITY, f64::min);
+    (d.is_finite() && d > 0.0).then_some(d)
 }
 
 /// How many of the subset `s` are merges themselves (`pen`, by Gram index): fewer is preferred.
 fn penalty(pen: &[bool], s: &[usize]) -> usize {
-    s.iter().filter(|&&i| pen.get(i).copied().unwrap_or(false)).count()
+    s.iter()
+        .filter(|&&i| pen.get(i).copied().unwrap_or(false))
+        .count()
 }
 
 /// True when `(pen_a, fit_a)` beats the best so far (fewer merges as parents, then a better fit).
@@ -278,10 +287,7 @@ fn better(pen_a: usize, fit_a: f64, best: Option<&(usize, Merge)>) -> bool {
 fn weighted_sum(gram: &Gram, pen: &[bool]) -> Option<Merge> {
     let g = &gram.total;
     let k = g.len() - 1;
-    let reference = nearest_distance(g);
-    if !(reference > 0.0) {
-        return None;
-    }
+    let reference = nearest_distance(g)?;
     let sums_to_one = |w: &[f64]| (w.iter().sum::<f64>() - 1.0).abs() <= SUM_TOL;
     for size in 2..=MAX_PARENTS.min(k) {
         let mut best: Option<(usize, Merge)> = None;
@@ -314,10 +320,7 @@ fn weighted_sum(gram: &Gram, pen: &[bool]) -> Option<Merge> {
 /// The same parents fitted block by block, when their weights differ by block.
 fn block_weighted(gram: &Gram, pen: &[bool]) -> Option<Merge> {
     let k = gram.total.len() - 1;
-    let reference = nearest_distance(&gram.total);
-    if !(reference > 0.0) {
-        return None;
-    }
+    let reference = nearest_distance(&gram.total)?;
     for size in 2..=MAX_PARENTS.min(k) {
         let mut best: Option<(usize, Merge)> = None;
         'subset: for s in subsets(k, size) {
@@ -375,10 +378,7 @@ fn block_weighted(gram: &Gram, pen: &[bool]) -> Option<Merge> {
 fn add_difference(gram: &Gram, accept: &dyn Fn(&Merge) -> bool) -> Option<Merge> {
     let g = &gram.total;
     let k = g.len() - 1;
-    let reference = nearest_distance(g);
-    if !(reference > 0.0) {
-        return None;
-    }
+    let reference = nearest_distance(g)?;
     let mut best: Option<Merge> = None;
     for s in subsets(k, 3) {
         let Some((w, r)) = fit(g, &s) else { continue };
@@ -493,6 +493,12 @@ pub fn lineage(reports: &[Value]) -> Result<Value, String> {
     }
     models.sort_by(|a, b| a.path.cmp(&b.path));
     let n = models.len();
+    let keys: Vec<[u8; 32]> = models.par_iter().map(|m| m.key(None)).collect();
+    let vae_keys: Vec<[u8; 32]> = models.par_iter().map(|m| m.key(Some("vae"))).collect();
+    let same_in = |a: usize, b: usize, scope: Option<&str>| match scope {
+        None => keys[a] == keys[b],
+        Some(_) => vae_keys[a] == vae_keys[b],
+    };
     let totals: Vec<usize> = models.iter().map(|m| m.samples_in(None)).collect();
 
     // every pair, on fingerprints
@@ -523,7 +529,7 @@ pub fn lineage(reports: &[Value]) -> Result<Value, String> {
                 },
                 comparable: shared as f64 >= COMPARABLE * totals[i] as f64
                     && shared as f64 >= COMPARABLE * totals[j] as f64,
-                same: a.same_as(b, None),
+                same: keys[i] == keys[j],
             }
         })
         .collect();
@@ -568,14 +574,13 @@ pub fn lineage(reports: &[Value]) -> Result<Value, String> {
         order.sort_by(|&a, &b| sim(b).total_cmp(&sim(a)).then(a.cmp(&b)));
         let mut picked: Vec<usize> = Vec::new();
         for j in order {
-            if models[t].same_as(&models[j], scope) {
+            if same_in(t, j, scope) {
                 continue;
             }
-            if let Some(k) = picked
-                .iter()
-                .position(|&p| models[p].same_as(&models[j], scope))
-            {
-                if prefer_kind.is_some_and(|kd| models[j].kind == kd && models[picked[k]].kind != kd) {
+            if let Some(k) = picked.iter().position(|&p| same_in(p, j, scope)) {
+                if prefer_kind
+                    .is_some_and(|kd| models[j].kind == kd && models[picked[k]].kind != kd)
+                {
                     picked[k] = j;
                 }
                 continue;
@@ -592,8 +597,19 @@ pub fn lineage(reports: &[Value]) -> Result<Value, String> {
             .into_iter()
             .filter(|&j| m.covered_by(&models[j], None))
             .collect();
-        let mut cands: Vec<usize> = ranked.iter().copied().filter(|&j| !merges[j]).take(CANDIDATES).collect();
-        cands.extend(ranked.iter().copied().filter(|&j| merges[j]).take(MERGE_CANDIDATES));
+        let mut cands: Vec<usize> = ranked
+            .iter()
+            .copied()
+            .filter(|&j| !merges[j])
+            .take(CANDIDATES)
+            .collect();
+        cands.extend(
+            ranked
+                .iter()
+                .copied()
+                .filter(|&j| merges[j])
+                .take(MERGE_CANDIDATES),
+        );
         // the family's root is always tried: it is the base an add-difference subtracts
         let root = (0..n)
             .filter(|&j| family[j] == family[t] && j != t && !merges[j])
@@ -601,8 +617,8 @@ pub fn lineage(reports: &[Value]) -> Result<Value, String> {
         if let Some(r) = root.filter(|&r| {
             !cands.contains(&r)
                 && m.covered_by(&models[r], None)
-                && !m.same_as(&models[r], None)
-                && !cands.iter().any(|&c| models[c].same_as(&models[r], None))
+                && !same_in(t, r, None)
+                && !cands.iter().any(|&c| same_in(c, r, None))
         }) {
             cands.push(r);
         }
@@ -638,7 +654,10 @@ pub fn lineage(reports: &[Value]) -> Result<Value, String> {
         .into_par_iter()
         .map(|t| merge_of(t, &none).is_some())
         .collect();
-    let merges: Vec<Option<Merge>> = (0..n).into_par_iter().map(|t| merge_of(t, &first)).collect();
+    let merges: Vec<Option<Merge>> = (0..n)
+        .into_par_iter()
+        .map(|t| merge_of(t, &first))
+        .collect();
 
     let vaes: Vec<Option<Value>> = (0..n)
         .into_par_iter()
@@ -653,11 +672,10 @@ pub fn lineage(reports: &[Value]) -> Result<Value, String> {
                 let mut scored: Vec<(f64, usize)> = vc
                     .iter()
                     .map(|&j| {
-                        let st = m.sampled.stats(&models[j].sampled);
+                        let st = m.sampled.stats_in(&models[j].sampled, Some("vae"));
                         let s = st
-                            .iter()
-                            .filter(|((c, _), _)| c == "vae")
-                            .fold([0.0; 3], |mut a, (_, v)| {
+                            .values()
+                            .fold([0.0; 3], |mut a, v| {
                                 for k in 0..3 {
                                     a[k] += v[k];
                                 }
@@ -771,7 +789,11 @@ mod tests {
     /// A Gram matrix of explicit vectors (index 0 is the target).
     fn gram(v: &[Vec<f64>]) -> Vec<Vec<f64>> {
         v.iter()
-            .map(|a| v.iter().map(|b| a.iter().zip(b).map(|(x, y)| x * y).sum()).collect())
+            .map(|a| {
+                v.iter()
+                    .map(|b| a.iter().zip(b).map(|(x, y)| x * y).sum())
+                    .collect()
+            })
             .collect()
     }
 
@@ -794,7 +816,10 @@ mod tests {
         let t: Vec<f64> = a.iter().zip(&b).map(|(x, y)| 0.3 * x + 0.7 * y).collect();
         let g = gram(&[t, a, b]);
         let (w, r) = fit(&g, &[1, 2]).unwrap();
-        assert!((w[0] - 0.3).abs() < 1e-9 && (w[1] - 0.7).abs() < 1e-9, "{w:?}");
+        assert!(
+            (w[0] - 0.3).abs() < 1e-9 && (w[1] - 0.7).abs() < 1e-9,
+            "{w:?}"
+        );
         assert!(r < 1e-9);
     }
 
@@ -802,7 +827,10 @@ mod tests {
     fn weighted_sum_needs_a_fit_and_nonnegative_weights() {
         let base = noise(2000, 3);
         let ft = |s| -> Vec<f64> {
-            base.iter().zip(noise(2000, s)).map(|(x, d)| x + 0.1 * d).collect()
+            base.iter()
+                .zip(noise(2000, s))
+                .map(|(x, d)| x + 0.1 * d)
+                .collect()
         };
         let (f1, f2, f3) = (ft(4), ft(5), ft(6));
         let mix: Vec<f64> = f1.iter().zip(&f2).map(|(x, y)| 0.6 * x + 0.4 * y).collect();
@@ -813,12 +841,20 @@ mod tests {
                 total,
             }
         };
-        let m = weighted_sum(&g(vec![mix.clone(), f3.clone(), f1.clone(), f2.clone()]), &[]).unwrap();
+        let m = weighted_sum(
+            &g(vec![mix.clone(), f3.clone(), f1.clone(), f2.clone()]),
+            &[],
+        )
+        .unwrap();
         assert_eq!(m.parents.len(), 2);
         assert_eq!(m.parents[0].0, 2);
         assert!((m.parents[0].1 - 0.6).abs() < 1e-6);
         // a parent is not a merge of its merge and the other parent (that needs a negative weight)
-        assert!(weighted_sum(&g(vec![f1.clone(), mix.clone(), f2.clone(), f3.clone()]), &[]).is_none());
+        assert!(weighted_sum(
+            &g(vec![f1.clone(), mix.clone(), f2.clone(), f3.clone()]),
+            &[]
+        )
+        .is_none());
         // the base is not a merge of its fine-tunes
         assert!(weighted_sum(&g(vec![base, f1, f2, f3]), &[]).is_none());
     }

@@ -5,9 +5,9 @@
 //! the fingerprint mode over the sampled elements, the exact mode ([`exact`]) over every element, so
 //! the estimate can be checked. Contract in docs/lineage.md.
 
+use crate::classify::Role;
 use crate::fingerprint::{self, Fingerprint};
 use crate::scan::read_table;
-use crate::classify::Role;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -95,8 +95,16 @@ impl Sampled {
 
     /// Per (component, block) sums over the samples `self` and `b` share.
     pub fn stats(&self, b: &Sampled) -> Stats {
+        self.stats_in(b, None)
+    }
+
+    /// [`Sampled::stats`] over one component only (`Some`) or all.
+    pub fn stats_in(&self, b: &Sampled, scope: Option<&str>) -> Stats {
         let mut st = Stats::new();
         for (x, y) in self.shared(b) {
+            if scope.is_some_and(|s| x.comp != s) {
+                continue;
+            }
             let e = st.entry((x.comp.clone(), x.block.clone())).or_default();
             for (p, q) in self.of(x).iter().zip(b.of(y)) {
                 e[0] += p * q;
@@ -151,7 +159,11 @@ pub fn pair_json(a: &str, b: &str, st: &Stats) -> Value {
 }
 
 /// The `fastscan.similar/1` document for `models` (path, arch) and the stats of every pair.
-pub fn document(method: &str, models: &[(String, String)], pairs: &[(usize, usize, Stats)]) -> Value {
+pub fn document(
+    method: &str,
+    models: &[(String, String)],
+    pairs: &[(usize, usize, Stats)],
+) -> Value {
     json!({
         "schema": SCHEMA,
         "method": method,
@@ -260,10 +272,7 @@ fn read_elements(s: &Source, at: u64, len: u64) -> Result<Vec<f64>, String> {
     let t = &s.t;
     let es = t.dtype.bits() / 8;
     let err = |e: std::io::Error| format!("{}: tensor {}: {e}", s.path.display(), t.name);
-    let strides = t
-        .strides
-        .as_deref()
-        .filter(|st| st.len() == t.shape.len());
+    let strides = t.strides.as_deref().filter(|st| st.len() == t.shape.len());
     let mut out = Vec::with_capacity(len as usize);
     match strides {
         None => {
@@ -278,12 +287,10 @@ fn read_elements(s: &Source, at: u64, len: u64) -> Result<Vec<f64>, String> {
         Some(st) => {
             let mut b = vec![0u8; es as usize];
             for idx in at..at + len {
-                let (mut rest, mut off) = (idx, 0);
-                for (d, sd) in t.shape.iter().zip(st).rev() {
-                    off += (rest % d) * sd;
-                    rest /= d;
-                }
-                s.file.read_exact_at(&mut b, t.start + off * es).map_err(err)?;
+                let off = fingerprint::strided_offset(&t.shape, st, idx);
+                s.file
+                    .read_exact_at(&mut b, t.start + off * es)
+                    .map_err(err)?;
                 out.push(fingerprint::decode(t.dtype, &b).unwrap_or(0.0) as f64);
             }
         }
