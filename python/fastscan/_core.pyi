@@ -29,6 +29,9 @@ def similar_exact(paths: Sequence[_Path], archs: Sequence[str]) -> dict[str, Any
 def lineage(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """`fastscan.lineage/1` from scan reports with fingerprints (docs/lineage.md)."""
 
+def pickle_imports(data: bytes) -> list[dict[str, Any]]:
+    """Every import of every pickle in a raw stream (never loaded): module, name, opcode, pos, used..."""
+
 class Scanner(Iterator[dict[str, Any]]):
     """Scans files in parallel in the background; iterating yields each report dict as it finishes."""
 

@@ -1,12 +1,30 @@
-"""Casting raw tensor bytes between float dtypes with numpy alone (BF16 by bit manipulation)."""
+"""Casting raw tensor bytes between float dtypes with numpy alone (BF16 by bit manipulation, fp8 read by
+table: fp8 tensors can be cast up to F16/BF16/F32, never written)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-# Float dtypes fixes cast between; the numpy dtype is None for BF16 (numpy has none).
-FLOATS = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": None}
-ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
+# Float dtypes fixes cast between; the numpy dtype is None for BF16 and fp8 (numpy has none).
+FLOATS = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": None, "F8_E4M3": None, "F8_E5M2": None}
+ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def _e4m3_table() -> np.ndarray:
+    """float32 value of each F8_E4M3 byte ('fn': no Inf; S.1111.111 is NaN; bias 7, 3 mantissa bits)."""
+    b = np.arange(256)
+    exp, man = (b >> 3) & 0xF, (b & 7).astype(np.float64)
+    mag = np.where(exp == 0, man / 8 * 2.0**-6, (1 + man / 8) * 2.0 ** (exp - 7))
+    vals = np.where(b & 0x80, -mag, mag)
+    vals[(b & 0x7F) == 0x7F] = np.nan
+    return vals.astype("<f4")
+
+
+# F8_E5M2 is the top byte of an F16 (same exponent, Inf and NaN).
+_FP8 = {
+    "F8_E4M3": _e4m3_table(),
+    "F8_E5M2": (np.arange(256, dtype="<u2") << np.uint16(8)).view("<f2").astype("<f4"),
+}
 
 
 def f32_to_bf16(f32: np.ndarray) -> np.ndarray:
@@ -30,6 +48,8 @@ def decode(raw, dtype: str) -> np.ndarray:
     """numpy array of the float values held in raw little-endian bytes of `dtype`."""
     if dtype == "BF16":
         return bf16_to_f32(np.frombuffer(raw, dtype="<u2"))
+    if dtype in _FP8:
+        return _FP8[dtype][np.frombuffer(raw, dtype=np.uint8)]
     return np.frombuffer(raw, dtype=FLOATS[dtype])
 
 

@@ -3,7 +3,7 @@
 use crate::classify::{classify, Classification, Role};
 use crate::datapass::{self, HashMode};
 use crate::report::{ComponentReport, FileError, FileReport};
-use crate::sniff::{sniff, Format, SNIFF_LEN};
+use crate::sniff::{sniff, Format, HEAD_LEN};
 use crate::tensor::TensorInfo;
 use crate::{checks, pickle, safetensors};
 use serde_json::Value;
@@ -67,9 +67,9 @@ pub fn read_table(path: &Path) -> Result<TensorTable, String> {
     let err = |e: std::io::Error| format!("{}: {e}", path.display());
     let file = File::open(path).map_err(err)?;
     let size = file.metadata().map_err(err)?.len();
-    let mut head = Vec::with_capacity(SNIFF_LEN);
+    let mut head = Vec::with_capacity(HEAD_LEN);
     (&file)
-        .take(SNIFF_LEN as u64)
+        .take(HEAD_LEN as u64)
         .read_to_end(&mut head)
         .map_err(err)?;
     let named_st = path
@@ -112,8 +112,8 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
     }
     r.size = meta.len();
     r.mtime = crate::walk::mtime_of(&meta);
-    let mut head = Vec::with_capacity(SNIFF_LEN);
-    (&file).take(SNIFF_LEN as u64).read_to_end(&mut head)?;
+    let mut head = Vec::with_capacity(HEAD_LEN);
+    (&file).take(HEAD_LEN as u64).read_to_end(&mut head)?;
     let named_st = path
         .extension()
         .is_some_and(|e| e == "safetensors" || e == "sft");
@@ -134,7 +134,7 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
                 return Ok(());
             }
         },
-        Format::TorchZip | Format::TorchLegacy | Format::Pickle => {
+        Format::TorchZip | Format::TorchLegacy | Format::TorchTar | Format::Pickle => {
             let map = map_file(&file, r.size)?;
             match pickle::scan(&map, format) {
                 Ok(p) => {
@@ -160,6 +160,7 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
     let class = classify(&tensors);
     r.kind = class.kind;
     r.arch = class.arch;
+    r.identification = class.identification.clone();
     r.tensors = tensors.len() as u64;
     summarize(&tensors, &class, r);
     r.metadata = metadata

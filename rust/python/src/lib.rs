@@ -74,8 +74,9 @@ fn scan_file<'py>(
     to_py(py, &r)
 }
 
-/// Reads a file's tensor table: {format, kind, arch, header_len, metadata, tensors: [{name, dtype, shape,
-/// start, len, strides, role, component, canonical}]}; raises ValueError naming the file when unreadable.
+/// Reads a file's tensor table: {format, kind, arch, header_len, metadata, identification, tensors: [{name,
+/// dtype, shape, start, len, strides, role, component, canonical}]}; raises ValueError naming the file when
+/// unreadable.
 #[pyfunction]
 fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
     use fastscan_core::classify::Role;
@@ -101,8 +102,25 @@ fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAn
         .collect();
     let v = serde_json::json!({
         "format": t.format, "kind": t.class.kind, "arch": t.class.arch, "header_len": t.header_len,
-        "metadata": t.metadata, "tensors": tensors,
+        "metadata": t.metadata, "tensors": tensors, "identification": t.class.identification,
     });
+    pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// Every import in a raw pickle stream (all its pickles), never loading it: [{module, name, opcode, pos,
+/// used, unresolved, written}] in stream order; `module`/`name` as CPython resolves them.
+#[pyfunction]
+fn pickle_imports<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let imports = py.detach(|| fastscan_core::pickle::imports_of(data));
+    let v: Vec<serde_json::Value> = imports
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "module": i.module, "name": i.name, "opcode": i.opcode, "pos": i.pos, "used": i.used,
+                "unresolved": i.unresolved, "written": i.written,
+            })
+        })
+        .collect();
     pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
@@ -241,6 +259,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(similar, m)?)?;
     m.add_function(wrap_pyfunction!(similar_exact, m)?)?;
     m.add_function(wrap_pyfunction!(lineage, m)?)?;
+    m.add_function(wrap_pyfunction!(pickle_imports, m)?)?;
     m.add_class::<Scanner>()?;
     Ok(())
 }
