@@ -69,7 +69,7 @@ pub fn looks_like_protocol0(head: &[u8]) -> bool {
     }
 }
 
-/// Start of the error for a zip archive with no pickle in it: not a model file at all.
+/// Start of the error for a zip or tar archive with no pickle in it: not a model file at all.
 pub const NO_PICKLE: &str = "archive holds no pickle";
 
 /// Scans a pickle-based file's bytes; `Err` is a reason the file cannot be read at all.
@@ -611,7 +611,9 @@ fn scan_tar(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, String> {
             }
         }
         if !any {
-            return Err(format!("tar {NO_PICKLE}: not a PyTorch checkpoint"));
+            return Err(format!(
+                "{NO_PICKLE}: a tar archive, not a PyTorch checkpoint"
+            ));
         }
         return Ok(Vec::new());
     }
@@ -871,7 +873,9 @@ fn scan_zip(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, String> {
         tensors = place_all(&run, locate, c, Some(&e.name));
     }
     if scanned == 0 {
-        return Err(format!("zip {NO_PICKLE}: not a PyTorch checkpoint"));
+        return Err(format!(
+            "{NO_PICKLE}: a zip archive, not a PyTorch checkpoint"
+        ));
     }
     Ok(tensors)
 }
