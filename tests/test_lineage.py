@@ -453,7 +453,7 @@ def test_exact_similarity_reference(library):
 
 def test_similar_refuses_different_archs_and_non_models(library, tmp_path):
     p = library["paths"]
-    with pytest.raises(ValueError, match="different archs"):
+    with pytest.raises(ValueError, match="different kinds or archs"):
         similar([p["ft1"], p["vae1"]], cache=library["cache"])
     junk = tmp_path / "notes.txt"
     junk.write_text("hello")
@@ -481,4 +481,4 @@ def test_cli_json_table_and_dot(library):
     )
     assert r.exit_code == 0 and "IN00" in r.output and "OUT11" in r.output
     r = runner.invoke(app, ["similar", library["paths"]["ft1"], library["paths"]["vae1"]])
-    assert r.exit_code == 2 and "different archs" in r.output
+    assert r.exit_code == 2 and "different kinds or archs" in r.output

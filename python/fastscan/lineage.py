@@ -54,15 +54,15 @@ def lineage(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def check_comparable(reports: list[dict[str, Any]], wanted: list[str]) -> None:
-    """Raises ValueError when a wanted file is not a model with weights or the archs differ."""
+    """Raises ValueError when a wanted file is not a model with weights or kinds or archs differ."""
     by_path = {r["path"]: r for r in reports}
     for p in wanted:
         if p not in by_path:
             raise ValueError(f"{p}: not a model file with weights (checkpoint, UNet, VAE or text encoder)")
-    archs = {by_path[p]["arch"] for p in wanted}
-    if len(archs) > 1:
-        listed = ", ".join(f"{p} ({by_path[p]['arch']})" for p in wanted)
-        raise ValueError(f"files of different archs cannot be compared: {listed}")
+    sorts = {(by_path[p]["kind"], by_path[p]["arch"]) for p in wanted}
+    if len(sorts) > 1:
+        listed = ", ".join(f"{p} ({by_path[p]['kind']}, {by_path[p]['arch']})" for p in wanted)
+        raise ValueError(f"files of different kinds or archs cannot be compared: {listed}")
 
 
 def similar(
