@@ -11,8 +11,8 @@ __version__: str
 
 def walk(
     roots: Sequence[_Path], follow_links: bool = False, jobs: int = 0
-) -> tuple[list[tuple[str, int, float]], list[tuple[str, str]]]:
-    """Walks roots; returns ([(path, size, mtime)] sorted by path, [(path, message)] unreadable)."""
+) -> tuple[list[tuple[str, int, float]], list[tuple[str, Literal["io", "loop"], str]]]:
+    """Walks roots; returns ([(path, size, mtime)] sorted by path, [(path, kind, message)] unreadable)."""
 
 def scan_file(path: _Path, hash: _HashMode = "full", sha256: bool = False) -> dict[str, Any]:
     """Scans one file and returns its report as a dict (the file object of the JSON report)."""

@@ -12,10 +12,30 @@ pub struct Entry {
     pub mtime: f64,
 }
 
+/// Why the walk could not read a path (the report's `error.kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkErrorKind {
+    /// Cannot open or read it (permissions, a dangling link, a path that does not exist).
+    Io,
+    /// A symlink loop met while following links.
+    Loop,
+}
+
+impl WalkErrorKind {
+    /// The name used in reports: `io` or `loop`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WalkErrorKind::Io => "io",
+            WalkErrorKind::Loop => "loop",
+        }
+    }
+}
+
 /// A path the walk could not read.
 #[derive(Clone, Debug)]
 pub struct WalkError {
     pub path: PathBuf,
+    pub kind: WalkErrorKind,
     pub message: String,
 }
 
@@ -42,6 +62,7 @@ pub fn walk(roots: &[PathBuf], follow_links: bool, threads: usize) -> (Vec<Entry
             Ok(_) => existing.push(r.clone()),
             Err(e) => missing.push(WalkError {
                 path: r.clone(),
+                kind: WalkErrorKind::Io,
                 message: e.to_string(),
             }),
         }
@@ -61,12 +82,12 @@ pub fn walk(roots: &[PathBuf], follow_links: bool, threads: usize) -> (Vec<Entry
             Box::new(move |res| {
                 match res {
                     Ok(ent) => {
-                        let is_root_link = ent.depth() == 0 && ent.path_is_symlink();
                         let Some(ft) = ent.file_type() else {
                             return ignore::WalkState::Continue;
                         };
-                        // The root itself may be a symlink the user named explicitly: follow it.
-                        let meta = if is_root_link || (follow_links && ft.is_symlink()) {
+                        // A root is a path the user named explicitly: follow it when it is a link
+                        // (the walker describes a root by its target, so ask the filesystem).
+                        let meta = if ent.depth() == 0 || (follow_links && ft.is_symlink()) {
                             std::fs::metadata(ent.path())
                         } else if ft.is_file() {
                             ent.metadata()
@@ -83,14 +104,21 @@ pub fn walk(roots: &[PathBuf], follow_links: bool, threads: usize) -> (Vec<Entry
                             Ok(_) => {}
                             Err(e) => errors.lock().unwrap().push(WalkError {
                                 path: ent.into_path(),
+                                kind: WalkErrorKind::Io,
                                 message: e.to_string(),
                             }),
                         }
                     }
                     Err(e) => {
                         let path = error_path(&e).unwrap_or_default();
+                        let kind = if is_loop(&e) {
+                            WalkErrorKind::Loop
+                        } else {
+                            WalkErrorKind::Io
+                        };
                         errors.lock().unwrap().push(WalkError {
                             path,
+                            kind,
                             message: e.to_string(),
                         });
                     }
@@ -118,6 +146,16 @@ fn error_path(e: &ignore::Error) -> Option<PathBuf> {
     }
 }
 
+fn is_loop(e: &ignore::Error) -> bool {
+    match e {
+        ignore::Error::Loop { .. } => true,
+        ignore::Error::WithPath { err, .. }
+        | ignore::Error::WithDepth { err, .. }
+        | ignore::Error::WithLineNumber { err, .. } => is_loop(err),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,10 +174,39 @@ mod tests {
             assert_eq!(files.len(), 1, "follow={follow}: {files:?}");
             if follow {
                 assert!(
-                    errors.iter().any(|e| e.message.contains("loop")),
+                    errors.iter().any(|e| e.kind == WalkErrorKind::Loop),
                     "{errors:?}"
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_root_link_to_a_file_is_scanned_and_a_dangling_link_is_io_not_loop() {
+        // The temporary folder's own name says "loop": the kind must not come from any text.
+        let dir = tempfile::Builder::new().prefix("loop").tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("model.safetensors"), b"xyz").unwrap();
+        std::os::unix::fs::symlink(
+            root.join("model.safetensors"),
+            root.join("link.safetensors"),
+        )
+        .unwrap();
+        let (files, errors) = walk(&[root.join("link.safetensors")], false, 1);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            (files[0].path.clone(), files[0].size),
+            (root.join("link.safetensors"), 3)
+        );
+
+        let lib = root.join("lib");
+        std::fs::create_dir(&lib).unwrap();
+        std::os::unix::fs::symlink(root.join("gone"), lib.join("dangling.safetensors")).unwrap();
+        let (files, errors) = walk(std::slice::from_ref(&lib), true, 1);
+        assert!(files.is_empty());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].kind, WalkErrorKind::Io);
+        assert_eq!(errors[0].path, lib.join("dangling.safetensors"));
     }
 }

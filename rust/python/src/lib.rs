@@ -37,7 +37,7 @@ fn to_py<'py>(py: Python<'py>, r: &FileReport) -> PyResult<Bound<'py, PyAny>> {
     pythonize::pythonize(py, r).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
-/// Walks roots; returns ([(path, size, mtime)], [(path, message)]).
+/// Walks roots; returns ([(path, size, mtime)], [(path, kind, message)]) with kind `io` or `loop`.
 #[pyfunction]
 #[pyo3(signature = (roots, follow_links=false, jobs=0))]
 #[allow(clippy::type_complexity)]
@@ -46,7 +46,7 @@ fn walk(
     roots: Vec<PathBuf>,
     follow_links: bool,
     jobs: usize,
-) -> (Vec<(String, u64, f64)>, Vec<(String, String)>) {
+) -> (Vec<(String, u64, f64)>, Vec<(String, &'static str, String)>) {
     let (files, errors) = py.detach(|| fastscan_core::walk::walk(&roots, follow_links, jobs));
     (
         files
@@ -55,7 +55,13 @@ fn walk(
             .collect(),
         errors
             .into_iter()
-            .map(|e| (e.path.to_string_lossy().into_owned(), e.message))
+            .map(|e| {
+                (
+                    e.path.to_string_lossy().into_owned(),
+                    e.kind.name(),
+                    e.message,
+                )
+            })
             .collect(),
     )
 }

@@ -19,7 +19,7 @@ def similar_command(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the scan cache.")] = False,
 ) -> None:
     """Per-component, per-block cosine similarity of models' weights (one row per merge block)."""
-    from fastscan.cli import fail
+    from fastscan.cli.errors import fail
     from fastscan.lineage import similar
 
     try:
@@ -46,16 +46,18 @@ def lineage_command(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Read every file again.")] = False,
 ) -> None:
     """Which models are the same model underneath: same weights, nearest, merge recipes, blended VAEs."""
-    from fastscan.cli import _stderr_console, fail
+    from fastscan.cli.errors import fail
     from fastscan.lineage import lineage, scan_fingerprints
 
     if json_out and dot:
         raise typer.BadParameter("--json and --dot exclude each other", param_hint="--json/--dot")
     try:
         if sys.stderr.isatty():
+            from rich.console import Console
+
             from fastscan.render import progress_bar
 
-            with progress_bar(_stderr_console()) as update:
+            with progress_bar(Console(stderr=True)) as update:
                 scanned = scan_fingerprints(paths, jobs=jobs, cache=not no_cache, progress=update)
         else:
             scanned = scan_fingerprints(paths, jobs=jobs, cache=not no_cache)
