@@ -22,6 +22,15 @@ def scan_file(path: _Path, hash: _HashMode = "full", sha256: bool = False) -> di
 def read_tensors(path: _Path) -> dict[str, Any]:
     """Reads a file's tensor table with each tensor's role; ValueError naming the file if unreadable."""
 
+def similar(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """`fastscan.similar/1` from reports with fingerprints; ValueError naming a file without one."""
+
+def similar_exact(paths: Sequence[_Path], archs: Sequence[str]) -> dict[str, Any]:
+    """`fastscan.similar/1` from every weight of the files; ValueError naming an unreadable file."""
+
+def lineage(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """`fastscan.lineage/1` from scan reports with fingerprints (docs/lineage.md)."""
+
 def pickle_imports(data: bytes) -> list[dict[str, Any]]:
     """Every import of every pickle in a raw stream (never loaded): module, name, opcode, pos, used..."""
 
@@ -46,8 +55,10 @@ class Scanner(Iterator[dict[str, Any]]):
         jobs: int = 0,
         cache: _Path | None = None,
         follow_links: bool = False,
+        fingerprint: bool = False,
     ) -> None:
-        """Starts the scan; `cache` is a database path serving unchanged files (OSError if unusable)."""
+        """Starts the scan; `cache` is a database path serving unchanged files (OSError if unusable);
+        `fingerprint` adds each file's lineage fingerprint (docs/fingerprint.md) to its report."""
     def __iter__(self) -> Scanner: ...
     def __next__(self) -> dict[str, Any]: ...
     def close(self) -> None:

@@ -135,6 +135,7 @@ def iter_scan(
     jobs: int = 0,
     follow_links: bool = False,
     cache: bool | PathLike | None = None,
+    fingerprint: bool = False,
 ) -> ScanIterator:
     """Scans files and directories, yielding each file's `FileReport` as it finishes (completion order).
 
@@ -145,7 +146,13 @@ def iter_scan(
     """
     _check_options(hash, jobs)
     roots = _roots(paths)
-    opts = {"hash": hash, "sha256": sha256, "jobs": jobs, "follow_links": follow_links}
+    opts = {
+        "hash": hash,
+        "sha256": sha256,
+        "jobs": jobs,
+        "follow_links": follow_links,
+        "fingerprint": fingerprint,  # lineage fingerprints in each report (docs/fingerprint.md)
+    }
     db = _cache_path(cache)
     if db is not None:
         try:

@@ -115,8 +115,14 @@ impl Cache {
 /// The cache key part that depends on what the scan computes.
 pub fn options_key(opts: &ScanOptions) -> String {
     format!(
-        "{REPORT_VERSION} hash={:?} sha256={}",
-        opts.hash, opts.sha256
+        "{REPORT_VERSION} hash={:?} sha256={}{}",
+        opts.hash,
+        opts.sha256,
+        if opts.fingerprint {
+            format!(" {}", crate::fingerprint::VERSION)
+        } else {
+            String::new()
+        }
     )
 }
 

@@ -2,12 +2,14 @@
 //!
 //! One reader walks the mapped file in large chunks, in order. Each chunk goes to every consumer at
 //! once: the whole-file hashers ([`crate::hashes`]), the component hash segments of the tensors in it
-//! ([`crate::component_hash`]) and the NaN/Inf counters ([`crate::values`]). Behind the reader, pages
+//! ([`crate::component_hash`]), the NaN/Inf counters ([`crate::values`]) and, when asked, the lineage
+//! fingerprint samplers ([`crate::fingerprint`]). Behind the reader, pages
 //! are unmapped and, when the pass brought them in, dropped from the page cache, so a TB scan neither
 //! grows resident memory nor evicts the cache.
 
 use crate::classify::Classification;
 use crate::component_hash::{Member, Plan};
+use crate::fingerprint;
 use crate::hashes::{self, FileHashers};
 use crate::mapguard::GuardedMap;
 use crate::report::{Finding, Hashes, Severity};
@@ -39,6 +41,8 @@ pub struct DataPass {
     pub findings: Vec<Finding>,
     /// The pass was abandoned through `Source::stop`: nothing in it may be reported or cached.
     pub stopped: bool,
+    /// The lineage fingerprint, when asked for ([`run_with`]).
+    pub fingerprint: Option<crate::fingerprint::Fingerprint>,
 }
 
 /// The bytes the pass reads.
@@ -81,6 +85,11 @@ const PAR_PIECE: usize = 1 << 20;
 
 /// Reads the file once and feeds hashers and value checks.
 pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
+    run_with(src, mode, sha256, false)
+}
+
+/// [`run`], also sampling the lineage fingerprint when `fingerprint` is set (and `mode` reads data).
+pub fn run_with(src: &Source, mode: HashMode, sha256: bool, fingerprint: bool) -> DataPass {
     let mut out = DataPass::default();
     if mode == HashMode::None {
         return out;
@@ -89,12 +98,16 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
     let size = data.len() as u64;
     let tensors = src.tensors;
     let mut plan = Plan::new(tensors, src.class);
-    // Tensors whose bytes the pass needs: in a component or checked for NaN/Inf, and wholly present.
+    // Lineage fingerprint samplers: a consumer of its own, fed after each chunk's jobs.
+    let mut prints = fingerprint.then(|| fingerprint::Plan::new(tensors, src.class));
+    // Tensors whose bytes the pass needs: in a component, checked for NaN/Inf or sampled, and wholly present.
     let wanted: Vec<bool> = tensors
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            (plan.members[i].is_some() || values::element_size(t.dtype).is_some())
+            (plan.members[i].is_some()
+                || values::element_size(t.dtype).is_some()
+                || prints.as_ref().is_some_and(|p| p.wants(i)))
                 && span(t).1 <= size
         })
         .collect();
@@ -161,6 +174,11 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
             counts[i] += c;
             same[i] = same[i].merge(s);
         }
+        if let Some(p) = prints.as_mut() {
+            for &i in &active {
+                p.contiguous(i, data, &tensors[i], c0, c1);
+            }
+        }
         active.retain(|&i| tensors[i].end() > c1);
         while next_strided < strided.len() && span(&tensors[strided[next_strided]]).1 <= c1 {
             let i = strided[next_strided];
@@ -168,6 +186,9 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
             let (c, s) = strided_tensor(data, &tensors[i], seg);
             counts[i] += c;
             same[i] = s;
+            if let (Some(p), Some((_, strides))) = (prints.as_mut(), gather_layout(&tensors[i])) {
+                p.strided(i, data, &tensors[i], strides);
+            }
             next_strided += 1;
         }
         // Keep pages a pending strided tensor will still gather from.
@@ -196,6 +217,7 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
     out.findings.extend(values::finding(tensors, &counts));
     out.findings
         .extend(values::constant_finding(tensors, &src.class.roles, &same));
+    out.fingerprint = prints.map(|p| p.finish(tensors));
     out
 }
 
@@ -626,6 +648,69 @@ mod tests {
         let got = run(&src, HashMode::Components, false).components["vae"].clone();
         assert_eq!(got, reference(&[("w", "F32", &[3, 4], c_order)]));
         assert_eq!(span(&t), (8, 8 + 48));
+    }
+
+    #[test]
+    fn fingerprint_ignores_dtype_and_storage_order() {
+        // a 300x400 matrix: F16 stored transposed (strides (1, 300)) vs the same values F32 in C order
+        let (r, c) = (300usize, 400usize);
+        let v: Vec<f32> = (0..r * c)
+            .map(|i| ((i * 37 % 1001) as f32 - 500.0) / 64.0)
+            .collect();
+        let mut stored16 = vec![0u8; 4];
+        for j in 0..c {
+            for i in 0..r {
+                let h = v[i * c + j];
+                // exact in F16: multiples of 1/64 of magnitude below 8
+                stored16.extend_from_slice(&f32_to_f16_exact(h).to_le_bytes());
+            }
+        }
+        let mut t16 = tensor("w", Dtype::F16, &[r as u64, c as u64], 4);
+        t16.strides = Some(vec![1, r as u64]);
+        let c32: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let t32 = tensor("w", Dtype::F32, &[r as u64, c as u64], 0);
+        let cl = class(vec![vae(0)]);
+        let print = |bytes: &[u8], t: &TensorInfo| {
+            let src = Source {
+                bytes: Bytes::Memory(bytes),
+                tensors: std::slice::from_ref(t),
+                class: &cl,
+                safetensors_metadata: None,
+            };
+            run_with(&src, HashMode::Components, false, true)
+                .fingerprint
+                .unwrap()
+        };
+        let a = print(&stored16, &t16);
+        assert_eq!(a, print(&c32, &t32));
+        let d = a.components["vae"].decode().unwrap();
+        let idx = crate::fingerprint::sample_indices("w", (r * c) as u64);
+        let want: Vec<f64> = idx.iter().map(|&i| v[i as usize] as f64).collect();
+        assert_eq!(d.tensors[0].3, want);
+        assert!(run(
+            &Source {
+                bytes: Bytes::Memory(&c32),
+                tensors: std::slice::from_ref(&t32),
+                class: &cl,
+                safetensors_metadata: None,
+            },
+            HashMode::Components,
+            false
+        )
+        .fingerprint
+        .is_none());
+    }
+
+    /// F16 bits of a value exactly representable in F16 (normal range).
+    fn f32_to_f16_exact(x: f32) -> u16 {
+        if x == 0.0 {
+            return 0;
+        }
+        let b = x.to_bits();
+        let sign = ((b >> 16) & 0x8000) as u16;
+        let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
+        let man = ((b >> 13) & 0x3ff) as u16;
+        sign | ((exp as u16) << 10) | man
     }
 
     #[test]

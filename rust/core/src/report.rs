@@ -161,6 +161,9 @@ pub struct FileReport {
     /// The files of a diffusers folder (absent for a single file).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<crate::diffusers::Part>,
+    /// Lineage fingerprint (docs/fingerprint.md), only when the scan was asked for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<crate::fingerprint::Fingerprint>,
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ pub struct ScanOptions {
     /// Set by another thread to abandon the scan: a report made after it is set is partial, and is
     /// neither cached nor meant to be shown.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Also sample the lineage fingerprint in the data pass (needs `hash` other than `None`).
+    pub fingerprint: bool,
 }
 
 impl ScanOptions {
@@ -41,6 +43,7 @@ impl Default for ScanOptions {
             hash: HashMode::Full,
             sha256: false,
             stop: None,
+            fingerprint: false,
         }
     }
 }
@@ -262,8 +265,9 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
             safetensors_metadata: (format == Format::Safetensors).then_some(&metadata),
             stop: opts.stop.as_deref(),
         };
-        let dp = datapass::run(&src, opts.hash, opts.sha256);
+        let dp = datapass::run_with(&src, opts.hash, opts.sha256, opts.fingerprint);
         r.hashes = dp.hashes;
+        r.fingerprint = dp.fingerprint;
         for (c, h) in dp.components {
             if let Some(cr) = r.components.get_mut(&c) {
                 cr.blake3 = Some(h);

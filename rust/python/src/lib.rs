@@ -15,6 +15,10 @@ use std::thread::JoinHandle;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn options(hash: &str, sha256: bool) -> PyResult<ScanOptions> {
+    options_with(hash, sha256, false)
+}
+
+fn options_with(hash: &str, sha256: bool, fingerprint: bool) -> PyResult<ScanOptions> {
     let hash = match hash {
         "none" => HashMode::None,
         "components" => HashMode::Components,
@@ -29,6 +33,7 @@ fn options(hash: &str, sha256: bool) -> PyResult<ScanOptions> {
         hash,
         sha256,
         stop: None,
+        fingerprint,
     })
 }
 
@@ -173,7 +178,7 @@ impl Drop for Scanner {
 #[pymethods]
 impl Scanner {
     #[new]
-    #[pyo3(signature = (roots, hash="full", sha256=false, jobs=0, cache=None, follow_links=false))]
+    #[pyo3(signature = (roots, hash="full", sha256=false, jobs=0, cache=None, follow_links=false, fingerprint=false))]
     fn new(
         roots: Vec<PathBuf>,
         hash: &str,
@@ -181,11 +186,12 @@ impl Scanner {
         jobs: usize,
         cache: Option<PathBuf>,
         follow_links: bool,
+        fingerprint: bool,
     ) -> PyResult<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let opts = ScanOptions {
             stop: Some(stop.clone()),
-            ..options(hash, sha256)?
+            ..options_with(hash, sha256, fingerprint)?
         };
         let cache = cache
             .map(|p| Cache::open(&p))
@@ -328,12 +334,80 @@ fn sweep_temp(folder: PathBuf) -> Vec<OsString> {
         .collect()
 }
 
+fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Vec<serde_json::Value>> {
+    pythonize::depythonize(obj).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    pythonize::pythonize(py, v).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// `fastscan.similar/1` from scan reports carrying fingerprints (every pair, per component and block).
+#[pyfunction]
+fn similar<'py>(py: Python<'py>, reports: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    use fastscan_core::similarity::{document, Sampled};
+    let reports = from_py(reports)?;
+    let doc = py.detach(|| -> Result<serde_json::Value, String> {
+        let mut models = Vec::new();
+        let mut sampled = Vec::new();
+        for r in &reports {
+            let path = r["path"].as_str().unwrap_or_default().to_string();
+            let fp = serde_json::from_value(r["fingerprint"].clone())
+                .map_err(|_| format!("{path}: no fingerprint (not a model file with weights)"))?;
+            sampled.push(Sampled::new(&fp).map_err(|e| format!("{path}: {e}"))?);
+            models.push((path, r["arch"].as_str().unwrap_or("unknown").to_string()));
+        }
+        let mut pairs = Vec::new();
+        for i in 0..sampled.len() {
+            for j in i + 1..sampled.len() {
+                pairs.push((i, j, sampled[i].stats(&sampled[j])));
+            }
+        }
+        Ok(document("fingerprint", &models, &pairs))
+    });
+    json_to_py(py, &doc.map_err(PyValueError::new_err)?)
+}
+
+/// `fastscan.similar/1` computed from every weight of the files (each file read once).
+#[pyfunction]
+fn similar_exact<'py>(
+    py: Python<'py>,
+    paths: Vec<PathBuf>,
+    archs: Vec<String>,
+) -> PyResult<Bound<'py, PyAny>> {
+    use fastscan_core::similarity::{document, exact};
+    let doc = py.detach(|| -> Result<serde_json::Value, String> {
+        let refs: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
+        let pairs = exact(&refs)?;
+        let models: Vec<(String, String)> = paths
+            .iter()
+            .zip(archs)
+            .map(|(p, a)| (p.to_string_lossy().into_owned(), a))
+            .collect();
+        Ok(document("exact", &models, &pairs))
+    });
+    json_to_py(py, &doc.map_err(PyValueError::new_err)?)
+}
+
+/// `fastscan.lineage/1` from scan reports carrying fingerprints.
+#[pyfunction]
+fn lineage<'py>(py: Python<'py>, reports: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let reports = from_py(reports)?;
+    let doc = py
+        .detach(|| fastscan_core::lineage::lineage(&reports))
+        .map_err(PyValueError::new_err)?;
+    json_to_py(py, &doc)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(walk, m)?)?;
     m.add_function(wrap_pyfunction!(scan_file, m)?)?;
     m.add_function(wrap_pyfunction!(read_tensors, m)?)?;
+    m.add_function(wrap_pyfunction!(similar, m)?)?;
+    m.add_function(wrap_pyfunction!(similar_exact, m)?)?;
+    m.add_function(wrap_pyfunction!(lineage, m)?)?;
     m.add_function(wrap_pyfunction!(pickle_imports, m)?)?;
     m.add_class::<Scanner>()?;
     m.add_class::<TempOutput>()?;

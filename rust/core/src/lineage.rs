@@ -1,0 +1,867 @@
+//! A library's lineage from fingerprints: same weights, nearest models, merge recipes, blended VAEs, families (docs/lineage.md).
+//!
+//! Everything here works on fingerprints only (never on the files): pair similarities over the
+//! shared samples, then for each model a least-squares fit over the few most similar other models.
+//! A fit is reported only when it explains the model up to rounding; otherwise `merge` is null.
+
+use crate::fingerprint::Fingerprint;
+use crate::similarity::{cosine, Sampled};
+use rayon::prelude::*;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// Schema of `fastscan lineage --json`.
+pub const SCHEMA: &str = "fastscan.lineage/1";
+/// Candidate parents tried per model: the most similar ones that are not merges themselves...
+const CANDIDATES: usize = 8;
+/// ...and the most similar merges.
+const MERGE_CANDIDATES: usize = 2;
+/// Most parents a weighted sum is fitted with.
+const MAX_PARENTS: usize = 3;
+/// Share of the model's difference from its nearest candidate a recipe must explain.
+pub const FIT_MIN: f64 = 0.95;
+/// Smallest weight a parent of a weighted sum may have.
+const WEIGHT_MIN: f64 = 0.02;
+/// How far weights may sum from 1 (and add-difference terms from their pattern).
+const SUM_TOL: f64 = 0.05;
+/// Similarity at or above which two comparable models are one family.
+pub const FAMILY_MIN: f64 = 0.5;
+/// Share of each model's samples two models must share to be compared at all.
+const COMPARABLE: f64 = 0.5;
+/// Models listed under `nearest`.
+const NEAREST: usize = 5;
+/// Kinds of file lineage covers.
+const KINDS: [&str; 4] = ["checkpoint", "unet", "vae", "text-encoder"];
+/// Metadata keys that declare how a model was made.
+const DECLARED: [&str; 7] = [
+    "sd_merge_recipe",
+    "sd_merge_models",
+    "mecha_recipe",
+    "ss_sd_model_name",
+    "ss_base_model_version",
+    "ss_sd_model_hash",
+    "ss_new_sd_model_hash",
+];
+
+/// One model of the library.
+pub struct Model {
+    pub path: String,
+    pub arch: String,
+    pub kind: String,
+    pub metadata: Map<String, Value>,
+    pub sampled: Sampled,
+}
+
+impl Model {
+    /// A model from its scan report (with a fingerprint); `Ok(None)` for files lineage does not cover.
+    pub fn from_report(r: &Value) -> Result<Option<Model>, String> {
+        let kind = r["kind"].as_str().unwrap_or("unknown");
+        if !KINDS.contains(&kind) || r["fingerprint"].is_null() {
+            return Ok(None);
+        }
+        let path = r["path"].as_str().unwrap_or_default().to_string();
+        let fp: Fingerprint = serde_json::from_value(r["fingerprint"].clone())
+            .map_err(|e| format!("{path}: fingerprint: {e}"))?;
+        let sampled = Sampled::new(&fp).map_err(|e| format!("{path}: {e}"))?;
+        if sampled.tensors.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Model {
+            arch: r["arch"].as_str().unwrap_or("unknown").to_string(),
+            kind: kind.to_string(),
+            metadata: r["metadata"].as_object().cloned().unwrap_or_default(),
+            path,
+            sampled,
+        }))
+    }
+
+    fn samples_in(&self, scope: Option<&str>) -> usize {
+        self.sampled
+            .tensors
+            .iter()
+            .filter(|t| scope.is_none_or(|s| t.comp == s))
+            .map(|t| t.len)
+            .sum()
+    }
+
+    /// True when `o` has every tensor of this model in `scope` (same name and element count).
+    fn covered_by(&self, o: &Model, scope: Option<&str>) -> bool {
+        let inside = |t: &crate::similarity::Tensor| scope.is_none_or(|s| t.comp == s);
+        let own = self.sampled.tensors.iter().filter(|t| inside(t)).count();
+        let shared = self
+            .sampled
+            .shared(&o.sampled)
+            .into_iter()
+            .filter(|(t, _)| inside(t))
+            .count();
+        own > 0 && shared == own
+    }
+
+    /// A digest of the tensors (names, sizes) and values within `scope`: equal for the same weights.
+    fn key(&self, scope: Option<&str>) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        for t in &self.sampled.tensors {
+            if scope.is_none_or(|s| t.comp == s) {
+                h.update(t.comp.as_bytes());
+                h.update(&[0]);
+                h.update(t.name.as_bytes());
+                h.update(&[0]);
+                h.update(&t.n.to_le_bytes());
+                for v in self.sampled.of(t) {
+                    h.update(&v.to_bits().to_le_bytes());
+                }
+            }
+        }
+        *h.finalize().as_bytes()
+    }
+}
+
+/// What two models' fingerprints say about each other.
+#[derive(Clone, Copy, Default)]
+struct Pair {
+    cos: f64,
+    /// Squared distance over the shared samples, relative to the product of their norms.
+    dist: f64,
+    comparable: bool,
+    same: bool,
+}
+
+/// A fitted recipe.
+struct Merge {
+    method: &'static str,
+    parents: Vec<(usize, f64)>,
+    base: Option<usize>,
+    blocks: Option<BTreeMap<String, Vec<(usize, f64)>>>,
+    fit: f64,
+}
+
+/// Gram matrices of a target (index 0) and its candidates, per block and in total.
+struct Gram {
+    blocks: Vec<(String, Vec<Vec<f64>>, usize)>,
+    total: Vec<Vec<f64>>,
+}
+
+impl Gram {
+    /// Over the target's tensors in `scope`; `None` when a candidate lacks one of them.
+    fn new(t: &Model, cands: &[&Model], scope: Option<&str>) -> Option<Gram> {
+        let own: Vec<&crate::similarity::Tensor> = t
+            .sampled
+            .tensors
+            .iter()
+            .filter(|x| scope.is_none_or(|s| x.comp == s))
+            .collect();
+        let mut vecs: Vec<Vec<&[f64]>> = vec![own.iter().map(|x| t.sampled.of(x)).collect()];
+        for c in cands {
+            let shared: Vec<_> = t
+                .sampled
+                .shared(&c.sampled)
+                .into_iter()
+                .filter(|(x, _)| scope.is_none_or(|s| x.comp == s))
+                .collect();
+            if shared.len() != own.len() {
+                return None;
+            }
+            vecs.push(shared.iter().map(|(_, y)| c.sampled.of(y)).collect());
+        }
+        let k = vecs.len();
+        let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut blocks: Vec<(String, Vec<Vec<f64>>, usize)> = Vec::new();
+        for (ti, x) in own.iter().enumerate() {
+            let b = *index.entry(&x.block).or_insert_with(|| {
+                blocks.push((x.block.clone(), vec![vec![0.0; k]; k], 0));
+                blocks.len() - 1
+            });
+            let g = &mut blocks[b];
+            g.2 += x.len;
+            for i in 0..k {
+                for j in i..k {
+                    let d: f64 = vecs[i][ti]
+                        .iter()
+                        .zip(vecs[j][ti])
+                        .map(|(p, q)| p * q)
+                        .sum();
+                    g.1[i][j] += d;
+                }
+            }
+        }
+        let mut total = vec![vec![0.0; k]; k];
+        for (_, g, _) in &mut blocks {
+            for i in 0..k {
+                for j in i..k {
+                    g[j][i] = g[i][j];
+                    total[i][j] += g[i][j];
+                    total[j][i] = total[i][j];
+                }
+            }
+        }
+        blocks.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(Gram { blocks, total })
+    }
+}
+
+/// Least squares of the target (index 0) on candidates `s` (indices into the Gram): weights, residual.
+fn fit(g: &[Vec<f64>], s: &[usize]) -> Option<(Vec<f64>, f64)> {
+    let n = s.len();
+    let scale = s.iter().map(|&i| g[i][i]).sum::<f64>() / n as f64;
+    if scale <= 0.0 {
+        return None;
+    }
+    let mut a: Vec<Vec<f64>> = s
+        .iter()
+        .map(|&i| {
+            let mut row: Vec<f64> = s.iter().map(|&j| g[i][j]).collect();
+            row.push(g[i][0]);
+            row
+        })
+        .collect();
+    for (i, row) in a.iter_mut().enumerate() {
+        row[i] += scale * 1e-12; // ridge: identical candidates split evenly instead of failing
+    }
+    for c in 0..n {
+        let p = (c..n).max_by(|&x, &y| a[x][c].abs().total_cmp(&a[y][c].abs()))?;
+        a.swap(c, p);
+        if a[c][c].abs() < scale * 1e-15 {
+            return None;
+        }
+        for r in 0..n {
+            if r != c {
+                let f = a[r][c] / a[c][c];
+                let pivot = a[c].clone();
+                for (x, y) in a[r].iter_mut().zip(&pivot) {
+                    *x -= f * y;
+                }
+            }
+        }
+    }
+    let w: Vec<f64> = (0..n).map(|i| a[i][n] / a[i][i]).collect();
+    let mut r = g[0][0];
+    for (x, &i) in w.iter().zip(s) {
+        r -= 2.0 * x * g[i][0];
+        for (y, &j) in w.iter().zip(s) {
+            r += x * y * g[i][j];
+        }
+    }
+    Some((w, r.max(0.0)))
+}
+
+/// Every subset of `1..=k` of size `size`, in order.
+fn subsets(k: usize, size: usize) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    fn rec(start: usize, k: usize, size: usize, cur: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        if cur.len() == size {
+            out.push(cur.clone());
+            return;
+        }
+        for i in start..=k {
+            cur.push(i);
+            rec(i + 1, k, size, cur, out);
+            cur.pop();
+        }
+    }
+    rec(1, k, size, &mut cur, &mut out);
+    out
+}
+
+/// Smallest squared distance of the target to one candidate (what a recipe must beat); `None` at 0.
+fn nearest_distance(g: &[Vec<f64>]) -> Option<f64> {
+    let d = (1..g.len())
+        .map(|i| g[0][0] - 2.0 * g[0][i] + g[i][i])
+        .fold(f64::INFINITY, f64::min);
+    (d.is_finite() && d > 0.0).then_some(d)
+}
+
+/// How many of the subset `s` are merges themselves (`pen`, by Gram index): fewer is preferred.
+fn penalty(pen: &[bool], s: &[usize]) -> usize {
+    s.iter()
+        .filter(|&&i| pen.get(i).copied().unwrap_or(false))
+        .count()
+}
+
+/// True when `(pen_a, fit_a)` beats the best so far (fewer merges as parents, then a better fit).
+fn better(pen_a: usize, fit_a: f64, best: Option<&(usize, Merge)>) -> bool {
+    best.is_none_or(|(p, m)| pen_a < *p || (pen_a == *p && fit_a > m.fit))
+}
+
+/// The fewest parents (2, then 3) whose non-negative weights summing to 1 explain the target.
+fn weighted_sum(gram: &Gram, pen: &[bool]) -> Option<Merge> {
+    let g = &gram.total;
+    let k = g.len() - 1;
+    let reference = nearest_distance(g)?;
+    let sums_to_one = |w: &[f64]| (w.iter().sum::<f64>() - 1.0).abs() <= SUM_TOL;
+    for size in 2..=MAX_PARENTS.min(k) {
+        let mut best: Option<(usize, Merge)> = None;
+        for s in subsets(k, size) {
+            let Some((w, r)) = fit(g, &s) else { continue };
+            let f = 1.0 - r / reference;
+            let p = penalty(pen, &s);
+            if w.iter().all(|&x| x >= WEIGHT_MIN)
+                && sums_to_one(&w)
+                && f >= FIT_MIN
+                && better(p, f, best.as_ref())
+            {
+                let m = Merge {
+                    method: "weighted-sum",
+                    parents: s.iter().copied().zip(w).collect(),
+                    base: None,
+                    blocks: None,
+                    fit: f,
+                };
+                best = Some((p, m));
+            }
+        }
+        if best.is_some() {
+            return best.map(|b| b.1);
+        }
+    }
+    None
+}
+
+/// The same parents fitted block by block, when their weights differ by block.
+fn block_weighted(gram: &Gram, pen: &[bool]) -> Option<Merge> {
+    let k = gram.total.len() - 1;
+    let reference = nearest_distance(&gram.total)?;
+    for size in 2..=MAX_PARENTS.min(k) {
+        let mut best: Option<(usize, Merge)> = None;
+        'subset: for s in subsets(k, size) {
+            let mut blocks = BTreeMap::new();
+            let mut resid = 0.0;
+            let mut mean = vec![0.0; size];
+            let mut counted = 0usize;
+            let mut peak = vec![0.0f64; size];
+            for (name, g, count) in &gram.blocks {
+                let Some((w, r)) = fit(g, &s) else {
+                    continue 'subset;
+                };
+                if w.iter().any(|&x| x < -WEIGHT_MIN)
+                    || (w.iter().sum::<f64>() - 1.0).abs() > SUM_TOL
+                {
+                    continue 'subset;
+                }
+                resid += r;
+                for (i, x) in w.iter().enumerate() {
+                    mean[i] += x * *count as f64;
+                    peak[i] = peak[i].max(*x);
+                }
+                counted += count;
+                blocks.insert(name.clone(), s.iter().copied().zip(w).collect::<Vec<_>>());
+            }
+            let f = 1.0 - resid / reference;
+            if f < FIT_MIN || peak.iter().any(|&p| p < WEIGHT_MIN) || counted == 0 {
+                continue;
+            }
+            let p = penalty(pen, &s);
+            if better(p, f, best.as_ref()) {
+                let parents = s
+                    .iter()
+                    .zip(&mean)
+                    .map(|(&i, m)| (i, m / counted as f64))
+                    .collect();
+                let m = Merge {
+                    method: "weighted-sum",
+                    parents,
+                    base: None,
+                    blocks: Some(blocks),
+                    fit: f,
+                };
+                best = Some((p, m));
+            }
+        }
+        if best.is_some() {
+            return best.map(|b| b.1);
+        }
+    }
+    None
+}
+
+/// `A + a·(B − C)` over every triple of candidates, keeping only readings `accept` allows.
+fn add_difference(gram: &Gram, accept: &dyn Fn(&Merge) -> bool) -> Option<Merge> {
+    let g = &gram.total;
+    let k = g.len() - 1;
+    let reference = nearest_distance(g)?;
+    let mut best: Option<Merge> = None;
+    for s in subsets(k, 3) {
+        let Some((w, r)) = fit(g, &s) else { continue };
+        let f = 1.0 - r / reference;
+        if f < FIT_MIN {
+            continue;
+        }
+        let role = |pred: &dyn Fn(f64) -> bool| (0..3).find(|&i| pred(w[i]));
+        let Some(a) = role(&|x| (x - 1.0).abs() <= SUM_TOL) else {
+            continue;
+        };
+        let others: Vec<usize> = (0..3).filter(|&i| i != a).collect();
+        let (b, c) = if w[others[0]] > w[others[1]] {
+            (others[0], others[1])
+        } else {
+            (others[1], others[0])
+        };
+        if w[b] < WEIGHT_MIN || (w[b] + w[c]).abs() > SUM_TOL {
+            continue;
+        }
+        let m = Merge {
+            method: "add-difference",
+            parents: vec![(s[a], 1.0), (s[b], (w[b] - w[c]) / 2.0)],
+            base: Some(s[c]),
+            blocks: None,
+            fit: f,
+        };
+        if best.as_ref().is_none_or(|x| f > x.fit) && accept(&m) {
+            best = Some(m);
+        }
+    }
+    best
+}
+
+/// Union-find over model indices.
+fn find(parent: &mut [usize], x: usize) -> usize {
+    let mut r = x;
+    while parent[r] != r {
+        r = parent[r];
+    }
+    let mut y = x;
+    while parent[y] != r {
+        let next = parent[y];
+        parent[y] = r;
+        y = next;
+    }
+    r
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (x * p).round() / p
+}
+
+/// The declared provenance in a model's metadata (`null` when there is none).
+fn declared(meta: &Map<String, Value>) -> Value {
+    let mut out = Map::new();
+    for (k, v) in meta {
+        if DECLARED.contains(&k.as_str()) || k.starts_with("modelspec.") {
+            let parsed = v
+                .as_str()
+                .filter(|s| s.trim_start().starts_with('{'))
+                .and_then(|s| serde_json::from_str::<Value>(s).ok());
+            out.insert(k.clone(), parsed.unwrap_or_else(|| v.clone()));
+        }
+    }
+    if out.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(out)
+    }
+}
+
+/// `provenance.mismatch` when an A1111 `sd_merge_recipe` disagrees with the measured recipe.
+fn mismatch(declared: &Value, merge: &Value) -> Option<Value> {
+    let recipe = declared.get("sd_merge_recipe")?;
+    if merge.is_null() {
+        return None; // parents not in the library: nothing to compare
+    }
+    let method = recipe.get("interp_method")?.as_str()?;
+    let m = recipe.get("multiplier")?.as_f64()?;
+    let measured = merge["method"].as_str().unwrap_or_default();
+    let weights: Vec<f64> = merge["parents"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|x| x["weight"].as_f64()).collect())
+        .unwrap_or_default();
+    let close = |x: f64| weights.iter().any(|w| (w - x).abs() <= SUM_TOL);
+    let agrees = match method {
+        "Weighted sum" => measured == "weighted-sum" && close(m) && close(1.0 - m),
+        "Add difference" => measured == "add-difference" && close(m),
+        _ => return None,
+    };
+    (!agrees).then(|| {
+        json!({
+            "check": "provenance.mismatch",
+            "severity": "info",
+            "message": format!(
+                "metadata declares {method} with multiplier {m}, the weights show {measured} with weights {weights:?}"
+            ),
+            "details": {"declared": {"interp_method": method, "multiplier": m}, "measured": merge},
+        })
+    })
+}
+
+/// The `fastscan.lineage/1` document of the models among `reports` (scan reports with fingerprints).
+pub fn lineage(reports: &[Value]) -> Result<Value, String> {
+    let mut models: Vec<Model> = Vec::new();
+    for r in reports {
+        if let Some(m) = Model::from_report(r)? {
+            models.push(m);
+        }
+    }
+    models.sort_by(|a, b| a.path.cmp(&b.path));
+    let n = models.len();
+    let keys: Vec<[u8; 32]> = models.par_iter().map(|m| m.key(None)).collect();
+    let vae_keys: Vec<[u8; 32]> = models.par_iter().map(|m| m.key(Some("vae"))).collect();
+    let same_in = |a: usize, b: usize, scope: Option<&str>| match scope {
+        None => keys[a] == keys[b],
+        Some(_) => vae_keys[a] == vae_keys[b],
+    };
+    let totals: Vec<usize> = models.iter().map(|m| m.samples_in(None)).collect();
+
+    // every pair, on fingerprints
+    let idx: Vec<(usize, usize)> = (0..n)
+        .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+        .collect();
+    let computed: Vec<Pair> = idx
+        .par_iter()
+        .map(|&(i, j)| {
+            let (a, b) = (&models[i], &models[j]);
+            let mut s = [0.0; 3];
+            let mut shared = 0usize;
+            for (x, y) in a.sampled.shared(&b.sampled) {
+                shared += x.len;
+                for (p, q) in a.sampled.of(x).iter().zip(b.sampled.of(y)) {
+                    s[0] += p * q;
+                    s[1] += p * p;
+                    s[2] += q * q;
+                }
+            }
+            let norm = (s[1] * s[2]).sqrt();
+            Pair {
+                cos: cosine(&s),
+                dist: if norm > 0.0 {
+                    (s[1] + s[2] - 2.0 * s[0]) / norm
+                } else {
+                    0.0
+                },
+                comparable: shared as f64 >= COMPARABLE * totals[i] as f64
+                    && shared as f64 >= COMPARABLE * totals[j] as f64,
+                same: keys[i] == keys[j],
+            }
+        })
+        .collect();
+    let mut pairs = vec![vec![Pair::default(); n]; n];
+    for (&(i, j), p) in idx.iter().zip(&computed) {
+        pairs[i][j] = *p;
+        pairs[j][i] = *p;
+    }
+
+    // families from similarity alone (merges only ever join models that are similar already)
+    let mut parent: Vec<usize> = (0..n).collect();
+    for &(i, j) in &idx {
+        let p = pairs[i][j];
+        if p.same || (p.comparable && p.cos >= FAMILY_MIN) {
+            let (ri, rj) = (find(&mut parent, i), find(&mut parent, j));
+            parent[ri] = rj;
+        }
+    }
+    let family: Vec<usize> = (0..n).map(|i| find(&mut parent, i)).collect();
+    // how central a model is in its family: mean relative squared distance to the other members
+    let rootness: Vec<f64> = (0..n)
+        .map(|i| {
+            let others: Vec<f64> = (0..n)
+                .filter(|&j| j != i && family[j] == family[i])
+                .map(|j| pairs[i][j].dist)
+                .collect();
+            others.iter().sum::<f64>() / others.len().max(1) as f64
+        })
+        .collect();
+
+    // candidates: the most similar comparable models, one per group of identical weights
+    let candidates = |t: usize, scope: Option<&str>, prefer_kind: Option<&str>| -> Vec<usize> {
+        let mut order: Vec<usize> = (0..n)
+            .filter(|&j| j != t && (scope.is_some() || pairs[t][j].comparable))
+            .collect();
+        let sim = |j: usize| -> f64 {
+            match scope {
+                None => pairs[t][j].cos,
+                Some(_) => 0.0,
+            }
+        };
+        order.sort_by(|&a, &b| sim(b).total_cmp(&sim(a)).then(a.cmp(&b)));
+        let mut picked: Vec<usize> = Vec::new();
+        for j in order {
+            if same_in(t, j, scope) {
+                continue;
+            }
+            if let Some(k) = picked.iter().position(|&p| same_in(p, j, scope)) {
+                if prefer_kind
+                    .is_some_and(|kd| models[j].kind == kd && models[picked[k]].kind != kd)
+                {
+                    picked[k] = j;
+                }
+                continue;
+            }
+            picked.push(j);
+        }
+        picked
+    };
+
+    // a recipe for model `t`; `merges` marks models a first pass explained (tried last as parents)
+    let merge_of = |t: usize, merges: &[bool]| -> Option<Merge> {
+        let m = &models[t];
+        let ranked: Vec<usize> = candidates(t, None, None)
+            .into_iter()
+            .filter(|&j| m.covered_by(&models[j], None))
+            .collect();
+        let mut cands: Vec<usize> = ranked
+            .iter()
+            .copied()
+            .filter(|&j| !merges[j])
+            .take(CANDIDATES)
+            .collect();
+        cands.extend(
+            ranked
+                .iter()
+                .copied()
+                .filter(|&j| merges[j])
+                .take(MERGE_CANDIDATES),
+        );
+        // the family's root is always tried: it is the base an add-difference subtracts
+        let root = (0..n)
+            .filter(|&j| family[j] == family[t] && j != t && !merges[j])
+            .min_by(|&a, &b| rootness[a].total_cmp(&rootness[b]));
+        if let Some(r) = root.filter(|&r| {
+            !cands.contains(&r)
+                && m.covered_by(&models[r], None)
+                && !same_in(t, r, None)
+                && !cands.iter().any(|&c| same_in(c, r, None))
+        }) {
+            cands.push(r);
+        }
+        if cands.len() < 2 {
+            return None;
+        }
+        let refs: Vec<&Model> = cands.iter().map(|&j| &models[j]).collect();
+        let g = Gram::new(m, &refs, None)?;
+        let pen: Vec<bool> = std::iter::once(false)
+            .chain(cands.iter().map(|&j| merges[j]))
+            .collect();
+        // `T + a·C = A + a·B` reads four ways; the base is the most central of the four in the family
+        let accept = |ad: &Merge| {
+            let c = cands[ad.base.unwrap_or(1) - 1];
+            let four = [t, cands[ad.parents[0].0 - 1], cands[ad.parents[1].0 - 1], c];
+            four.iter().all(|&x| x == c || rootness[c] < rootness[x])
+        };
+        let mut f = weighted_sum(&g, &pen)
+            .or_else(|| block_weighted(&g, &pen))
+            .or_else(|| add_difference(&g, &accept))?;
+        let map = |i: usize| cands[i - 1];
+        f.parents = f.parents.into_iter().map(|(i, w)| (map(i), w)).collect();
+        f.base = f.base.map(map);
+        f.blocks = f.blocks.map(|b| {
+            b.into_iter()
+                .map(|(k, v)| (k, v.into_iter().map(|(i, w)| (map(i), w)).collect()))
+                .collect()
+        });
+        Some(f)
+    };
+    let none = vec![false; n];
+    let first: Vec<bool> = (0..n)
+        .into_par_iter()
+        .map(|t| merge_of(t, &none).is_some())
+        .collect();
+    let merges: Vec<Option<Merge>> = (0..n)
+        .into_par_iter()
+        .map(|t| merge_of(t, &first))
+        .collect();
+
+    let vaes: Vec<Option<Value>> = (0..n)
+        .into_par_iter()
+        .map(|t| {
+            let m = &models[t];
+            // the VAE alone, against every other VAE in the library
+            let vae = m.sampled.tensors.iter().any(|x| x.comp == "vae").then(|| {
+                let vc: Vec<usize> = candidates(t, Some("vae"), Some("vae"))
+                    .into_iter()
+                    .filter(|&j| m.covered_by(&models[j], Some("vae")))
+                    .collect();
+                let mut scored: Vec<(f64, usize)> = vc
+                    .iter()
+                    .map(|&j| {
+                        let st = m.sampled.stats_in(&models[j].sampled, Some("vae"));
+                        let s = st
+                            .values()
+                            .fold([0.0; 3], |mut a, v| {
+                                for k in 0..3 {
+                                    a[k] += v[k];
+                                }
+                                a
+                            });
+                        (cosine(&s), j)
+                    })
+                    .collect();
+                scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                let vc: Vec<usize> = scored.into_iter().take(CANDIDATES).map(|x| x.1).collect();
+                let refs: Vec<&Model> = vc.iter().map(|&j| &models[j]).collect();
+                let blend = (vc.len() >= 2)
+                    .then(|| Gram::new(m, &refs, Some("vae")))
+                    .flatten()
+                    .and_then(|g| weighted_sum(&g, &[]));
+                blend.map(|b| {
+                    let parents: Vec<Value> = b
+                        .parents
+                        .iter()
+                        .map(|&(i, w)| json!({"path": models[vc[i - 1]].path, "weight": round(w, 4)}))
+                        .collect();
+                    let names: Vec<String> = b
+                        .parents
+                        .iter()
+                        .map(|&(i, w)| format!("{} ({:.2})", models[vc[i - 1]].path, w))
+                        .collect();
+                    json!({
+                        "check": "vae.blended",
+                        "severity": "warning",
+                        "message": format!(
+                            "the VAE is a blend of {}: blended VAEs are the known cause of gray, washed-out images",
+                            names.join(" and ")
+                        ),
+                        "details": {"parents": parents, "fit": round(b.fit, 4)},
+                    })
+                })
+            });
+            vae.flatten()
+        })
+        .collect();
+    let analyses: Vec<(Option<Merge>, Option<Value>)> = merges.into_iter().zip(vaes).collect();
+
+    let mut out_models = Vec::with_capacity(n);
+    for (t, (merge, vae)) in analyses.iter().enumerate() {
+        let m = &models[t];
+        let same: Vec<&str> = (0..n)
+            .filter(|&j| j != t && pairs[t][j].same)
+            .map(|j| models[j].path.as_str())
+            .collect();
+        let mut near: Vec<usize> = (0..n)
+            .filter(|&j| j != t && pairs[t][j].comparable && !pairs[t][j].same)
+            .collect();
+        near.sort_by(|&a, &b| pairs[t][b].cos.total_cmp(&pairs[t][a].cos).then(a.cmp(&b)));
+        let nearest: Vec<Value> = near
+            .iter()
+            .take(NEAREST)
+            .map(|&j| json!({"path": models[j].path, "similarity": round(pairs[t][j].cos.max(0.0), 4)}))
+            .collect();
+        let merge_json = match merge {
+            None => Value::Null,
+            Some(f) => {
+                let path = |i: usize| models[i].path.clone();
+                json!({
+                    "method": f.method,
+                    "parents": f.parents.iter().map(|&(i, w)| json!({"path": path(i), "weight": round(w, 4)})).collect::<Vec<_>>(),
+                    "base": f.base.map(path),
+                    "blocks": f.blocks.as_ref().map(|b| b.iter().map(|(k, v)| {
+                        (k.clone(), Value::Object(v.iter().map(|&(i, w)| (path(i), json!(round(w, 4)))).collect()))
+                    }).collect::<Map<_, _>>()),
+                    "fit": round(f.fit, 4),
+                })
+            }
+        };
+        let declared = declared(&m.metadata);
+        let mut findings: Vec<Value> = vae.iter().cloned().collect();
+        findings.extend(mismatch(&declared, &merge_json));
+        out_models.push(json!({
+            "path": m.path,
+            "arch": m.arch,
+            "kind": m.kind,
+            "same_weights": same,
+            "nearest": nearest,
+            "merge": merge_json,
+            "declared": declared,
+            "findings": findings,
+        }));
+    }
+    // families: similarity groups, joined further by the recipes found
+    for (t, (merge, _)) in analyses.iter().enumerate() {
+        if let Some(f) = merge {
+            for j in f.parents.iter().map(|p| p.0).chain(f.base) {
+                let (ri, rj) = (find(&mut parent, t), find(&mut parent, j));
+                parent[ri] = rj;
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for (i, m) in models.iter().enumerate() {
+        let r = find(&mut parent, i);
+        groups.entry(r).or_default().push(&m.path);
+    }
+    let mut families: Vec<Vec<&str>> = groups.into_values().filter(|g| g.len() > 1).collect();
+    families.sort();
+    Ok(json!({"schema": SCHEMA, "models": out_models, "families": families}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Gram matrix of explicit vectors (index 0 is the target).
+    fn gram(v: &[Vec<f64>]) -> Vec<Vec<f64>> {
+        v.iter()
+            .map(|a| {
+                v.iter()
+                    .map(|b| a.iter().zip(b).map(|(x, y)| x * y).sum())
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn noise(n: usize, seed: u64) -> Vec<f64> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2001) as f64 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn least_squares_recovers_weights() {
+        let a = noise(500, 1);
+        let b = noise(500, 2);
+        let t: Vec<f64> = a.iter().zip(&b).map(|(x, y)| 0.3 * x + 0.7 * y).collect();
+        let g = gram(&[t, a, b]);
+        let (w, r) = fit(&g, &[1, 2]).unwrap();
+        assert!(
+            (w[0] - 0.3).abs() < 1e-9 && (w[1] - 0.7).abs() < 1e-9,
+            "{w:?}"
+        );
+        assert!(r < 1e-9);
+    }
+
+    #[test]
+    fn weighted_sum_needs_a_fit_and_nonnegative_weights() {
+        let base = noise(2000, 3);
+        let ft = |s| -> Vec<f64> {
+            base.iter()
+                .zip(noise(2000, s))
+                .map(|(x, d)| x + 0.1 * d)
+                .collect()
+        };
+        let (f1, f2, f3) = (ft(4), ft(5), ft(6));
+        let mix: Vec<f64> = f1.iter().zip(&f2).map(|(x, y)| 0.6 * x + 0.4 * y).collect();
+        let g = |v: Vec<Vec<f64>>| {
+            let total = gram(&v);
+            Gram {
+                blocks: vec![("BASE".into(), total.clone(), 1)],
+                total,
+            }
+        };
+        let m = weighted_sum(
+            &g(vec![mix.clone(), f3.clone(), f1.clone(), f2.clone()]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(m.parents.len(), 2);
+        assert_eq!(m.parents[0].0, 2);
+        assert!((m.parents[0].1 - 0.6).abs() < 1e-6);
+        // a parent is not a merge of its merge and the other parent (that needs a negative weight)
+        assert!(weighted_sum(
+            &g(vec![f1.clone(), mix.clone(), f2.clone(), f3.clone()]),
+            &[]
+        )
+        .is_none());
+        // the base is not a merge of its fine-tunes
+        assert!(weighted_sum(&g(vec![base, f1, f2, f3]), &[]).is_none());
+    }
+
+    #[test]
+    fn subsets_enumerate_combinations() {
+        assert_eq!(subsets(3, 2), vec![vec![1, 2], vec![1, 3], vec![2, 3]]);
+        assert_eq!(subsets(4, 3).len(), 4);
+    }
+}
