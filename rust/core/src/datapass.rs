@@ -676,6 +676,7 @@ mod tests {
                 tensors: std::slice::from_ref(t),
                 class: &cl,
                 safetensors_metadata: None,
+                stop: None,
             };
             run_with(&src, HashMode::Components, false, true)
                 .fingerprint
@@ -693,6 +694,7 @@ mod tests {
                 tensors: std::slice::from_ref(&t32),
                 class: &cl,
                 safetensors_metadata: None,
+                stop: None,
             },
             HashMode::Components,
             false
