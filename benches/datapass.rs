@@ -50,7 +50,7 @@ fn main() {
     let size = file.metadata().unwrap().len();
     // SAFETY: a read-only map of a file this process wrote and nobody else touches.
     let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
-    let table = fastscan_core::scan::read_table(&path).unwrap();
+    let table = fastscan_core::open_table(&path).unwrap();
     let class = classify(&table.tensors);
     let src = Source {
         bytes: Bytes::Mapped {

@@ -92,8 +92,11 @@ def file_blake3(path: Path) -> str:
     return h.hexdigest()
 
 
-def run_case(name: str, workdir: Path) -> str:
-    """Runs one case with today's code; returns the BLAKE3 of the file it wrote (removed afterwards)."""
+def run_case(name: str, workdir: Path, check=None) -> str:
+    """Runs one case with today's code; returns the BLAKE3 of the file it wrote (removed afterwards).
+
+    `check(path)`, when given, is called on the output first.
+    """
     from fastscan.fixes import commands
 
     cmd, specs, kw = CASES[name]
@@ -106,6 +109,8 @@ def run_case(name: str, workdir: Path) -> str:
         res = getattr(commands, cmd)(*inputs, out, **kw)
     assert res.out == out, f"{name}: wrote {res.out}"
     try:
+        if check is not None:
+            check(out)
         return file_blake3(out)
     finally:
         out.unlink()

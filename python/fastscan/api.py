@@ -59,8 +59,7 @@ def _roots(paths: PathLike | Iterable[PathLike]) -> list[str]:
     return roots
 
 
-def _walk_error(path: str, message: str) -> FileReport:
-    kind = "loop" if "loop" in message.lower() else "io"
+def _walk_error(path: str, kind: str, message: str) -> FileReport:
     msg = message if path and message.startswith(path) else f"{path}: {message}" if path else message
     return FileReport.failed(path, kind, msg)
 
@@ -95,7 +94,7 @@ class ScanRun:
         self._t0 = time.perf_counter()
         found, errors = _core.walk(self.roots, follow_links, jobs)
         self._paths = [p for p, _, _ in found]
-        self._errors = [_walk_error(p, m) for p, m in errors]
+        self._errors = [_walk_error(p, k, m) for p, k, m in errors]
         self.files_total = len(found) + len(errors)
         self.bytes_total = sum(size for _, size, _ in found)
         self.files: list[FileReport] = []

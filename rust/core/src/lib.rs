@@ -5,6 +5,7 @@
 //! over the data ([`datapass`]). [`scan::scan_file`] runs all of it on one file; [`scan_files`] on many.
 
 pub mod cache;
+pub mod cast;
 pub mod checks;
 pub mod classify;
 pub mod component_hash;
@@ -17,9 +18,11 @@ pub mod safetensors;
 pub mod scan;
 pub mod sniff;
 mod standalone;
+pub mod table;
 pub mod tensor;
 pub mod values;
 pub mod walk;
+pub mod writer;
 
 use rayon::prelude::*;
 use std::path::PathBuf;
@@ -27,6 +30,7 @@ use std::path::PathBuf;
 pub use datapass::HashMode;
 pub use report::FileReport;
 pub use scan::{scan_file, ScanOptions};
+pub use table::{open_table, OpenError, Table};
 
 /// Scans files in parallel (through `cache` when given), calling `on_done` with each report as JSON
 /// as it finishes (in completion order).

@@ -1,7 +1,8 @@
 //! Recognising a file's format by its first bytes, never its name.
 
-/// A file format fastscan knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A file format fastscan knows (kebab-case in reports: `torch-zip`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Format {
     Safetensors,
     /// PyTorch zip checkpoint (`archive/data.pkl` + storages).
@@ -10,6 +11,7 @@ pub enum Format {
     TorchLegacy,
     /// A bare pickle stream.
     Pickle,
+    #[default]
     Unknown,
 }
 

@@ -12,10 +12,31 @@ pub struct Entry {
     pub mtime: f64,
 }
 
+/// What kind of problem stopped the walk at a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WalkErrorKind {
+    /// A symlink that leads back to one of its own ancestors.
+    Loop,
+    /// Anything the filesystem refused (permissions, a dangling link, a missing root).
+    Io,
+}
+
+impl WalkErrorKind {
+    /// The report's name for this kind (`loop`, `io`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WalkErrorKind::Loop => "loop",
+            WalkErrorKind::Io => "io",
+        }
+    }
+}
+
 /// A path the walk could not read.
 #[derive(Clone, Debug)]
 pub struct WalkError {
     pub path: PathBuf,
+    pub kind: WalkErrorKind,
     pub message: String,
 }
 
@@ -42,6 +63,7 @@ pub fn walk(roots: &[PathBuf], follow_links: bool, threads: usize) -> (Vec<Entry
             Ok(_) => existing.push(r.clone()),
             Err(e) => missing.push(WalkError {
                 path: r.clone(),
+                kind: WalkErrorKind::Io,
                 message: e.to_string(),
             }),
         }
@@ -83,6 +105,7 @@ pub fn walk(roots: &[PathBuf], follow_links: bool, threads: usize) -> (Vec<Entry
                             Ok(_) => {}
                             Err(e) => errors.lock().unwrap().push(WalkError {
                                 path: ent.into_path(),
+                                kind: WalkErrorKind::Io,
                                 message: e.to_string(),
                             }),
                         }
@@ -91,6 +114,11 @@ pub fn walk(roots: &[PathBuf], follow_links: bool, threads: usize) -> (Vec<Entry
                         let path = error_path(&e).unwrap_or_default();
                         errors.lock().unwrap().push(WalkError {
                             path,
+                            kind: if is_loop(&e) {
+                                WalkErrorKind::Loop
+                            } else {
+                                WalkErrorKind::Io
+                            },
                             message: e.to_string(),
                         });
                     }
@@ -106,6 +134,16 @@ pub fn walk(roots: &[PathBuf], follow_links: bool, threads: usize) -> (Vec<Entry
     errors.extend(missing);
     errors.sort_by(|a, b| a.path.cmp(&b.path));
     (files, errors)
+}
+
+fn is_loop(e: &ignore::Error) -> bool {
+    match e {
+        ignore::Error::Loop { .. } => true,
+        ignore::Error::WithPath { err, .. }
+        | ignore::Error::WithDepth { err, .. }
+        | ignore::Error::WithLineNumber { err, .. } => is_loop(err),
+        _ => false,
+    }
 }
 
 fn error_path(e: &ignore::Error) -> Option<PathBuf> {
@@ -136,7 +174,7 @@ mod tests {
             assert_eq!(files.len(), 1, "follow={follow}: {files:?}");
             if follow {
                 assert!(
-                    errors.iter().any(|e| e.message.contains("loop")),
+                    errors.iter().any(|e| e.kind == WalkErrorKind::Loop),
                     "{errors:?}"
                 );
             }

@@ -54,18 +54,40 @@ pub fn looks_like_protocol0(head: &[u8]) -> bool {
     match &r.error {
         None => r.complete,
         // Cut off by the end of the bytes seen: plausible after a few clean opcodes (or a first import).
-        Some((_, why)) => {
-            let cut = r.end >= head.len() && why.contains("ends inside");
+        Some(_) => {
+            let cut = r.end >= head.len() && r.truncated;
             cut && ((r.ops >= 2 && strong) || (r.ops >= 3 && head.len() >= SNIFF_LEN))
         }
     }
 }
 
-/// Start of the error for a zip archive with no pickle in it: not a model file at all.
-pub const NO_PICKLE: &str = "zip archive holds no pickle";
+/// Why a pickle-based file cannot be read at all.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PickleError {
+    /// A zip archive with no pickle in it: not a model file at all.
+    NoPickle,
+    /// The zip container cannot be read (the reason).
+    Container(String),
+    /// Not a pickle-based format.
+    NotPickleBased(Format),
+}
+
+impl std::fmt::Display for PickleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PickleError::NoPickle => {
+                f.write_str("zip archive holds no pickle: not a PyTorch checkpoint")
+            }
+            PickleError::Container(why) => f.write_str(why),
+            PickleError::NotPickleBased(format) => {
+                write!(f, "{} is not a pickle-based format", format.name())
+            }
+        }
+    }
+}
 
 /// Scans a pickle-based file's bytes; `Err` is a reason the file cannot be read at all.
-pub fn scan(bytes: &[u8], format: Format) -> Result<PickleScan, String> {
+pub fn scan(bytes: &[u8], format: Format) -> Result<PickleScan, PickleError> {
     let mut c = Collector::default();
     let tensors = match format {
         Format::TorchZip => scan_zip(bytes, &mut c)?,
@@ -74,9 +96,7 @@ pub fn scan(bytes: &[u8], format: Format) -> Result<PickleScan, String> {
             scan_raw(bytes, &mut c);
             Vec::new()
         }
-        Format::Safetensors | Format::Unknown => {
-            return Err(format!("{} is not a pickle-based format", format.name()))
-        }
+        Format::Safetensors | Format::Unknown => return Err(PickleError::NotPickleBased(format)),
     };
     Ok(PickleScan {
         tensors,
@@ -411,8 +431,8 @@ fn is_storage_record(name: &str) -> bool {
     dir == "data" && !file.is_empty() && file.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn scan_zip(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, String> {
-    let archive = zip::read(data)?;
+fn scan_zip(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, PickleError> {
+    let archive = zip::read(data).map_err(PickleError::Container)?;
     if let Some(needs) = archive.needs {
         c.findings.push(Finding::new(
             "file.truncated",
@@ -507,7 +527,7 @@ fn scan_zip(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, String> {
         tensors = place_all(&run, locate, c, Some(&e.name));
     }
     if scanned == 0 {
-        return Err(format!("{NO_PICKLE}: not a PyTorch checkpoint"));
+        return Err(PickleError::NoPickle);
     }
     Ok(tensors)
 }

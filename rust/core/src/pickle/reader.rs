@@ -110,6 +110,8 @@ pub struct Run<'a> {
     pub complete: bool,
     /// Where and why reading went wrong (the first problem).
     pub error: Option<(usize, String)>,
+    /// True when the bytes end inside an opcode or its operand.
+    pub truncated: bool,
     /// The memory limit that stopped value tracking (imports were still all read).
     pub limited: Option<String>,
     /// Number of opcodes read.
@@ -136,13 +138,31 @@ struct Machine<'a> {
     limits: Limits,
 }
 
-type Step = Result<(), String>;
+type Step = Result<(), Stop>;
 
-/// Marks an error as a memory limit reached (not a malformed pickle).
-const LIMIT: &str = "limit: ";
+/// Why tracking a pickle's values stopped.
+#[derive(Debug)]
+enum Stop {
+    /// A memory limit was reached (the pickle may be fine; imports are still all read).
+    Limit(String),
+    /// The pickle is malformed.
+    Malformed(String),
+}
 
-fn over_limit(why: impl std::fmt::Display) -> String {
-    format!("{LIMIT}{why}")
+impl From<String> for Stop {
+    fn from(why: String) -> Self {
+        Stop::Malformed(why)
+    }
+}
+
+impl From<&str> for Stop {
+    fn from(why: &str) -> Self {
+        Stop::Malformed(why.to_string())
+    }
+}
+
+fn over_limit(why: impl std::fmt::Display) -> Stop {
+    Stop::Limit(why.to_string())
 }
 
 /// The memo: a vector for the dense indices picklers write, a map for anything else.
@@ -197,7 +217,7 @@ impl Memo {
 }
 
 impl<'a> Machine<'a> {
-    fn alloc(&mut self, o: Obj<'a>) -> Result<Id, String> {
+    fn alloc(&mut self, o: Obj<'a>) -> Result<Id, Stop> {
         if self.objs.len() >= self.limits.max_objects {
             return Err(over_limit(format!(
                 "more than {} values",
@@ -246,21 +266,21 @@ impl<'a> Machine<'a> {
         self.marks.last().copied().unwrap_or(0)
     }
 
-    fn pop(&mut self) -> Result<Id, String> {
+    fn pop(&mut self) -> Result<Id, Stop> {
         if self.stack.len() <= self.floor() {
             return Err("stack underflow".into());
         }
         Ok(self.stack.pop().unwrap())
     }
 
-    fn top(&self) -> Result<Id, String> {
+    fn top(&self) -> Result<Id, Stop> {
         if self.stack.len() <= self.floor() {
             return Err("stack underflow".into());
         }
         Ok(*self.stack.last().unwrap())
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<Id>, String> {
+    fn pop_mark(&mut self) -> Result<Vec<Id>, Stop> {
         let m = self.marks.pop().ok_or("no MARK on the stack")?;
         Ok(self.stack.split_off(m))
     }
@@ -333,7 +353,7 @@ impl<'a> Machine<'a> {
     }
 
     /// What calling `callable(*args)` gives, for the few callables a checkpoint uses.
-    fn call(&mut self, callable: Id, args: Id, depth: u8) -> Result<Id, String> {
+    fn call(&mut self, callable: Id, args: Id, depth: u8) -> Result<Id, Stop> {
         let Some((module, name)) = self.global_name(callable) else {
             return self.alloc(Obj::Instance);
         };
@@ -398,7 +418,7 @@ impl<'a> Machine<'a> {
     }
 
     /// `('storage', torch.XStorage, key, location, numel[, view_metadata])` becomes a storage.
-    fn persistent(&mut self, pid: Id) -> Result<Id, String> {
+    fn persistent(&mut self, pid: Id) -> Result<Id, Stop> {
         let items = self
             .tuple_items(pid)
             .map(|a| a.to_vec())
@@ -437,7 +457,7 @@ impl<'a> Machine<'a> {
         })))
     }
 
-    fn step(&mut self, op: Op<'a>, pos: usize) -> Result<Option<Id>, String> {
+    fn step(&mut self, op: Op<'a>, pos: usize) -> Result<Option<Id>, Stop> {
         match op {
             Op::Mark => {
                 if self.marks.len() >= self.limits.max_stack {
@@ -752,6 +772,7 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
     let mut root = None;
     let mut complete = false;
     let mut ops = 0usize;
+    let mut truncated = false;
     loop {
         let (op, next) = match decode(data, pos) {
             Ok(x) => x,
@@ -761,6 +782,7 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
                 }
                 if e == DecodeError::Truncated {
                     pos = data.len();
+                    truncated = true;
                 }
                 break;
             }
@@ -793,9 +815,9 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
                 Ok(Some(r)) => root = Some(r),
                 Ok(None) => {}
                 Err(why) => {
-                    match why.strip_prefix(LIMIT) {
-                        Some(l) => limited = Some(format!("{l} (at byte {pos})")),
-                        None => error = Some((pos, why)),
+                    match why {
+                        Stop::Limit(l) => limited = Some(format!("{l} (at byte {pos})")),
+                        Stop::Malformed(why) => error = Some((pos, why)),
                     }
                     lexical = true;
                     m.objs.clear();
@@ -821,6 +843,7 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
         end: pos,
         complete,
         error,
+        truncated,
         limited,
         ops,
     }
