@@ -49,6 +49,12 @@ def write(tmp_path, tensors: dict, name="m", **kw) -> Path:
     return synth.write_safetensors(tmp_path / f"{name}.safetensors", tensors, **kw)
 
 
+def nai_era(tensors: dict) -> dict:
+    """The layout with CLIP-L under the NAI-era `cond_stage_model.transformer.` names (no `text_model.`)."""
+    old, new = "cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."
+    return {(new + k[len(old) :] if k.startswith(old) else k): v for k, v in tensors.items()}
+
+
 # --- silence on clean real layouts ---------------------------------------------------------------
 
 
@@ -79,9 +85,18 @@ def test_position_ids_float_drift_breaks_positions(tmp_path):
     assert (d["tensor"], d["encoder"], d["dtype"], d["int64"]) == (SD1_POS, "clip_l", "F32", False)
     assert [o["index"] for o in d["offset"]] == [40, 76]
     assert d["offset"][1]["value"] == pytest.approx(75.9975, abs=1e-5)
-    assert d["broken"] == [{"index": 76, "value": d["offset"][1]["value"], "as_int64": 75}]
+    b = d["broken"]
+    assert len(b) == 1 and b[0] == d["offset"][1]
+    assert (b[0]["index"], b[0]["as_int64"], b[0]["rounded"]) == (76, 75, 76)
+    assert (b[0]["truncation_ok"], b[0]["rounding_ok"]) == (False, True)
+    assert b[0]["signed_offset"] == pytest.approx(-0.0025, abs=1e-5)
+    # fp16 holds multiples of 1/16 near 76: 75.9975 would round to 76, 40.00001 to 40
+    assert b[0]["fp16_hides"] is True and d["offset"][0]["fp16_hides"] is True
+    assert d["rounding_disagrees"] == [76]
     assert d["max_deviation"] == pytest.approx(0.0025, abs=1e-5)
-    assert "misreads token position(s) 76" in f["message"]
+    assert d["affects"]["misread_by"] == ["A1111 web UI", "transformers < 4.31"]
+    assert d["affects"]["ignored_by"] == ["ComfyUI", "transformers >= 4.31"]
+    assert "misread token position(s) 76" in f["message"]
     assert "clip_l" in f["message"]
 
 
@@ -101,14 +116,84 @@ def test_position_ids_int64_wrong_values(tmp_path):
 def test_position_ids_f16_exact_as_in_real_sdxl_finetunes(tmp_path):
     """sdxl-posids-f16 layout (the exact layout of SDXL-Lightning & co.): F16 but exact values.
 
-    SPEC §4 fires on any dtype other than int64 (error); the details say no position is misread."""
+    No loader reads a wrong token: info, not an error (issue 11)."""
     r = scan(synth.write_layout(tmp_path / "x.safetensors", "sdxl-posids-f16"))
     f = one(r, "clip.position-ids")
     d = f["details"]
     assert (d["tensor"], d["encoder"], d["dtype"], d["int64"]) == (SDXL_POS, "clip_l", "F16", False)
     assert d["offset"] == [] and d["broken"] == [] and d["max_deviation"] == 0
-    assert "no token position is misread" in f["message"]
-    assert f["severity"] == "error"
+    assert d["affects"]["misread_by"] == [] and "A1111 web UI" in d["affects"]["read_correctly_by"]
+    assert "no loader reads a wrong token" in f["message"]
+    assert f["severity"] == "info"
+    assert r["findings"] == [f]  # nothing else on a real SDXL fine-tune
+
+
+def test_sdxl_library_exits_zero(tmp_path):
+    """`fastscan` on a folder of SDXL fine-tunes (sdxl-posids-f16 layout) and the base model exits 0."""
+    import subprocess
+    import sys
+
+    synth.write_layout(tmp_path / "finetune.safetensors", "sdxl-posids-f16")
+    synth.write_layout(tmp_path / "base.safetensors", "sdxl")
+    r = subprocess.run([sys.executable, "-m", "fastscan", str(tmp_path), "--hash", "none", "--no-cache"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_position_ids_offset_only_is_a_warning(tmp_path):
+    """sd15 layout; F32 ids drifted upward (a weighted merge): every value still truncates to its index."""
+    t = layout("sd15")
+    t[SD1_POS] = {"dtype": "F32", "shape": [1, 77]}
+    vals = [i + 0.0001 * (i % 3) for i in range(77)]
+    r = scan(write(tmp_path, t, data={SD1_POS: synth.position_ids_bytes("F32", values=vals)}))
+    f = one(r, "clip.position-ids")
+    d = f["details"]
+    want = [i for i in range(77) if np.float32(vals[i]) != i]
+    assert f["severity"] == "warning"
+    assert [o["index"] for o in d["offset"]] == want and d["broken"] == []
+    assert all(o["truncation_ok"] and o["rounding_ok"] for o in d["offset"])
+    assert d["rounding_disagrees"] == []
+    assert d["affects"]["misread_by"] == []
+
+
+def test_position_ids_rounding_and_truncation_disagree(tmp_path):
+    """sd15 layout; one F32 id at 10.6: truncation reads 10 (right), rounding 11 (wrong): a warning."""
+    t = layout("sd15")
+    t[SD1_POS] = {"dtype": "F32", "shape": [1, 77]}
+    vals = [float(i) for i in range(77)]
+    vals[10] = 10.6
+    r = scan(write(tmp_path, t, data={SD1_POS: synth.position_ids_bytes("F32", values=vals)}))
+    f = one(r, "clip.position-ids")
+    assert f["severity"] == "warning"
+    assert f["details"]["rounding_disagrees"] == [10]
+    o = f["details"]["offset"][0]
+    assert (o["as_int64"], o["rounded"], o["fp16_hides"]) == (10, 11, False)
+    assert "rounds" in f["message"]
+
+
+def test_position_ids_nai_era_layout(tmp_path):
+    """sd15 layout with CLIP under the NAI-era `cond_stage_model.transformer.` names, ids swapped at 5/6."""
+    t = nai_era(layout("sd15"))
+    key = "cond_stage_model.transformer.embeddings.position_ids"
+    vals = list(range(77))
+    vals[5], vals[6] = 6, 5
+    r = scan(write(tmp_path, t, data={key: synth.position_ids_bytes("I64", values=vals)}))
+    f = one(r, "clip.position-ids")
+    assert f["severity"] == "error" and f["details"]["encoder"] == "clip_l"
+    assert [o["index"] for o in f["details"]["broken"]] == [5, 6]
+
+
+@pytest.mark.parametrize("prefix", ["text_encoder.", "text_encoder_2."])
+def test_position_ids_diffusers_key_forms(tmp_path, prefix):
+    """diffusers-sd15-text-encoder layout under the `text_encoder.` / `text_encoder_2.` key forms."""
+    t = {prefix + k: v for k, v in layout("diffusers-sd15-text-encoder").items()}
+    key = prefix + "text_model.embeddings.position_ids"
+    t[key] = {"dtype": "F32", "shape": [1, 77]}
+    vals = [float(i) for i in range(77)]
+    vals[50] = 49.5
+    d = one(scan(write(tmp_path, t, data={key: synth.position_ids_bytes("F32", values=vals)})),
+            "clip.position-ids")["details"]  # fmt: skip
+    assert d["tensor"] == key and [o["index"] for o in d["broken"]] == [50]
 
 
 @pytest.mark.parametrize("dtype", ["I32", "BF16", "F64"])
@@ -120,8 +205,10 @@ def test_position_ids_other_dtypes_are_read(tmp_path, dtype):
         blob = (np.arange(77, dtype="<f4").view("<u4") >> 16).astype("<u2").tobytes()
     else:
         blob = synth.position_ids_bytes(dtype)
-    d = one(scan(write(tmp_path, t, data={SD1_POS: blob})), "clip.position-ids")["details"]
+    f = one(scan(write(tmp_path, t, data={SD1_POS: blob})), "clip.position-ids")
+    d = f["details"]
     assert (d["dtype"], d["offset"], d["broken"]) == (dtype, [], [])
+    assert f["severity"] == "info"
 
 
 def test_position_ids_every_text_encoder_of_sd3(tmp_path):
@@ -137,7 +224,8 @@ def test_position_ids_every_text_encoder_of_sd3(tmp_path):
     got = {f["details"]["encoder"]: f["details"] for f in findings(r, "clip.position-ids")}
     assert set(got) == {"clip_l", "clip_g"}
     assert got["clip_l"]["broken"] == []
-    assert got["clip_g"]["broken"] == [{"index": 3, "value": 2.5, "as_int64": 2}]
+    assert [(o["index"], o["value"], o["as_int64"], o["rounded"]) for o in got["clip_g"]["broken"]] == [
+        (3, 2.5, 2, 2)]
 
 
 def test_position_ids_standalone_text_encoder(tmp_path):
@@ -191,6 +279,28 @@ def test_mixed_float_dtypes_in_a_component(tmp_path):
                    if k.startswith("model.diffusion_model.") and k != n)
     assert hist["unet"]["F16"] == unet_f16
     assert f["severity"] == "info"
+
+
+def retyped(prefix: str, dtype: str) -> dict:
+    """sd15 layout with every tensor under `prefix` stored as `dtype`."""
+    return {k: ({**v, "dtype": dtype} if k.startswith(prefix) else v) for k, v in layout("sd15").items()}
+
+
+def test_bf16_text_encoder_in_an_fp16_checkpoint(tmp_path):
+    """sd15 layout (F16) with CLIP-L in BF16: what a merge of an fp16 and a bf16 parent leaves."""
+    f = one(scan(write(tmp_path, retyped("cond_stage_model.", "BF16"))), "dtype.mixed")
+    assert f["severity"] == "warning"
+    assert f["details"]["across"] == {"unet": "F16", "vae": "F16", "clip_l": "BF16"}
+    assert f["details"]["f16_and_bf16"] is True and f["details"]["components"] == {}
+    assert "BF16" in f["message"]
+
+
+def test_fp32_vae_in_an_fp16_checkpoint_is_info(tmp_path):
+    """sd15 layout with its VAE in F32 (a common, harmless save): noted as info."""
+    f = one(scan(write(tmp_path, retyped("first_stage_model.", "F32"))), "dtype.mixed")
+    assert f["severity"] == "info"
+    assert f["details"]["across"] == {"unet": "F16", "vae": "F32", "clip_l": "F16"}
+    assert f["details"]["f16_and_bf16"] is False
 
 
 def test_int64_buffer_is_not_mixing(tmp_path):

@@ -317,6 +317,7 @@ def test_info_prints_one_file_in_detail(tmp_path):
     for word in ("checkpoint", "sd1", "clip_l", "unet", "vae", "ema", "junk.ema", "format", "pt", "tensors"):
         assert word in r.stdout, word
     assert "bytes: " in r.stdout  # the finding's details
+    assert "identification" in r.stdout and "100.0% of 47 reference keys, confident" in r.stdout
 
 
 def test_info_json(tmp_path):

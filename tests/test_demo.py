@@ -70,6 +70,32 @@ def test_demo_data_pass_checks(demo_report, tmp_path):
     assert "values.nan-inf" in _checks(json.loads(r.stdout))[nan.name]
 
 
+def test_demo_clip_severities_follow_their_effect(demo_report):
+    _, rep = demo_report
+    clip = "clip.position-ids"
+    sev = {
+        os.path.basename(f["path"]): {x["severity"] for x in f["findings"] if x["check"] == clip}
+        for f in rep["files"]
+    }
+    assert sev["sdxl-finetune-f16-position-ids.safetensors"] == {"info"}
+    assert sev["clip-position-ids-offset-only-sd15.safetensors"] == {"warning"}
+    assert sev["clip-position-ids-drifted-sd15.safetensors"] == {"error"}
+    fine = next(f for f in rep["files"] if f["path"].endswith("sdxl-finetune-f16-position-ids.safetensors"))
+    assert {x["severity"] for x in fine["findings"]} == {"info"}
+
+
+def test_demo_zeroed_block_with_the_data_pass(demo_report):
+    d, _ = demo_report
+    p = d / "zeroed-block-merge-sd15.safetensors"
+    r = subprocess.run(
+        [sys.executable, "-m", "fastscan", str(p), "--json", "--hash", "components", "--no-cache"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    [f] = [x for x in json.loads(r.stdout)["files"][0]["findings"] if x["check"] == "values.constant"]
+    assert [b["block"] for b in f["details"]["blocks"]] == ["output_blocks.4"]
+    assert f["details"]["count"] == 0
+
+
 def test_demo_kinds(demo_report):
     _, rep = demo_report
     kind = {os.path.basename(f["path"]): (f["kind"], f["arch"]) for f in rep["files"]}

@@ -759,3 +759,21 @@ def test_an_output_that_appears_while_the_fix_runs_is_never_overwritten(bad_te, 
     assert out.read_bytes() == b"someone else's file"
     assert files_in(tmp_path / "in") == {"bad.safetensors", "out.safetensors"}  # no temporary file left
     assert fingerprint(bad_te) == before
+
+
+@pytest.mark.parametrize("fp8", ["F8_E4M3", "F8_E5M2"])
+def test_fp8_tensors_cast_up_exactly(tmp_path, fp8):
+    """embedding-sd15 (8 x 768) re-typed fp8 with every byte pattern: --dtype fp32 gives torch's values."""
+    torch = pytest.importorskip("torch")
+    lay = layout("embedding-sd15")
+    lay["tensors"]["emb_params"]["dtype"] = fp8
+    raw = (np.arange(8 * 768) % 256).astype(np.uint8).tobytes()
+    src = synth.write_layout(tmp_path / "e.safetensors", lay, data={"emb_params": raw})
+    out = tmp_path / "o.safetensors"
+    commands.fix(src, out, dtype="fp32")
+    tdt = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}[fp8]
+    want = torch.frombuffer(bytearray(raw), dtype=tdt).to(torch.float32).numpy()
+    with safe_open(str(out), "np") as f:
+        got = f.get_tensor("emb_params").reshape(-1)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)  # NaN where torch has NaN, every other value exact

@@ -96,13 +96,17 @@ def test_memo_resolution_in_protocol0(tmp_path):
     assert (f["details"]["module"], f["details"]["name"]) == ("subprocess", "check_output")
 
 
-def test_unknown_import_is_a_warning(tmp_path):
+def test_unknown_import_is_a_warning_until_called(tmp_path):
+    # Imported and only stored: a warning. Imported and built with NEWOBJ: critical (not on the allow-list).
     p = tmp_path / "m.pkl"
-    p.write_bytes(b"\x80\x02c__main__\nMyModel\n)\x81.")
+    p.write_bytes(b"\x80\x02}X\x01\x00\x00\x00mc__main__\nMyModel\ns.")
     r = _core.scan_file(str(p), hash="none")
     assert checks(r, "warning") == ["pickle.unknown-import"]
     assert dangerous(r) == []
     assert "format.legacy-pickle" in checks(r, "info")
+    p.write_bytes(b"\x80\x02c__main__\nMyModel\n)\x81.")
+    [f] = dangerous(_core.scan_file(str(p), hash="none"))
+    assert (f["details"]["name"], f["details"]["used"]) == ("MyModel", "NEWOBJ")
 
 
 def test_later_pickles_in_a_stream_are_scanned(tmp_path):

@@ -1,4 +1,4 @@
-"""values.nan-inf (SPEC §4): NaN and ±Inf counted per floating tensor in the data pass.
+"""values.nan-inf (SPEC §4): NaN and ±Inf counted per floating tensor in the data pass; values.constant.
 
 Expected counts come from numpy (`isnan` / `isinf`) on the very bytes written. Fixtures are the real
 standalone SD VAE layout (shared/data/layouts/vae-sd.json, F32), some tensors re-typed where a test
@@ -147,3 +147,81 @@ def test_truncated_file_counts_only_present_tensors(tmp_path):
     f = nan_finding(r)
     assert [t["name"] for t in f["details"]["tensors"]] == [first]
     assert r["components"]["vae"]["blake3"] is None  # its bytes are not all there
+
+
+# --- values.constant ---------------------------------------------------------------------------
+
+
+def constant_finding(r):
+    found = [f for f in r["findings"] if f["check"] == "values.constant"]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def elements(t: dict) -> int:
+    return int(np.prod(t["shape"]))
+
+
+@pytest.fixture(scope="module")
+def lora_up():
+    """The first lora_up of the kohya LoRA layout with at least 1,024 elements (320 x 16 and up)."""
+    lay = synth.load_layout("lora-sd15-kohya")["tensors"]
+    return next(k for k in sorted(lay) if ".lora_up." in k and elements(lay[k]) >= 1024)
+
+
+def test_all_zero_lora_up_matrix_is_constant(tmp_path, lora_up):
+    """lora-sd15-kohya; every tensor marked but one up-matrix, left as zeros of both signs (w * 0.0)."""
+    lay = synth.load_layout("lora-sd15-kohya")["tensors"]
+    n = elements(lay[lora_up])
+    signed_zeros = np.tile(np.array([0x0000, 0x8000], dtype="<u2"), n // 2 + 1)[:n].tobytes()
+    p = synth.write_safetensors(tmp_path / "lora.safetensors", lay, data={lora_up: signed_zeros})
+    synth.mark_first_elements(p, lay, skip=(lora_up,))
+    f = constant_finding(_core.scan_file(str(p), hash="components"))
+    assert f is not None and f["severity"] == "warning"
+    assert f["details"]["tensors"] == [{"name": lora_up, "dtype": "F16", "elements": n, "value": 0.0}]
+    assert f["details"]["count"] == 1 and f["details"]["blocks"] == []
+    assert _core.scan_file(str(p), hash="none")["findings"] == []  # a data-pass check only
+
+
+def test_lora_with_varied_values_is_silent(tmp_path):
+    lay = synth.load_layout("lora-sd15-kohya")["tensors"]
+    p = synth.write_safetensors(tmp_path / "lora.safetensors", lay)
+    assert synth.mark_first_elements(p, lay) == len(lay)
+    assert constant_finding(_core.scan_file(str(p), hash="components")) is None
+
+
+def test_zeroed_merge_block_is_reported_as_a_block(tmp_path):
+    """sd15 layout; every tensor marked except those of UNet output_blocks.4 (a merge that zeroed it)."""
+    lay = synth.load_layout("sd15")["tensors"]
+    prefix = "model.diffusion_model.output_blocks.4."
+    p = synth.write_safetensors(tmp_path / "m.safetensors", lay)
+    synth.mark_first_elements(p, lay, skip=(prefix,))
+    f = constant_finding(_core.scan_file(str(p), hash="components"))
+    block = {k: t for k, t in lay.items() if k.startswith(prefix)}
+    assert f["details"]["blocks"] == [
+        {"component": "unet", "block": "output_blocks.4", "tensors": len(block),
+         "elements": sum(elements(t) for t in block.values()), "value": 0.0}
+    ]  # fmt: skip
+    assert f["details"]["count"] == 0  # its big tensors are named by the block, not one by one
+    assert "output_blocks.4" in f["message"]
+
+
+# --- fp8 ---------------------------------------------------------------------------------------------
+
+
+def test_fp8_nan_and_inf_rules(tmp_path):
+    """vae-sd with two tensors re-typed fp8 holding random bytes: E4M3 has NaN (S.1111.111) and no Inf,
+    E5M2 has both (exponent all ones)."""
+    rng = np.random.default_rng(8)
+    lay = vae_layout()
+    e4, e5 = "decoder.conv_in.weight", "encoder.conv_in.weight"
+    lay[e4]["dtype"], lay[e5]["dtype"] = "F8_E4M3", "F8_E5M2"
+    data = {k: rng.integers(0, 256, elements(lay[k]), dtype=np.uint8) for k in (e4, e5)}
+    blobs = {k: v.tobytes() for k, v in data.items()}
+    p = synth.write_safetensors(tmp_path / "fp8.safetensors", lay, data=blobs)
+    f = nan_finding(_core.scan_file(str(p), hash="components"))
+    got = {t["name"]: (t["nan"], t["inf"]) for t in f["details"]["tensors"]}
+    mag4, mag5 = data[e4] & 0x7F, data[e5] & 0x7F
+    want5 = (int((mag5 > 0x7C).sum()), int((mag5 == 0x7C).sum()))
+    assert got == {e4: (int((mag4 == 0x7F).sum()), 0), e5: want5}
+    assert all(v[0] > 0 for v in got.values())

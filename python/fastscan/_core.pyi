@@ -36,6 +36,9 @@ def safetensors_header(
 def cast(raw: Any, src: str, dst: str) -> bytes:
     """Float tensor bytes of dtype `src` as `dst` (round to nearest even); ValueError for other pairs."""
 
+def pickle_imports(data: bytes) -> list[dict[str, Any]]:
+    """Every import of every pickle in a raw stream (never loaded): module, name, opcode, pos, used..."""
+
 class Scanner(Iterator[dict[str, Any]]):
     """Scans files in parallel in the background; iterating yields each report dict as it finishes."""
 

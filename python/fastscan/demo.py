@@ -51,6 +51,21 @@ def _drifted_position_ids(p: Path) -> None:
     synth.write_safetensors(p, tensors, data={POSITION_IDS: synth.position_ids_bytes("F32", 77, values)})
 
 
+def _offset_only_position_ids(p: Path) -> None:
+    # A weighted merge that left F32 ids a hair above their index: every one still truncates right.
+    tensors = _layout("sd15")
+    tensors[POSITION_IDS] = {"dtype": "F32", "shape": [1, 77]}
+    values = [i + 0.0001 * (i % 3) for i in range(77)]
+    synth.write_safetensors(p, tensors, data={POSITION_IDS: synth.position_ids_bytes("F32", 77, values)})
+
+
+def _zeroed_block(p: Path) -> None:
+    # Every tensor gets a non-zero first element except UNet output_blocks.4, which a merge zeroed.
+    tensors = _layout("sd15")
+    synth.write_safetensors(p, tensors)
+    synth.mark_first_elements(p, tensors, skip=("model.diffusion_model.output_blocks.4.",))
+
+
 def _float64(p: Path) -> None:
     tensors = _layout("sd15")
     tensors[TOKEN_EMBEDDING] = {"dtype": "F64", "shape": [49408, 768]}
@@ -181,9 +196,28 @@ FILES: tuple[DemoFile, ...] = (
         ("values.nan-inf",),
         _nan_embedding,
     ),
+    DemoFile(
+        "sdxl-finetune-f16-position-ids.safetensors",
+        "none that matters: an SDXL fine-tune with exact CLIP position_ids in F16, as most are saved "
+        "(sdxl-posids-f16; info only)",
+        ("clip.position-ids",),
+        _plain("sdxl-posids-f16"),
+    ),
+    DemoFile(
+        "clip-position-ids-offset-only-sd15.safetensors",
+        "CLIP position_ids in F32 a hair above their index: no loader misreads them yet (sd15; warning)",
+        ("clip.position-ids",),
+        _offset_only_position_ids,
+    ),
+    DemoFile(
+        "zeroed-block-merge-sd15.safetensors",
+        "UNet output_blocks.4 all zeros, as a broken merge leaves it (sd15; seen with --hash components)",
+        ("values.constant",),
+        _zeroed_block,
+    ),
 )
 # Checks that need the data pass (not run with --hash none).
-DATA_PASS_CHECKS = frozenset({"values.nan-inf"})
+DATA_PASS_CHECKS = frozenset({"values.nan-inf", "values.constant"})
 
 
 def supports_sparse_files(directory: Path) -> bool:

@@ -196,6 +196,14 @@ def print_file(f: FileReport, console: Console) -> None:
         ("dtypes", _dtypes(f.dtypes)),
     ]:
         head.add_row(k, escape(v))
+    ident = f.extra.get("identification")
+    if ident:
+        verdict = "confident" if ident["confident"] else f"not confident (below {ident['threshold']:.0%})"
+        head.add_row(
+            "identification",
+            f"{ident['score']:.1%} of {ident['of']} reference keys, {verdict}"
+            + (f"; {ident['missing_count']} missing" if ident["missing_count"] else ""),
+        )
     if f.error is not None:
         head.add_row("error", f"[bold red]{escape(f.error.kind)}[/]: {escape(f.error.message)}")
     console.print(head)

@@ -128,3 +128,33 @@ def write_layout(path: str | os.PathLike, layout: str | Mapping, **kw) -> Path:
     """Writes the named (or given) layout as a sparse safetensors file."""
     lay = load_layout(layout) if isinstance(layout, str) else layout
     return write_safetensors(path, lay["tensors"], **kw)
+
+
+# 1.0 in each float dtype: a first element that makes a sparse (zero) tensor non-constant.
+_ONE = {"F16": b"\x00\x3c", "BF16": b"\x80\x3f", "F32": b"\x00\x00\x80\x3f", "F64": b"\x00" * 6 + b"\xf0\x3f"}
+
+
+def mark_first_elements(
+    path: str | os.PathLike,
+    tensors: Mapping[str, Mapping],
+    *,
+    metadata: Mapping[str, str] | None = None,
+    skip: tuple[str, ...] = (),
+) -> int:
+    """Sets the first element of each float tensor of a file written from `tensors` to 1.0 (in place).
+
+    A sparse fixture's tensors are all zeros, which `values.constant` reports; one marked element per
+    tensor (a page of disk each at most) makes them ordinary. Tensors whose name starts with one of
+    `skip` stay all zero. Returns how many tensors were marked.
+    """
+    header, offsets = header_for(tensors, metadata)
+    marked = 0
+    with open(path, "r+b") as f:
+        for name, (b, e) in offsets.items():
+            one = _ONE.get(tensors[name]["dtype"])
+            if one is None or e - b < len(one) or name.startswith(skip):
+                continue
+            f.seek(8 + len(header) + b)
+            f.write(one)
+            marked += 1
+    return marked

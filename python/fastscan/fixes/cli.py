@@ -39,7 +39,13 @@ def _run(name: str, *args, **kw) -> None:
 
 
 OutOpt = Annotated[Path, typer.Option("-o", "--output", help="File to write (never the input).")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Overwrite OUT if it exists; prune/extract/bake-vae also on a low-confidence identification.",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:

@@ -40,6 +40,19 @@ def _distinct(out: Path, *inputs: Path) -> None:
             )
 
 
+def _identified(src: Source, what: str, force: bool) -> None:
+    """Refuses a destructive fix on a file the core identified below its confidence threshold."""
+    ident = src.table.get("identification")
+    if ident is None or ident["confident"] or force:
+        return
+    raise FixError(
+        f"{src.path}: identified as {src.table['kind']} {src.table['arch']} with a score of "
+        f"{ident['score']:.0%} ({ident['missing_count']} of {ident['of']} reference keys missing), below "
+        f"the {ident['threshold']:.0%} a destructive fix needs; {what} could drop what fastscan did not "
+        "recognise. Check the file (fastscan info), then re-run with --force if you are sure"
+    )
+
+
 def fix(
     file: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -80,6 +93,8 @@ def fix(
             )
         else:
             opts = {"clip": clip, "prune": prune, "dtype": dtype}
+        if opts["prune"]:
+            _identified(src, f"pruning ({opts['prune']})", force)
         p = planning.plan_fix(src, **opts)
         if not p.changes_anything(src):
             return Result(None, [*notes, *p.actions, f"nothing to change in {src_path}; no file written"])
@@ -123,6 +138,7 @@ def extract(
     out_path = Path(out)
     _distinct(out_path, src_path)
     with Source(src_path) as src:
+        _identified(src, f"extracting {component}", force)
         p = planning.plan_extract(src, component)
         write_verified(p, [src], out_path, overwrite=force)
         return Result(out_path, p.actions)
@@ -138,6 +154,7 @@ def bake_vae(
     with Source(ckpt_path) as c, Source(vae_path) as v:
         if c.table["format"] != "safetensors":
             raise FixError(f"{ckpt_path}: is a {c.table['format']} file; run `fastscan convert` on it first")
+        _identified(c, "replacing its VAE", force)
         p = planning.plan_bake_vae(c, v)
         write_verified(p, [c, v], out_path, overwrite=force)
         return Result(out_path, p.actions)

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Bumped whenever the report a scan produces changes, so old entries are never served.
-const REPORT_VERSION: &str = concat!("fastscan.report/1 core ", env!("CARGO_PKG_VERSION"), " r2");
+const REPORT_VERSION: &str = concat!("fastscan.report/1 core ", env!("CARGO_PKG_VERSION"), " r3");
 
 /// An open cache database; safe to share between threads and with other processes (WAL).
 pub struct Cache {

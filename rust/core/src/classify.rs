@@ -1,5 +1,6 @@
 //! What a file is (kind, arch) and which component each tensor belongs to (SPEC §3).
 
+use crate::report::Identification;
 use crate::tensor::TensorInfo;
 use rustc_hash::FxHashMap as HashMap;
 use serde::Deserialize;
@@ -31,7 +32,26 @@ pub struct Classification {
     pub roles: Vec<Role>,
     /// Text encoders a complete checkpoint of this arch carries.
     pub expected_text_encoders: Vec<&'static str>,
+    /// How well the file matched its rule (`None` for kinds identified by their own markers).
+    pub identification: Option<Identification>,
+    /// Components present but missing part of their reference signature.
+    pub incomplete: Vec<Incomplete>,
 }
+
+/// A component of the file that lacks keys of its reference signature (`component.incomplete`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Incomplete {
+    pub component: &'static str,
+    pub missing: Vec<String>,
+    pub of: u64,
+}
+
+/// Score at or above which an identification is confident: destructive fixes run only then (or --force).
+pub const CONFIDENT_SCORE: f64 = 0.9;
+/// Score below which no arch is claimed at all.
+pub const ARCH_FLOOR: f64 = 0.5;
+/// Missing keys an identification lists by name.
+pub const LISTED_MISSING: usize = 20;
 
 impl Classification {
     /// A classification whose tensor roles `role` gives (and no expected text encoders).
@@ -46,6 +66,8 @@ impl Classification {
             arch,
             roles: tensors.iter().map(role).collect(),
             expected_text_encoders: vec![],
+            identification: None,
+            incomplete: vec![],
         }
     }
 }
@@ -81,6 +103,161 @@ struct Rules {
     archs: Vec<ArchRule>,
     /// arch -> component -> element count of a clean model (plus a `_doc` string).
     reference_elements: BTreeMap<String, serde_json::Value>,
+}
+
+/// One component's signature: `[canonical key, shape]` pairs.
+type Signature = Vec<(String, Vec<i64>)>;
+
+/// `signatures.json`: per arch and component, its signature (scripts/signatures.py).
+#[derive(Deserialize)]
+struct Signatures {
+    aliases: BTreeMap<String, Vec<(String, String)>>,
+    archs: BTreeMap<String, BTreeMap<String, Signature>>,
+}
+
+fn signatures() -> &'static Signatures {
+    static SIGS: OnceLock<Signatures> = OnceLock::new();
+    SIGS.get_or_init(|| {
+        serde_json::from_str(include_str!("signatures.json")).expect("signatures.json is valid")
+    })
+}
+
+/// Each arch rule's scored keys: its match conditions, then its unet signature keys not already there.
+fn scored_keys() -> &'static Vec<Vec<Condition>> {
+    static KEYS: OnceLock<Vec<Vec<Condition>>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        rules()
+            .archs
+            .iter()
+            .map(|rule| {
+                let mut v: Vec<Condition> = rule
+                    .conditions
+                    .iter()
+                    .map(|c| Condition {
+                        key: c.key.clone(),
+                        shape: c.shape.clone(),
+                    })
+                    .collect();
+                // The unet signature scores a rule of a checkpoint arch (diffusers rules have none).
+                if !rule.components.is_empty() {
+                    let sig = signatures()
+                        .archs
+                        .get(&rule.arch)
+                        .and_then(|c| c.get("unet"));
+                    for (k, shape) in sig.into_iter().flatten() {
+                        if !v.iter().any(|c| c.key == *k) {
+                            v.push(Condition {
+                                key: k.clone(),
+                                shape: Some(shape.clone()),
+                            });
+                        }
+                    }
+                }
+                v
+            })
+            .collect()
+    })
+}
+
+/// How many of `keys` are present (under `prefix`, or an alias of `comp`) with their shape, and which are not.
+fn score_keys<'a>(
+    index: &HashMap<&str, &TensorInfo>,
+    prefix: &str,
+    comp: &str,
+    keys: impl Iterator<Item = (&'a str, Option<&'a Vec<i64>>)>,
+) -> (u64, u64, Vec<String>) {
+    let aliases = signatures().aliases.get(comp);
+    let mut key = String::new();
+    let mut found = |k: &str, want: Option<&Vec<i64>>| {
+        key.clear();
+        key.push_str(prefix);
+        key.push_str(k);
+        index
+            .get(key.as_str())
+            .is_some_and(|t| shape_matches(want, &t.shape))
+    };
+    let (mut matched, mut of, mut missing) = (0, 0, vec![]);
+    for (k, shape) in keys {
+        of += 1;
+        let hit = found(k, shape)
+            || aliases.into_iter().flatten().any(|(from, to)| {
+                k.strip_prefix(from.as_str())
+                    .is_some_and(|rest| found(&format!("{to}{rest}"), shape))
+            });
+        if hit {
+            matched += 1;
+        } else {
+            missing.push(k.to_string());
+        }
+    }
+    (matched, of, missing)
+}
+
+/// An identification from a score: `missing` listed up to LISTED_MISSING.
+fn identification(matched: u64, of: u64, mut missing: Vec<String>, extra: u64) -> Identification {
+    let score = if of == 0 {
+        0.0
+    } else {
+        matched as f64 / of as f64
+    };
+    let missing_count = missing.len() as u64;
+    missing.truncate(LISTED_MISSING);
+    Identification {
+        score: (score * 10_000.0).round() / 10_000.0,
+        matched,
+        of,
+        missing,
+        missing_count,
+        extra,
+        confident: score >= CONFIDENT_SCORE,
+        threshold: CONFIDENT_SCORE,
+    }
+}
+
+/// The best score any arch's signature of component `comp` gets on a file holding that component alone
+/// (bare names), with what that signature misses; `None` when no arch has a signature for `comp`.
+pub(crate) fn score_component(
+    index: &HashMap<&str, &TensorInfo>,
+    comp: &str,
+) -> Option<(u64, u64, Vec<String>)> {
+    signatures()
+        .archs
+        .values()
+        .filter_map(|comps| comps.get(comp))
+        .map(|sig| {
+            score_keys(
+                index,
+                "",
+                comp,
+                sig.iter().map(|(k, s)| (k.as_str(), Some(s))),
+            )
+        })
+        .max_by(|a, b| {
+            (a.0 as f64 / a.1.max(1) as f64).total_cmp(&(b.0 as f64 / b.1.max(1) as f64))
+        })
+}
+
+/// A standalone file holding one component: `whole`, scored against that component's signatures.
+pub(crate) fn whole_scored(
+    tensors: &[TensorInfo],
+    index: &HashMap<&str, &TensorInfo>,
+    kind: &'static str,
+    arch: &'static str,
+    comp: &'static str,
+) -> Classification {
+    let mut c = whole(tensors, kind, arch, comp);
+    if let Some((matched, of, missing)) = score_component(index, comp) {
+        let id = identification(matched, of, missing.clone(), 0);
+        if !missing.is_empty() && id.score >= ARCH_FLOOR {
+            c.incomplete.push(Incomplete {
+                component: comp,
+                missing,
+                of,
+            });
+        }
+        c.identification = Some(id);
+    }
+    c
 }
 
 fn rules() -> &'static Rules {
@@ -140,7 +317,7 @@ pub(crate) fn is_ema(name: &str) -> bool {
         .any(|p| name.starts_with(p.as_str()))
 }
 
-fn shape_matches(want: &Option<Vec<i64>>, got: &[u64]) -> bool {
+fn shape_matches(want: Option<&Vec<i64>>, got: &[u64]) -> bool {
     match want {
         None => true,
         Some(w) => {
@@ -149,19 +326,46 @@ fn shape_matches(want: &Option<Vec<i64>>, got: &[u64]) -> bool {
     }
 }
 
-/// Finds the first arch rule whose conditions all hold with `prefix` prepended to each key.
-fn match_arch(index: &HashMap<&str, &TensorInfo>, prefix: &str) -> Option<&'static ArchRule> {
-    let mut key = String::new();
-    rules().archs.iter().find(|rule| {
-        rule.conditions.iter().all(|c| {
-            key.clear();
-            key.push_str(prefix);
-            key.push_str(&c.key);
-            index
-                .get(key.as_str())
-                .is_some_and(|t| shape_matches(&c.shape, &t.shape))
-        })
-    })
+/// How well the best arch rule matched.
+struct ArchMatch {
+    rule: &'static ArchRule,
+    matched: u64,
+    of: u64,
+    missing: Vec<String>,
+}
+
+impl ArchMatch {
+    fn score(&self) -> f64 {
+        self.matched as f64 / self.of.max(1) as f64
+    }
+}
+
+/// Scores every arch rule with `prefix` prepended to each key; the best one (the first on a tie).
+fn best_arch(index: &HashMap<&str, &TensorInfo>, prefix: &str) -> Option<ArchMatch> {
+    let mut best: Option<ArchMatch> = None;
+    for (rule, keys) in rules().archs.iter().zip(scored_keys()) {
+        let (matched, of, missing) = score_keys(
+            index,
+            prefix,
+            "unet",
+            keys.iter().map(|c| (c.key.as_str(), c.shape.as_ref())),
+        );
+        let m = ArchMatch {
+            rule,
+            matched,
+            of,
+            missing,
+        };
+        if best.as_ref().is_none_or(|b| m.score() > b.score()) {
+            best = Some(m);
+        }
+    }
+    best
+}
+
+/// The best arch rule if it scores at least ARCH_FLOOR.
+fn match_arch(index: &HashMap<&str, &TensorInfo>, prefix: &str) -> Option<ArchMatch> {
+    best_arch(index, prefix).filter(|m| m.score() >= ARCH_FLOOR)
 }
 
 /// Classifies a tensor table by key names and shapes.
@@ -169,19 +373,29 @@ pub fn classify(tensors: &[TensorInfo]) -> Classification {
     let index: HashMap<&str, &TensorInfo> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
     // 1. A full checkpoint: a diffusion model under its LDM prefix.
     for prefix in &rules().unet_prefixes {
-        if let Some(rule) = match_arch(&index, prefix) {
-            return checkpoint(tensors, rule);
+        if !tensors.iter().any(|t| t.name.starts_with(prefix.as_str())) {
+            continue; // no diffusion model under this prefix: nothing to score
+        }
+        if let Some(m) = match_arch(&index, prefix) {
+            return checkpoint(tensors, &index, prefix, m);
         }
     }
     if tensors
         .iter()
         .any(|t| t.name.starts_with("model.diffusion_model."))
     {
-        return checkpoint_unknown(tensors);
+        let mut c = checkpoint_unknown(tensors);
+        if let Some(m) = best_arch(&index, "model.diffusion_model.") {
+            c.identification = Some(identification(m.matched, m.of, m.missing, junk(&c)));
+        }
+        return c;
     }
     // 2. A diffusion model alone (LDM or diffusers names).
-    if let Some(rule) = match_arch(&index, "") {
-        return whole(tensors, "unet", leak(&rule.arch), "unet");
+    if let Some(m) = match_arch(&index, "") {
+        let mut c = whole(tensors, "unet", leak(&m.rule.arch), "unet");
+        unet_incomplete(&mut c, &m);
+        c.identification = Some(identification(m.matched, m.of, m.missing, 0));
+        return c;
     }
     // 3. The EMA half of a training checkpoint saved alone: a UNet under EMA names.
     if let Some(c) = ema_only(tensors) {
@@ -207,7 +421,7 @@ fn ema_arch(tensors: &[TensorInfo]) -> Option<&'static ArchRule> {
             let key: String = c.key.chars().filter(|&ch| ch != '.').collect();
             index
                 .get(key.as_str())
-                .is_some_and(|t| shape_matches(&c.shape, &t.shape))
+                .is_some_and(|t| shape_matches(c.shape.as_ref(), &t.shape))
         })
     })
 }
@@ -254,18 +468,72 @@ pub(crate) fn whole(
     })
 }
 
-fn checkpoint(tensors: &[TensorInfo], rule: &ArchRule) -> Classification {
+/// Tensors placed in no component (`Role::Junk`).
+fn junk(c: &Classification) -> u64 {
+    c.roles.iter().filter(|r| **r == Role::Junk).count() as u64
+}
+
+/// Notes the unet as incomplete when the arch matched with keys missing.
+fn unet_incomplete(c: &mut Classification, m: &ArchMatch) {
+    if !m.missing.is_empty() {
+        c.incomplete.push(Incomplete {
+            component: "unet",
+            missing: m.missing.clone(),
+            of: m.of,
+        });
+    }
+}
+
+fn checkpoint(
+    tensors: &[TensorInfo],
+    index: &HashMap<&str, &TensorInfo>,
+    unet_prefix: &str,
+    m: ArchMatch,
+) -> Classification {
+    let rule = m.rule;
     let comps: Vec<(&'static str, &str)> = rule
         .components
         .iter()
         .flat_map(|(c, ps)| ps.iter().map(move |p| (leak(c), p.as_str())))
         .collect();
-    Classification {
+    let mut c = Classification {
         expected_text_encoders: rule.text_encoders.iter().map(|s| leak(s)).collect(),
         ..Classification::by_role(tensors, "checkpoint", leak(&rule.arch), |t| {
             role_in_checkpoint(&t.name, &comps)
         })
+    };
+    unet_incomplete(&mut c, &m);
+    // Every other component present is checked against its signature under the prefix it uses.
+    let sigs = signatures().archs.get(&rule.arch);
+    for (comp, sig) in sigs.into_iter().flatten() {
+        let Some(prefixes) = rule.components.get(comp) else {
+            continue;
+        };
+        if comp == "unet" {
+            continue;
+        }
+        let used = prefixes.iter().find(|p| {
+            p.as_str() != unet_prefix && tensors.iter().any(|t| t.name.starts_with(p.as_str()))
+        });
+        let Some(prefix) = used else {
+            continue; // absent: vae.missing / text-encoder.missing say so
+        };
+        let (_, of, missing) = score_keys(
+            index,
+            prefix,
+            comp,
+            sig.iter().map(|(k, s)| (k.as_str(), Some(s))),
+        );
+        if !missing.is_empty() {
+            c.incomplete.push(Incomplete {
+                component: leak(comp),
+                missing,
+                of,
+            });
+        }
     }
+    c.identification = Some(identification(m.matched, m.of, m.missing, junk(&c)));
+    c
 }
 
 fn checkpoint_unknown(tensors: &[TensorInfo]) -> Classification {

@@ -408,6 +408,8 @@ mod tests {
             arch: "sd1",
             roles: vec![vae.clone(); n],
             expected_text_encoders: vec![],
+            identification: None,
+            incomplete: vec![],
         };
         let hash = |tensors: &[TensorInfo], data: &[u8]| {
             let mut plan = Plan::new(tensors, &class(tensors.len()));

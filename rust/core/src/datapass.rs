@@ -11,7 +11,7 @@ use crate::component_hash::{Member, Plan};
 use crate::hashes::{self, FileHashers};
 use crate::report::{Finding, Hashes, Severity};
 use crate::tensor::TensorInfo;
-use crate::values::{self, Counts};
+use crate::values::{self, Counts, Same};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
@@ -105,6 +105,7 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
     strided.sort_by_key(|&i| span(&tensors[i]).1);
 
     let mut counts = vec![Counts::default(); tensors.len()];
+    let mut same = vec![Same::default(); tensors.len()];
     let addnet_from = src
         .safetensors_metadata
         .and_then(|_| hashes::addnet_start(data, size));
@@ -148,21 +149,24 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
                 jobs.into_par_iter()
                     .map(|(i, mut m)| {
                         let seg = m.as_mut().map(|m| &mut m.segment);
-                        let c = contiguous_piece(data, &tensors[i], seg, c0, c1);
-                        (i, m, c)
+                        let (c, s) = contiguous_piece(data, &tensors[i], seg, c0, c1);
+                        (i, m, c, s)
                     })
                     .collect::<Vec<_>>()
             },
         );
-        for (i, m, c) in done {
+        for (i, m, c, s) in done {
             plan.members[i] = m;
             counts[i] += c;
+            same[i] = same[i].merge(s);
         }
         active.retain(|&i| tensors[i].end() > c1);
         while next_strided < strided.len() && span(&tensors[strided[next_strided]]).1 <= c1 {
             let i = strided[next_strided];
             let seg = plan.members[i].as_mut().map(|m| &mut m.segment);
-            counts[i] += strided_tensor(data, &tensors[i], seg);
+            let (c, s) = strided_tensor(data, &tensors[i], seg);
+            counts[i] += c;
+            same[i] = s;
             next_strided += 1;
         }
         // Keep pages a pending strided tensor will still gather from.
@@ -184,17 +188,20 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
     }
     out.components = plan.finish();
     out.findings.extend(values::finding(tensors, &counts));
+    out.findings
+        .extend(values::constant_finding(tensors, &src.class.roles, &same));
     out
 }
 
-/// Feeds the part `[c0, c1)` of a contiguous tensor to its segment and counts its NaN/Inf.
+/// Feeds the part `[c0, c1)` of a contiguous tensor to its segment, counts its NaN/Inf and notes
+/// whether its elements are all one value.
 fn contiguous_piece(
     data: &[u8],
     t: &TensorInfo,
     seg: Option<&mut crate::component_hash::Segment>,
     c0: u64,
     c1: u64,
-) -> Counts {
+) -> (Counts, Same) {
     let (lo, hi) = (t.start.max(c0), t.end().min(c1));
     let feed = || {
         if let Some(s) = seg {
@@ -208,19 +215,20 @@ fn contiguous_piece(
             let first = t.start + (lo - t.start).div_ceil(es) * es;
             let last = (t.start + (hi - t.start).div_ceil(es) * es).min(t.end());
             let bytes = &data[first as usize..last.max(first) as usize];
+            let both = |b: &[u8]| (values::count(t.dtype, b), values::sameness(t.dtype, b));
             if bytes.len() >= 2 * PAR_PIECE {
-                bytes
-                    .par_chunks(PAR_PIECE)
-                    .map(|b| values::count(t.dtype, b))
-                    .reduce(Counts::default, |mut a, b| {
-                        a += b;
-                        a
-                    })
+                bytes.par_chunks(PAR_PIECE).map(both).reduce(
+                    || (Counts::default(), Same::Empty),
+                    |mut a, b| {
+                        a.0 += b.0;
+                        (a.0, a.1.merge(b.1))
+                    },
+                )
             } else {
-                values::count(t.dtype, bytes)
+                both(bytes)
             }
         }
-        None => Counts::default(),
+        None => (Counts::default(), Same::Empty),
     };
     rayon::join(feed, count).1
 }
@@ -260,22 +268,24 @@ pub fn span(t: &TensorInfo) -> (u64, u64) {
     }
 }
 
-/// Feeds a non-contiguous tensor's elements in C order to its segment and counts its NaN/Inf.
+/// Feeds a non-contiguous tensor's elements in C order to its segment, counts its NaN/Inf and notes
+/// whether they are all one value.
 fn strided_tensor(
     data: &[u8],
     t: &TensorInfo,
     mut seg: Option<&mut crate::component_hash::Segment>,
-) -> Counts {
+) -> (Counts, Same) {
     let Some((es, strides)) = gather_layout(t) else {
-        return Counts::default();
+        return (Counts::default(), Same::Empty);
     };
-    let mut counts = Counts::default();
+    let mut counts = (Counts::default(), Same::Empty);
     let mut buf: Vec<u8> = Vec::with_capacity(PAR_PIECE);
-    let mut flush = |buf: &mut Vec<u8>, counts: &mut Counts| {
+    let mut flush = |buf: &mut Vec<u8>, counts: &mut (Counts, Same)| {
         if let Some(s) = seg.as_mut() {
             s.feed(buf);
         }
-        *counts += values::count(t.dtype, buf);
+        counts.0 += values::count(t.dtype, buf);
+        counts.1 = counts.1.merge(values::sameness(t.dtype, buf));
         buf.clear();
     };
     if t.elements() > 0 {
@@ -484,6 +494,8 @@ mod tests {
             arch: "sd1",
             roles,
             expected_text_encoders: vec![],
+            identification: None,
+            incomplete: vec![],
         }
     }
 

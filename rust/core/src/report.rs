@@ -40,6 +40,24 @@ impl Finding {
     }
 }
 
+/// How well a file matched the rule it was identified by (SPEC §3, docs/report-schema.md).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Identification {
+    /// Share of the rule's keys present with the rule's shape, 0..1.
+    pub score: f64,
+    /// Keys of the rule present with its shape, and keys in the rule.
+    pub matched: u64,
+    pub of: u64,
+    /// Keys of the rule absent or of another shape (first few), and how many in all.
+    pub missing: Vec<String>,
+    pub missing_count: u64,
+    /// Tensors the identification placed in no component of the arch.
+    pub extra: u64,
+    /// `score >= threshold`: destructive fixes (prune, extract, bake-vae) run only then, or with --force.
+    pub confident: bool,
+    pub threshold: f64,
+}
+
 /// Per-component totals of a file.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ComponentReport {
@@ -86,5 +104,7 @@ pub struct FileReport {
     pub findings: Vec<Finding>,
     /// Bytes pruning would save, by cause (`ema`, `junk`, `float64`).
     pub wasted_bytes: BTreeMap<String, u64>,
+    /// How sure the kind/arch is (null for kinds identified by their own markers: LoRA, embedding, ...).
+    pub identification: Option<Identification>,
     pub error: Option<FileError>,
 }

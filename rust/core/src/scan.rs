@@ -88,6 +88,7 @@ fn scan_table(t: Table, opts: &ScanOptions, r: &mut FileReport) -> std::io::Resu
     r.format = t.format;
     r.kind = t.class.kind;
     r.arch = t.class.arch;
+    r.identification = t.class.identification.clone();
     r.tensors = t.tensors.len() as u64;
     summarize(&t.tensors, &t.class, r);
     r.metadata = t

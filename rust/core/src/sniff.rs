@@ -9,6 +9,8 @@ pub enum Format {
     TorchZip,
     /// Pre-1.6 PyTorch file: magic-number pickle followed by more pickles.
     TorchLegacy,
+    /// Pre-1.0 PyTorch tar archive (`storages`, `tensors`, `pickle` members).
+    TorchTar,
     /// A bare pickle stream.
     Pickle,
     #[default]
@@ -22,14 +24,17 @@ impl Format {
             Format::Safetensors => "safetensors",
             Format::TorchZip => "torch-zip",
             Format::TorchLegacy => "torch-legacy",
+            Format::TorchTar => "torch-tar",
             Format::Pickle => "pickle",
             Format::Unknown => "unknown",
         }
     }
 }
 
-/// Bytes `sniff` wants to see (fewer is fine for short files).
+/// Bytes of a file's start the protocol 0 pickle heuristic looks at.
 pub const SNIFF_LEN: usize = 64;
+/// Bytes `sniff` wants to see (fewer is fine for short files): a tar header block.
+pub const HEAD_LEN: usize = 512;
 
 /// Guesses the format from the first bytes; `named_safetensors` only decides between
 /// "damaged safetensors" and "unknown" when the bytes alone cannot tell.
@@ -66,7 +71,11 @@ pub fn sniff(head: &[u8], named_safetensors: bool) -> Format {
             return Format::Safetensors;
         }
     }
-    if crate::pickle::looks_like_protocol0(head) {
+    // torch.load tries the tar loader first on every non-zip file: a valid first tar header is enough.
+    if crate::pickle::tar::is_header(head) {
+        return Format::TorchTar;
+    }
+    if crate::pickle::looks_like_protocol0(&head[..head.len().min(SNIFF_LEN)]) {
         return Format::Pickle;
     }
     if named_safetensors {

@@ -1,6 +1,8 @@
 //! Kinds of files that hold no full diffusion model: VAE, text encoder, LoRA, embedding, ControlNet.
+//!
+//! VAEs and text encoders are also scored against their component signatures (`signatures.json`).
 
-use crate::classify::{whole, Classification, Role};
+use crate::classify::{whole, whole_scored, Classification, Role};
 use crate::tensor::TensorInfo;
 use rustc_hash::FxHashMap as HashMap;
 
@@ -74,13 +76,13 @@ pub fn classify_standalone(tensors: &[TensorInfo], index: &Index) -> Classificat
         || (has("decoder.conv_in.weight") && !any_prefix("encoder."))
         || (has("encoder.conv_in.weight") && !any_prefix("decoder."))
     {
-        return whole(tensors, "vae", "unknown", "vae");
+        return whole_scored(tensors, index, "vae", "unknown", "vae");
     }
 
     // Text encoders: transformers CLIP, OpenCLIP, T5.
     if let Some(w) = dim(index, "text_model.embeddings.token_embedding.weight", 1) {
         let comp = if w == 1280 { "clip_g" } else { "clip_l" };
-        return whole(tensors, "text-encoder", "unknown", comp);
+        return whole_scored(tensors, index, "text-encoder", "unknown", comp);
     }
     if has("token_embedding.weight") && any_prefix("transformer.resblocks.") {
         let w = dim(index, "token_embedding.weight", 1);
@@ -89,10 +91,10 @@ pub fn classify_standalone(tensors: &[TensorInfo], index: &Index) -> Classificat
         } else {
             ("clip_g", "unknown")
         };
-        return whole(tensors, "text-encoder", arch, comp);
+        return whole_scored(tensors, index, "text-encoder", arch, comp);
     }
     if has("shared.weight") && any_prefix("encoder.block.") {
-        return whole(tensors, "text-encoder", "unknown", "t5xxl");
+        return whole_scored(tensors, index, "text-encoder", "unknown", "t5xxl");
     }
 
     // Textual-inversion embeddings.

@@ -5,7 +5,7 @@ use crate::classify::{classify, Classification, Role};
 use crate::pickle::{self, PickleError};
 use crate::report::Finding;
 use crate::safetensors::{self, HeaderError};
-use crate::sniff::{sniff, Format, SNIFF_LEN};
+use crate::sniff::{sniff, Format, HEAD_LEN};
 use crate::tensor::TensorInfo;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -117,8 +117,8 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
         return Err(std::io::Error::other("not a regular file").into());
     }
     let size = meta.len();
-    let mut head = Vec::with_capacity(SNIFF_LEN);
-    (&file).take(SNIFF_LEN as u64).read_to_end(&mut head)?;
+    let mut head = Vec::with_capacity(HEAD_LEN);
+    (&file).take(HEAD_LEN as u64).read_to_end(&mut head)?;
     let named_st = path
         .extension()
         .is_some_and(|e| e == "safetensors" || e == "sft");
@@ -129,7 +129,7 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
             let (h, f) = read_safetensors(&file, &head, size).map_err(OpenError::Header)?;
             (h.tensors, f, h.metadata, h.header_len)
         }
-        Format::TorchZip | Format::TorchLegacy | Format::Pickle => {
+        Format::TorchZip | Format::TorchLegacy | Format::TorchTar | Format::Pickle => {
             let map = map_file(&file, size)?;
             let p = pickle::scan(&map, format).map_err(|e| OpenError::Pickle(format, e))?;
             (p.tensors, p.findings, BTreeMap::new(), 0)

@@ -1,13 +1,16 @@
-//! NaN and ±Inf counting in floating tensors (SPEC §4 `values.nan-inf`).
+//! Value checks of floating tensors: NaN/±Inf counts (`values.nan-inf`) and constant tensors (`values.constant`).
 //!
 //! Elements are read as little-endian bit patterns; a value is special when its exponent bits are all
-//! ones: NaN when the mantissa is non-zero, Inf when it is zero. The loops are branch-free over fixed
+//! ones: NaN when the mantissa is non-zero, Inf when it is zero (IEEE types and `F8_E5M2`); `F8_E4M3`
+//! has no Inf and one NaN pattern per sign (all magnitude bits set). The loops are branch-free over fixed
 //! blocks so the compiler vectorises them.
 
+use crate::classify::Role;
 use crate::dtype::Dtype;
 use crate::report::{Finding, Severity};
 use crate::tensor::TensorInfo;
 use serde_json::json;
+use std::collections::BTreeMap;
 
 /// How many tensors a finding lists by name.
 const LISTED: usize = 50;
@@ -28,6 +31,7 @@ impl std::ops::AddAssign for Counts {
 /// Bytes per element of the dtypes this check reads, `None` for the others.
 pub fn element_size(dtype: Dtype) -> Option<usize> {
     match dtype {
+        Dtype::F8_E4M3 | Dtype::F8_E5M2 => Some(1),
         Dtype::F16 | Dtype::BF16 => Some(2),
         Dtype::F32 => Some(4),
         Dtype::F64 => Some(8),
@@ -37,18 +41,22 @@ pub fn element_size(dtype: Dtype) -> Option<usize> {
 
 macro_rules! counter {
     ($name:ident, $t:ty, $n:expr) => {
-        /// Counts elements whose magnitude bits exceed (NaN) or equal (Inf) `inf`.
+        /// Counts elements whose magnitude bits exceed `nan_above` (NaN) or equal `inf` (Inf).
         #[inline(always)]
-        fn $name(bytes: &[u8], inf: $t) -> Counts {
+        fn $name(bytes: &[u8], nan_above: $t, inf: $t) -> Counts {
             // Per-block counters as wide as the elements keep the loop in one lane width.
-            const BLOCK: usize = if $n == 2 { 1 << 15 } else { 1 << 16 };
+            const BLOCK: usize = match $n {
+                1 => 255,
+                2 => 1 << 15,
+                _ => 1 << 16,
+            };
             let abs = <$t>::MAX >> 1;
             let mut c = Counts::default();
             for block in bytes.chunks(BLOCK * $n) {
                 let (mut nan, mut infs): ($t, $t) = (0, 0);
                 for e in block.chunks_exact($n) {
                     let x = <$t>::from_le_bytes(e.try_into().unwrap()) & abs;
-                    nan += (x > inf) as $t;
+                    nan += (x > nan_above) as $t;
                     infs += (x == inf) as $t;
                 }
                 c.nan += nan as u64;
@@ -59,6 +67,7 @@ macro_rules! counter {
     };
 }
 
+counter!(count_u8, u8, 1);
 counter!(count_u16, u16, 2);
 counter!(count_u32, u32, 4);
 counter!(count_u64, u64, 8);
@@ -66,10 +75,13 @@ counter!(count_u64, u64, 8);
 #[inline(always)]
 fn count_any(dtype: Dtype, bytes: &[u8]) -> Counts {
     match dtype {
-        Dtype::F16 => count_u16(bytes, 0x7c00),
-        Dtype::BF16 => count_u16(bytes, 0x7f80),
-        Dtype::F32 => count_u32(bytes, 0x7f80_0000),
-        Dtype::F64 => count_u64(bytes, 0x7ff0_0000_0000_0000),
+        // E4M3: NaN is S.1111.111 only and there is no Inf (0xff never equals a magnitude).
+        Dtype::F8_E4M3 => count_u8(bytes, 0x7e, 0xff),
+        Dtype::F8_E5M2 => count_u8(bytes, 0x7c, 0x7c),
+        Dtype::F16 => count_u16(bytes, 0x7c00, 0x7c00),
+        Dtype::BF16 => count_u16(bytes, 0x7f80, 0x7f80),
+        Dtype::F32 => count_u32(bytes, 0x7f80_0000, 0x7f80_0000),
+        Dtype::F64 => count_u64(bytes, 0x7ff0_0000_0000_0000, 0x7ff0_0000_0000_0000),
         _ => Counts::default(),
     }
 }
@@ -88,6 +100,221 @@ pub fn count(dtype: Dtype, bytes: &[u8]) -> Counts {
         return unsafe { count_avx2(dtype, bytes) };
     }
     count_any(dtype, bytes)
+}
+
+/// Whether the elements seen so far of a tensor are all one value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Same {
+    /// No element seen.
+    #[default]
+    Empty,
+    /// Every element has these bits (±0 counted as +0).
+    Value(u64),
+    /// At least two different values.
+    Varied,
+}
+
+impl Same {
+    /// The state after also seeing the elements `o` describes (order does not matter).
+    pub fn merge(self, o: Same) -> Same {
+        match (self, o) {
+            (Same::Empty, x) | (x, Same::Empty) => x,
+            (Same::Value(a), Same::Value(b)) if a == b => Same::Value(a),
+            _ => Same::Varied,
+        }
+    }
+}
+
+macro_rules! sameness {
+    ($name:ident, $t:ty, $n:expr) => {
+        /// Whether every element of `bytes` has the same value (±0 equal), stopping at the first block that varies.
+        #[inline(always)]
+        fn $name(bytes: &[u8]) -> Same {
+            const BLOCK: usize = 4096;
+            let abs = <$t>::MAX >> 1;
+            let norm = |x: $t| if x & abs == 0 { 0 } else { x };
+            let Some(first) = bytes.chunks_exact($n).next() else {
+                return Same::Empty;
+            };
+            let first = norm(<$t>::from_le_bytes(first.try_into().unwrap()));
+            for block in bytes.chunks(BLOCK * $n) {
+                let mut diff: $t = 0;
+                for e in block.chunks_exact($n) {
+                    diff |= norm(<$t>::from_le_bytes(e.try_into().unwrap())) ^ first;
+                }
+                if diff != 0 {
+                    return Same::Varied;
+                }
+            }
+            Same::Value(first as u64)
+        }
+    };
+}
+
+sameness!(same_u8, u8, 1);
+sameness!(same_u16, u16, 2);
+sameness!(same_u32, u32, 4);
+sameness!(same_u64, u64, 8);
+
+/// Whether the whole elements of `bytes` (little-endian `dtype`) are all one value; `Empty` for other dtypes.
+pub fn sameness(dtype: Dtype, bytes: &[u8]) -> Same {
+    match element_size(dtype) {
+        Some(1) => same_u8(bytes),
+        Some(2) => same_u16(bytes),
+        Some(4) => same_u32(bytes),
+        Some(8) => same_u64(bytes),
+        _ => Same::Empty,
+    }
+}
+
+/// Fewest elements a tensor needs for `values.constant` to name it on its own.
+pub const CONSTANT_MIN_ELEMENTS: u64 = 1024;
+
+/// The merge block (supermerger's grouping) a UNet key belongs to: `input_blocks.4`, `middle_block`, ...
+pub fn merge_block(canonical: &str) -> Option<&str> {
+    const NUMBERED: [&str; 7] = [
+        "input_blocks.",
+        "output_blocks.",
+        "down_blocks.",
+        "up_blocks.",
+        "joint_blocks.",
+        "double_blocks.",
+        "single_blocks.",
+    ];
+    for p in NUMBERED {
+        if let Some(rest) = canonical.strip_prefix(p) {
+            let n = rest.split('.').next().unwrap_or("");
+            return Some(&canonical[..p.len() + n.len()]);
+        }
+    }
+    ["middle_block.", "mid_block."]
+        .iter()
+        .find(|p| canonical.starts_with(*p))
+        .map(|p| &p[..p.len() - 1])
+}
+
+/// The float value of an element's bits.
+fn value_of(dtype: Dtype, bits: u64) -> f64 {
+    let n = element_size(dtype).unwrap_or(8);
+    crate::checks::decode(dtype, &bits.to_le_bytes()[..n])
+        .and_then(|v| v.first().copied())
+        .unwrap_or(f64::NAN)
+}
+
+/// A JSON value for a float (`nan`, `inf` as strings).
+fn json_value(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        json!(v)
+    } else {
+        json!(v.to_string().to_lowercase())
+    }
+}
+
+/// The `values.constant` finding: whole UNet merge blocks whose every element is one value, and other
+/// tensors of at least CONSTANT_MIN_ELEMENTS elements that hold one value (buffers are not looked at).
+pub fn constant_finding(tensors: &[TensorInfo], roles: &[Role], same: &[Same]) -> Option<Finding> {
+    // block -> (tensors, elements, one value for all?)
+    let mut blocks: BTreeMap<(&str, &str), (u64, u64, Option<f64>)> = BTreeMap::new();
+    for ((t, r), s) in tensors.iter().zip(roles).zip(same) {
+        let Role::Component { name, prefix_len } = r else {
+            continue;
+        };
+        let Some(block) = merge_block(t.name.get(*prefix_len..).unwrap_or("")) else {
+            continue;
+        };
+        let v = match s {
+            Same::Value(bits) => Some(value_of(t.dtype, *bits)),
+            _ => None,
+        };
+        let e = blocks.entry((name, block)).or_insert((0, 0, v));
+        e.0 += 1;
+        e.1 += t.elements();
+        if e.2.map(f64::to_bits) != v.map(f64::to_bits) {
+            e.2 = None;
+        }
+    }
+    blocks.retain(|_, b| b.2.is_some());
+    let in_block = |t: &TensorInfo, r: &Role| match r {
+        Role::Component { name, prefix_len } => {
+            merge_block(t.name.get(*prefix_len..).unwrap_or(""))
+                .is_some_and(|b| blocks.contains_key(&(*name, b)))
+        }
+        _ => false,
+    };
+    let lone: Vec<(&TensorInfo, f64)> = tensors
+        .iter()
+        .zip(roles)
+        .zip(same)
+        .filter_map(|((t, r), s)| match s {
+            Same::Value(bits)
+                if *r != Role::Buffer
+                    && t.elements() >= CONSTANT_MIN_ELEMENTS
+                    && !in_block(t, r) =>
+            {
+                Some((t, value_of(t.dtype, *bits)))
+            }
+            _ => None,
+        })
+        .collect();
+    if blocks.is_empty() && lone.is_empty() {
+        return None;
+    }
+    let block_list: Vec<_> = blocks
+        .iter()
+        .take(LISTED)
+        .map(|((c, b), (n, e, v))| {
+            json!({"component": c, "block": b, "tensors": n, "elements": e, "value": json_value(v.unwrap_or(f64::NAN))})
+        })
+        .collect();
+    let tensor_list: Vec<_> = lone
+        .iter()
+        .take(LISTED)
+        .map(|(t, v)| json!({"name": t.name, "dtype": t.dtype.name(), "elements": t.elements(), "value": json_value(*v)}))
+        .collect();
+    let mut parts = vec![];
+    if !blocks.is_empty() {
+        let names: Vec<String> = blocks
+            .iter()
+            .take(6)
+            .map(|((c, b), (_, _, v))| format!("{c} {b} = {}", v.unwrap_or(f64::NAN)))
+            .collect();
+        let more = if blocks.len() > 6 { ", …" } else { "" };
+        parts.push(format!(
+            "{} whole merge block(s) hold a single value ({}{more})",
+            blocks.len(),
+            names.join(", ")
+        ));
+    }
+    if !lone.is_empty() {
+        let names: Vec<String> = lone
+            .iter()
+            .take(3)
+            .map(|(t, v)| format!("{} = {v}", t.name))
+            .collect();
+        let more = if lone.len() > 3 { ", …" } else { "" };
+        parts.push(format!(
+            "{} tensor(s) of at least {} elements hold a single value ({}{more})",
+            lone.len(),
+            crate::checks::grouped(CONSTANT_MIN_ELEMENTS),
+            names.join(", ")
+        ));
+    }
+    Some(Finding::new(
+        "values.constant",
+        Severity::Warning,
+        format!(
+            "{}: weights that carry nothing (a zeroed block from a broken merge, an all-zero LoRA \
+             up-matrix that does nothing)",
+            parts.join("; ")
+        ),
+        json!({
+            "blocks": block_list,
+            "block_count": blocks.len(),
+            "tensors": tensor_list,
+            "count": lone.len(),
+            "min_elements": CONSTANT_MIN_ELEMENTS,
+        }),
+    ))
 }
 
 /// The `values.nan-inf` finding for per-tensor counts (index-aligned with `tensors`), if any is non-zero.
@@ -231,5 +458,133 @@ mod tests {
         assert_eq!(f.details["count"], 1);
         assert_eq!(f.details["tensors"][0]["name"], "b");
         assert_eq!(f.details["nan"], 3);
+    }
+
+    #[test]
+    fn fp8_nan_rules() {
+        // E4M3: 0x7f / 0xff NaN, 0x7e = 448 and 0x78 finite (no Inf); E5M2: 0x7c Inf, 0x7d NaN, 0x7b finite
+        let e4 = [0x7fu8, 0xff, 0x7e, 0x78, 0x00];
+        assert_eq!(count(Dtype::F8_E4M3, &e4), Counts { nan: 2, inf: 0 });
+        let e5 = [0x7cu8, 0xfc, 0x7d, 0x7b, 0xff];
+        assert_eq!(count(Dtype::F8_E5M2, &e5), Counts { nan: 2, inf: 2 });
+        // more NaN than a u8 block counter holds
+        assert_eq!(
+            count(Dtype::F8_E4M3, &[0x7f; 1000]),
+            Counts { nan: 1000, inf: 0 }
+        );
+        assert_eq!(element_size(Dtype::F8_E5M2), Some(1));
+    }
+
+    #[test]
+    fn sameness_of_elements() {
+        let zeros = f32s(&[0.0, -0.0, 0.0]);
+        assert_eq!(sameness(Dtype::F32, &zeros), Same::Value(0));
+        let ones = f32s(&[1.0; 5000]);
+        assert_eq!(
+            sameness(Dtype::F32, &ones),
+            Same::Value(1.0f32.to_bits() as u64)
+        );
+        let mut v = vec![2.0f32; 10_000];
+        v[9_999] = 2.5;
+        assert_eq!(sameness(Dtype::F32, &f32s(&v)), Same::Varied);
+        assert_eq!(sameness(Dtype::I64, &[0; 16]), Same::Empty);
+        assert_eq!(sameness(Dtype::F16, &[]), Same::Empty);
+        let a = Same::Value(7);
+        assert_eq!(a.merge(Same::Empty), a);
+        assert_eq!(Same::Empty.merge(a), a);
+        assert_eq!(a.merge(Same::Value(8)), Same::Varied);
+        assert_eq!(Same::Varied.merge(a), Same::Varied);
+    }
+
+    #[test]
+    fn merge_blocks() {
+        assert_eq!(
+            merge_block("input_blocks.4.1.proj_in.weight"),
+            Some("input_blocks.4")
+        );
+        assert_eq!(
+            merge_block("output_blocks.11.0.skip_connection.bias"),
+            Some("output_blocks.11")
+        );
+        assert_eq!(
+            merge_block("middle_block.1.norm.weight"),
+            Some("middle_block")
+        );
+        assert_eq!(
+            merge_block("mid_block.resnets.0.conv1.weight"),
+            Some("mid_block")
+        );
+        assert_eq!(merge_block("time_embed.0.weight"), None);
+    }
+
+    fn t(name: &str, n: u64) -> TensorInfo {
+        TensorInfo {
+            name: name.into(),
+            dtype: Dtype::F32,
+            shape: vec![n],
+            start: 0,
+            len: n * 4,
+            strides: None,
+        }
+    }
+
+    fn unet() -> Role {
+        Role::Component {
+            name: "unet",
+            prefix_len: 22,
+        }
+    }
+
+    #[test]
+    fn constant_blocks_and_tensors() {
+        let p = "model.diffusion_model.";
+        let tensors = [
+            t(&format!("{p}input_blocks.4.0.a"), 10),
+            t(&format!("{p}input_blocks.4.1.b"), 2000),
+            t(&format!("{p}input_blocks.5.0.a"), 10),
+            t(&format!("{p}input_blocks.5.1.b"), 2000),
+            t("lora_up.weight", 5120),
+            t("small", 100),
+            t("betas", 5000),
+        ];
+        let roles = [
+            unet(),
+            unet(),
+            unet(),
+            unet(),
+            Role::Junk,
+            Role::Junk,
+            Role::Buffer,
+        ];
+        let zero = Same::Value(0);
+        let one = Same::Value(1.0f32.to_bits() as u64);
+        // block 4 all zero; block 5 has one varied tensor, its other tensor is too small alone
+        let same = [zero, zero, zero, Same::Varied, zero, zero, zero];
+        let f = constant_finding(&tensors, &roles, &same).unwrap();
+        assert_eq!(f.check, "values.constant");
+        assert_eq!(f.details["block_count"], 1);
+        assert_eq!(f.details["blocks"][0]["block"], "input_blocks.4");
+        assert_eq!(f.details["blocks"][0]["elements"], 2010);
+        assert_eq!(f.details["count"], 1);
+        assert_eq!(f.details["tensors"][0]["name"], "lora_up.weight");
+        // a block of two different constants is not one constant block; the big tensor is listed alone
+        let same2 = [
+            zero,
+            one,
+            Same::Varied,
+            Same::Varied,
+            Same::Varied,
+            zero,
+            zero,
+        ];
+        let f2 = constant_finding(&tensors, &roles, &same2).unwrap();
+        assert_eq!(f2.details["block_count"], 0);
+        assert_eq!(
+            f2.details["tensors"][0]["name"],
+            format!("{p}input_blocks.4.1.b")
+        );
+        assert_eq!(f2.details["tensors"][0]["value"], 1.0);
+        // nothing constant: silent
+        assert!(constant_finding(&tensors, &roles, &[Same::Varied; 7]).is_none());
     }
 }

@@ -118,6 +118,7 @@ fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAn
         "format": t.format, "kind": t.class.kind, "arch": t.class.arch, "size": t.size,
         "header_len": t.header_len, "unaccounted_bytes": t.unaccounted_bytes(),
         "metadata": t.metadata, "findings": t.findings, "tensors": tensors,
+        "identification": t.class.identification,
     });
     pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
 }
@@ -172,6 +173,23 @@ fn cast<'py>(
         )));
     }
     Ok(pyo3::types::PyBytes::new(py, &out))
+}
+
+/// Every import in a raw pickle stream (all its pickles), never loading it: [{module, name, opcode, pos,
+/// used, unresolved, written}] in stream order; `module`/`name` as CPython resolves them.
+#[pyfunction]
+fn pickle_imports<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let imports = py.detach(|| fastscan_core::pickle::imports_of(data));
+    let v: Vec<serde_json::Value> = imports
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "module": i.module, "name": i.name, "opcode": i.opcode, "pos": i.pos, "used": i.used,
+                "unresolved": i.unresolved, "written": i.written,
+            })
+        })
+        .collect();
+    pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// Scans files in parallel in the background; iterate to receive each report (a dict) as it finishes.
@@ -254,6 +272,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .map(|d| d.name())
         .collect();
     m.add("FLOAT_DTYPES", floats)?;
+    m.add_function(wrap_pyfunction!(pickle_imports, m)?)?;
     m.add_class::<Scanner>()?;
     Ok(())
 }

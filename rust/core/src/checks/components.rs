@@ -1,12 +1,50 @@
-//! `vae.missing`, `text-encoder.missing`: components a checkpoint of its arch should carry.
+//! `vae.missing`, `text-encoder.missing`, `component.incomplete`: what a model of its arch should carry.
 
 use super::{Context, Outcome};
-use crate::classify::Role;
+use crate::classify::{Role, LISTED_MISSING};
 use crate::report::{Finding, Severity};
 use serde_json::json;
 
-/// Flags a checkpoint that lacks its VAE or one of its text encoders.
+/// Flags a component present without some of its reference keys (the arch was kept by score).
+fn incomplete(ctx: &Context, out: &mut Outcome) {
+    for inc in &ctx.class.incomplete {
+        let n = inc.missing.len();
+        let shown: Vec<&str> = inc
+            .missing
+            .iter()
+            .take(LISTED_MISSING)
+            .map(String::as_str)
+            .collect();
+        let more = if n > shown.len() {
+            format!(", … ({n} in all)")
+        } else {
+            String::new()
+        };
+        out.findings.push(Finding::new(
+            "component.incomplete",
+            Severity::Warning,
+            format!(
+                "{} of this {} {} lacks {n} of the {} reference keys fastscan checks ({}{more});                  loaders may refuse it or run those layers with missing weights",
+                inc.component,
+                ctx.class.arch,
+                ctx.class.kind,
+                inc.of,
+                shown.join(", "),
+            ),
+            json!({
+                "component": inc.component,
+                "missing": shown,
+                "missing_count": n,
+                "of": inc.of,
+                "score": ((inc.of - n as u64) as f64 / inc.of.max(1) as f64 * 10_000.0).round() / 10_000.0,
+            }),
+        ));
+    }
+}
+
+/// Flags a checkpoint that lacks its VAE or one of its text encoders, and incomplete components.
 pub fn check(ctx: &Context, out: &mut Outcome) {
+    incomplete(ctx, out);
     if ctx.class.kind != "checkpoint" || ctx.class.arch == "unknown" {
         return;
     }

@@ -1,4 +1,4 @@
-//! `dtype.float64` and `dtype.mixed`.
+//! `dtype.float64` and `dtype.mixed` (within a component, or across the components of one file).
 
 use super::{Context, Outcome};
 use crate::classify::Role;
@@ -7,7 +7,7 @@ use crate::report::{Finding, Severity};
 use serde_json::json;
 use std::collections::BTreeMap;
 
-/// Flags F64 tensors and components that mix float dtypes.
+/// Flags F64 tensors, components that mix float dtypes and files whose components differ in dtype.
 pub fn check(ctx: &Context, out: &mut Outcome) {
     let f64s: Vec<_> = ctx
         .tensors
@@ -45,16 +45,52 @@ pub fn check(ctx: &Context, out: &mut Outcome) {
             }
         }
     }
+    // The dtype holding most float bytes of each weight component.
+    let main: BTreeMap<&str, &str> = per
+        .iter()
+        .filter_map(|(c, h)| h.iter().max_by_key(|(_, b)| **b).map(|(d, _)| (*c, *d)))
+        .collect();
+    let mut across: Vec<&str> = main.values().copied().collect();
+    across.sort_unstable();
+    across.dedup();
+    let all: std::collections::BTreeSet<&str> =
+        per.values().flat_map(|h| h.keys().copied()).collect();
+    // bf16 next to fp16 in one file: the two 16-bit formats of a merge of bf16 and fp16 parents, which
+    // converters that assume one dtype per file mishandle.
+    let half_pair = all.contains("F16") && all.contains("BF16");
     per.retain(|_, h| h.len() > 1);
+    if per.is_empty() && across.len() < 2 {
+        return;
+    }
+    let mut parts = vec![];
     if !per.is_empty() {
-        out.findings.push(Finding::new(
-            "dtype.mixed",
-            Severity::Info,
-            format!(
-                "mixed float dtypes in {}",
-                per.keys().copied().collect::<Vec<_>>().join(", ")
-            ),
-            json!({"components": per}),
+        parts.push(format!(
+            "mixed float dtypes in {}",
+            per.keys().copied().collect::<Vec<_>>().join(", ")
         ));
     }
+    if across.len() > 1 {
+        parts.push(format!(
+            "components stored in different float dtypes ({})",
+            main.iter()
+                .map(|(c, d)| format!("{c} {d}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let (severity, tail) = if half_pair {
+        (
+            Severity::Warning,
+            "; F16 and BF16 together (a merge of fp16 and bf16 parents) break converters that \
+             expect one dtype, and BF16 values beyond F16's range overflow on a cast to F16",
+        )
+    } else {
+        (Severity::Info, "")
+    };
+    out.findings.push(Finding::new(
+        "dtype.mixed",
+        severity,
+        format!("{}{tail}", parts.join("; ")),
+        json!({"components": per, "across": main, "f16_and_bf16": half_pair}),
+    ));
 }

@@ -7,6 +7,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 mod clip;
+pub use clip::decode;
 mod components;
 mod dtypes;
 mod junk;

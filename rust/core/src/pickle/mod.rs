@@ -7,6 +7,7 @@
 pub mod imports;
 pub mod opcodes;
 pub mod reader;
+pub mod tar;
 pub mod tensors;
 pub mod zip;
 
@@ -14,7 +15,7 @@ use crate::report::{Finding, Severity};
 use crate::sniff::{Format, SNIFF_LEN};
 use crate::tensor::TensorInfo;
 use imports::Verdict;
-use reader::{Limits, Obj, Run, StorageRef};
+use reader::{Limits, Obj, Run, StorageRef, TensorRef};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,8 +26,11 @@ pub struct PickleScan {
     pub findings: Vec<Finding>,
 }
 
-/// Most bytes an inflated zip entry may take (zip bombs).
+/// Most bytes of a deflated zip entry held in memory (zip bombs): past them, tensors are not listed and
+/// imports are checked by streaming the rest through the inflater.
 const MAX_INFLATED: usize = 128 << 20;
+/// Most inflated bytes streamed for imports: past them the rest is reported unchecked (critical).
+const MAX_STREAMED: u64 = 16 << 30;
 /// Pickles a legacy (pre-1.6) PyTorch file holds: magic, protocol, sys info, data, storage keys.
 const LEGACY_PICKLES: usize = 5;
 /// Reasons listed in one `pickle.invalid` finding.
@@ -38,7 +42,11 @@ pub fn looks_like_protocol0(head: &[u8]) -> bool {
     if !matches!(head.first(), Some(b) if STARTERS.contains(b)) {
         return false;
     }
-    let r = reader::run(head, 0, Limits::default());
+    let strict = Limits {
+        resync: false,
+        ..Limits::default()
+    };
+    let r = reader::run(head, 0, strict);
     let names_ok = r.imports.iter().all(|i| {
         !i.module.is_empty()
             && !i.name.is_empty()
@@ -55,7 +63,7 @@ pub fn looks_like_protocol0(head: &[u8]) -> bool {
         None => r.complete,
         // Cut off by the end of the bytes seen: plausible after a few clean opcodes (or a first import).
         Some(_) => {
-            let cut = r.end >= head.len() && r.truncated;
+            let cut = r.end >= head.len() && r.stopped_at < r.end;
             cut && ((r.ops >= 2 && strong) || (r.ops >= 3 && head.len() >= SNIFF_LEN))
         }
     }
@@ -64,7 +72,7 @@ pub fn looks_like_protocol0(head: &[u8]) -> bool {
 /// Why a pickle-based file cannot be read at all.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PickleError {
-    /// A zip archive with no pickle in it: not a model file at all.
+    /// A zip or tar archive with no pickle in it: not a model file at all.
     NoPickle,
     /// The zip container cannot be read (the reason).
     Container(String),
@@ -76,7 +84,7 @@ impl std::fmt::Display for PickleError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PickleError::NoPickle => {
-                f.write_str("zip archive holds no pickle: not a PyTorch checkpoint")
+                f.write_str("archive holds no pickle: not a PyTorch checkpoint")
             }
             PickleError::Container(why) => f.write_str(why),
             PickleError::NotPickleBased(format) => {
@@ -92,6 +100,7 @@ pub fn scan(bytes: &[u8], format: Format) -> Result<PickleScan, PickleError> {
     let tensors = match format {
         Format::TorchZip => scan_zip(bytes, &mut c)?,
         Format::TorchLegacy => scan_legacy(bytes, &mut c),
+        Format::TorchTar => scan_tar(bytes, &mut c)?,
         Format::Pickle => {
             scan_raw(bytes, &mut c);
             Vec::new()
@@ -104,13 +113,32 @@ pub fn scan(bytes: &[u8], format: Format) -> Result<PickleScan, PickleError> {
     })
 }
 
-/// One distinct import seen, with where it first appeared.
+/// Every import of every pickle in a raw pickle stream, in order, unjudged, with how each is used and its
+/// offset in `data` (for tools and the differential tests against `pickletools`).
+pub fn imports_of(data: &[u8]) -> Vec<reader::Import> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let run = reader::run(data, pos, Limits::default());
+        let (complete, end, ops) = (run.complete, run.end, run.ops);
+        out.extend(run.imports);
+        if !complete || end <= pos || ops == 0 {
+            break;
+        }
+        pos = end;
+    }
+    out
+}
+
+/// One distinct import seen, with where it first appeared and how the pickle uses it.
 struct Seen {
     verdict: Verdict,
     position: usize,
     offset: Option<u64>,
     opcode: &'static str,
     unresolved: Option<String>,
+    used: Option<&'static str>,
+    written: Option<String>,
     count: u64,
 }
 
@@ -124,12 +152,12 @@ struct Collector {
 }
 
 impl Collector {
-    /// Records the imports of one run; `base` is the file offset of the pickle buffer's byte 0.
-    fn record(&mut self, entry: Option<&str>, base: Option<u64>, run: &Run) {
-        for imp in &run.imports {
+    /// Records imports found in `entry`; `base` is the file offset of the pickle buffer's byte 0.
+    fn record(&mut self, entry: Option<&str>, base: Option<u64>, imports: &[reader::Import]) {
+        for imp in imports {
             let verdict = match &imp.unresolved {
                 Some(_) => Verdict::Dangerous(
-                    "an import the pickle computes at load time cannot be checked",
+                    "an import the pickle computes at load time cannot be checked".into(),
                 ),
                 None => imports::classify(&imp.module, &imp.name),
             };
@@ -143,13 +171,18 @@ impl Collector {
             );
             self.imports
                 .entry(key)
-                .and_modify(|s| s.count += 1)
+                .and_modify(|s| {
+                    s.count += 1;
+                    s.used = s.used.or(imp.used);
+                })
                 .or_insert(Seen {
                     verdict,
                     position: imp.pos,
                     offset: base.map(|b| b + imp.pos as u64),
                     opcode: imp.opcode,
                     unresolved: imp.unresolved.clone(),
+                    used: imp.used,
+                    written: imp.written.clone(),
                     count: 1,
                 });
         }
@@ -173,34 +206,43 @@ impl Collector {
                 "offset": s.offset,
                 "opcode": s.opcode,
                 "count": s.count,
+                "used": s.used,
             });
-            match s.verdict {
-                Verdict::Dangerous(why) => {
-                    details["reason"] = json!(why);
-                    if let Some(u) = &s.unresolved {
-                        details["unresolved"] = json!(u);
-                    }
-                    let message = match &s.unresolved {
-                        Some(u) => format!(
-                            "pickle {} at byte {}: {u} ({module} {name}); it cannot be checked, so it counts as dangerous",
-                            s.opcode, s.position
-                        ),
-                        None => format!("pickle imports {module}.{name}: {why}; loading this file can run code"),
-                    };
+            if let Some(w) = &s.written {
+                details["written"] = json!(w);
+            }
+            let why = match (&s.verdict, s.used) {
+                (Verdict::Dangerous(why), _) => why.clone(),
+                (_, Some(how)) => format!("not on the allow-list, and used by the pickle ({how})"),
+                _ => {
                     self.findings.push(Finding::new(
-                        "pickle.dangerous-import",
-                        Severity::Critical,
-                        message,
+                        "pickle.unknown-import",
+                        Severity::Warning,
+                        format!(
+                            "pickle imports {module}.{name}, which is not on the allow-list (never called)"
+                        ),
                         details,
                     ));
+                    continue;
                 }
-                _ => self.findings.push(Finding::new(
-                    "pickle.unknown-import",
-                    Severity::Warning,
-                    format!("pickle imports {module}.{name}, which a checkpoint does not need"),
-                    details,
-                )),
+            };
+            details["reason"] = json!(why);
+            if let Some(u) = &s.unresolved {
+                details["unresolved"] = json!(u);
             }
+            let message = match &s.unresolved {
+                Some(u) => format!(
+                    "pickle {} at byte {}: {u} ({module} {name}); it cannot be checked, so it counts as dangerous",
+                    s.opcode, s.position
+                ),
+                None => format!("pickle imports {module}.{name}: {why}; loading this file can run code"),
+            };
+            self.findings.push(Finding::new(
+                "pickle.dangerous-import",
+                Severity::Critical,
+                message,
+                details,
+            ));
         }
         if !self.invalid.is_empty() {
             let first = self.invalid[0]["reason"].as_str().unwrap_or("").to_string();
@@ -234,7 +276,8 @@ impl Collector {
     }
 }
 
-/// Runs one pickle at `pos` of `data` and records its imports (and its error, when `report_error`).
+/// Runs one pickle at `pos` of `data` and records its imports (and its error, when `report_error`;
+/// never the cut-off end of a buffer that holds only the start of the data, when `cut`).
 fn run_one<'a>(
     data: &'a [u8],
     pos: usize,
@@ -242,11 +285,13 @@ fn run_one<'a>(
     base: Option<u64>,
     c: &mut Collector,
     report_error: bool,
+    cut: bool,
 ) -> Run<'a> {
     let run = reader::run(data, pos, Limits::default());
-    c.record(entry, base, &run);
-    if report_error {
-        if let Some((p, why)) = &run.error {
+    c.record(entry, base, &run.imports);
+    if let Some((p, why)) = &run.error {
+        let cut_off = cut && !run.complete && *p == run.stopped_at;
+        if report_error && !cut_off {
             c.invalid(entry, Some(*p), why.clone());
         }
     }
@@ -258,33 +303,50 @@ fn run_one<'a>(
     run
 }
 
+/// What [`scan_stream`] read: the first pickle, and where (and in which protocol) reading stopped.
+struct Streamed<'a> {
+    first: Option<Run<'a>>,
+    resume: usize,
+    proto: u8,
+}
+
 /// Every pickle concatenated in a raw stream (Python reads the first; scanners must see them all).
+/// `cut` says `data` is only the start of the stream.
 fn scan_stream<'a>(
     data: &'a [u8],
     entry: Option<&str>,
     base: Option<u64>,
     c: &mut Collector,
-) -> Option<Run<'a>> {
+    cut: bool,
+) -> Streamed<'a> {
     let mut first = None;
     let mut pos = 0;
+    let mut proto = 0;
     while pos < data.len() {
         let leading = first.is_none();
-        let run = run_one(data, pos, entry, base, c, leading);
+        let run = run_one(data, pos, entry, base, c, leading, cut);
         let (complete, end, ops) = (run.complete, run.end, run.ops);
+        proto = run.proto;
+        let stopped = run.stopped_at;
         if leading {
             first = Some(run);
         }
         // Bytes after the last pickle that are no pickle at all end the stream quietly.
         if !complete || end <= pos || ops == 0 {
+            pos = stopped;
             break;
         }
         pos = end;
     }
-    first
+    Streamed {
+        first,
+        resume: pos.min(data.len()),
+        proto,
+    }
 }
 
 fn scan_raw(data: &[u8], c: &mut Collector) {
-    scan_stream(data, None, Some(0), c);
+    scan_stream(data, None, Some(0), c, false);
 }
 
 /// Element size in bytes of a storage class, including classes without a safetensors dtype.
@@ -321,7 +383,7 @@ fn scan_legacy(data: &[u8], c: &mut Collector) -> Vec<TensorInfo> {
     let mut runs = Vec::new();
     let mut pos = 0;
     for _ in 0..LEGACY_PICKLES {
-        let run = run_one(data, pos, None, Some(0), c, true);
+        let run = run_one(data, pos, None, Some(0), c, true, false);
         let ok = run.complete && run.error.is_none();
         pos = run.end;
         runs.push(run);
@@ -417,6 +479,304 @@ fn scan_legacy(data: &[u8], c: &mut Collector) -> Vec<TensorInfo> {
     )
 }
 
+/// Checks the imports in the part of deflated entry `e` past what was inflated in memory, from inflated
+/// offset `from` on.
+fn stream_rest(data: &[u8], e: &zip::Entry, from: usize, proto: u8, c: &mut Collector) {
+    use std::io::Read;
+    let entry = Some(e.name.as_str());
+    if c.limited.len() < MAX_REASONS {
+        c.limited.push(json!({"entry": entry, "reason": format!(
+            "more than {MAX_INFLATED} bytes once inflated: the rest was streamed for imports"
+        )}));
+    }
+    let mut inflated = zip::inflater(data, e);
+    let skipped = std::io::copy(&mut (&mut inflated).take(from as u64), &mut std::io::sink());
+    if !matches!(skipped, Ok(n) if n == from as u64) {
+        c.invalid(entry, Some(from), "cannot inflate the entry again".into());
+        return;
+    }
+    let mut capped = (&mut inflated).take(MAX_STREAMED);
+    let s = reader::run_stream(&mut capped, from, proto, Limits::default());
+    c.record(entry, None, &s.imports);
+    if let Some((p, why)) = s.error {
+        c.invalid(entry, Some(p), why);
+    }
+    if (s.end - from) as u64 >= MAX_STREAMED && inflated.read(&mut [0u8; 1]).is_ok_and(|n| n == 1) {
+        c.findings.push(Finding::new(
+            "pickle.unchecked",
+            Severity::Critical,
+            format!(
+                "{}: more than {MAX_STREAMED} bytes once inflated; the rest is not checked for imports",
+                e.name
+            ),
+            json!({"entry": entry, "position": s.end}),
+        ));
+    }
+}
+
+/// Most storages / tensors one legacy tar member may declare.
+const MAX_TAR_RECORDS: i64 = 10_000_000;
+
+/// A member's bytes, clamped to the file.
+fn member<'a>(data: &'a [u8], m: &tar::Member) -> &'a [u8] {
+    let start = (m.data_start as usize).min(data.len());
+    let end = (m.data_start.saturating_add(m.size)).min(data.len() as u64) as usize;
+    &data[start..end.max(start)]
+}
+
+/// A legacy record key: torch keys its objects by int or str.
+fn key_of(run: &Run, id: reader::Id) -> Option<String> {
+    match run.get(id) {
+        Obj::Str(s) => Some(s.to_string()),
+        Obj::Int(v) => Some(v.to_string()),
+        _ => None,
+    }
+}
+
+/// The items of a run's root tuple or list.
+fn root_items<'r>(run: &'r Run) -> Option<&'r [reader::Id]> {
+    match run.root.map(|r| run.get(r)) {
+        Some(Obj::Tuple(v)) | Some(Obj::List(v)) => Some(v),
+        _ => None,
+    }
+}
+
+fn root_int(run: &Run) -> Option<i64> {
+    match run.root.map(|r| run.get(r)) {
+        Some(Obj::Int(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+/// Reads a tar member that interleaves pickles and raw records (`storages`, `tensors`); `record`
+/// reads the raw bytes after each record's pickle at the given offset and returns the offset after
+/// them. Every pickle in the member is checked; if the layout cannot be followed, the rest of the
+/// member is reported unchecked (critical): torch would go on unpickling it.
+fn tar_records(
+    data: &[u8],
+    m: &tar::Member,
+    c: &mut Collector,
+    mut record: impl FnMut(&Run, &[u8], usize) -> Result<usize, String>,
+) {
+    let body = member(data, m);
+    let entry = Some(m.name.as_str());
+    let base = Some(m.data_start);
+    let mut pos = 0;
+    let fail = |c: &mut Collector, at: usize, why: String| {
+        c.invalid(entry, Some(at), why);
+        if at < body.len() {
+            c.findings.push(Finding::new(
+                "pickle.unchecked",
+                Severity::Critical,
+                format!(
+                    "tar member {}: its layout cannot be followed past byte {at}; the rest (which torch                      unpickles) is not checked",
+                    m.name
+                ),
+                json!({"entry": entry, "position": at, "offset": m.data_start + at as u64}),
+            ));
+        }
+    };
+    let count = run_one(body, pos, entry, base, c, true, false);
+    let n = match (count.complete, root_int(&count)) {
+        (true, Some(n)) if (0..=MAX_TAR_RECORDS).contains(&n) => n,
+        _ => return fail(c, count.end, "record count is not a small int".into()),
+    };
+    pos = count.end;
+    for _ in 0..n {
+        let run = run_one(body, pos, entry, base, c, true, false);
+        if !run.complete {
+            return fail(c, run.end, "record pickle is incomplete".into());
+        }
+        match record(&run, body, run.end) {
+            Ok(next) => pos = next,
+            Err(why) => return fail(c, run.end, why),
+        }
+    }
+    if m.name == "storages" {
+        // Then one more pickle: the storage views.
+        let views = run_one(body, pos, entry, base, c, true, false);
+        if !views.complete {
+            return fail(c, views.end, "storage views pickle is incomplete".into());
+        }
+        record(&views, body, usize::MAX).ok();
+        pos = views.end;
+    }
+    if pos < body.len() {
+        // Bytes torch never reads; still checked for imports.
+        scan_stream(&body[pos..], entry, base.map(|b| b + pos as u64), c, false);
+    }
+}
+
+fn le_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+fn scan_tar(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, PickleError> {
+    let (members, problems) = tar::members(data);
+    for p in problems {
+        c.invalid(None, None, p);
+    }
+    let named = |n: &str| tar::find(&members, n);
+    if named("storages").is_none() && named("tensors").is_none() && named("pickle").is_none() {
+        // torch.load fails on such a tar before unpickling anything; pickles in it are still checked.
+        let mut any = false;
+        for m in &members {
+            let body = member(data, m);
+            let head = &body[..body.len().min(SNIFF_LEN)];
+            if (head.len() >= 2 && head[0] == 0x80 && head[1] <= 5) || looks_like_protocol0(head) {
+                any = true;
+                scan_stream(body, Some(&m.name), Some(m.data_start), c, false);
+            }
+        }
+        if !any {
+            return Err(PickleError::NoPickle);
+        }
+        return Ok(Vec::new());
+    }
+    // storages: count, then per storage (key, location, storage class) + int64 element count + data,
+    // then a list of views (view key, root key, offset, numel).
+    let mut storages: HashMap<String, (StorageRef, u64)> = HashMap::new();
+    let mut views: Vec<(String, String, u64)> = Vec::new();
+    if let Some(m) = named("storages") {
+        tar_records(data, m, c, |run, body, at| {
+            if at == usize::MAX {
+                for &v in root_items(run).unwrap_or(&[]) {
+                    if let Obj::Tuple(t) | Obj::List(t) = run.get(v) {
+                        if let (Some(target), Some(root), Some(Obj::Int(off))) = (
+                            t.first().and_then(|&i| key_of(run, i)),
+                            t.get(1).and_then(|&i| key_of(run, i)),
+                            t.get(2).map(|&i| run.get(i)),
+                        ) {
+                            views.push((target, root, (*off).max(0) as u64));
+                        }
+                    }
+                }
+                return Ok(at);
+            }
+            let items = root_items(run).ok_or("storage record is not a tuple")?;
+            let key = items
+                .first()
+                .and_then(|&i| key_of(run, i))
+                .ok_or("storage key is not a str or int")?;
+            let class = match items.get(2).map(|&i| run.get(i)) {
+                Some(Obj::Global(g)) => {
+                    format!("{}.{}", run.imports[*g].module, run.imports[*g].name)
+                }
+                _ => return Err("storage type is not a class".into()),
+            };
+            let short = class.rsplit('.').next().unwrap_or("");
+            let numel = le_u64(body, at).ok_or("storage size is cut off")?;
+            let s = StorageRef {
+                dtype: reader::dtype_of_storage(short),
+                class: class.clone(),
+                key: key.clone(),
+                numel,
+                view_offset: 0,
+            };
+            let elem = storage_elem_size(&s)
+                .ok_or(format!("storage {key}: unknown element type {class}"))?;
+            let bytes = numel.checked_mul(elem).ok_or("storage size overflows")?;
+            let next = (at as u64 + 8)
+                .checked_add(bytes)
+                .filter(|&e| e <= body.len() as u64)
+                .ok_or(format!("storage {key}: data runs past the member"))?;
+            storages.insert(key, (s, m.data_start + at as u64 + 8));
+            Ok(next as usize)
+        });
+    }
+    // tensors: count, then per tensor (key, storage key, class) + ndim (int32, 4 bytes padding),
+    // sizes and strides (int64 each), storage offset (int64).
+    let mut tensors: HashMap<String, TensorRef> = HashMap::new();
+    if let Some(m) = named("tensors") {
+        tar_records(data, m, c, |run, body, at| {
+            let items = root_items(run).ok_or("tensor record is not a tuple")?;
+            let key = items
+                .first()
+                .and_then(|&i| key_of(run, i))
+                .ok_or("tensor key")?;
+            let skey = items
+                .get(1)
+                .and_then(|&i| key_of(run, i))
+                .ok_or("storage key")?;
+            let ndim = body
+                .get(at..at + 4)
+                .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+                .filter(|&n| (0..=64).contains(&n))
+                .ok_or("tensor rank is cut off or out of range")? as usize;
+            let mut p = at + 8;
+            let mut ints = Vec::with_capacity(2 * ndim + 1);
+            for _ in 0..2 * ndim + 1 {
+                ints.push(le_u64(body, p).ok_or("tensor layout is cut off")?);
+                p += 8;
+            }
+            let storage = match storages.get(&skey) {
+                Some((s, _)) => s.clone(),
+                None => match views.iter().find(|v| v.0 == skey) {
+                    Some((_, root, off)) => {
+                        let mut s = storages.get(root).map(|x| x.0.clone()).ok_or("view root")?;
+                        s.view_offset = *off;
+                        s
+                    }
+                    None => {
+                        return Ok(p); // torch would fail; nothing to list
+                    }
+                },
+            };
+            tensors.insert(
+                key,
+                TensorRef {
+                    dtype: storage.dtype,
+                    storage,
+                    offset: ints[2 * ndim],
+                    shape: ints[..ndim].to_vec(),
+                    stride: ints[ndim..2 * ndim].to_vec(),
+                },
+            );
+            Ok(p)
+        });
+    }
+    let mut out = Vec::new();
+    if let Some(m) = named("pickle") {
+        let body = member(data, m);
+        let streamed = scan_stream(body, Some(&m.name), Some(m.data_start), c, false);
+        if let Some(mut run) = streamed.first.filter(|r| r.root.is_some()) {
+            for o in run.objs.iter_mut() {
+                if let Obj::PersKey(k) = o {
+                    if let Some(t) = tensors.get(k.as_str()) {
+                        *o = Obj::Tensor(Box::new(t.clone()));
+                    }
+                }
+            }
+            out = place_all(
+                &run,
+                |s| {
+                    let (st, start) = storages
+                        .get(&s.key)
+                        .ok_or_else(|| format!("storage {} not in the file", s.key))?;
+                    let bytes = storage_elem_size(st).unwrap_or(1) * st.numel;
+                    Ok((*start, bytes))
+                },
+                c,
+                Some(&m.name),
+            );
+        }
+    }
+    // Any other member that is a pickle (torch reads only these three; scanners check all).
+    for m in &members {
+        if matches!(m.name.as_str(), "storages" | "tensors" | "pickle") {
+            continue;
+        }
+        let body = member(data, m);
+        let head = &body[..body.len().min(SNIFF_LEN)];
+        if (head.len() >= 2 && head[0] == 0x80 && head[1] <= 5) || looks_like_protocol0(head) {
+            scan_stream(body, Some(&m.name), Some(m.data_start), c, false);
+        }
+    }
+    Ok(out)
+}
+
 fn is_pickle_name(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     n.ends_with(".pkl") || n.ends_with(".pickle")
@@ -479,7 +839,7 @@ fn scan_zip(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, PickleErr
         if !named && Some(i) != main_idx && is_storage_record(&e.name) {
             continue;
         }
-        let body = match zip::contents(data, e, MAX_INFLATED) {
+        let (body, cut) = match zip::contents(data, e, MAX_INFLATED) {
             Ok(b) => b,
             Err(why) => {
                 if named || Some(i) == main_idx {
@@ -495,7 +855,11 @@ fn scan_zip(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, PickleErr
         }
         scanned += 1;
         let base = (e.method == 0).then_some(e.data_start);
-        let Some(run) = scan_stream(&body, Some(&e.name), base, c) else {
+        let streamed = scan_stream(&body, Some(&e.name), base, c, cut);
+        if cut {
+            stream_rest(data, e, streamed.resume, streamed.proto, c);
+        }
+        let Some(run) = streamed.first else {
             continue;
         };
         if Some(i) != main_idx || run.root.is_none() {
@@ -620,6 +984,183 @@ mod tests {
                 }
                 let _ = looks_like_protocol0(&b[..b.len().min(SNIFF_LEN)]);
             }
+        }
+    }
+
+    /// A pre-1.0 tar checkpoint of `{'w': FloatTensor[2, 3]}` as torch's `legacy_load` reads it.
+    fn tar_ckpt(pickle: &[u8]) -> Vec<u8> {
+        let mut storages = b"\x80\x02K\x01.".to_vec();
+        storages.extend_from_slice(
+            b"\x80\x02(X\x01\x00\x00\x000X\x03\x00\x00\x00cpuctorch\nFloatStorage\nt.",
+        );
+        storages.extend_from_slice(&6u64.to_le_bytes());
+        storages.extend_from_slice(b"ABCDEFGHIJKLMNOPQRSTUVWX");
+        storages.extend_from_slice(b"\x80\x02].");
+        let mut tensors = b"\x80\x02K\x01.".to_vec();
+        tensors.extend_from_slice(b"\x80\x02(K\x01X\x01\x00\x00\x000ctorch\nFloatTensor\nt.");
+        tensors.extend_from_slice(&2i32.to_le_bytes());
+        tensors.extend_from_slice(&[0; 4]);
+        for v in [2u64, 3, 3, 1, 0] {
+            tensors.extend_from_slice(&v.to_le_bytes());
+        }
+        tar::tests::build(&[
+            ("storages", &storages),
+            ("tensors", &tensors),
+            ("pickle", pickle),
+        ])
+    }
+
+    #[test]
+    fn torch_tar_tensors_and_imports() {
+        let t = tar_ckpt(b"\x80\x02ccollections\nOrderedDict\n)RX\x01\x00\x00\x00wK\x01Qs.");
+        assert_eq!(crate::sniff::sniff(&t[..512], false), Format::TorchTar);
+        let s = scan(&t, Format::TorchTar).unwrap();
+        let checks: Vec<_> = s.findings.iter().map(|f| f.check).collect();
+        assert_eq!(checks, ["format.legacy-pickle"]);
+        assert_eq!(s.tensors.len(), 1);
+        let w = &s.tensors[0];
+        assert_eq!((w.name.as_str(), w.shape.clone()), ("w", vec![2, 3]));
+        assert_eq!(
+            &t[w.start as usize..w.end() as usize],
+            b"ABCDEFGHIJKLMNOPQRSTUVWX"
+        );
+        let bad = tar_ckpt(b"\x80\x02cposix\nsystem\nX\x02\x00\x00\x00id\x85R.");
+        let s = scan(&bad, Format::TorchTar).unwrap();
+        assert!(s
+            .findings
+            .iter()
+            .any(|f| f.check == "pickle.dangerous-import" && f.details["entry"] == "pickle"));
+        // A storage whose class has no element size: the member's rest is reported unchecked.
+        let odd = tar_ckpt(b"\x80\x02}.");
+        let i = odd.windows(12).position(|w| w == b"FloatStorage").unwrap();
+        let mut odd = odd;
+        odd[i..i + 5].copy_from_slice(b"Xloat");
+        let s = scan(&odd, Format::TorchTar).unwrap();
+        assert!(s.findings.iter().any(|f| f.check == "pickle.unchecked"));
+    }
+
+    /// Generated opcode streams (every opcode, odd operands) through every reader and format, bare and
+    /// wrapped in a stored zip, a deflated zip and a tar: no panic, no hang. `FASTSCAN_FUZZ_CASES` sets
+    /// the number of cases (docs/pickle-policy.md).
+    #[test]
+    fn fuzz_generated_pickles() {
+        let cases: usize = std::env::var("FASTSCAN_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        const PIECES: &[&[u8]] = &[
+            b"(",
+            b".",
+            b"0",
+            b"1",
+            b"2",
+            b"N",
+            b"I0x1f\n",
+            b"I01\n",
+            b"I 1_0\x0b\n",
+            b"L12L\n",
+            b"F1.5\n",
+            b"J\x01\x00\x00\x00",
+            b"K\x07",
+            b"M\x01\x02",
+            b"S'a\\x41'\n",
+            b"Vos\n",
+            b"X\x02\x00\x00\x00os",
+            b"U\x06system",
+            b"\x8c\x04eval",
+            b"\x8c\x08builtins",
+            b"C\x02ab",
+            b"B\x01\x00\x00\x00z",
+            b"\x8e\x02\x00\x00\x00\x00\x00\x00\x00zz",
+            b"a",
+            b"b",
+            b"cos\nsystem\n",
+            b"ccollections\nOrderedDict\n",
+            b"d",
+            b"}",
+            b"e",
+            b"g0\n",
+            b"h\x00",
+            b"j\x01\x00\x00\x00",
+            b"i__main__\nX\n",
+            b"l",
+            b"]",
+            b"o",
+            b"p0\n",
+            b"q\x01",
+            b"r\x02\x00\x00\x00",
+            b"s",
+            b"t",
+            b")",
+            b"u",
+            b"\x80\x02",
+            b"\x80\x04",
+            b"\x81",
+            b"\x82\x01",
+            b"\x85",
+            b"\x86",
+            b"\x87",
+            b"\x88",
+            b"\x89",
+            b"\x8a\x01\xff",
+            b"\x8f",
+            b"\x90",
+            b"\x91",
+            b"\x92",
+            b"\x93",
+            b"\x94",
+            b"\x95\x10\x00\x00\x00\x00\x00\x00\x00",
+            b"\x97",
+            b"\x98",
+            b"R",
+            b"Q",
+            b"P1\n",
+            b"\xff",
+            b"g0x1\n",
+            b"p-1\n",
+        ];
+        for _ in 0..cases {
+            let mut p = Vec::new();
+            for _ in 0..(rnd() % 60 + 1) {
+                p.extend_from_slice(PIECES[(rnd() as usize) % PIECES.len()]);
+            }
+            if rnd() % 2 == 0 {
+                p.push(b'.');
+            }
+            for f in [Format::Pickle, Format::TorchLegacy] {
+                let _ = scan(&p, f);
+            }
+            let _ = reader::run_stream(&mut &p[..], 0, 2, Limits::default());
+            let _ = imports_of(&p);
+            let stored = zip::tests::build(&[("a/data.pkl", "a/data.pkl", &p, 0)]);
+            let _ = scan(&stored, Format::TorchZip);
+            let _ = scan(
+                &tar::tests::build(&[("pickle", &p), ("storages", &p)]),
+                Format::TorchTar,
+            );
+            // The same entry deflated: rewrite method and sizes in place around compressed data.
+            let packed = miniz_oxide::deflate::compress_to_vec(&p, 6);
+            let mut e = zip::Entry {
+                name: "a/data.pkl".into(),
+                local_name: "a/data.pkl".into(),
+                method: 8,
+                flags: 0,
+                compressed_size: packed.len() as u64,
+                size: p.len() as u64,
+                header_offset: 0,
+                data_start: 0,
+            };
+            let _ = zip::contents(&packed, &e, 16);
+            e.compressed_size = (packed.len() / 2) as u64;
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut zip::inflater(&packed, &e), &mut sink);
         }
     }
 

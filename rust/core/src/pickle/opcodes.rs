@@ -141,16 +141,17 @@ pub fn decode(data: &[u8], pos: usize) -> R<(Op<'_>, usize)> {
         b'1' => Op::PopMark,
         b'2' => Op::Dup,
         b'F' => Op::Float(parse_float(c.line()?)?),
-        b'I' => match c.line()? {
-            b"00" => Op::Bool(false),
-            b"01" => Op::Bool(true),
-            t => parse_int_text(t)?,
-        },
+        b'I' => load_int(c.line()?)?,
         b'J' => Op::Int(c.i32()? as i64),
         b'K' => Op::Int(c.u8()? as i64),
         b'L' => {
             let t = c.line()?;
-            parse_int_text(t.strip_suffix(b"L").unwrap_or(t))?
+            // CPython drops one trailing `L` (not required), then reads the rest as `int(s, 0)`.
+            let t = t.strip_suffix(b"L").unwrap_or(t);
+            match py_long(c_string(t), 0) {
+                Some(v) => int_op(v),
+                None => return Err(DecodeError::BadOperand("LONG is not a number")),
+            }
         }
         b'M' => Op::Int(c.u16()? as i64),
         b'N' => Op::None,
@@ -282,25 +283,233 @@ fn ascii_trim(t: &[u8]) -> &[u8] {
     &t[s..e]
 }
 
-fn parse_int_text(t: &[u8]) -> R<Op<'static>> {
-    let t = ascii_trim(t);
-    let s = std::str::from_utf8(t).map_err(|_| DecodeError::BadOperand("INT is not text"))?;
-    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
-        return Err(DecodeError::BadOperand("INT is not a number"));
-    }
-    Ok(match s.replace('_', "").parse::<i64>() {
-        Ok(v) => Op::Int(v),
-        Err(_) => Op::BigInt,
-    })
+/// C's `isspace` in the C locale, which is also CPython's `Py_ISSPACE`: includes `\v` and `\f`.
+fn c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
+/// The operand as the C string CPython's unpickler parses: it ends at the first NUL byte.
+fn c_string(t: &[u8]) -> &[u8] {
+    t.iter().position(|&b| b == 0).map_or(t, |i| &t[..i])
+}
+
+/// An integer value as a pickle operand gives it: i64, or wider.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Int {
+    Small(i64),
+    Big,
+}
+
+fn int_op(v: Int) -> Op<'static> {
+    match v {
+        Int::Small(v) => Op::Int(v),
+        Int::Big => Op::BigInt,
+    }
+}
+
+/// Accumulates digits of `base` into an i64 magnitude (saturating into `Int::Big`).
+fn accumulate(acc: Option<i128>, digit: u32, base: u32) -> Option<i128> {
+    acc.and_then(|a| a.checked_mul(base as i128))
+        .and_then(|a| a.checked_add(digit as i128))
+        .filter(|a| *a <= i64::MAX as i128 + 1)
+}
+
+fn finish(neg: bool, mag: Option<i128>) -> Int {
+    match mag {
+        Some(m) => {
+            let v = if neg { -m } else { m };
+            i64::try_from(v).map_or(Int::Big, Int::Small)
+        }
+        None => Int::Big,
+    }
+}
+
+/// CPython's `PyLong_FromString(s, NULL, base)` (base 0 or 10) on a C string: surrounding whitespace,
+/// a sign, for base 0 a `0x`/`0o`/`0b` prefix (and no other leading zero on a non-zero value), single
+/// `_` between digits (and right after a prefix). `None` where CPython raises ValueError.
+fn py_long(t: &[u8], base: u32) -> Option<Int> {
+    let mut i = 0;
+    while i < t.len() && c_space(t[i]) {
+        i += 1;
+    }
+    let mut neg = false;
+    if i < t.len() && (t[i] == b'+' || t[i] == b'-') {
+        neg = t[i] == b'-';
+        i += 1;
+    }
+    let mut radix = if base == 0 { 10 } else { base };
+    let mut prefixed = false;
+    if base == 0 && i + 1 < t.len() && t[i] == b'0' {
+        radix = match t[i + 1].to_ascii_lowercase() {
+            b'x' => 16,
+            b'o' => 8,
+            b'b' => 2,
+            _ => 10,
+        };
+        if radix != 10 {
+            prefixed = true;
+            i += 2;
+            if i < t.len() && t[i] == b'_' {
+                i += 1;
+            }
+        }
+    }
+    let digits_start = i;
+    let mut mag = Some(0i128);
+    let mut last_underscore = false;
+    let mut ndigits = 0;
+    let mut nonzero = false;
+    while i < t.len() {
+        let b = t[i];
+        if b == b'_' {
+            if last_underscore || ndigits == 0 {
+                return None;
+            }
+            last_underscore = true;
+            i += 1;
+            continue;
+        }
+        let Some(d) = (b as char).to_digit(radix) else {
+            break;
+        };
+        nonzero |= d != 0;
+        mag = accumulate(mag, d, radix);
+        ndigits += 1;
+        last_underscore = false;
+        i += 1;
+    }
+    if ndigits == 0 || last_underscore {
+        return None;
+    }
+    // Base 0 without a prefix: a leading zero is allowed only when the value is zero ("00" is 0).
+    if base == 0 && !prefixed && t[digits_start] == b'0' && nonzero {
+        return None;
+    }
+    while i < t.len() && c_space(t[i]) {
+        i += 1;
+    }
+    (i == t.len()).then(|| finish(neg, mag))
+}
+
+/// C's `strtol(s, &end, 0)` in the C locale: leading whitespace, a sign, `0x` hex, a leading `0`
+/// octal, else decimal. Returns the value and the index where parsing stopped (`None` on overflow).
+fn c_strtol(t: &[u8]) -> (Option<i64>, usize) {
+    let mut i = 0;
+    while i < t.len() && c_space(t[i]) {
+        i += 1;
+    }
+    let mut neg = false;
+    if i < t.len() && (t[i] == b'+' || t[i] == b'-') {
+        neg = t[i] == b'-';
+        i += 1;
+    }
+    let mut radix = 10;
+    if i < t.len() && t[i] == b'0' {
+        let hex =
+            i + 2 < t.len() && t[i + 1].eq_ignore_ascii_case(&b'x') && t[i + 2].is_ascii_hexdigit();
+        if hex {
+            radix = 16;
+            i += 2;
+        } else {
+            radix = 8;
+        }
+    }
+    let start = i;
+    let mut mag = Some(0i128);
+    while i < t.len() {
+        let Some(d) = (t[i] as char).to_digit(radix) else {
+            break;
+        };
+        mag = accumulate(mag, d, radix);
+        i += 1;
+    }
+    if i == start {
+        return (Some(0), 0);
+    }
+    match finish(neg, mag) {
+        Int::Small(v) => (Some(v), i),
+        Int::Big => (None, i),
+    }
+}
+
+/// Protocol 0 `INT`, as CPython's `load_int`: `strtol(s, 0)` when it consumes the whole C string, and a
+/// bool when the line is two characters long and the value 0 or 1 (`I00`, `I01`, also `I+1`); else
+/// `int(s, 0)`.
+fn load_int(line: &[u8]) -> R<Op<'static>> {
+    let t = c_string(line);
+    if let (Some(v), end) = c_strtol(t) {
+        if end == t.len() && end > 0 {
+            return Ok(if line.len() == 2 && (v == 0 || v == 1) {
+                Op::Bool(v == 1)
+            } else {
+                Op::Int(v)
+            });
+        }
+    }
+    py_long(t, 0)
+        .map(int_op)
+        .ok_or(DecodeError::BadOperand("INT is not a number"))
+}
+
+/// GET / PUT index, as CPython's `load_get` / `load_put`: `int(s)` in base 10, not negative, and a
+/// `Py_ssize_t`.
 fn parse_index(t: &[u8]) -> R<u64> {
-    let t = ascii_trim(t);
-    std::str::from_utf8(t)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or(DecodeError::BadOperand("memo index is not a number"))
+    match py_long(c_string(t), 10) {
+        Some(Int::Small(v)) if v >= 0 => Ok(v as u64),
+        _ => Err(DecodeError::BadOperand("memo index is not a number")),
+    }
+}
+
+/// How far an opcode reaches, from its first byte: a byte count (length-prefixed operands) or a number
+/// of text lines. `None` when the header itself is incomplete or bad.
+#[derive(Debug, PartialEq)]
+pub enum Extent {
+    Bytes(u64),
+    Lines(u8),
+}
+
+/// The extent of the opcode at the start of `d` (see [`Extent`]).
+pub fn extent(d: &[u8]) -> Option<Extent> {
+    let le = |n: usize| -> Option<u64> {
+        let b = d.get(1..1 + n)?;
+        let mut v = [0u8; 8];
+        v[..n].copy_from_slice(b);
+        Some(u64::from_le_bytes(v))
+    };
+    let sized = |n: usize, signed: bool| -> Option<Extent> {
+        let len = le(n)?;
+        if signed && len & 0x8000_0000 != 0 {
+            return None;
+        }
+        Some(Extent::Bytes(1 + n as u64 + len))
+    };
+    match *d.first()? {
+        b'F' | b'I' | b'L' | b'P' | b'S' | b'V' | b'g' | b'p' => Some(Extent::Lines(1)),
+        b'c' | b'i' => Some(Extent::Lines(2)),
+        b'T' | 0x8b => sized(4, true),
+        b'X' | b'B' => sized(4, false),
+        b'U' | b'C' | 0x8a | 0x8c => sized(1, false),
+        0x8d | 0x8e | 0x96 => le(8).and_then(|n| n.checked_add(9)).map(Extent::Bytes),
+        _ => None,
+    }
+}
+
+/// Where to go on after an opcode at `pos` that cannot be decoded: past its text line(s) for a
+/// line-operand opcode, else the next byte.
+pub fn resync_point(d: &[u8], pos: usize) -> usize {
+    if let Some(Extent::Lines(n)) = extent(&d[pos..]) {
+        let mut left = n;
+        for (i, &b) in d[pos..].iter().enumerate() {
+            if b == b'\n' {
+                left -= 1;
+                if left == 0 {
+                    return pos + i + 1;
+                }
+            }
+        }
+        return d.len();
+    }
+    pos + 1
 }
 
 fn parse_float(t: &[u8]) -> R<f64> {
@@ -455,6 +664,61 @@ mod tests {
         assert_eq!(one(b"G?\xf0\x00\x00\x00\x00\x00\x00"), Op::Float(1.0));
         assert_eq!(one(b"g12\n"), Op::Get(12));
         assert_eq!(decode(b"C\x03abcN", 0).unwrap(), (Op::Bytes(3), 5));
+    }
+
+    /// Operands as CPython's C unpickler reads them (`_pickle.c` load_int: strtol base 0, then
+    /// `int(s, 0)`; load_long: `int(s, 0)`; load_get / load_put: `int(s)`), values as Python computes them.
+    #[test]
+    fn operands_parse_like_cpython() {
+        for (line, want) in [
+            (&b"I0x1f\n"[..], Op::Int(31)),
+            (b"I0o17\n", Op::Int(15)),
+            (b"I0b101\n", Op::Int(5)),
+            (b"I010\n", Op::Int(8)), // C strtol reads a leading 0 as octal
+            (b"I1_000\n", Op::Int(1000)),
+            (b"I\x0b 42\x0c\n", Op::Int(42)),
+            (b"I-0x10\n", Op::Int(-16)),
+            (b"I7\x00junk\n", Op::Int(7)), // C strings end at NUL
+            (b"I+1\n", Op::Bool(true)),
+            (b"I00\n", Op::Bool(false)),
+            (b"I 1 \n", Op::Int(1)),
+            (b"L0x_ff\n", Op::Int(255)),
+            (b"L12_3L\n", Op::Int(123)),
+            (b"L0\n", Op::Int(0)),
+            (b"I99999999999999999999\n", Op::BigInt),
+            (b"g0012\n", Op::Get(12)),
+            (b"g1_2\n", Op::Get(12)),
+            (b"p\x0b3\t\n", Op::Put(3)),
+        ] {
+            assert_eq!(one(line), want, "{:?}", String::from_utf8_lossy(line));
+        }
+        for bad in [
+            &b"I08\n"[..],
+            b"I1__0\n",
+            b"I_1\n",
+            b"I1_\n",
+            b"I0x\n",
+            b"L010\n", // int('010', 0) is an error (no C strtol for LONG)
+            b"g0x1\n",
+            b"p-1\n",
+            b"I\n",
+        ] {
+            assert!(
+                matches!(decode(bad, 0), Err(DecodeError::BadOperand(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn extents_and_resync() {
+        assert_eq!(extent(b"\x8e\x05\0\0\0\0\0\0\0"), Some(Extent::Bytes(14)));
+        assert_eq!(extent(b"X\x02\0\0\0"), Some(Extent::Bytes(7)));
+        assert_eq!(extent(b"T\xff\xff\xff\xff"), None);
+        assert_eq!(extent(b"cos"), Some(Extent::Lines(2)));
+        assert_eq!(resync_point(b"I1.5\nN", 0), 5);
+        assert_eq!(resync_point(b"\x01N", 0), 1);
     }
 
     #[test]

@@ -2,14 +2,18 @@
 //! position, and builds just enough of the value graph (dicts, lists, tuples, strings, ints, persistent
 //! storages, `_rebuild_tensor*` results) to list tensors. Nothing is imported or called.
 //!
-//! Values live in an arena (ids, no recursion, no reference cycles to leak). Past the memory limits the
-//! machine stops tracking values and keeps scanning opcodes for imports ("lexical" mode), where an
-//! operand it can no longer resolve counts as dangerous.
+//! Values live in an arena (ids, no recursion, no reference cycles to leak). Every import remembers how
+//! the pickle uses it (called by REDUCE / NEWOBJ / INST / OBJ, built on by BUILD, passed to a call).
+//! Past the memory limits, and after any opcode it cannot decode, the machine stops tracking values and
+//! keeps scanning opcodes for imports ("lexical" mode): there an operand it can no longer resolve, and
+//! the use of every import, count as dangerous, and memo slots are numbered exactly as CPython numbers
+//! them but resolve only when lexical mode filled them itself.
 
-use super::opcodes::{decode, DecodeError, Op};
+use super::opcodes::{decode, extent, resync_point, DecodeError, Extent, Op};
 use crate::dtype::Dtype;
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::io::Read;
 
 /// Index of a value in the arena.
 pub type Id = u32;
@@ -24,6 +28,8 @@ pub struct Limits {
     pub max_text: usize,
     /// Imports recorded before only dangerous ones are kept.
     pub max_imports: usize,
+    /// Keep scanning lexically after an opcode that cannot be decoded (off only to sniff formats).
+    pub resync: bool,
 }
 
 impl Default for Limits {
@@ -34,6 +40,7 @@ impl Default for Limits {
             max_entries: 4_000_000,
             max_text: 64 << 20,
             max_imports: 100_000,
+            resync: true,
         }
     }
 }
@@ -81,6 +88,8 @@ pub enum Obj<'a> {
     Instance,
     Storage(Box<StorageRef>),
     Tensor(Box<TensorRef>),
+    /// A persistent id that is a plain string or int (the legacy tar format's tensor keys).
+    PersKey(String),
     /// A persistent id that is no storage, a buffer, or anything else opaque.
     Opaque,
 }
@@ -96,6 +105,52 @@ pub struct Import {
     pub opcode: &'static str,
     /// `Some(reason)` when the operands could not be resolved to two strings.
     pub unresolved: Option<String>,
+    /// How the pickle uses the imported object (`REDUCE`, `BUILD`, `argument`, ...): the first use seen,
+    /// [`UNTRACKED`] when values were no longer followed, `None` when it is never used.
+    pub used: Option<&'static str>,
+    /// `module name` as written in the pickle, when CPython's `_compat_pickle` renames it.
+    pub written: Option<String>,
+}
+
+/// The use of an import met while values were not followed (lexical mode): it may be called.
+pub const UNTRACKED: &str = "not tracked (the pickle was read lexically from here)";
+
+impl Import {
+    fn new(module: String, name: String, pos: usize, opcode: &'static str) -> Import {
+        Import {
+            module,
+            name,
+            pos,
+            opcode,
+            unresolved: None,
+            used: None,
+            written: None,
+        }
+    }
+
+    /// An import whose target cannot be named: always treated as dangerous.
+    fn unresolved(
+        module: String,
+        name: String,
+        pos: usize,
+        opcode: &'static str,
+        why: &str,
+    ) -> Import {
+        Import {
+            unresolved: Some(why.into()),
+            ..Import::new(module, name, pos, opcode)
+        }
+    }
+
+    /// A GLOBAL / INST / STACK_GLOBAL target as CPython resolves it under pickle protocol `proto`.
+    fn resolved(module: &str, name: &str, pos: usize, opcode: &'static str, proto: u8) -> Import {
+        let (m, n) = super::imports::resolve(module, name, proto);
+        let written = (m != module || n != name).then(|| format!("{module} {name}"));
+        Import {
+            written,
+            ..Import::new(m, n, pos, opcode)
+        }
+    }
 }
 
 /// What running one pickle gave.
@@ -110,12 +165,14 @@ pub struct Run<'a> {
     pub complete: bool,
     /// Where and why reading went wrong (the first problem).
     pub error: Option<(usize, String)>,
-    /// True when the bytes end inside an opcode or its operand.
-    pub truncated: bool,
     /// The memory limit that stopped value tracking (imports were still all read).
     pub limited: Option<String>,
     /// Number of opcodes read.
     pub ops: usize,
+    /// Offset of the opcode reading stopped at (the one cut off, for a truncated pickle; else `end`).
+    pub stopped_at: usize,
+    /// Pickle protocol in force at the end (the last PROTO opcode's).
+    pub proto: u8,
 }
 
 impl<'a> Run<'a> {
@@ -136,33 +193,17 @@ struct Machine<'a> {
     entries: usize,
     text: usize,
     limits: Limits,
+    /// Protocol announced by the last PROTO opcode (CPython starts at 0).
+    proto: u8,
 }
 
-type Step = Result<(), Stop>;
+type Step = Result<(), String>;
 
-/// Why tracking a pickle's values stopped.
-#[derive(Debug)]
-enum Stop {
-    /// A memory limit was reached (the pickle may be fine; imports are still all read).
-    Limit(String),
-    /// The pickle is malformed.
-    Malformed(String),
-}
+/// Marks an error as a memory limit reached (not a malformed pickle).
+const LIMIT: &str = "limit: ";
 
-impl From<String> for Stop {
-    fn from(why: String) -> Self {
-        Stop::Malformed(why)
-    }
-}
-
-impl From<&str> for Stop {
-    fn from(why: &str) -> Self {
-        Stop::Malformed(why.to_string())
-    }
-}
-
-fn over_limit(why: impl std::fmt::Display) -> Stop {
-    Stop::Limit(why.to_string())
+fn over_limit(why: impl std::fmt::Display) -> String {
+    format!("{LIMIT}{why}")
 }
 
 /// The memo: a vector for the dense indices picklers write, a map for anything else.
@@ -217,7 +258,7 @@ impl Memo {
 }
 
 impl<'a> Machine<'a> {
-    fn alloc(&mut self, o: Obj<'a>) -> Result<Id, Stop> {
+    fn alloc(&mut self, o: Obj<'a>) -> Result<Id, String> {
         if self.objs.len() >= self.limits.max_objects {
             return Err(over_limit(format!(
                 "more than {} values",
@@ -266,21 +307,21 @@ impl<'a> Machine<'a> {
         self.marks.last().copied().unwrap_or(0)
     }
 
-    fn pop(&mut self) -> Result<Id, Stop> {
+    fn pop(&mut self) -> Result<Id, String> {
         if self.stack.len() <= self.floor() {
             return Err("stack underflow".into());
         }
         Ok(self.stack.pop().unwrap())
     }
 
-    fn top(&self) -> Result<Id, Stop> {
+    fn top(&self) -> Result<Id, String> {
         if self.stack.len() <= self.floor() {
             return Err("stack underflow".into());
         }
         Ok(*self.stack.last().unwrap())
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<Id>, Stop> {
+    fn pop_mark(&mut self) -> Result<Vec<Id>, String> {
         let m = self.marks.pop().ok_or("no MARK on the stack")?;
         Ok(self.stack.split_off(m))
     }
@@ -328,14 +369,38 @@ impl<'a> Machine<'a> {
                 self.limits.max_imports
             )));
         }
-        self.imports.push(Import {
-            module: module.to_string(),
-            name: name.to_string(),
-            pos,
-            opcode,
-            unresolved: None,
-        });
-        self.push(Obj::Global(self.imports.len() - 1))
+        self.push(Obj::Global(self.imports.len()))?;
+        self.imports
+            .push(Import::resolved(module, name, pos, opcode, self.proto));
+        Ok(())
+    }
+
+    /// Records that the import behind value `id` (if it is one) is used as `how`.
+    fn mark_used(&mut self, id: Id, how: &'static str) {
+        if let Obj::Global(i) = self.objs[id as usize] {
+            self.imports[i].used.get_or_insert(how);
+        }
+    }
+
+    /// Marks every import reachable inside value `id` (a call's arguments, a BUILD state) as `how`.
+    fn mark_inside(&mut self, id: Id, how: &'static str) {
+        let mut todo = vec![id];
+        let mut seen = 0;
+        while let Some(i) = todo.pop() {
+            seen += 1;
+            if seen > MAX_ARG_VISITS {
+                break;
+            }
+            match &self.objs[i as usize] {
+                Obj::Global(g) => {
+                    let g = *g;
+                    self.imports[g].used.get_or_insert(how);
+                }
+                Obj::Tuple(v) | Obj::List(v) => todo.extend(v.iter().copied()),
+                Obj::Dict(pairs) => todo.extend(pairs.iter().flat_map(|&(k, v)| [k, v])),
+                _ => {}
+            }
+        }
     }
 
     fn tuple_items(&self, id: Id) -> Option<&[Id]> {
@@ -352,12 +417,14 @@ impl<'a> Machine<'a> {
             .collect()
     }
 
-    /// What calling `callable(*args)` gives, for the few callables a checkpoint uses.
-    fn call(&mut self, callable: Id, args: Id, depth: u8) -> Result<Id, Stop> {
+    /// What calling `callable(*args)` gives, for the few callables a checkpoint uses; `how` is the
+    /// opcode that calls it.
+    fn call(&mut self, callable: Id, args: Id, depth: u8, how: &'static str) -> Result<Id, String> {
+        self.mark_used(callable, how);
+        self.mark_inside(args, "argument of a call");
         let Some((module, name)) = self.global_name(callable) else {
             return self.alloc(Obj::Instance);
         };
-        let module = super::imports::normalize_module(module);
         let args_v: Vec<Id> = self
             .tuple_items(args)
             .map(|a| a.to_vec())
@@ -375,7 +442,7 @@ impl<'a> Machine<'a> {
                 });
             }
             ("torch._tensor", "_rebuild_from_type_v2") if depth < 4 && args_v.len() >= 3 => {
-                return self.call(args_v[0], args_v[2], depth + 1);
+                return self.call(args_v[0], args_v[2], depth + 1, how);
             }
             ("torch._utils", "_rebuild_tensor")
             | ("torch._utils", "_rebuild_tensor_v2")
@@ -418,14 +485,20 @@ impl<'a> Machine<'a> {
     }
 
     /// `('storage', torch.XStorage, key, location, numel[, view_metadata])` becomes a storage.
-    fn persistent(&mut self, pid: Id) -> Result<Id, Stop> {
+    fn persistent(&mut self, pid: Id) -> Result<Id, String> {
+        self.mark_inside(pid, "persistent id (passed to persistent_load)");
         let items = self
             .tuple_items(pid)
             .map(|a| a.to_vec())
             .unwrap_or_default();
         let is_storage = items.len() >= 5 && self.str_of(items[0]) == Some("storage");
         if !is_storage {
-            return self.alloc(Obj::Opaque);
+            let key = match &self.objs[pid as usize] {
+                Obj::Str(s) => Obj::PersKey(s.to_string()),
+                Obj::Int(v) => Obj::PersKey(v.to_string()),
+                _ => Obj::Opaque,
+            };
+            return self.alloc(key);
         }
         let class = match self.global_name(items[1]) {
             Some((m, n)) => format!("{m}.{n}"),
@@ -457,7 +530,7 @@ impl<'a> Machine<'a> {
         })))
     }
 
-    fn step(&mut self, op: Op<'a>, pos: usize) -> Result<Option<Id>, Stop> {
+    fn step(&mut self, op: &Op<'a>, pos: usize) -> Result<Option<Id>, String> {
         match op {
             Op::Mark => {
                 if self.marks.len() >= self.limits.max_stack {
@@ -480,12 +553,12 @@ impl<'a> Machine<'a> {
                 let t = self.top()?;
                 self.push_id(t)?;
             }
-            Op::Int(v) => self.push(Obj::Int(v))?,
+            Op::Int(v) => self.push(Obj::Int(*v))?,
             Op::BigInt => self.push(Obj::BigInt)?,
-            Op::Bool(b) => self.push(Obj::Bool(b))?,
-            Op::Float(f) => self.push(Obj::Float(f))?,
+            Op::Bool(b) => self.push(Obj::Bool(*b))?,
+            Op::Float(f) => self.push(Obj::Float(*f))?,
             Op::None => self.push(Obj::None)?,
-            Op::PersId(_) => self.push(Obj::Opaque)?,
+            Op::PersId(k) => self.push(Obj::PersKey(k.to_string()))?,
             Op::BinPersId => {
                 let pid = self.pop()?;
                 let s = self.persistent(pid)?;
@@ -494,18 +567,24 @@ impl<'a> Machine<'a> {
             Op::Reduce | Op::NewObj => {
                 let args = self.pop()?;
                 let callable = self.pop()?;
-                let r = self.call(callable, args, 0)?;
+                let how = if *op == Op::Reduce {
+                    "REDUCE"
+                } else {
+                    "NEWOBJ"
+                };
+                let r = self.call(callable, args, 0, how)?;
                 self.push_id(r)?;
             }
             Op::NewObjEx => {
-                let _kwargs = self.pop()?;
+                let kwargs = self.pop()?;
                 let args = self.pop()?;
                 let callable = self.pop()?;
-                let r = self.call(callable, args, 0)?;
+                self.mark_inside(kwargs, "argument of a call");
+                let r = self.call(callable, args, 0, "NEWOBJ_EX")?;
                 self.push_id(r)?;
             }
             Op::Str(s) => {
-                if let Cow::Owned(o) = &s {
+                if let Cow::Owned(o) = s {
                     self.text += o.len();
                     if self.text > self.limits.max_text {
                         return Err(over_limit(format!(
@@ -514,9 +593,9 @@ impl<'a> Machine<'a> {
                         )));
                     }
                 }
-                self.push(Obj::Str(s))?
+                self.push(Obj::Str(s.clone()))?
             }
-            Op::Bytes(n) => self.push(Obj::Bytes(n))?,
+            Op::Bytes(n) => self.push(Obj::Bytes(*n))?,
             Op::Append => {
                 let v = self.pop()?;
                 let l = self.top()?;
@@ -534,31 +613,33 @@ impl<'a> Machine<'a> {
                 }
             }
             Op::Build => {
-                let _state = self.pop()?;
+                let state = self.pop()?;
                 let target = self.top()?;
+                self.mark_inside(state, "BUILD state");
                 if let Obj::Global(i) = self.objs[target as usize] {
                     // Setting attributes on an imported module or class rewrites what later imports resolve to.
                     let (module, name) =
                         (self.imports[i].module.clone(), self.imports[i].name.clone());
-                    self.imports.push(Import {
+                    self.mark_used(target, "BUILD");
+                    let mut imp = Import::unresolved(
                         module,
                         name,
                         pos,
-                        opcode: "BUILD",
-                        unresolved: Some(
-                            "BUILD sets attributes on an imported module or class".into(),
-                        ),
-                    });
+                        "BUILD",
+                        "BUILD sets attributes on an imported module or class",
+                    );
+                    imp.used = Some("BUILD");
+                    self.imports.push(imp);
                 }
             }
-            Op::Global(m, n) => self.import(&m, &n, pos, "GLOBAL")?,
+            Op::Global(m, n) => self.import(m, n, pos, "GLOBAL")?,
             Op::Inst(m, n) => {
-                self.import(&m, &n, pos, "INST")?;
+                self.import(m, n, pos, "INST")?;
                 let class = self.pop()?;
                 let args = self.pop_mark()?;
                 self.grow(args.len())?;
                 let t = self.alloc(Obj::Tuple(args))?;
-                let r = self.call(class, t, 0)?;
+                let r = self.call(class, t, 0, "INST")?;
                 self.push_id(r)?;
             }
             Op::Obj => {
@@ -569,7 +650,7 @@ impl<'a> Machine<'a> {
                 let class = items.remove(0);
                 self.grow(items.len())?;
                 let t = self.alloc(Obj::Tuple(items))?;
-                let r = self.call(class, t, 0)?;
+                let r = self.call(class, t, 0, "OBJ")?;
                 self.push_id(r)?;
             }
             Op::Dict => {
@@ -603,6 +684,7 @@ impl<'a> Machine<'a> {
                 }
             }
             Op::Get(i) => {
+                let i = *i;
                 let id = self
                     .memo
                     .get(i)
@@ -611,7 +693,7 @@ impl<'a> Machine<'a> {
             }
             Op::Put(i) => {
                 let t = self.top()?;
-                self.memo.put(i, t, self.limits.max_objects)?;
+                self.memo.put(*i, t, self.limits.max_objects)?;
             }
             Op::Memoize => {
                 let t = self.top()?;
@@ -657,22 +739,24 @@ impl<'a> Machine<'a> {
                         self.import(&m, &n, pos, "STACK_GLOBAL")?;
                     }
                     _ => {
-                        self.imports.push(Import {
-                            module: describe(&self.objs[module as usize]),
-                            name: describe(&self.objs[name as usize]),
+                        let imp = Import::unresolved(
+                            describe(&self.objs[module as usize]),
+                            describe(&self.objs[name as usize]),
                             pos,
-                            opcode: "STACK_GLOBAL",
-                            unresolved: Some("operands are not two strings".into()),
-                        });
-                        self.push(Obj::Global(self.imports.len() - 1))?;
+                            "STACK_GLOBAL",
+                            "operands are not two strings",
+                        );
+                        self.push(Obj::Global(self.imports.len()))?;
+                        self.imports.push(imp);
                     }
                 }
             }
             Op::Ext(code) => {
-                self.imports.push(ext_import(code, pos));
-                self.push(Obj::Global(self.imports.len() - 1))?;
+                self.push(Obj::Global(self.imports.len()))?;
+                self.imports.push(ext_import(*code, pos));
             }
-            Op::Proto(_) | Op::Frame(_) | Op::ReadonlyBuffer => {}
+            Op::Proto(p) => self.proto = *p,
+            Op::Frame(_) | Op::ReadonlyBuffer => {}
             Op::NextBuffer => self.push(Obj::Opaque)?,
         }
         Ok(None)
@@ -680,13 +764,13 @@ impl<'a> Machine<'a> {
 }
 
 fn ext_import(code: i64, pos: usize) -> Import {
-    Import {
-        module: "copyreg extension registry".into(),
-        name: format!("code {code}"),
+    Import::unresolved(
+        "copyreg extension registry".into(),
+        format!("code {code}"),
         pos,
-        opcode: "EXT",
-        unresolved: Some("the extension registry can name any global".into()),
-    }
+        "EXT",
+        "the extension registry can name any global",
+    )
 }
 
 fn describe(o: &Obj) -> String {
@@ -751,6 +835,9 @@ pub fn dtype_of_torch_name(name: &str) -> Option<Dtype> {
     })
 }
 
+/// Most values one call's arguments (or a BUILD state) are searched for imports they pass on.
+const MAX_ARG_VISITS: usize = 4096;
+
 /// Runs the pickle starting at `start` in `data` up to its STOP, never executing anything.
 pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
     let mut m = Machine {
@@ -763,16 +850,16 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
         entries: 0,
         text: 0,
         limits,
+        proto: 0,
     };
     let mut pos = start;
-    let mut lexical = false;
+    let mut lexical: Option<Shadow> = None;
     let mut error: Option<(usize, String)> = None;
     let mut limited = None;
-    let mut shadow = Shadow::default();
     let mut root = None;
     let mut complete = false;
     let mut ops = 0usize;
-    let mut truncated = false;
+    let mut stopped_at = None;
     loop {
         let (op, next) = match decode(data, pos) {
             Ok(x) => x,
@@ -780,60 +867,55 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
                 if error.is_none() {
                     error = Some((pos, e.to_string()));
                 }
-                if e == DecodeError::Truncated {
-                    pos = data.len();
-                    truncated = true;
+                if e == DecodeError::Truncated || !limits.resync {
+                    stopped_at = Some(pos);
+                    if e == DecodeError::Truncated {
+                        pos = data.len();
+                    }
+                    break;
                 }
-                break;
+                // CPython stops here, but a scanner that stops can be blinded by any operand it
+                // parses differently: go on lexically after the opcode that cannot be decoded.
+                lexical.get_or_insert_with(|| m.go_lexical()).garbled = true;
+                pos = resync_point(data, pos);
+                continue;
             }
         };
         ops += 1;
         let is_stop = op == Op::Stop;
-        if lexical {
-            let operands = shadow.see(&op);
-            let imp = match op {
-                Op::Global(mo, n) => Some(lexical_import(&mo, &n, pos, "GLOBAL")),
-                Op::Inst(mo, n) => Some(lexical_import(&mo, &n, pos, "INST")),
-                Op::StackGlobal => Some(match operands {
-                    Some((mo, n)) => lexical_import(&mo, &n, pos, "STACK_GLOBAL"),
-                    None => Import {
-                        module: "<unknown>".into(),
-                        name: "<unknown>".into(),
-                        pos,
-                        opcode: "STACK_GLOBAL",
-                        unresolved: Some("operands not tracked after an earlier problem".into()),
-                    },
-                }),
-                Op::Ext(code) => Some(ext_import(code, pos)),
-                _ => None,
-            };
-            if let Some(imp) = imp {
-                keep_import(&mut m.imports, imp, limits.max_imports);
-            }
-        } else {
-            match m.step(op, pos) {
-                Ok(Some(r)) => root = Some(r),
-                Ok(None) => {}
-                Err(why) => {
-                    match why {
-                        Stop::Limit(l) => limited = Some(format!("{l} (at byte {pos})")),
-                        Stop::Malformed(why) => error = Some((pos, why)),
+        match &mut lexical {
+            Some(sh) => lexical_step(sh, &op, pos, &mut m, true),
+            None => {
+                let before = m.imports.len();
+                match m.step(&op, pos) {
+                    Ok(Some(r)) => root = Some(r),
+                    Ok(None) => {}
+                    Err(why) => {
+                        match why.strip_prefix(LIMIT) {
+                            Some(l) => limited = Some(format!("{l} (at byte {pos})")),
+                            None => error = Some((pos, why)),
+                        }
+                        // The failed opcode is replayed lexically (its memo slot, its string), unless
+                        // the machine already recorded its import.
+                        let mut sh = m.go_lexical();
+                        let record = m.imports.len() == before;
+                        lexical_step(&mut sh, &op, pos, &mut m, record);
+                        lexical = Some(sh);
                     }
-                    lexical = true;
-                    m.objs.clear();
-                    m.objs.shrink_to_fit();
-                    m.stack = Vec::new();
-                    m.memo = Memo::default();
                 }
             }
         }
+        if let Op::Proto(p) = op {
+            m.proto = p;
+        }
         pos = next;
-        if is_stop {
+        // Past an undecodable opcode a STOP byte ends nothing: the rest of the data is read to its end.
+        if is_stop && !lexical.as_ref().is_some_and(|sh| sh.garbled) {
             complete = true;
             break;
         }
     }
-    if lexical {
+    if lexical.is_some() {
         root = None;
     }
     Run {
@@ -843,38 +925,108 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
         end: pos,
         complete,
         error,
-        truncated,
         limited,
         ops,
+        stopped_at: stopped_at.unwrap_or(pos),
+        proto: m.proto,
+    }
+}
+
+impl Machine<'_> {
+    /// Stops following values: every import so far may now be used unseen; the memo keeps its keys
+    /// (so MEMOIZE numbers slots as CPython does) but no value.
+    fn go_lexical(&mut self) -> Shadow {
+        for imp in &mut self.imports {
+            imp.used.get_or_insert(UNTRACKED);
+        }
+        self.objs = Vec::new();
+        self.stack = Vec::new();
+        self.marks = Vec::new();
+        Shadow::new(std::mem::take(&mut self.memo), true)
+    }
+}
+
+/// One opcode in lexical mode: imports are recorded (when `record`), operands tracked by the shadow.
+fn lexical_step(sh: &mut Shadow, op: &Op, pos: usize, m: &mut Machine, record: bool) {
+    let operands = sh.see(op);
+    if !record {
+        return;
+    }
+    let proto = match op {
+        Op::Proto(p) => *p,
+        _ => m.proto,
+    };
+    let imp = match op {
+        Op::Global(mo, n) => Some(Import::resolved(mo, n, pos, "GLOBAL", proto)),
+        Op::Inst(mo, n) => Some(Import::resolved(mo, n, pos, "INST", proto)),
+        Op::StackGlobal => Some(match operands {
+            Some((mo, n)) => Import::resolved(&mo, &n, pos, "STACK_GLOBAL", proto),
+            None => Import::unresolved(
+                "<unknown>".into(),
+                "<unknown>".into(),
+                pos,
+                "STACK_GLOBAL",
+                "operands not tracked after an earlier problem",
+            ),
+        }),
+        Op::Ext(code) => Some(ext_import(*code, pos)),
+        _ => None,
+    };
+    // Past an undecodable opcode the bytes may be anything (CPython stops there): only imports of
+    // names the import system can resolve are kept, so random data does not read as code.
+    let imp = imp.filter(|i| !sh.garbled || importable(i));
+    if let Some(mut imp) = imp {
+        imp.used = Some(UNTRACKED);
+        keep_import(&mut m.imports, imp, m.limits.max_imports);
     }
 }
 
 /// Lexical mode's view of operands, as picklescan resolves STACK_GLOBAL: the strings the last two
-/// opcodes pushed, and memoized short strings (bounded). Anything unsure resolves to nothing.
-#[derive(Default)]
+/// opcodes pushed, and the short strings it memoized itself (bounded). Memo keys are counted as CPython
+/// counts them (MEMOIZE stores at `len(memo)`), including the keys set before lexical mode began, so a
+/// slot is never confused with another; anything unsure resolves to nothing.
 struct Shadow {
     last: [Option<String>; 2],
-    memo: HashMap<u64, String>,
-    next_memo: u64,
+    /// Every memo key set (values unused): what MEMOIZE numbers the next slot with.
+    keys: Memo,
+    /// True past an opcode that could not be decoded: what follows may be no pickle at all.
+    garbled: bool,
+    /// False once more keys were set than [`SHADOW_KEYS`] (or before the stream's start was seen).
+    len_known: bool,
+    values: HashMap<u64, String>,
 }
 
-/// Longest string and most entries the lexical memo keeps.
+/// Longest string, most entries the lexical memo keeps, and most memo keys it counts.
 const SHADOW_STR: usize = 256;
 const SHADOW_MEMO: usize = 100_000;
+const SHADOW_KEYS: usize = 4_000_000;
 
 impl Shadow {
+    fn new(keys: Memo, len_known: bool) -> Shadow {
+        Shadow {
+            last: [None, None],
+            keys,
+            garbled: false,
+            len_known,
+            values: HashMap::new(),
+        }
+    }
+
     fn push(&mut self, v: Option<String>) {
         self.last[0] = self.last[1].take();
         self.last[1] = v;
     }
 
     fn remember(&mut self, i: u64) {
+        if self.keys.put(i, 0, SHADOW_KEYS).is_err() {
+            self.len_known = false;
+        }
         match &self.last[1] {
-            Some(top) if self.memo.len() < SHADOW_MEMO => {
-                self.memo.insert(i, top.clone());
+            Some(top) if self.values.len() < SHADOW_MEMO => {
+                self.values.insert(i, top.clone());
             }
             _ => {
-                self.memo.remove(&i);
+                self.values.remove(&i);
             }
         }
     }
@@ -883,14 +1035,12 @@ impl Shadow {
     fn see(&mut self, op: &Op) -> Option<(String, String)> {
         match op {
             Op::Str(v) => self.push((v.len() <= SHADOW_STR).then(|| v.to_string())),
-            Op::Get(i) => self.push(self.memo.get(i).cloned()),
-            Op::Put(i) => {
-                self.remember(*i);
-                self.next_memo = self.next_memo.max(i + 1);
-            }
+            Op::Get(i) => self.push(self.values.get(i).cloned()),
+            Op::Put(i) => self.remember(*i),
+            Op::Memoize if self.len_known => self.remember(self.keys.len as u64),
             Op::Memoize => {
-                self.remember(self.next_memo);
-                self.next_memo += 1;
+                // The slot is `len(memo)`, at least SHADOW_KEYS: any value kept that high may be overwritten.
+                self.values.retain(|&k, _| k < SHADOW_KEYS as u64);
             }
             Op::Frame(_) | Op::Proto(_) => {}
             Op::StackGlobal => {
@@ -904,15 +1054,29 @@ impl Shadow {
     }
 }
 
+/// A resolved import of dotted identifiers (what `import` can find on a real system).
+fn importable(i: &Import) -> bool {
+    let dotted = |s: &str| {
+        !s.is_empty()
+            && s.split('.').all(|p| {
+                p.bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                    && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
+    };
+    i.unresolved.is_none() && dotted(&i.module) && dotted(&i.name)
+}
+
 /// Records an import in lexical mode: all of them up to the limit, past it only dangerous ones (a few more).
 fn keep_import(imports: &mut Vec<Import>, imp: Import, limit: usize) {
     if imports.len() < limit {
         imports.push(imp);
     } else if imports.len() < limit + limit / 10 {
         let dangerous = imp.unresolved.is_some()
-            || matches!(
+            || !matches!(
                 super::imports::classify(&imp.module, &imp.name),
-                super::imports::Verdict::Dangerous(_)
+                super::imports::Verdict::Allowed
             );
         if dangerous {
             imports.push(imp);
@@ -920,13 +1084,183 @@ fn keep_import(imports: &mut Vec<Import>, imp: Import, limit: usize) {
     }
 }
 
-fn lexical_import(module: &str, name: &str, pos: usize, opcode: &'static str) -> Import {
-    Import {
-        module: module.to_string(),
-        name: name.to_string(),
-        pos,
-        opcode,
-        unresolved: None,
+/// What [`run_stream`] found in a stream.
+pub struct StreamScan {
+    pub imports: Vec<Import>,
+    /// The first problem: where (stream offset) and why.
+    pub error: Option<(usize, String)>,
+    /// Stream offset after the last byte read.
+    pub end: usize,
+}
+
+/// Bytes [`run_stream`] keeps buffered ahead of the opcode it decodes.
+const WINDOW: usize = 1 << 20;
+
+/// Scans a pickle stream too large to hold (the rest of a deflated entry past what was inflated in
+/// memory) for imports, lexically, in bounded memory: every pickle in it, every opcode, operands of any
+/// size skipped in place. `origin` is the stream offset of the first byte read; `proto` the protocol in
+/// force there. The memo's state before `origin` is unknown, so slots filled earlier never resolve.
+pub fn run_stream(src: &mut dyn Read, origin: usize, proto: u8, limits: Limits) -> StreamScan {
+    let mut imports = Vec::new();
+    let mut error = None;
+    let mut buf: Vec<u8> = Vec::with_capacity(2 * WINDOW);
+    let mut base = origin;
+    let mut p = 0usize;
+    let mut eof = false;
+    let mut sh = Shadow::new(Memo::default(), false);
+    let mut proto = proto;
+    let fail = |error: &mut Option<(usize, String)>, at: usize, why: String| {
+        if error.is_none() {
+            *error = Some((at, why));
+        }
+    };
+    loop {
+        if !eof && buf.len() - p < WINDOW {
+            buf.drain(..p);
+            base += p;
+            p = 0;
+            eof = fill(src, &mut buf, 2 * WINDOW);
+        }
+        if p >= buf.len() {
+            break;
+        }
+        match decode(&buf, p) {
+            Ok((op, next)) => {
+                let operands = sh.see(&op);
+                let at = base + p;
+                let imp = match &op {
+                    Op::Proto(v) => {
+                        proto = *v;
+                        None
+                    }
+                    Op::Global(mo, n) => Some(Import::resolved(mo, n, at, "GLOBAL", proto)),
+                    Op::Inst(mo, n) => Some(Import::resolved(mo, n, at, "INST", proto)),
+                    Op::StackGlobal => Some(match operands {
+                        Some((mo, n)) => Import::resolved(&mo, &n, at, "STACK_GLOBAL", proto),
+                        None => Import::unresolved(
+                            "<unknown>".into(),
+                            "<unknown>".into(),
+                            at,
+                            "STACK_GLOBAL",
+                            "operands not tracked in a streamed pickle",
+                        ),
+                    }),
+                    Op::Ext(code) => Some(ext_import(*code, at)),
+                    _ => None,
+                };
+                if let Some(mut imp) = imp.filter(|i| !sh.garbled || importable(i)) {
+                    imp.used = Some(UNTRACKED);
+                    keep_import(&mut imports, imp, limits.max_imports);
+                }
+                if op == Op::Stop {
+                    // The next pickle starts with an empty memo.
+                    let garbled = sh.garbled;
+                    sh = Shadow::new(Memo::default(), true);
+                    sh.garbled = garbled;
+                }
+                p = next;
+            }
+            Err(DecodeError::Truncated) if eof => {
+                fail(&mut error, base + p, DecodeError::Truncated.to_string());
+                break;
+            }
+            Err(DecodeError::Truncated) => {
+                // An opcode larger than the window: skip its operand without holding it.
+                let at = base + p;
+                sh.see(&Op::Bytes(0));
+                let skipped = match extent(&buf[p..]) {
+                    Some(Extent::Bytes(total)) => {
+                        let have = (buf.len() - p) as u64;
+                        base += buf.len();
+                        buf.clear();
+                        p = 0;
+                        let rest = total - have;
+                        let got =
+                            std::io::copy(&mut src.take(rest), &mut std::io::sink()).unwrap_or(0);
+                        base += got as usize;
+                        got == rest
+                    }
+                    Some(Extent::Lines(n)) => {
+                        if buf[p] == b'c' || buf[p] == b'i' {
+                            let mut imp = Import::unresolved(
+                                "<operand too long>".into(),
+                                "<operand too long>".into(),
+                                at,
+                                if buf[p] == b'c' { "GLOBAL" } else { "INST" },
+                                "a GLOBAL operand longer than the scan window",
+                            );
+                            imp.used = Some(UNTRACKED);
+                            keep_import(&mut imports, imp, limits.max_imports);
+                        }
+                        let (ok, skipped, rest) = skip_lines(src, &buf[p..], n);
+                        base += p + skipped;
+                        buf = rest;
+                        p = 0;
+                        ok
+                    }
+                    None => false,
+                };
+                if !skipped {
+                    fail(&mut error, at, DecodeError::Truncated.to_string());
+                    break;
+                }
+            }
+            Err(e) => {
+                fail(&mut error, base + p, e.to_string());
+                sh.garbled = true;
+                p = resync_point(&buf, p);
+            }
+        }
+    }
+    StreamScan {
+        imports,
+        error,
+        end: base + p,
+    }
+}
+
+/// Reads from `src` until `buf` holds `want` bytes; true at the end of the stream.
+fn fill(src: &mut dyn Read, buf: &mut Vec<u8>, want: usize) -> bool {
+    let mut chunk = vec![0u8; 64 << 10];
+    while buf.len() < want {
+        match src.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Skips `n` text lines that start in `head` and go on in `src`. Returns whether they ended, the bytes
+/// skipped (from the start of `head`) and the bytes read past them (the next opcodes).
+fn skip_lines(src: &mut dyn Read, head: &[u8], n: u8) -> (bool, usize, Vec<u8>) {
+    let mut left = n as usize;
+    let mut consumed = 0;
+    let mut chunk = head.to_vec();
+    loop {
+        if let Some(i) = chunk.iter().position(|&b| {
+            if b == b'\n' {
+                left -= 1;
+            }
+            left == 0
+        }) {
+            return (true, consumed + i + 1, chunk[i + 1..].to_vec());
+        }
+        consumed += chunk.len();
+        chunk.resize(64 << 10, 0);
+        let got = loop {
+            match src.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(g) => break g,
+                Err(_) => break 0,
+            }
+        };
+        if got == 0 {
+            return (false, consumed, Vec::new());
+        }
+        chunk.truncate(got);
     }
 }
 
@@ -1014,6 +1348,7 @@ mod tests {
             max_entries: 100,
             max_text: 100,
             max_imports: 100,
+            resync: true,
         };
         let r = run(&p, 0, lim);
         assert!(r.error.is_none() && r.limited.unwrap().contains("100"));
@@ -1058,15 +1393,130 @@ mod tests {
             max_imports: 50,
             ..Limits::default()
         };
+        // A flood of allowed imports past the limit hides neither a dangerous nor an unknown one.
         let mut p = b"\x80\x02".to_vec();
-        for i in 0..200 {
-            p.extend_from_slice(format!("cmod{i}\nname\n0").as_bytes());
+        for _ in 0..200 {
+            p.extend_from_slice(b"ccollections\nOrderedDict\n0");
         }
-        p.extend_from_slice(b"cos\nsystem\n0N.");
+        p.extend_from_slice(b"cos\nsystem\n0cevil\nf\n)R.");
         let r = run(&p, 0, lim);
         assert!(r.limited.unwrap().contains("imports"));
-        assert_eq!(r.imports.len(), 51);
+        assert_eq!(r.imports.len(), 52);
         assert_eq!(r.imports[50].module, "os");
+        assert_eq!(
+            (r.imports[51].module.as_str(), r.imports[51].used),
+            ("evil", Some(UNTRACKED))
+        );
+        // Before the limit, every import's use was followed; from it on, none is.
+        assert_eq!(r.imports[0].used, Some(UNTRACKED));
+    }
+
+    #[test]
+    fn uses_are_tracked() {
+        // collections.OrderedDict called; evil.f only stored in a dict; evil.g passed as an argument;
+        // evil.h built on with BUILD; evil.k called through INST.
+        let p = b"\x80\x02ccollections\nOrderedDict\n)R}X\x01\x00\x00\x00acevil\nf\nsccollections\nOrderedDict\ncevil\ng\n\x85Rcevil\nh\n}b(ievil\nk\n0000.";
+        let r = run0(p);
+        assert!(r.error.is_none(), "{:?}", r.error);
+        let used: Vec<_> = r
+            .imports
+            .iter()
+            .map(|i| (i.name.as_str(), i.opcode, i.used))
+            .collect();
+        assert_eq!(
+            used,
+            [
+                ("OrderedDict", "GLOBAL", Some("REDUCE")),
+                ("f", "GLOBAL", None),
+                ("OrderedDict", "GLOBAL", Some("REDUCE")),
+                ("g", "GLOBAL", Some("argument of a call")),
+                ("h", "GLOBAL", Some("BUILD")),
+                ("h", "BUILD", Some("BUILD")),
+                ("k", "INST", Some("INST")),
+            ]
+        );
+    }
+
+    #[test]
+    fn compat_names_below_protocol_3_only() {
+        let r = run0(b"c__builtin__\neval\n.");
+        assert_eq!(
+            (
+                r.imports[0].module.as_str(),
+                r.imports[0].written.as_deref()
+            ),
+            ("builtins", Some("__builtin__ eval"))
+        );
+        let r = run0(b"\x80\x04c__builtin__\neval\n.");
+        assert_eq!(
+            (
+                r.imports[0].module.as_str(),
+                r.imports[0].written.as_deref()
+            ),
+            ("__builtin__", None)
+        );
+    }
+
+    #[test]
+    fn memo_numbering_survives_the_object_limit() {
+        // 10 values memoized by MEMOIZE, the object limit hit, then 'collections' 'OrderedDict' memoized
+        // (slots 11, 12 as CPython numbers them) and `builtins` `eval` in slots 13, 14: fetching 13/14
+        // must give eval, never the allowed pair.
+        let lim = Limits {
+            max_objects: 12,
+            ..Limits::default()
+        };
+        let mut p = b"\x80\x04".to_vec();
+        for i in 0..11u8 {
+            p.extend_from_slice(&[0x8a, 1, 100 + i, 0x94, b'0']);
+        }
+        for s in ["collections", "OrderedDict", "builtins", "eval"] {
+            p.extend_from_slice(&[0x8c, s.len() as u8]);
+            p.extend_from_slice(s.as_bytes());
+            p.extend_from_slice(b"\x940");
+        }
+        p.extend_from_slice(b"h\x0dh\x0e\x93.");
+        let r = run(&p, 0, lim);
+        assert!(r.limited.is_some());
+        let imp = r.imports.last().unwrap();
+        assert_eq!(
+            (imp.module.as_str(), imp.name.as_str(), &imp.unresolved),
+            ("builtins", "eval", &None)
+        );
+    }
+
+    #[test]
+    fn decoding_goes_on_after_a_bad_operand() {
+        // An INT that CPython rejects too ('1.5'), then os.system: still seen.
+        let r = run0(b"I1.5\ncos\nsystem\n.");
+        assert!(r.error.is_some());
+        assert_eq!(r.imports.len(), 1);
+        assert_eq!(r.imports[0].name, "system");
+        assert_eq!(r.imports[0].used, Some(UNTRACKED));
+    }
+
+    #[test]
+    fn streamed_scan_finds_imports_past_huge_operands() {
+        // A 3 MiB BINBYTES8 and a 3 MiB UNICODE line (both larger than the window), then imports.
+        let mut p = b"\x80\x04\x8e".to_vec();
+        p.extend_from_slice(&(3u64 << 20).to_le_bytes());
+        p.extend(std::iter::repeat_n(b'x', 3 << 20));
+        p.push(b'V');
+        p.extend(std::iter::repeat_n(b'y', 3 << 20));
+        p.extend_from_slice(b"\n0\x8c\x02os\x94\x8c\x06system\x94\x93N.cposix\nsystem\n.");
+        let s = run_stream(&mut &p[..], 0, 0, Limits::default());
+        assert!(s.error.is_none(), "{:?}", s.error);
+        let names: Vec<_> = s
+            .imports
+            .iter()
+            .map(|i| (i.module.as_str(), i.name.as_str(), i.pos))
+            .collect();
+        let sg = p.iter().position(|&b| b == 0x93).unwrap();
+        let pg = p.len() - b"cposix\nsystem\n.".len();
+        assert_eq!(names, [("os", "system", sg), ("posix", "system", pg)]);
+        // Cut inside the huge operand: the error names the opcode's offset.
+        let cut = run_stream(&mut &p[..2 << 20], 0, 0, Limits::default());
+        assert_eq!(cut.error.unwrap().0, 2);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! names are ignored; entries are named by the central directory and their data found through the local
 //! header's lengths. Zip64 is read. Without a usable central directory the local headers are walked.
 
+use miniz_oxide::inflate::stream::{inflate, InflateState};
+use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
 use std::borrow::Cow;
+use std::io::Read;
 
 const LOCAL_SIG: &[u8] = b"PK\x03\x04";
 const CENTRAL_SIG: &[u8] = b"PK\x01\x02";
@@ -289,23 +292,83 @@ pub fn read(d: &[u8]) -> Result<Archive, String> {
     Ok(a)
 }
 
-/// An entry's bytes (at most `limit` of them once inflated); `Err` says why they cannot be had.
-pub fn contents<'a>(d: &'a [u8], e: &Entry, limit: usize) -> Result<Cow<'a, [u8]>, String> {
+/// An entry's bytes: a stored entry's all of them, in place; a deflated entry's first `limit` bytes once
+/// inflated, and whether it goes on past them (read the rest with [`inflater`]). `Err` says why they
+/// cannot be had.
+pub fn contents<'a>(d: &'a [u8], e: &Entry, limit: usize) -> Result<(Cow<'a, [u8]>, bool), String> {
     let start = (e.data_start as usize).min(d.len());
     let end = (e.data_end().min(d.len() as u64)) as usize;
     let raw = &d[start..end.max(start)];
     match e.method {
-        0 => Ok(Cow::Borrowed(&raw[..raw.len().min(limit)])),
-        8 => match miniz_oxide::inflate::decompress_to_vec_with_limit(raw, limit) {
-            Ok(v) => Ok(Cow::Owned(v)),
-            // Truncated or over the limit: what inflated so far is still scanned.
-            Err(err) if !err.output.is_empty() => Ok(Cow::Owned(err.output)),
-            Err(err) => Err(format!("entry {}: cannot inflate ({})", e.name, err)),
-        },
+        0 => Ok((Cow::Borrowed(raw), false)),
+        8 => {
+            let mut out = Vec::new();
+            let mut r = inflater(d, e);
+            let res = (&mut r).take(limit as u64).read_to_end(&mut out);
+            let more = out.len() == limit && r.read(&mut [0u8; 1]).is_ok_and(|n| n == 1);
+            match res {
+                Ok(_) => Ok((Cow::Owned(out), more)),
+                // Truncated or corrupt: what inflated so far is still scanned.
+                Err(_) if !out.is_empty() => Ok((Cow::Owned(out), false)),
+                Err(err) => Err(format!("entry {}: cannot inflate ({err})", e.name)),
+            }
+        }
         m => Err(format!(
             "entry {}: compression method {m} (PyTorch reads only stored and deflated)",
             e.name
         )),
+    }
+}
+
+/// Streams a deflated entry's inflated bytes in bounded memory.
+pub struct Inflater<'a> {
+    raw: &'a [u8],
+    state: Box<InflateState>,
+    done: bool,
+}
+
+/// A reader of entry `e`'s inflated bytes (for a deflated entry).
+pub fn inflater<'a>(d: &'a [u8], e: &Entry) -> Inflater<'a> {
+    let start = (e.data_start as usize).min(d.len());
+    let end = (e.data_end().min(d.len() as u64)) as usize;
+    Inflater {
+        raw: &d[start..end.max(start)],
+        state: InflateState::new_boxed(DataFormat::Raw),
+        done: false,
+    }
+}
+
+impl Read for Inflater<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while !self.done && !out.is_empty() {
+            let r = inflate(&mut self.state, self.raw, out, MZFlush::None);
+            self.raw = &self.raw[r.bytes_consumed..];
+            match r.status {
+                Ok(MZStatus::StreamEnd) => self.done = true,
+                Ok(_) => {}
+                Err(MZError::Buf) if r.bytes_written == 0 => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "deflate stream is truncated",
+                    ))
+                }
+                Err(MZError::Buf) => {}
+                Err(e) => {
+                    if r.bytes_written > 0 {
+                        self.done = true;
+                        return Ok(r.bytes_written);
+                    }
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("corrupt deflate data ({e:?})"),
+                    ));
+                }
+            }
+            if r.bytes_written > 0 {
+                return Ok(r.bytes_written);
+            }
+        }
+        Ok(0)
     }
 }
 
@@ -367,7 +430,7 @@ pub(crate) mod tests {
         assert_eq!(a.entries.len(), 2);
         assert_eq!(a.entries[0].name, "a/data.pkl");
         assert_eq!(a.entries[0].local_name, "a/datap.kl");
-        assert_eq!(&*contents(&z, &a.entries[0], 1 << 20).unwrap(), b"hello");
+        assert_eq!(&*contents(&z, &a.entries[0], 1 << 20).unwrap().0, b"hello");
         assert_eq!(
             a.entries[1].data_start as usize,
             z.windows(2).position(|w| w == b"xy").unwrap()
@@ -384,7 +447,7 @@ pub(crate) mod tests {
         let a = read(&z[..cut]).unwrap();
         assert!(a.recovered);
         assert_eq!(a.entries.len(), 2);
-        assert_eq!(&*contents(&z, &a.entries[1], 10).unwrap(), b"xy");
+        assert_eq!(&*contents(&z, &a.entries[1], 10).unwrap().0, b"xy");
     }
 
     #[test]
@@ -417,7 +480,16 @@ pub(crate) mod tests {
             header_offset: 0,
             data_start: 0,
         };
-        assert_eq!(&*contents(&packed, &e, 1 << 20).unwrap(), &data[..]);
-        assert_eq!(contents(&packed, &e, 10).unwrap().len(), 10);
+        assert_eq!(
+            contents(&packed, &e, 1 << 20).unwrap(),
+            (Cow::Owned(data.clone()), false)
+        );
+        let (head, more) = contents(&packed, &e, 10).unwrap();
+        assert_eq!((&*head, more), (&data[..10], true));
+        // Exactly the limit: nothing more to stream.
+        assert!(!contents(&packed, &e, data.len()).unwrap().1);
+        let mut all = Vec::new();
+        inflater(&packed, &e).read_to_end(&mut all).unwrap();
+        assert_eq!(all, data);
     }
 }
