@@ -63,7 +63,7 @@ pub fn looks_like_protocol0(head: &[u8]) -> bool {
         None => r.complete,
         // Cut off by the end of the bytes seen: plausible after a few clean opcodes (or a first import).
         Some(_) => {
-            let cut = r.end >= head.len() && r.stopped_at < r.end;
+            let cut = r.end >= head.len() && r.truncated;
             cut && ((r.ops >= 2 && strong) || (r.ops >= 3 && head.len() >= SNIFF_LEN))
         }
     }
