@@ -48,8 +48,7 @@ fn main() {
     let path = write_fixture(&layout);
     let file = File::open(&path).unwrap();
     let size = file.metadata().unwrap().len();
-    // SAFETY: a read-only map of a file this process wrote and nobody else touches.
-    let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
+    let map = fastscan_core::mapguard::GuardedMap::new(&file, size).unwrap();
     let table = fastscan_core::open_table(&path).unwrap();
     let class = classify(&table.tensors);
     let src = Source {
@@ -60,6 +59,7 @@ fn main() {
         tensors: &table.tensors,
         class: &class,
         safetensors_metadata: Some(&table.metadata),
+        stop: None,
     };
 
     let mut c = Criterion::default()

@@ -53,6 +53,23 @@ REAL_FILES = {
     # An inpainting LoRA touches only attention, which is the same in SD1 and SD1-inpaint: sd1.
     "cloneofsimo-lora_lora_disney_inpainting.safetensors": (
         "lora", "sd1", {"unet": 288, "text_encoder": 96, "embedding": 2}),
+    # The other files of a model folder, in PyTorch's zip format (structure read through `fastscan info`).
+    # The web UI's 'Approx NN' preview decoder: conv1 [8, 4, 7, 7] ... conv8 [3, 8, 3, 3].
+    "a1111_VAE-approx_model.pt": ("vae-approx", "unknown", {"vae_approx": 16}),
+    # A pickle of an empty dict: no tensors at all.
+    "a1111_test_empty.pt": ("empty", "unknown", {}),
+    # cloneofsimo's .pt LoRA: a list [up, down, ...]; 48 pairs whose downs all read 768 (CLIP-L):
+    # an SD1 text-encoder LoRA.
+    "cloneofsimo-lora_analog_svd_distill.text_encoder.pt": ("lora", "sd1", {"text_encoder": 96}),
+    # 128 UNet pairs; 32 downs read 1024 wide: the cross-attention of an SD2 UNet (SD1's reads 768).
+    "cloneofsimo-lora_lora_disney.pt": ("lora", "sd2", {"unet": 256}),
+    # {"<krk>": tensor[768]}: one CLIP-L token vector.
+    "cloneofsimo-lora_lora_kiriko2.ti.pt": ("embedding", "sd1", {"embedding": 1}),
+    # TAESD halves: the encoder's 0.weight reads 3 (RGB) channels; the decoder has no 0.weight
+    # (its layer 0 is a clamp).
+    "taesd_taef2_decoder.pth": ("taesd", "unknown", {"taesd_decoder": 79}),
+    "taesd_taef2_encoder.pth": ("taesd", "unknown", {"taesd_encoder": 79}),
+    "taesd_taesana_encoder.pth": ("taesd", "unknown", {"taesd_encoder": 69}),
 }
 
 
@@ -91,11 +108,15 @@ def test_real_file_kind_and_arch(name):
     assert [f for f in r["findings"] if f["severity"] in ("error", "critical")] == []
 
 
-def test_every_real_safetensors_file_is_in_the_table():
-    assert {p.name for p in REAL.glob("*.safetensors")} == set(REAL_FILES)
+def test_every_real_file_is_in_the_table():
+    """All 11 real files, and none of them is `unknown`."""
+    files = {p.name for p in REAL.iterdir() if p.name != "README.md"}
+    assert len(files) == 11 and files == set(REAL_FILES)
+    assert all(kind != "unknown" for kind, _, _ in REAL_FILES.values())
 
 
-def test_empty_table_is_unknown(tmp_path):
+def test_empty_table_is_empty(tmp_path):
+    """A readable file holding no tensors at all is kind `empty` (not a model of an unknown kind)."""
     p = synth.write_safetensors(tmp_path / "empty.safetensors", {})
     r = _core.scan_file(str(p), hash="none")
-    assert (r["kind"], r["arch"]) == ("unknown", "unknown")
+    assert (r["kind"], r["arch"]) == ("empty", "unknown")

@@ -433,15 +433,22 @@ def test_summary_and_problem_tables_render_the_report():
     con = Console(record=True, width=200)
     print_report(rep, con)
     text = con.export_text()
-    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.strip()}
-    # kind arch files bytes critical error warning info wasted: 1 error, 2 warnings, 5 MB wasted.
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    rows = {line[0]: line for line in lines}
+    # kind arch files size crit err warn info wasted, counting files: b has an error, a and b warnings.
     assert rows["checkpoint"][1:] == ["sd1", "2", "30", "bytes", "1", "2", "5.0", "MB"]
     assert rows["unknown"][1:] == ["unknown", "1", "0", "bytes", "1"]  # the unreadable file
+    assert rows["total"][1:] == ["3", "30", "bytes", "2", "2", "5.0", "MB"]
+    # The totals line counts files as the table does: 2 with an error (one unreadable), 2 with a warning.
+    assert "files with problems: 0 crit, 2 err, 2 warn, 0 info" in text
     assert "1 unreadable" in text and "wasted: 5.0 MB" in text
-    # Problems: junk.ema on a and b, saving 5 MB; truncated on b; the unreadable file.
-    assert rows["warning"][1:] == ["junk.ema", "2", "5.0", "MB", "a.safetensors"]
-    assert rows["error"][1] in ("file.truncated", "unreadable") and "b.safetensors" in text
-    assert "unreadable (io)" in text and "c.bin" in text
+    # Problems: junk.ema on a and b, saving 5 MB; truncated on b; the unreadable file; each file on a line.
+    at = lines.index(["warn", "junk.ema", "2", "5.0", "MB"])
+    assert lines[at + 1 : at + 3] == [["a.safetensors"], ["b.safetensors"]]
+    at = lines.index(["err", "file.truncated", "1"])
+    assert lines[at + 1] == ["b.safetensors"]
+    at = lines.index(["err", "unreadable", "(io)", "1"])
+    assert lines[at + 1] == ["c.bin"]
 
 
 def test_clean_report_says_no_problems():

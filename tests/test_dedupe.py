@@ -6,9 +6,9 @@ seeded bytes so the hashes depend on real data.
 """
 
 import json
-import random
 import shutil
 
+import numpy as np
 from typer.testing import CliRunner
 
 from fastscan import cli, scan, synth
@@ -19,9 +19,11 @@ UNET_KEY = "model.diffusion_model.out.2.weight"
 
 
 def _bytes(tensors, name, seed):
-    rnd = random.Random(seed)
-    n = synth.nbytes(tensors[name]["dtype"], tensors[name]["shape"])
-    return bytes(rnd.getrandbits(8) for _ in range(n))
+    # Finite random values (random bytes would hold NaN patterns: values.nan-inf, a damaged file).
+    t = tensors[name]
+    n = synth.nbytes(t["dtype"], t["shape"]) // {"F16": 2, "F32": 4}[t["dtype"]]
+    values = np.random.default_rng(seed).standard_normal(n)
+    return values.astype({"F16": "<f2", "F32": "<f4"}[t["dtype"]]).tobytes()
 
 
 def _vae_data(prefix=""):

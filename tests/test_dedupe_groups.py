@@ -29,7 +29,7 @@ def test_shared_vae_across_different_checkpoints():
     groups = find_duplicates(fs)
     shared = [g for g in groups if g["type"] == "shared-component"]
     assert [(g["component"], g["files"], g["reclaimable"]) for g in shared] == [
-        ("vae", ["m1", "m2", "vae.safetensors"], 10)
+        ("vae", ["m1", "m2", "vae.safetensors"], 0)  # deleting files cannot free a component they share
     ]
     assert not [g for g in groups if g["type"] in ("identical-files", "same-weights")]
 
@@ -48,3 +48,23 @@ def test_unhashed_and_failed_files_are_ignored():
     failed = dict(_file("c", "z"), error={"kind": "io"})
     fs = [_file("a", None, unet=("u", 5)), _file("b", None, unet=(None, 5)), failed]
     assert find_duplicates(fs) == []
+
+
+def _finding(severity):
+    return {"check": "file.truncated", "severity": severity, "message": "", "details": None}
+
+
+def test_a_damaged_file_is_never_same_weights_and_never_kept_over_a_healthy_copy():
+    # b has the same weight hashes as a but an error finding: not the same weights as a healthy a.
+    a = dict(_file("a", "f1", 100, unet=("u", 50)), mtime=2.0)
+    b = dict(_file("b", "f2", 100, unet=("u", 50)), mtime=1.0, findings=[_finding("error")])
+    assert find_duplicates([a, b]) == []
+    # Byte-identical copies: the oldest is kept unless it is damaged, whatever the rule says.
+    c = dict(_file("c", "x", 10), mtime=1.0, findings=[_finding("critical")])
+    d = dict(_file("d", "x", 10), mtime=3.0)
+    e = dict(_file("e", "x", 10), mtime=2.0)
+    (g,) = find_duplicates([c, d, e])
+    assert (g["keep"], g["damaged"], g["reclaimable"]) == ("e", ["c"], 20)
+    assert find_duplicates([c, d, e], keep="newest")[0]["keep"] == "d"
+    assert find_duplicates([c, d, e], keep="path:d")[0]["keep"] == "d"
+    assert find_duplicates([c, d, e], keep="path:c")[0]["keep"] == "e"  # c is damaged: a healthy copy wins

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,11 @@ def test_demo_kinds(demo_report):
     assert kind["clean-lora.safetensors"] == ("lora", "sd1")
     assert kind["clean-embedding.safetensors"] == ("embedding", "sd1")
     assert kind["sd3-medium-no-text-encoders.safetensors"] == ("checkpoint", "sd3")
+    # The diffusers folder is one entry; none of its files is reported on its own.
+    assert kind["clean-sd15-diffusers"] == ("checkpoint", "sd1")
+    assert not [f for f in rep["files"] if "/clean-sd15-diffusers/" in f["path"]]
+    merged = next(f for f in rep["files"] if f["path"].endswith("merged-sd15-with-recipe.safetensors"))
+    assert merged["provenance"]["merge"]["method"] == "Weighted sum"
 
 
 def test_duplicate_vae_has_the_same_bytes(demo_report):
@@ -122,10 +128,42 @@ def test_demo_tables_and_default_directory(tmp_path):
         assert word in r.stdout
 
 
-def test_demo_without_layouts_says_so(tmp_path):
-    r = run_demo(tmp_path / "lib", env={**os.environ, "FASTSCAN_LAYOUTS": str(tmp_path / "nowhere")})
-    assert r.returncode == 2 and "FASTSCAN_LAYOUTS" in r.stderr and "layouts" in r.stderr
-    assert not (tmp_path / "lib").exists()
+def test_packed_layouts_equal_the_shared_layouts():
+    from fastscan import synth
+
+    packed = demo.packed_layouts()
+    assert set(packed) == demo.LAYOUTS_USED
+    for name, tensors in packed.items():
+        assert tensors == synth.load_layout(name)["tensors"], name
+
+
+def test_demo_runs_from_an_installed_package_far_from_the_layouts(tmp_path):
+    # The package alone, as a wheel installs it (no shared/data/layouts above it, none in the cwd).
+    site = tmp_path / "site"
+    shutil.copytree(
+        Path(demo.__file__).parent, site / "fastscan", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    env = {k: v for k, v in os.environ.items() if k != "FASTSCAN_LAYOUTS"}
+    env["PYTHONPATH"] = str(site)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    r = run_demo("lib", "--json", cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["summary"]["files"] == len(demo.FILES) + 1  # and README.txt
+    assert all(p.startswith("lib") for p in (f["path"] for f in rep["files"]))
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
+    lib = tmp_path / "mine"
+    lib.mkdir()
+    (lib / "clean-sd15.safetensors").write_bytes(b"my own model")
+    r = run_demo(lib)
+    assert r.returncode == 2 and "not made by `fastscan demo`" in r.stderr and "--force" in r.stderr
+    assert (lib / "clean-sd15.safetensors").read_bytes() == b"my own model"
+    assert run_demo(lib, "--force", "--json").returncode == 0
+    assert (lib / "clean-sd15.safetensors").stat().st_size > 1e9
+    assert run_demo(lib, "--json").returncode == 0  # now it is the demo's folder: written again
 
 
 def test_sparse_probe(tmp_path):

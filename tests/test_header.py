@@ -98,6 +98,9 @@ BAD = {
                           "file.unaccounted-bytes", "belong to no tensor"),
     "trailing-byte": (st({"a": F32x2}, bytes(9)), "file.unaccounted-bytes", "belong to no tensor"),
     "short-data": (st({"a": F32x2}, bytes(6)), "file.truncated", "truncated"),
+    # 128 levels (object, tensor entry, 126 arrays) in a field the reader otherwise ignores
+    "nested-128-levels": (st('{"a":' + entry("F32", [2], 0, 8)[:-1] + ',"x":' + "[" * 126 + "]" * 126 + "}}",
+                             bytes(8)), "header.invalid", "nested deeper than 127"),
 }
 
 # name -> file bytes the reference opens, and so must fastscan
@@ -124,6 +127,9 @@ GOOD = {
     "every-common-dtype": every_common_dtype(),
     # header length 0x480: its first two bytes (0x80 0x04) are also how a pickle protocol 4 stream starts
     "length-looks-like-pickle": st(json.dumps({"a": F32x2}).ljust(0x480), bytes(8)),
+    "nested-127-levels": st('{"a":' + entry("F32", [2], 0, 8)[:-1] + ',"x":' + "[" * 125 + "]" * 125 + "}}",
+                            bytes(8)),
+    "brackets-in-a-string": st({"__metadata__": {"k": "[" * 300}, "a": F32x2}, bytes(8)),
 }
 
 FILE_ERRORS = ("header.invalid", "file.truncated", "file.unaccounted-bytes")
@@ -282,3 +288,46 @@ def test_mutated_headers_agree_with_reference(tmp_path):
         if ours != reference_opens(p):
             disagree.append((blob[:300], [f["message"] for f in r["findings"]]))
     assert disagree == []
+
+
+def _generated_header(rng: random.Random) -> bytes:
+    """A safetensors file from a random table, then (most of the time) a few random edits of its header."""
+    header: dict = {}
+    if rng.random() < 0.3:
+        header["__metadata__"] = {"k": rng.choice(["v", "", "[{"])} if rng.random() < 0.8 else {"k": 1}
+    pos = 0
+    for _ in range(rng.randint(0, 4)):
+        dtype = rng.choice(["F32", "F16", "U8", "I64", "BF16", "BOOL", "F8_E4M3", "X"])
+        shape = [rng.randint(0, 3) for _ in range(rng.randint(0, 2))]
+        n = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8}.get(dtype, 1)
+        for d in shape:
+            n *= d
+        begin = pos + rng.choice([0, 0, 0, 1])
+        end = begin + n + rng.choice([0, 0, 0, 0, 1, -1])
+        entry = {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
+        if rng.random() < 0.1:
+            depth = rng.randint(120, 130)
+            entry["x"] = json.loads("[" * depth + "]" * depth)
+        header[f"t{rng.randint(0, 5)}"] = entry
+        pos = max(pos, end)
+    text = json.dumps(header, separators=(",", ":"))
+    for _ in range(rng.choice([0, 0, 1, 2])):
+        at = rng.randrange(len(text) + 1)
+        edit = rng.choice(['"', "{", "}", "[", "]", ",", ":", "0", "-1", " ", "null", ""])
+        text = text[:at] + edit + text[at + 1 :]
+    data = bytes(max(pos + rng.choice([0, 0, 0, 1, -1]), 0))
+    return st(text, data)
+
+
+def test_generated_headers_get_the_reference_verdict(tmp_path):
+    """Differential over generated headers (valid and broken): fastscan accepts exactly what the
+    reference opens. FASTSCAN_FUZZ_ITERS raises the number of cases (CI: the default, a few seconds)."""
+    import os
+
+    n = int(os.environ.get("FASTSCAN_FUZZ_ITERS", "300"))
+    rng = random.Random(20261201)
+    for i in range(n):
+        blob = _generated_header(rng)
+        p = write(tmp_path, "g", blob)
+        ours_ok = not file_errors(_core.scan_file(str(p), hash="none"))
+        assert ours_ok == reference_opens(p), f"case {i}: fastscan ok={ours_ok} on {blob[:300]!r}"

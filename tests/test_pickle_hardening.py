@@ -280,6 +280,16 @@ def test_tar_checkpoint_is_read_and_scanned(tmp_path):
     assert critical(r) == [("posix", "system")]
 
 
+def test_tar_without_pickles_is_not_a_model(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        info = tarfile.TarInfo("notes.txt")
+        info.size = 5
+        t.addfile(info, io.BytesIO(b"hello"))
+    r = scan(tmp_path, buf.getvalue(), "notes.tar")
+    assert (r["format"], r["error"], r["findings"]) == ("unknown", None, [])
+
+
 # --- no crying wolf ---
 
 

@@ -3,6 +3,8 @@
     import fastscan
     report = fastscan.scan("models/")        # a fastscan.Report
     print(report.to_json())
+    for f in fastscan.iter_scan("models/"):  # each fastscan.FileReport as it finishes
+        print(f.path, f.worst)
 
 Names are imported on first use, so `import fastscan` (and the CLI's start) stays cheap.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fastscan.api import Progress, scan, scan_one
+    from fastscan.api import Progress, ScanIterator, iter_scan, scan, scan_one
     from fastscan.model import Component, FileError, FileReport, Finding, Hashes, Report, Summary
 
 __all__ = [
@@ -24,7 +26,9 @@ __all__ = [
     "Progress",
     "Report",
     "Summary",
+    "ScanIterator",
     "__version__",
+    "iter_scan",
     "scan",
     "scan_one",
 ]
@@ -32,6 +36,8 @@ __all__ = [
 _LAZY = {
     "scan": "fastscan.api",
     "scan_one": "fastscan.api",
+    "iter_scan": "fastscan.api",
+    "ScanIterator": "fastscan.api",
     "Progress": "fastscan.api",
     "Report": "fastscan.model",
     "FileReport": "fastscan.model",

@@ -17,8 +17,10 @@ FLOAT_DTYPES: list[str]
 
 def walk(
     roots: Sequence[_Path], follow_links: bool = False, jobs: int = 0
-) -> tuple[list[tuple[str, int, float]], list[tuple[str, Literal["loop", "io"], str]]]:
-    """Walks roots; returns ([(path, size, mtime)] sorted by path, [(path, kind, message)] unreadable)."""
+) -> tuple[list[tuple[str, int, float]], list[tuple[str, Literal["io", "loop", "format"], str]]]:
+    """Walks roots; returns ([(path, size, mtime)] sorted by path, [(path, kind, message)] unreadable).
+
+    Paths are as `os.fsdecode` gives them: bytes that are not UTF-8 come as surrogate escapes."""
 
 def scan_file(path: _Path, hash: _HashMode = "full", sha256: bool = False) -> dict[str, Any]:
     """Scans one file and returns its report as a dict (the file object of the JSON report)."""
@@ -40,19 +42,47 @@ def pickle_imports(data: bytes) -> list[dict[str, Any]]:
     """Every import of every pickle in a raw stream (never loaded): module, name, opcode, pos, used..."""
 
 class Scanner(Iterator[dict[str, Any]]):
-    """Scans files in parallel in the background; iterating yields each report dict as it finishes."""
+    """Walks roots and scans what it finds in parallel in the background; iterating yields each report
+    dict as it finishes. At most a few dozen reports wait in its bounded queue."""
 
     cache_warning: str | None
     """Set when the cache database was unreadable and was rebuilt."""
 
+    progress: tuple[int, int, bool, int]
+    """(files_found, bytes_found, walk_done, files_scanned); the totals are final once walk_done."""
+
+    running: bool
+    """True while a walking or scanning thread is still at work."""
+
     def __init__(
         self,
-        paths: Sequence[_Path],
+        roots: Sequence[_Path],
         hash: _HashMode = "full",
         sha256: bool = False,
         jobs: int = 0,
         cache: _Path | None = None,
+        follow_links: bool = False,
     ) -> None:
         """Starts the scan; `cache` is a database path serving unchanged files (OSError if unusable)."""
     def __iter__(self) -> Scanner: ...
     def __next__(self) -> dict[str, Any]: ...
+    def close(self) -> None:
+        """Stops every thread of the scan and waits for them; iteration then ends."""
+
+class TempOutput:
+    """A temporary output file in the folder of `out`: unnamed (O_TMPFILE) where the filesystem allows,
+    else a hidden `.NAME.PID.N.fastscan-tmp` file. Nothing is left visible if the process is killed."""
+
+    fd: int
+    """The open descriptor to write to (owned by this object)."""
+    path: str
+    """A path that reads the file back until it is committed."""
+
+    def __init__(self, out: _Path, mode: int | None = None) -> None: ...
+    def commit(self, out: _Path, overwrite: bool = False) -> None:
+        """Names the file `out` and syncs the folder; FileExistsError if `out` exists (unless `overwrite`)."""
+    def discard(self) -> None:
+        """Closes and removes the file."""
+
+def sweep_temp(folder: _Path) -> list[str]:
+    """Removes the named temporary files in `folder` left by fastscan processes that are gone."""

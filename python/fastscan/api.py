@@ -1,4 +1,4 @@
-"""Scanning orchestration: walk the roots, scan every file in the Rust core, gather a `Report`."""
+"""Scanning orchestration: the core walks and scans, `iter_scan` streams the reports, `scan` gathers them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from fastscan import _core
 from fastscan.dedupe import find_duplicates
@@ -38,19 +39,24 @@ def _cache_path(cache: bool | PathLike | None) -> str | None:
 
 @dataclass
 class Progress:
-    """Where a running scan stands, passed to the `progress` callback after each file."""
+    """Where a running scan stands, passed to the `progress` callback after each file.
+
+    The totals are what the walk has found so far: they grow while it runs (`walk_done` False) and are
+    final once it has finished.
+    """
 
     files_done: int
     files_total: int
     bytes_done: int
     bytes_total: int
     file: FileReport
+    walk_done: bool = True
 
 
 def _roots(paths: PathLike | Iterable[PathLike]) -> list[str]:
-    if isinstance(paths, str | os.PathLike):
+    if isinstance(paths, str | bytes | os.PathLike):
         paths = [paths]
-    roots = [os.fspath(p) for p in paths]
+    roots = [os.fsdecode(p) for p in paths]
     if not roots:
         raise ValueError("no path to scan")
     for r in roots:
@@ -59,69 +65,144 @@ def _roots(paths: PathLike | Iterable[PathLike]) -> list[str]:
     return roots
 
 
-def _walk_error(path: str, kind: str, message: str) -> FileReport:
-    msg = message if path and message.startswith(path) else f"{path}: {message}" if path else message
-    return FileReport.failed(path, kind, msg)
+def _check_options(hash: str, jobs: int) -> None:
+    if hash not in HASH_MODES:
+        raise ValueError(f"hash must be one of {', '.join(HASH_MODES)}, not {hash!r}")
+    if jobs < 0:
+        raise ValueError(f"jobs must be 0 (all cores) or more, not {jobs}")
+
+
+class ScanIterator(Iterator[FileReport]):
+    """A scan under way in the core (see `iter_scan`): iterating yields each `FileReport` as it finishes.
+
+    `close()` (also on `with` exit, on `break` out of a `for` over `iter_scan(...)` and when the iterator
+    is dropped) stops every walking and scanning thread and returns once they have stopped.
+    """
+
+    def __init__(self, scanner: _core.Scanner, roots: list[str], cache_warning: str | None) -> None:
+        self.roots = roots
+        self.cache_warning = cache_warning
+        self._core = scanner
+        self._open = True
+
+    def __iter__(self) -> ScanIterator:
+        return self
+
+    def __next__(self) -> FileReport:
+        if not self._open:
+            raise StopIteration
+        try:
+            d = next(self._core)
+        except StopIteration:
+            self._open = False
+            raise
+        return FileReport.from_dict(d)
+
+    @property
+    def found(self) -> tuple[int, int, bool]:
+        """(files found, bytes found, walk finished) so far."""
+        files, size, done, _ = self._core.progress
+        return files, size, done
+
+    @property
+    def files_scanned(self) -> int:
+        """Files whose scan has finished in the core, reports not yet read included (it stops growing
+        once the scan is closed)."""
+        return self._core.progress[3]
+
+    def close(self) -> None:
+        """Stops the scan; returns once every thread of it has stopped."""
+        if self._open:
+            self._open = False
+            self._core.close()
+
+    def __enter__(self) -> ScanIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_open", False):
+            self.close()
+
+
+def iter_scan(
+    paths: PathLike | Iterable[PathLike],
+    *,
+    hash: str = "full",
+    sha256: bool = False,
+    jobs: int = 0,
+    follow_links: bool = False,
+    cache: bool | PathLike | None = None,
+) -> ScanIterator:
+    """Scans files and directories, yielding each file's `FileReport` as it finishes (completion order).
+
+    The walk runs in the core and feeds the scanning threads directly; reports wait in a small bounded
+    queue, so memory stays flat however large the library. Stop early with `close()`, a `with` block
+    or `break` (the iterator is closed as soon as it is dropped). Options as for `scan`. Unreadable paths
+    come as reports whose `error` says why; a missing root raises FileNotFoundError at once.
+    """
+    _check_options(hash, jobs)
+    roots = _roots(paths)
+    opts = {"hash": hash, "sha256": sha256, "jobs": jobs, "follow_links": follow_links}
+    db = _cache_path(cache)
+    if db is not None:
+        try:
+            scanner = _core.Scanner(roots, cache=db, **opts)
+            return ScanIterator(scanner, roots, scanner.cache_warning)
+        except OSError as e:  # a cache that cannot be opened means no cache, with a warning
+            return ScanIterator(_core.Scanner(roots, **opts), roots, f"scan cache {db} not used: {e}")
+    return ScanIterator(_core.Scanner(roots, **opts), roots, None)
 
 
 class ScanRun:
-    """A scan under way: iterate to receive each `FileReport` as it finishes, then call `report()`.
+    """A scan under way, for callers that want the whole `Report` at the end (the CLI, `scan`).
 
-    The walk happens on construction, so `files_total` and `bytes_total` are known before any file
-    is scanned. Entries the walk could not read (permissions, symlink loops, dangling links) come
-    first, as reports whose `error` says why.
+    Iterate to receive each `FileReport` as it finishes, then call `report()`. With `keep_files=False`
+    the file reports are not kept (constant memory: `--jsonl`); the report then has the summary, the
+    duplicate groups and an empty `files` list. Of each hashed file, what duplicate grouping needs is
+    kept either way (a few hashes), never its whole report.
     """
 
     def __init__(
-        self,
-        paths: PathLike | Iterable[PathLike],
-        *,
-        hash: str = "full",
-        sha256: bool = False,
-        jobs: int = 0,
-        follow_links: bool = False,
-        cache: bool | PathLike | None = None,
+        self, paths: PathLike | Iterable[PathLike], *, keep_files: bool = True, **options: Any
     ) -> None:
-        if hash not in HASH_MODES:
-            raise ValueError(f"hash must be one of {', '.join(HASH_MODES)}, not {hash!r}")
-        if jobs < 0:
-            raise ValueError(f"jobs must be 0 (all cores) or more, not {jobs}")
-        self.roots = _roots(paths)
-        self.hash, self.sha256, self.jobs = hash, sha256, jobs
-        self.cache = _cache_path(cache)
-        self.cache_warning: str | None = None
+        """`options` are those of `iter_scan`."""
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self._t0 = time.perf_counter()
-        found, errors = _core.walk(self.roots, follow_links, jobs)
-        self._paths = [p for p, _, _ in found]
-        self._errors = [_walk_error(p, k, m) for p, k, m in errors]
-        self.files_total = len(found) + len(errors)
-        self.bytes_total = sum(size for _, size, _ in found)
+        self._it = iter_scan(paths, **options)
+        self.roots = self._it.roots
+        self.hash = options.get("hash", "full")
+        self.keep_files = keep_files
         self.files: list[FileReport] = []
+        self.summary = Summary()
+        self._hashed: list[dict] = []  # what duplicate grouping needs of each hashed file
+
+    @property
+    def cache_warning(self) -> str | None:
+        """Why the scan cache was rebuilt or not used, if it was."""
+        return self._it.cache_warning
+
+    @property
+    def files_total(self) -> int:
+        """Files (and unreadable paths) the walk has found so far."""
+        return self._it.found[0]
+
+    @property
+    def bytes_total(self) -> int:
+        """Bytes of the files the walk has found so far."""
+        return self._it.found[1]
 
     def __iter__(self) -> Iterator[FileReport]:
-        for r in self._errors:
-            self.files.append(r)
-            yield r
-        if not self._paths:
-            return
-        for d in self._scanner():
-            r = FileReport.from_dict(d)
-            self.files.append(r)
-            yield r
-
-    def _scanner(self) -> _core.Scanner:
-        """The core's parallel scanner; a cache that cannot be opened means no cache, with a warning."""
-        if self.cache is not None:
-            try:
-                s = _core.Scanner(
-                    self._paths, hash=self.hash, sha256=self.sha256, jobs=self.jobs, cache=self.cache
-                )
-                self.cache_warning = s.cache_warning
-                return s
-            except OSError as e:
-                self.cache_warning = f"scan cache {self.cache} not used: {e}"
-        return _core.Scanner(self._paths, hash=self.hash, sha256=self.sha256, jobs=self.jobs)
+        with self._it:
+            for r in self._it:
+                self.summary.add(r)
+                if self.keep_files:
+                    self.files.append(r)
+                if self.hash != "none" and r.error is None and (r.hashes.blake3 or r.components):
+                    self._hashed.append(_dedupe_record(r))
+                yield r
 
     def drive(
         self,
@@ -137,21 +218,30 @@ class ScanRun:
             if on_file is not None:
                 on_file(r)
             if progress is not None:
-                progress(Progress(done_files, self.files_total, done_bytes, self.bytes_total, r))
+                files, size, walked = self._it.found
+                progress(Progress(done_files, files, done_bytes, size, r, walked))
         return self.report()
 
     def report(self) -> Report:
         """The report of every file received so far, sorted by path."""
         files = sorted(self.files, key=lambda f: f.path)
+        hashed = sorted(self._hashed, key=lambda f: f["path"])
         return Report(
             roots=self.roots,
             started=self.started,
             elapsed_s=round(time.perf_counter() - self._t0, 6),
             files=files,
-            summary=Summary.of(files),
+            summary=self.summary,
             version=_core.__version__,
-            duplicates=find_duplicates(f.to_dict() for f in files) if self.hash != "none" else [],
+            duplicates=find_duplicates(hashed) if self.hash != "none" else [],
         )
+
+
+def _dedupe_record(r: FileReport) -> dict:
+    """The part of a file object duplicate grouping reads (path, size, hashes, component hashes)."""
+    comps = {k: {"blake3": c.blake3, "bytes": c.bytes} for k, c in r.components.items()}
+    path = r.to_dict()["path"]
+    return {"path": path, "size": r.size, "hashes": {"blake3": r.hashes.blake3}, "components": comps}
 
 
 def scan(
@@ -166,10 +256,10 @@ def scan(
 ) -> Report:
     """Scans files and directories and returns the report (raises FileNotFoundError for a missing root).
 
-    `hash`: `none` (header-level checks only), `components` (component hashes and value checks) or
-    `full` (whole-file hashes too); `sha256` adds SHA-256 and the hashes built on it; `jobs` 0 uses
-    every core; `progress` is called with a `Progress` after each file; `cache`: True for the user's
-    scan cache (`default_cache_path()`), a path for another database, None for none.
+    Built on `iter_scan`. `hash`: `none` (header-level checks only), `components` (component hashes and
+    value checks) or `full` (whole-file hashes too); `sha256` adds SHA-256 and the hashes built on it;
+    `jobs` 0 uses every core; `progress` is called with a `Progress` after each file; `cache`: True for
+    the user's scan cache (`default_cache_path()`), a path for another database, None for none.
     """
     run = ScanRun(paths, hash=hash, sha256=sha256, jobs=jobs, follow_links=follow_links, cache=cache)
     return run.drive(progress=progress)
@@ -177,9 +267,8 @@ def scan(
 
 def scan_one(path: PathLike, *, hash: str = "full", sha256: bool = False) -> FileReport:
     """Scans a single file (raises FileNotFoundError when it does not exist)."""
-    p = os.fspath(path)
+    p = os.fsdecode(path)
     if not os.path.lexists(p):
         raise FileNotFoundError(f"{p}: no such file or directory")
-    if hash not in HASH_MODES:
-        raise ValueError(f"hash must be one of {', '.join(HASH_MODES)}, not {hash!r}")
+    _check_options(hash, 0)
     return FileReport.from_dict(_core.scan_file(p, hash=hash, sha256=sha256))

@@ -1,22 +1,58 @@
-"""`fastscan demo`: writes a small library with known problems from the real layouts, then scans it.
+"""The demo library: small files with known problems, built from the real layouts (`fastscan demo`).
 
 Every model file is a sparse safetensors file with a full-size header built from a real layout (see
-`shared/data/layouts/`), so the library costs a few MB of disk whatever its apparent size; one small
+`shared/data/layouts/`; the ones used here ship packed in `fastscan/data/demo-layouts.json.gz`, written by
+`scripts/pack-demo-layouts`), so the library costs a few MB of disk whatever its apparent size; one small
 pickle shows a booby-trapped checkpoint. Each file is named for its problem.
 """
 
 from __future__ import annotations
 
+import functools
+import gzip
+import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from fastscan import synth
-from fastscan.options import HashMode
+
+# The real layouts the demo files are built from, shipped with the package.
+LAYOUTS_USED = frozenset(
+    {
+        "sd15",
+        "sdxl",
+        "sdxl-posids-f16",
+        "vae-sd",
+        "lora-sd15-kohya",
+        "embedding-sd15",
+        "sd15-full-ema",
+        "sd3-medium",
+        *(layout for layout, _ in synth.DIFFUSERS_SD15.values()),
+    }
+)
+PACKED_LAYOUTS = "fastscan/data/demo-layouts.json.gz"
+README = "README.txt"
+README_FIRST_LINE = "fastscan demo library: every file is named for its problem."
+
+
+class NotDemoFolder(OSError):
+    """The target folder holds files the demo did not write (it is never written into without --force)."""
+
+
+@functools.cache
+def _packed() -> dict[str, dict[str, list]]:
+    data = resources.files("fastscan").joinpath(PACKED_LAYOUTS.removeprefix("fastscan/")).read_bytes()
+    return json.loads(gzip.decompress(data))
+
+
+def packed_layouts() -> dict[str, dict[str, dict]]:
+    """Every shipped layout as {name: {tensor: {"dtype", "shape"}}} (the `tensors` of a real layout)."""
+    return {name: _layout(name) for name in _packed()}
+
 
 POSITION_IDS = "cond_stage_model.transformer.text_model.embeddings.position_ids"
 TOKEN_EMBEDDING = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
@@ -33,12 +69,13 @@ class DemoFile:
 
 
 def _layout(name: str) -> dict:
-    return synth.load_layout(name)["tensors"]
+    """A fresh copy of a shipped layout's tensors: {name: {"dtype", "shape"}}."""
+    return {t: {"dtype": d, "shape": list(shape)} for t, (d, shape) in _packed()[name].items()}
 
 
 def _plain(layout: str, **kw) -> Callable[[Path], None]:
     def write(p: Path) -> None:
-        synth.write_layout(p, layout, **kw)
+        synth.write_safetensors(p, _layout(layout), **kw)
 
     return write
 
@@ -81,14 +118,14 @@ def _lora_leftovers(p: Path) -> None:
 
 
 def _truncated(p: Path) -> None:
-    synth.write_layout(p, "sd15")
+    synth.write_safetensors(p, _layout("sd15"))
     with open(p, "r+b") as f:
         f.truncate(os.path.getsize(p) * 6 // 10)
 
 
 def _malformed_header(p: Path) -> None:
     # One byte of the JSON header broken (`"shape":` -> `"shape";`): not JSON any more.
-    synth.write_layout(p, "vae-sd")
+    synth.write_safetensors(p, _layout("vae-sd"))
     with open(p, "r+b") as f:
         head = f.read(4096)
         at = head.index(b'"shape":')
@@ -102,7 +139,7 @@ def _nan_embedding(p: Path) -> None:
     vec = np.zeros((8, 768), dtype="<f4")
     vec[3, 100] = np.nan
     vec[5, 7] = np.inf
-    synth.write_layout(p, "embedding-sd15", data={"emb_params": vec.tobytes()})
+    synth.write_safetensors(p, _layout("embedding-sd15"), data={"emb_params": vec.tobytes()})
 
 
 def _dangerous_pickle(p: Path) -> None:
@@ -112,9 +149,34 @@ def _dangerous_pickle(p: Path) -> None:
     p.write_bytes(
         b"\x80\x02"  # PROTO 2
         + b"cposix\nsystem\n"  # GLOBAL posix.system
-        + b"X" + len(cmd).to_bytes(4, "little") + cmd  # BINUNICODE
+        + b"X"
+        + len(cmd).to_bytes(4, "little")
+        + cmd  # BINUNICODE
         + b"\x85R."  # TUPLE1, REDUCE, STOP
     )
+
+
+def _merge_with_recipe(p: Path) -> None:
+    # What the web UI's checkpoint merger writes into __metadata__ (fastscan info shows it as Provenance).
+    a, b = "a" * 64, "b" * 64
+    recipe = {"type": "webui", "primary_model_hash": a, "secondary_model_hash": b,
+              "tertiary_model_hash": None, "interp_method": "Weighted sum", "multiplier": 0.3}
+    models = {a: {"name": "dreamshaper_8", "legacy_hash": "879db523", "sd_merge_recipe": None},
+              b: {"name": "anything-v5", "legacy_hash": "7f96a1a9", "sd_merge_recipe": None}}
+    meta = {"sd_merge_recipe": json.dumps(recipe), "sd_merge_models": json.dumps(models)}
+    synth.write_safetensors(p, _layout("sd15"), metadata=meta)
+
+
+def _object_array_npy(p: Path) -> None:
+    # An .npy object array whose pickle imports os.system (np.load(allow_pickle=True) would run it).
+    pkl = b"\x80\x02]q\x00cos\nsystem\nq\x01a."
+    h = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+    h += " " * (-(10 + len(h) + 1) % 64) + "\n"
+    p.write_bytes(b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h.encode() + pkl)
+
+
+def _diffusers(p: Path) -> None:
+    synth.write_diffusers(p, load=_layout)
 
 
 FILES: tuple[DemoFile, ...] = (
@@ -191,6 +253,24 @@ FILES: tuple[DemoFile, ...] = (
         _dangerous_pickle,
     ),
     DemoFile(
+        "clean-sd15-diffusers",
+        "none: SD 1.5 as a diffusers folder, reported as one model (diffusers-sd15-*)",
+        (),
+        _diffusers,
+    ),
+    DemoFile(
+        "merged-sd15-with-recipe.safetensors",
+        "none: a web UI merge whose recipe and parents `fastscan info` shows as Provenance (sd15)",
+        (),
+        _merge_with_recipe,
+    ),
+    DemoFile(
+        "code-running-object-array.npy",
+        "a NumPy object array whose pickle runs os.system when loaded with allow_pickle=True",
+        ("pickle.dangerous-import", "npy.object-array"),
+        _object_array_npy,
+    ),
+    DemoFile(
         "nan-values-embedding.safetensors",
         "an embedding holding NaN and Inf (embedding-sd15; seen with --hash components or full)",
         ("values.nan-inf",),
@@ -233,25 +313,48 @@ def supports_sparse_files(directory: Path) -> bool:
         probe.unlink(missing_ok=True)
 
 
-def write_library(directory: str | os.PathLike) -> list[Path]:
+def is_demo_folder(directory: Path) -> bool:
+    """True when `directory` is missing, empty, or holds nothing but what `write_library` writes there."""
+    try:
+        entries = set(os.listdir(directory))
+    except FileNotFoundError:
+        return True
+    if not entries:
+        return True
+    ours = {f.name for f in FILES} | {README}
+    if not entries <= ours or README not in entries:
+        return False
+    try:
+        with open(directory / README, encoding="utf-8") as f:
+            return f.readline().rstrip("\n") == README_FIRST_LINE
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def write_library(directory: str | os.PathLike, *, force: bool = False) -> list[Path]:
     """Writes every demo file (and a README.txt naming each problem) into `directory`; returns the paths.
 
-    Raises OSError when the filesystem cannot hold sparse files (the library would take ~32 GB).
+    Raises NotDemoFolder when `directory` holds files the demo did not write (unless `force`), OSError when
+    the filesystem cannot hold sparse files (the library would take ~32 GB).
     """
     d = Path(directory)
+    if not force and not is_demo_folder(d):
+        raise NotDemoFolder(f"{d} is not empty and was not made by `fastscan demo`")
     d.mkdir(parents=True, exist_ok=True)
     if not supports_sparse_files(d):
         raise OSError(f"{d}: this filesystem does not keep sparse files; the demo would write ~32 GB")
     paths = []
     for f in FILES:
         p = d / f.name
-        if p.exists():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.is_symlink() or p.exists():
             p.unlink()
         f.write(p)
         paths.append(p)
-    lines = ["fastscan demo library: every file is named for its problem.", ""]
+    lines = [README_FIRST_LINE, ""]
     lines += [f"{f.name}: {f.problem}" + (f"  [{', '.join(f.checks)}]" if f.checks else "") for f in FILES]
-    (d / "README.txt").write_text("\n".join(lines) + "\n")
+    (d / README).write_text("\n".join(lines) + "\n")
     return paths
 
 
@@ -259,50 +362,3 @@ def expected_checks(hash: str = "none") -> dict[str, set[str]]:
     """File name -> the checks the demo file must fire when scanned with this hash mode."""
     skip = DATA_PASS_CHECKS if hash == "none" else frozenset()
     return {f.name: set(f.checks) - skip for f in FILES}
-
-
-def command(
-    directory: Annotated[
-        str, typer.Argument(help="Where to write the library.", metavar="DIR")
-    ] = "demo-library",
-    hash: Annotated[
-        HashMode, typer.Option("--hash", help="Hashes for the scan (none keeps the demo fast).")
-    ] = HashMode.none,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the JSON report instead of the tables.")
-    ] = False,
-) -> None:
-    """Write a small library of files with known problems (from the real layouts), then scan it."""
-    from fastscan.api import scan
-    from fastscan.cli import fail
-
-    try:
-        if not (synth.layouts_dir() / "sd15.json").is_file():
-            raise FileNotFoundError
-    except FileNotFoundError:
-        raise fail(
-            "the demo needs the real tensor layouts (shared/data/layouts, next to the project) and "
-            "did not find them; set FASTSCAN_LAYOUTS=/path/to/shared/data/layouts"
-        ) from None
-    try:
-        write_library(directory)
-    except OSError as e:
-        raise fail(f"cannot write the demo library in {directory}: {e}") from None
-    report = scan([directory], hash=hash.value)
-    if json_out:
-        typer.echo(report.to_json())
-        return
-    from rich.console import Console
-
-    from fastscan.render import print_report
-
-    console = Console()
-    console.print(
-        f"[bold]fastscan demo[/]: wrote {len(FILES)} model files to {directory}/ (see README.txt there)"
-    )
-    print_report(report, console)
-    if hash.value == "none":
-        console.print(
-            f"[dim]data-pass checks ({', '.join(sorted(DATA_PASS_CHECKS))}) run with: "
-            f"fastscan {directory} --hash components[/]"
-        )

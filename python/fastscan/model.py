@@ -6,10 +6,13 @@ module does not know yet are kept in `extra` and written back out, so nothing is
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 SCHEMA = "fastscan.report/1"
 SEVERITIES = ("info", "warning", "error", "critical")
@@ -21,6 +24,17 @@ def severity_at_least(severity: str, threshold: str) -> bool:
     if threshold == "never":
         return False
     return SEVERITY_RANK.get(severity, 0) >= SEVERITY_RANK[threshold]
+
+
+def display_path(path: str) -> str:
+    """`path` for display and JSON: bytes that are not UTF-8 (surrogate escapes) shown as U+FFFD."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def _path_from(d: Mapping[str, Any]) -> str:
+    """The exact path of a file object: from `path_b64` when the core sent the bytes, else `path`."""
+    raw = d.get("path_b64")
+    return os.fsdecode(base64.b64decode(raw)) if raw else d["path"]
 
 
 def _extra(d: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
@@ -115,6 +129,7 @@ class FileError:
 
 _FILE_FIELDS = (
     "path",
+    "path_b64",
     "size",
     "mtime",
     "format",
@@ -125,9 +140,11 @@ _FILE_FIELDS = (
     "components",
     "hashes",
     "metadata",
+    "provenance",
     "findings",
     "wasted_bytes",
     "error",
+    "parts",
 )
 _FILE_SET = frozenset(_FILE_FIELDS)
 
@@ -147,9 +164,13 @@ class FileReport:
     components: dict[str, Component] = field(default_factory=dict)
     hashes: Hashes = field(default_factory=Hashes)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # What the metadata says about how the model was made (merge recipe, parents, base model, training).
+    provenance: dict[str, Any] | None = None
     findings: list[Finding] = field(default_factory=list)
     wasted_bytes: dict[str, int] = field(default_factory=dict)
     error: FileError | None = None
+    # The files of a diffusers folder (empty for a single file).
+    parts: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -157,7 +178,7 @@ class FileReport:
         """Builds a file report from the dict `_core.scan_file` returns."""
         err = d.get("error")
         return cls(
-            path=d["path"],
+            path=_path_from(d),
             size=int(d.get("size") or 0),
             mtime=float(d.get("mtime") or 0.0),
             format=d.get("format", "unknown"),
@@ -168,9 +189,11 @@ class FileReport:
             components={k: Component.from_dict(v) for k, v in (d.get("components") or {}).items()},
             hashes=Hashes.from_dict(d.get("hashes")),
             metadata=dict(d.get("metadata") or {}),
+            provenance=d.get("provenance"),
             findings=[Finding.from_dict(f) for f in d.get("findings") or []],
             wasted_bytes=dict(d.get("wasted_bytes") or {}),
             error=FileError(err["kind"], err["message"]) if err else None,
+            parts=list(d.get("parts") or []),
             extra=_extra(d, _FILE_SET),
         )
 
@@ -192,9 +215,12 @@ class FileReport:
         return [f.check for f in self.findings]
 
     def to_dict(self) -> dict[str, Any]:
-        """The file object of the JSON report."""
+        """The file object of the JSON report (`path_b64` only when the path is not UTF-8)."""
+        shown = display_path(self.path)
+        exact = {} if shown == self.path else {"path_b64": base64.b64encode(os.fsencode(self.path)).decode()}
         return {
-            "path": self.path,
+            "path": shown,
+            **exact,
             "size": self.size,
             "mtime": self.mtime,
             "format": self.format,
@@ -205,9 +231,11 @@ class FileReport:
             "components": {k: c.to_dict() for k, c in self.components.items()},
             "hashes": self.hashes.to_dict(),
             "metadata": self.metadata,
+            "provenance": self.provenance,
             "findings": [f.to_dict() for f in self.findings],
             "wasted_bytes": self.wasted_bytes,
             "error": self.error.to_dict() if self.error else None,
+            **({"parts": self.parts} if self.parts else {}),
             **self.extra,
         }
 
@@ -274,28 +302,55 @@ class Report:
     schema: str = SCHEMA
 
     def worst(self) -> str | None:
-        """The highest severity of any file (errors reading a file count as `error`), or None."""
-        sevs = [w for w in (f.worst for f in self.files) if w]
-        return max(sevs, key=lambda s: SEVERITY_RANK[s]) if sevs else None
+        """The highest severity of any file (errors reading a file count as `error`), or None.
+
+        Read from the summary, so it holds for a report whose `files` were not kept (`--jsonl`).
+        """
+        sevs = [s for s, n in self.summary.findings.items() if n] + (["error"] if self.summary.errors else [])
+        return max(sevs, key=lambda s: SEVERITY_RANK.get(s, 0)) if sevs else None
 
     def fails(self, threshold: str) -> bool:
         """True when any file has a finding (or error) at or above `threshold`."""
         w = self.worst()
         return w is not None and severity_at_least(w, threshold)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The whole report as plain data."""
+    def to_dict(self, *, with_files: bool = True) -> dict[str, Any]:
+        """The whole report as plain data (`files` empty, in its place, unless `with_files`)."""
         return {
             "schema": self.schema,
             "tool": {"name": "fastscan", "version": self.version},
-            "roots": self.roots,
+            "roots": [display_path(r) for r in self.roots],
             "started": self.started,
             "elapsed_s": self.elapsed_s,
             "summary": self.summary.to_dict(),
-            "files": [f.to_dict() for f in self.files],
+            "files": [f.to_dict() for f in self.files] if with_files else [],
             "duplicates": self.duplicates,
         }
 
     def to_json(self, indent: int | None = 2) -> str:
         """The report as a JSON document."""
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+        out = io.StringIO()
+        self.write_json(out, indent)
+        return out.getvalue()
+
+    def write_json(self, fp: TextIO, indent: int | None = 2) -> None:
+        """Writes the report as a JSON document to `fp`.
+
+        Compact output (`indent=None`) is written one file object at a time, the same text as
+        `json.dumps(self.to_dict())` without holding it, or every file's dict, in memory at once.
+        """
+        if indent is not None:
+            fp.write(json.dumps(self.to_dict(), indent=indent, ensure_ascii=False))
+            return
+        fp.write("{")
+        for i, (k, v) in enumerate(self.to_dict(with_files=False).items()):
+            fp.write(f"{', ' if i else ''}{json.dumps(k)}: ")
+            if k != "files":
+                fp.write(json.dumps(v, ensure_ascii=False))
+                continue
+            fp.write("[")
+            for j, f in enumerate(self.files):
+                fp.write(", " if j else "")
+                fp.write(json.dumps(f.to_dict(), ensure_ascii=False))
+            fp.write("]")
+        fp.write("}")

@@ -1,12 +1,19 @@
-"""Human output: progress bar, summary and problem tables, one file in detail (rich)."""
+"""Human output: progress bars, the library and problem tables, file listings, one file in detail (rich).
+
+Laid out for 80 columns first: sizes never wrap (SI units, as the core's messages), severities are
+abbreviated with a legend printed once, long paths are elided in the middle keeping the file name whole.
+A wider terminal gets longer paths; a pipe gets plain text that never wraps (`--format tsv` for programs).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 from rich import box
 from rich.console import Console
@@ -22,13 +29,38 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from fastscan.advice import UNREADABLE, Remedy, how, remedy
 from fastscan.api import Progress as ScanProgress
 from fastscan.model import SEVERITIES, SEVERITY_RANK, FileReport, Report
 
 SEVERITY_STYLE = {"critical": "bold magenta", "error": "bold red", "warning": "yellow", "info": "cyan"}
+SEVERITY_ABBR = {"critical": "crit", "error": "err", "warning": "warn", "info": "info"}
+WORST_FIRST = tuple(reversed(SEVERITIES))
 # Which `wasted_bytes` cause a check's pruning frees.
 CHECK_WASTE = {"junk.ema": "ema", "junk.unknown-keys": "junk", "dtype.float64": "float64"}
 FILES_SHOWN = 6
+PIPE_WIDTH = 4096  # on a pipe nothing is elided or wrapped
+SIZE_WIDTH = len("999.9 MB")
+
+
+class _StdoutConsole(Console):
+    """A console that lets a closed pipe reach the command (rich would exit 1 on its own)."""
+
+    def on_broken_pipe(self) -> None:
+        """Raises BrokenPipeError: the command decides what a closed pipe means (exit 2)."""
+        raise BrokenPipeError
+
+
+def stdout_console() -> Console:
+    """The console for stdout: the terminal's width, or (on a pipe) plain text that never wraps."""
+    if sys.stdout.isatty():
+        return _StdoutConsole()
+    return _StdoutConsole(width=PIPE_WIDTH, no_color=True, highlight=False, soft_wrap=True)
+
+
+def stderr_console() -> Console:
+    """The console for progress bars (stderr)."""
+    return Console(stderr=True)
 
 
 @contextmanager
@@ -55,64 +87,70 @@ def progress_bar(console: Console) -> Iterator[Callable[[ScanProgress], None]]:
         yield update
 
 
+@contextmanager
+def bytes_bar(console: Console, label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A transient bar for one long job over `total` bytes; yields the callback taking bytes done."""
+    bar = Progress(
+        TextColumn(f"[bold]{escape(label)}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    task = bar.add_task(label, total=max(total, 1))
+    with bar:
+        yield lambda done: bar.update(task, completed=done)
+
+
 def _sev(s: str) -> str:
-    return f"[{SEVERITY_STYLE.get(s, '')}]{s}[/]"
+    return f"[{SEVERITY_STYLE.get(s, '')}]{SEVERITY_ABBR.get(s, s)}[/]"
 
 
-def summary_table(report: Report) -> Table:
-    """Files by kind and arch: count, bytes, problems by severity (unreadable = error), wasted bytes."""
-    t = Table(title="Library", box=box.SIMPLE_HEAD, title_justify="left")
-    t.add_column("kind")
-    t.add_column("arch")
-    t.add_column("files", justify="right")
-    t.add_column("bytes", justify="right")
-    sevs = list(reversed(SEVERITIES))
-    for s in sevs:
-        t.add_column(f"[{SEVERITY_STYLE[s]}]{s}[/]", justify="right")
-    t.add_column("wasted", justify="right")
-    groups: dict[tuple[str, str], dict[str, int]] = {}
-    for f in report.files:
-        g = groups.setdefault((f.kind, f.arch), dict.fromkeys(["files", "bytes", "wasted", *sevs], 0))
-        g["files"] += 1
-        g["bytes"] += f.size
-        g["wasted"] += sum(f.wasted_bytes.values())
-        for x in f.findings:
-            g[x.severity] = g.get(x.severity, 0) + 1
-        g["error"] += f.error is not None
-
-    def row(g: dict[str, int]) -> list[str]:
-        counts = [str(g[s]) if g[s] else "" for s in sevs]
-        return [
-            str(g["files"]),
-            human_bytes(g["bytes"]),
-            *counts,
-            human_bytes(g["wasted"]) if g["wasted"] else "",
-        ]
-
-    total = dict.fromkeys(["files", "bytes", "wasted", *sevs], 0)
-    for (kind, arch), g in sorted(groups.items()):
-        t.add_row(kind, arch, *row(g))
-        for k in total:
-            total[k] += g[k]
-    t.add_section()
-    t.add_row("[bold]total", "", *(f"[bold]{c}" for c in row(total)))
-    return t
+def size(n: int) -> str:
+    """Bytes in SI units (`6.9 GB`), the one convention of the CLI and the core's messages."""
+    return human_bytes(n)
 
 
-def totals_line(report: Report) -> str:
-    """One line: problems by severity, unreadable files, wasted bytes by cause."""
-    s = report.summary
-    probs = ", ".join(f"{s.findings.get(k, 0)} {_sev(k)}" for k in reversed(SEVERITIES))
-    parts = [f"problems: {probs}"]
-    if s.errors:
-        parts.append(f"[bold red]{s.errors} unreadable[/]")
-    wasted = sum(s.wasted_bytes.values())
-    if wasted:
-        causes = ", ".join(f"{k} {human_bytes(v)}" for k, v in sorted(s.wasted_bytes.items()))
-        parts.append(f"wasted: [bold]{human_bytes(wasted)}[/] ({causes})")
-    else:
-        parts.append("wasted: 0 B")
-    return "  |  ".join(parts)
+_SIZE_SPACE = re.compile(r"(\d) (bytes?|kB|MB|GB|TB)\b")
+
+
+def keep_sizes_whole(text: str) -> str:
+    """`text` with a no-break space inside every size (`6.9 GB`), so wrapping never splits one."""
+    return _SIZE_SPACE.sub("\\1\u00a0\\2", text)
+
+
+def print_wrapped(console: Console, prefix: str, prefix_len: int, text: str, indent: int = 6) -> None:
+    """Prints markup `prefix` (`prefix_len` visible characters) then `text`, wrapped at the console width
+    between words, never inside a size; continuation lines indented by `indent`."""
+    import textwrap
+
+    width = max(console.width, prefix_len + 20)
+    lines = textwrap.wrap(
+        keep_sizes_whole(text),
+        width=width,
+        initial_indent=" " * prefix_len,
+        subsequent_indent=" " * indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [" " * prefix_len]
+    lines = [escape(line.replace("\u00a0", " ")) for line in lines]
+    lines[0] = prefix + lines[0][prefix_len:]
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)
+
+
+def elide(path: str, width: int) -> str:
+    """`path` shortened to `width` by a `…` in the middle of its folders; the file name stays whole."""
+    if len(path) <= width:
+        return path
+    head, name = os.path.split(path)
+    room = width - len(name) - 2  # "…/"
+    if room < 4:
+        return name if len(name) <= width else "…" + name[-(width - 1) :]
+    left = room // 2
+    right = room - left
+    return f"{head[:left]}…{head[len(head) - right :] if right else ''}/{name}"
 
 
 def short_path(path: str, roots: list[str]) -> str:
@@ -126,69 +164,257 @@ def short_path(path: str, roots: list[str]) -> str:
     return path
 
 
-def problems_table(report: Report) -> Table | None:
-    """Files grouped by the check that fired (worst first), with the bytes pruning would save."""
-    rows: dict[str, dict[str, Any]] = {}
+def _file_severities(f: FileReport) -> set[str]:
+    """Severities a file has (an unreadable file counts as an error)."""
+    sevs = {x.severity for x in f.findings}
+    if f.error is not None:
+        sevs.add("error")
+    return sevs
+
+
+def summary_table(report: Report) -> Table:
+    """Files by kind and arch: count, size, files with a problem of each severity, wasted bytes."""
+    t = Table(title="Library", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    t.add_column("kind", no_wrap=True)
+    t.add_column("arch", no_wrap=True)
+    t.add_column("files", justify="right", no_wrap=True)
+    t.add_column("size", justify="right", no_wrap=True, min_width=SIZE_WIDTH)
+    for s in WORST_FIRST:
+        t.add_column(f"[{SEVERITY_STYLE[s]}]{SEVERITY_ABBR[s]}[/]", justify="right", no_wrap=True)
+    t.add_column("wasted", justify="right", no_wrap=True, min_width=SIZE_WIDTH)
+    keys = ["files", "bytes", "wasted", *WORST_FIRST]
+    groups: dict[tuple[str, str], dict[str, int]] = {}
     for f in report.files:
-        if f.error is not None:
-            r = rows.setdefault(
-                f"unreadable ({f.error.kind})", {"severity": "error", "files": [], "saved": 0}
-            )
-            r["files"].append(f.path)
-        for x in f.findings:
-            r = rows.setdefault(x.check, {"severity": x.severity, "files": [], "saved": 0})
-            if f.path not in r["files"]:
-                r["files"].append(f.path)
-                r["saved"] += f.wasted_bytes.get(CHECK_WASTE.get(x.check, ""), 0)
-    if not rows:
-        return None
-    t = Table(title="Problems", box=box.SIMPLE_HEAD, title_justify="left")
-    t.add_column("severity")
-    t.add_column("check", no_wrap=True)
-    t.add_column("files", justify="right")
-    t.add_column("saves", justify="right", no_wrap=True)
-    t.add_column("which files", overflow="fold")
-    order = sorted(rows.items(), key=lambda kv: (-SEVERITY_RANK.get(kv[1]["severity"], 0), kv[0]))
-    for check, r in order:
-        files = r["files"]
-        shown = "\n".join(escape(short_path(p, report.roots)) for p in files[:FILES_SHOWN])
-        if len(files) > FILES_SHOWN:
-            shown += f"\n… and {len(files) - FILES_SHOWN} more"
-        saved = human_bytes(r["saved"]) if r["saved"] else ""
-        t.add_row(_sev(r["severity"]), check, str(len(files)), saved, shown)
+        g = groups.get((f.kind, f.arch))
+        if g is None:
+            g = groups[(f.kind, f.arch)] = dict.fromkeys(keys, 0)
+        g["files"] += 1
+        g["bytes"] += f.size
+        g["wasted"] += sum(f.wasted_bytes.values())
+        for s in _file_severities(f):
+            g[s] = g.get(s, 0) + 1
+
+    def row(g: dict[str, int]) -> list[str]:
+        counts = [str(g[s]) if g[s] else "" for s in WORST_FIRST]
+        return [str(g["files"]), size(g["bytes"]), *counts, size(g["wasted"]) if g["wasted"] else ""]
+
+    total = dict.fromkeys(keys, 0)
+    for (kind, arch), g in sorted(groups.items()):
+        t.add_row(escape(kind), escape(arch), *row(g))
+        for k in total:
+            total[k] += g[k]
+    t.add_section()
+    t.add_row("[bold]total", "", *(f"[bold]{c}" for c in row(total)))
     return t
 
 
-def print_report(report: Report, console: Console) -> None:
-    """The scan's human summary: library table, totals, problems table."""
-    console.print(summary_table(report))
-    console.print(totals_line(report))
-    problems = problems_table(report)
-    if problems is None:
-        console.print("[green]no problems found[/]")
+LEGEND = "crit/err/warn/info: files with a finding of that severity (unreadable ones count as err)"
+
+
+def totals_line(report: Report) -> str:
+    """Two lines, counting files as the tables do: files with problems and unreadable; wasted bytes."""
+    counts = dict.fromkeys(WORST_FIRST, 0)
+    unreadable = 0
+    for f in report.files:
+        for s in _file_severities(f):
+            counts[s] += 1
+        unreadable += f.error is not None
+    probs = ", ".join(f"{counts[s]} {_sev(s)}" for s in WORST_FIRST)
+    first = f"files with problems: {probs}"
+    if unreadable:
+        first += f"; [bold red]{unreadable} unreadable[/] (in err)"
+    wasted = sum(report.summary.wasted_bytes.values())
+    if wasted:
+        causes = ", ".join(f"{k} {size(v)}" for k, v in sorted(report.summary.wasted_bytes.items()))
+        second = f"wasted: [bold]{size(wasted)}[/] ({causes})"
     else:
-        console.print(problems)
-    console.print(f"[dim]{report.summary.files} files in {report.elapsed_s:.2f} s[/]")
+        second = "wasted: 0 bytes"
+    return f"{first}\n{second}"
 
 
-def _kv_table(title: str) -> Table:
+def _problem_rows(report: Report) -> list[tuple[str, str, list[str], int]]:
+    """(severity, check, files, bytes pruning saves) per check that fired, worst first. Linear in findings."""
+    rows: dict[str, tuple[str, dict[str, None], list[int]]] = {}
+    for f in report.files:
+        if f.error is not None:
+            r = rows.setdefault(f"unreadable ({f.error.kind})", ("error", {}, [0]))
+            r[1][f.path] = None
+        for x in f.findings:
+            r = rows.setdefault(x.check, (x.severity, {}, [0]))
+            if f.path not in r[1]:
+                r[1][f.path] = None
+                r[2][0] += f.wasted_bytes.get(CHECK_WASTE.get(x.check, ""), 0)
+    out = [(sev, check, list(files), saved[0]) for check, (sev, files, saved) in rows.items()]
+    out.sort(key=lambda r: (-SEVERITY_RANK.get(r[0], 0), r[1]))
+    return out
+
+
+def print_problems(report: Report, console: Console, *, all_files: bool = False) -> bool:
+    """Files grouped by the check that fired (worst first), each file on its own line; False when none."""
+    rows = _problem_rows(report)
+    if not rows:
+        return False
+    width = console.width
+    check_w = max(len("check"), *(len(r[1]) for r in rows))
+    files_w = max(len("files"), *(len(str(len(r[2]))) for r in rows))
+    console.print("\n[italic]Problems[/]", highlight=False)
+    head = f"{'sev':<4}  {'check':<{check_w}}  {'files':>{files_w}}  {'saves':>{SIZE_WIDTH}}"
+    console.print(f"[bold]{head}[/]", highlight=False)
+    indent = "      "
+    for sev, check, files, saved in rows:
+        pad = " " * (4 - len(SEVERITY_ABBR.get(sev, sev)))
+        saves = size(saved) if saved else ""
+        console.print(
+            f"{_sev(sev)}{pad}  {escape(check):<{check_w}}  {len(files):>{files_w}}  {saves:>{SIZE_WIDTH}}",
+            highlight=False,
+        )
+        shown = files if all_files else files[:FILES_SHOWN]
+        for p in shown:
+            console.print(
+                indent + escape(elide(short_path(p, report.roots), width - len(indent))), highlight=False
+            )
+        if len(files) > len(shown):
+            console.print(
+                f"{indent}… and {len(files) - len(shown)} more (--files lists them all)", highlight=False
+            )
+    return True
+
+
+def reclaimable(groups: list[dict]) -> int:
+    """Bytes deleting redundant copies would free (shared components are not reclaimable that way)."""
+    return sum(g.get("reclaimable", 0) for g in groups if g["type"] != "shared-component")
+
+
+def duplicates_line(report: Report) -> str | None:
+    """`duplicates: N groups, X reclaimable; see them: fastscan dedupe ROOTS`, or None when there are none."""
+    groups = [g for g in report.duplicates if g["type"] != "shared-component"]
+    if not groups:
+        return None
+    roots = " ".join(_quote(r) for r in report.roots)
+    return (
+        f"duplicates: {len(groups)} group(s) of redundant copies, {size(reclaimable(groups))} reclaimable; "
+        f"see them with: fastscan dedupe {roots}"
+    )
+
+
+def _quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
+def print_files(report: Report, console: Console) -> None:
+    """Every affected file, worst first: its findings and what to do about it."""
+    affected = [f for f in report.files if f.findings or f.error is not None]
+    affected.sort(key=lambda f: (-SEVERITY_RANK.get(f.worst or "info", 0), f.path))
+    if not affected:
+        return
+    console.print(f"\n[italic]Affected files[/] ({len(affected)})", highlight=False)
+    for f in affected:
+        console.print(f"[bold]{escape(f.path)}[/]", highlight=False, overflow="fold")
+        remedies: list[Remedy] = []
+        if f.error is not None:
+            prefix = f"  {_sev('error')} unreadable ({escape(f.error.kind)}): "
+            print_wrapped(console, prefix, len(f"  err unreadable ({f.error.kind}): "), f.error.message)
+            remedies.append(UNREADABLE)
+        for x in sorted(f.findings, key=lambda x: -SEVERITY_RANK.get(x.severity, 0)):
+            sev = SEVERITY_ABBR.get(x.severity, x.severity)
+            print_wrapped(
+                console, f"  {_sev(x.severity)} {escape(x.check)}: ", len(f"  {sev} {x.check}: "), x.message
+            )
+            remedies.append(remedy(x.check, x.severity))
+        for r in dict.fromkeys(remedies):
+            if r is not Remedy.review:
+                console.print(f"  [green]→[/] {escape(how(r, f.path))}", highlight=False)
+
+
+def print_report(report: Report, console: Console, *, files: bool = False) -> None:
+    """The scan's human summary: library table, legend, totals, problems, duplicates line, file listing."""
+    console.print(summary_table(report))
+    console.print(f"[dim]{LEGEND}[/]", highlight=False)
+    console.print(totals_line(report), highlight=False)
+    if not print_problems(report, console, all_files=False):
+        console.print("[green]no problems found[/]")
+    dup = duplicates_line(report)
+    if dup:
+        console.print(escape(dup), highlight=False)
+    if files:
+        print_files(report, console)
+    console.print(f"[dim]{report.summary.files} files in {report.elapsed_s:.2f} s[/]", highlight=False)
+
+
+def _tsv_field(s: str) -> str:
+    return s.replace("\t", " ").replace("\n", " ")
+
+
+def write_tsv(report: Report, out: IO[str]) -> None:
+    """One tab-separated line per finding (and unreadable file): path, severity, check, action, message."""
+    out.write("path\tseverity\tcheck\taction\tmessage\n")
+    for f in report.files:
+        if f.error is not None:
+            out.write(
+                "\t".join(
+                    map(
+                        _tsv_field,
+                        [f.path, "error", f"unreadable.{f.error.kind}", UNREADABLE.value, f.error.message],
+                    )
+                )
+                + "\n"
+            )
+        for x in f.findings:
+            line = [f.path, x.severity, x.check, remedy(x.check, x.severity).value, x.message]
+            out.write("\t".join(map(_tsv_field, line)) + "\n")
+
+
+def _kv_table(title: str | None) -> Table:
     t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", show_header=False)
-    t.add_column("key", style="bold")
+    t.add_column("key", style="bold", no_wrap=True)
     t.add_column("value", overflow="fold")
     return t
 
 
 def _dtypes(d: dict[str, int]) -> str:
-    return ", ".join(f"{k} {human_bytes(v)}" for k, v in sorted(d.items(), key=lambda kv: -kv[1]))
+    return ", ".join(f"{k} {size(v)}" for k, v in sorted(d.items(), key=lambda kv: -kv[1]))
 
 
-def print_file(f: FileReport, console: Console) -> None:
+def natural_key(s: str) -> list[Any]:
+    """Sort key that orders numbers by value: `unet:2:rank` before `unet:10:rank`."""
+    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", s)]
+
+
+METADATA_ROWS = 24  # keys shown before the rest are summarised
+METADATA_VALUE = 160  # characters of a value shown before it is summarised
+
+
+def metadata_rows(meta: dict[str, Any], *, full: bool = False) -> list[tuple[str, str]]:
+    """Metadata as (key, value) rows in natural order; long values and long key lists summarised."""
+    rows = []
+    for k in sorted(meta, key=natural_key):
+        v = meta[k]
+        text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+        if not full and len(text) > METADATA_VALUE:
+            text = f"{text[: METADATA_VALUE - 40]}… ({len(text):,} characters)"
+        rows.append((k, text))
+    if full or len(rows) <= METADATA_ROWS:
+        return rows
+    # Many keys: show the first ones, then count the rest by their prefix (`unet:`, `ss_`).
+    shown, rest = rows[: METADATA_ROWS - 1], rows[METADATA_ROWS - 1 :]
+    prefixes: dict[str, int] = {}
+    for k, _ in rest:
+        m = re.match(r"[^:._]*[:._]", k)
+        p = m.group(0) + "…" if m else k
+        prefixes[p] = prefixes.get(p, 0) + 1
+    summary = ", ".join(f"{p} {n}" for p, n in sorted(prefixes.items(), key=lambda kv: (-kv[1], kv[0]))[:6])
+    shown.append((f"… {len(rest)} more", f"{summary} (--all-metadata prints them)"))
+    return shown
+
+
+def print_file(f: FileReport, console: Console, *, all_metadata: bool = False) -> None:
     """One file in detail: identity, components, hashes, metadata, findings with their details."""
-    console.print(f"[bold]{escape(f.path)}[/]")
-    head = _kv_table("")
-    head.title = None
+    console.print(f"[bold]{escape(f.path)}[/]", overflow="fold")
+    head = _kv_table(None)
     for k, v in [
-        ("size", f"{human_bytes(f.size)} ({f.size:,} bytes)"),
+        ("size", f"{size(f.size)} ({f.size:,} bytes)"),
         ("format", f.format),
         ("kind", f.kind),
         ("arch", f.arch),
@@ -210,10 +436,13 @@ def print_file(f: FileReport, console: Console) -> None:
 
     if f.components:
         t = Table(title="Components", box=box.SIMPLE_HEAD, title_justify="left")
-        for c in ("component", "tensors", "bytes", "dtypes", "blake3 (canonical v1)"):
-            t.add_column(c, justify="right" if c in ("tensors", "bytes") else "left")
+        t.add_column("component", no_wrap=True)
+        t.add_column("tensors", justify="right", no_wrap=True)
+        t.add_column("size", justify="right", no_wrap=True, min_width=SIZE_WIDTH)
+        t.add_column("dtypes")
+        t.add_column("blake3 (canonical v1)", overflow="fold")
         for name, c in sorted(f.components.items()):
-            t.add_row(name, str(c.tensors), human_bytes(c.bytes), _dtypes(c.dtypes), c.blake3 or "-")
+            t.add_row(name, str(c.tensors), size(c.bytes), _dtypes(c.dtypes), c.blake3 or "-")
         console.print(t)
 
     hashes = {k: v for k, v in f.hashes.to_dict().items() if v}
@@ -223,21 +452,77 @@ def print_file(f: FileReport, console: Console) -> None:
             t.add_row(k, str(v))
         console.print(t)
 
+    if f.parts:
+        t = Table(title="Files", box=box.SIMPLE_HEAD, title_justify="left")
+        for c in ("file", "component", "kind", "arch", "tensors", "size"):
+            t.add_column(c, justify="right" if c in ("tensors", "size") else "left", overflow="fold")
+        for p in f.parts:
+            row = (escape(p["path"]), p["component"], p["kind"], p["arch"], str(p["tensors"]))
+            t.add_row(*row, human_bytes(p["size"]))
+        console.print(t)
+
+    if f.provenance:
+        console.print(provenance_table(f.provenance))
+
     if f.metadata:
-        t = _kv_table("Metadata")
-        for k, v in sorted(f.metadata.items()):
-            text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-            t.add_row(escape(k), escape(text[:500] + ("…" if len(text) > 500 else "")))
+        t = _kv_table(f"Metadata ({len(f.metadata)} keys)")
+        for k, v in metadata_rows(f.metadata, full=all_metadata):
+            t.add_row(escape(k), escape(v))
         console.print(t)
 
     if not f.findings:
-        console.print("[green]no problems found[/]")
+        if f.error is None:
+            console.print("[green]no problems found[/]")
         return
     console.print("[bold]Findings")
     for x in f.findings:
-        console.print(f"  {_sev(x.severity)} [bold]{escape(x.check)}[/]: {escape(x.message)}")
+        sev = SEVERITY_ABBR.get(x.severity, x.severity)
+        prefix = f"  {_sev(x.severity)} [bold]{escape(x.check)}[/]: "
+        print_wrapped(console, prefix, len(f"  {sev} {x.check}: "), x.message)
         if x.details not in (None, {}, []):
-            console.print(escape("\n".join(details_lines(x.details, "      "))), highlight=False)
+            # Never wrapped by rich: a tensor name stays one copyable line (the terminal may fold it).
+            console.print(
+                escape("\n".join(details_lines(x.details, "      "))), highlight=False, soft_wrap=True
+            )
+        r = remedy(x.check, x.severity)
+        if r is not Remedy.review:
+            console.print(f"      [green]→[/] {escape(how(r, f.path))}", highlight=False)
+
+
+LIST_SHOWN = 8  # items of a long list in a finding's details shown by `info`
+
+
+def _parent_line(p: dict[str, Any]) -> str:
+    ids = [x for x in (p.get("sha256") and p["sha256"][:12], p.get("legacy_hash")) if x]
+    text = p.get("name") or "(unnamed)"
+    if ids:
+        text += f" [{', '.join(ids)}]"
+    if p.get("merged"):
+        text += " (itself a merge)"
+    return f"{p['role']}: {text}"
+
+
+def provenance_table(prov: dict[str, Any]) -> Table:
+    """The compact "Provenance" section: tools, merge and multipliers, parents, base model, training."""
+    t = _kv_table("Provenance")
+    if prov.get("tools"):
+        t.add_row("tool", escape(", ".join(prov["tools"])))
+    merge = prov.get("merge")
+    if merge:
+        method = merge.get("method") or "?"
+        if merge.get("calcmode"):
+            method += f" ({merge['calcmode']})"
+        t.add_row("merge", escape(method))
+        for k, v in (merge.get("multipliers") or {}).items():
+            t.add_row(f"  {escape(k)}", escape(v if isinstance(v, str) else json.dumps(v)))
+    for p in prov.get("parents") or []:
+        t.add_row("parent", escape(_parent_line(p)))
+    if prov.get("base_model"):
+        t.add_row("base model", escape(prov["base_model"]))
+    training = {k: v for k, v in (prov.get("training") or {}).items() if v}
+    if training:
+        t.add_row("training", escape(", ".join(f"{k} {v}" for k, v in training.items())))
+    return t
 
 
 def details_lines(value: Any, indent: str = "", width: int = 80) -> list[str]:
@@ -247,9 +532,11 @@ def details_lines(value: Any, indent: str = "", width: int = 80) -> list[str]:
         return [indent + compact]
     lines = []
     if isinstance(value, list):
-        for item in value:
+        for item in value[:LIST_SHOWN] if len(value) > LIST_SHOWN + 2 else value:
             text = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
             lines.append(f"{indent}- {text}")
+        if len(value) > LIST_SHOWN + 2:
+            lines.append(f"{indent}… and {len(value) - LIST_SHOWN} more (--json lists them all)")
         return lines
     for k, v in value.items():
         inner = json.dumps(v, ensure_ascii=False)
@@ -263,32 +550,39 @@ def details_lines(value: Any, indent: str = "", width: int = 80) -> list[str]:
 
 DUPLICATE_TITLES = {
     "identical-files": "identical files",
-    "same-weights": "same weights, different packaging",
+    "same-weights": "same weights, other packaging",
     "shared-component": "shared component",
 }
 
 
 def print_duplicates(report: Report, console: Console) -> None:
-    """Prints the duplicate groups of a report, largest reclaimable first."""
+    """The duplicate groups, largest reclaimable first: each copy on its own line, the one to keep marked."""
     groups = report.duplicates
     if not groups:
         console.print(f"no duplicates among {report.summary.files} file(s)")
         return
-    t = Table(box=box.SIMPLE_HEAD, title="duplicates")
-    t.add_column("what")
-    t.add_column("component")
-    t.add_column("files")
-    t.add_column("each", justify="right")
-    t.add_column("reclaimable", justify="right")
+    width = console.width
+    indent = "    "
     for g in groups:
-        files = "\n".join(escape(short_path(p, report.roots)) for p in g["files"])
-        t.add_row(
-            DUPLICATE_TITLES.get(g["type"], g["type"]),
-            g["component"] or "",
-            files,
-            human_bytes(g["bytes"]),
-            human_bytes(g["reclaimable"]),
-        )
-    console.print(t)
-    total = sum(g["reclaimable"] for g in groups if g["type"] != "shared-component")
-    console.print(f"{len(groups)} group(s); deleting duplicate files would free {human_bytes(total)}")
+        what = DUPLICATE_TITLES.get(g["type"], g["type"])
+        if g["type"] == "shared-component":
+            head = (
+                f"[bold]{what}[/] {escape(g['component'] or '')}: {size(g['bytes'])} in each file"
+                " (not reclaimable by deleting files)"
+            )
+        else:
+            head = f"[bold]{what}[/]: {size(g['bytes'])} each, {size(g['reclaimable'])} reclaimable"
+        console.print(head, highlight=False)
+        damaged = set(g.get("damaged") or [])
+        for p in g["files"]:
+            mark = "[green]keep[/] " if p == g.get("keep") else "[red]damaged[/] " if p in damaged else ""
+            room = width - len(indent) - (len("damaged ") if mark else 0)
+            console.print(
+                f"{indent}{mark}{escape(elide(short_path(p, report.roots), room))}", highlight=False
+            )
+    n = sum(1 for g in groups if g["type"] != "shared-component")
+    console.print(
+        f"{n} group(s) of redundant copies: deleting all but the kept copies would free "
+        f"{size(reclaimable(groups))}; {len(groups) - n} shared-component group(s) free nothing that way",
+        highlight=False,
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from fastscan import _core
@@ -158,3 +158,61 @@ def mark_first_elements(
             f.write(one)
             marked += 1
     return marked
+
+
+# SD 1.5 as a diffusers folder (runwayml/stable-diffusion-v1-5, fp16): subfolder -> (layout, file stem).
+DIFFUSERS_SD15 = {
+    "unet": ("diffusers-sd15-unet", "diffusion_pytorch_model"),
+    "vae": ("diffusers-sd15-vae", "diffusion_pytorch_model"),
+    "text_encoder": ("diffusers-sd15-text-encoder", "model"),
+}
+_SD15_INDEX = {
+    "_class_name": "StableDiffusionPipeline",
+    "_diffusers_version": "0.6.0",
+    "feature_extractor": ["transformers", "CLIPImageProcessor"],
+    "safety_checker": [None, None],
+    "scheduler": ["diffusers", "PNDMScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+
+
+def write_diffusers(
+    path: str | os.PathLike,
+    *,
+    variant: str | None = "fp16",
+    unet_shards: int = 1,
+    load: Callable[[str], Mapping[str, Mapping]] | None = None,
+) -> Path:
+    """Writes an SD 1.5 diffusers folder from the real diffusers layouts (sparse weights, first elements
+    marked so no tensor is constant, real file names):
+    `model_index.json`, `unet/`, `vae/`, `text_encoder/` weights, `tokenizer/` and `scheduler/` configs.
+    With `unet_shards` > 1 the UNet is split as diffusers shards it, with its `*.safetensors.index.json`."""
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "model_index.json").write_text(json.dumps(_SD15_INDEX, indent=2))
+    for sub, (layout, stem) in DIFFUSERS_SD15.items():
+        (root / sub).mkdir(exist_ok=True)
+        (root / sub / "config.json").write_text("{}")
+        name = f"{stem}.{variant}" if variant else stem
+        tensors = load(layout) if load else load_layout(layout)["tensors"]
+        if sub != "unet" or unet_shards <= 1:
+            mark_first_elements(write_safetensors(root / sub / f"{name}.safetensors", tensors), tensors)
+            continue
+        keys = sorted(tensors)
+        per = -(-len(keys) // unet_shards)
+        weight_map, total = {}, 0
+        for i in range(unet_shards):
+            part = {k: tensors[k] for k in keys[i * per : (i + 1) * per]}
+            shard = f"{name}-{i + 1:05d}-of-{unet_shards:05d}.safetensors"
+            mark_first_elements(write_safetensors(root / sub / shard, part), part)
+            weight_map.update(dict.fromkeys(part, shard))
+            total += sum(nbytes(t["dtype"], t["shape"]) for t in part.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (root / sub / f"{name}.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    for sub, cfg in (("tokenizer", "vocab.json"), ("scheduler", "scheduler_config.json")):
+        (root / sub).mkdir(exist_ok=True)
+        (root / sub / cfg).write_text("{}")
+    return root

@@ -9,7 +9,7 @@ from pathlib import Path
 import blake3
 
 from fastscan.fixes.errors import FixError
-from fastscan.fixes.writer import _unlink, check_space, commit, temp_path
+from fastscan.fixes.writer import check_space, commit, temp_path
 
 
 def file_blake3(path: Path) -> str:
@@ -69,22 +69,22 @@ def backup(src: Path, folder: Path, *, overwrite: bool = False) -> Path:
         if dest.exists() and os.path.samefile(dest, src):
             raise FixError(f"{dest}: the backup would be the input itself; pick another --backup folder")
         check_space(dest, src.stat().st_size)
-        fd, tmp = temp_path(dest, src.stat().st_mode & 0o7777)
+        tmp = temp_path(dest, src.stat().st_mode & 0o7777)
     except OSError as e:
         raise FixError(f"{folder}: {e.strerror or e}") from None
     try:
-        with os.fdopen(fd, "wb") as fout, open(src, "rb") as fin:
-            copy_sparse(fin.fileno(), fout.fileno(), os.fstat(fin.fileno()).st_size)
-            os.fsync(fout.fileno())
-        if file_blake3(tmp) != file_blake3(src):
+        with open(src, "rb") as fin:
+            copy_sparse(fin.fileno(), tmp.fd, os.fstat(fin.fileno()).st_size)
+            os.fsync(tmp.fd)
+        if file_blake3(Path(tmp.path)) != file_blake3(src):
             raise FixError(f"{dest}: backup copy does not match {src}; the input was not touched")
         commit(tmp, dest, overwrite)
     except OSError as e:
-        _unlink(tmp)
+        tmp.discard()
         raise FixError(
             f"{dest}: {e.strerror or e} while making the backup; the input was not touched"
         ) from None
     except BaseException:
-        _unlink(tmp)
+        tmp.discard()
         raise
     return dest

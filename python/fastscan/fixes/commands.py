@@ -1,4 +1,4 @@
-"""The fix commands: `fix`, `convert`, `extract`, `bake-vae` as plain functions, and `register` for typer."""
+"""The fix commands `fix`, `convert`, `extract`, `bake-vae` as plain functions (the CLI: fastscan.cli.fix)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastscan import _core
+from fastscan.advice import Remedy, remedy
 from fastscan.fixes import plan as planning
 from fastscan.fixes.backup import backup as make_backup
 from fastscan.fixes.errors import FixError
@@ -21,6 +22,33 @@ class Result:
     out: Path | None
     actions: list[str] = field(default_factory=list)
     backup: Path | None = None
+    # Error and critical findings no fix repairs (the file needs a new copy); a fix still does what it can.
+    unrepairable: list[str] = field(default_factory=list)
+    # Bytes the output is smaller than the input (negative: larger); None when nothing was planned.
+    saved: int | None = None
+
+
+class Unrepairable(FixError):
+    """The file is too damaged to read, in ways no fix can undo: it needs a new copy."""
+
+
+def unrepairable(path: Path) -> list[str]:
+    """The file's error and critical findings no fix repairs, as `check: message` (data pass included)."""
+    report = _core.scan_file(str(path), hash="components")
+    out = []
+    if report.get("error"):
+        out.append(report["error"]["message"])
+    for f in report.get("findings") or []:
+        if f["severity"] in ("error", "critical") and remedy(f["check"]) is not Remedy.fix:
+            out.append(f"{f['check']}: {f['message']}")
+    return out
+
+
+def _keep_stat(path: Path, st: os.stat_result, *, times: bool) -> None:
+    """Gives `path` the permission bits (and with `times`, the access and modification times) of `st`."""
+    os.chmod(path, st.st_mode & 0o7777)
+    if times:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _existing(path: str | os.PathLike) -> Path:
@@ -63,10 +91,18 @@ def fix(
     in_place: bool = False,
     backup: str | os.PathLike | None = None,
     force: bool = False,
+    dry_run: bool = False,
 ) -> Result:
-    """Repairs a safetensors file (position_ids, EMA/junk, dtypes); with no option, what the scan advises."""
+    """Repairs a safetensors file (position_ids, EMA/junk, dtypes); with no option, what the scan advises.
+
+    The output keeps the input's permission bits; an `--in-place` backup also keeps its times. Damage no
+    fix can repair (truncation, NaN values, a broken header) is listed in `Result.unrepairable`. With
+    `dry_run`, plans and returns without writing.
+    """
     src_path = _existing(file)
-    if in_place:
+    if dry_run:
+        pass
+    elif in_place:
         src_path = src_path.resolve()  # replace the file a symlink points to, not the link
         if backup is None:
             raise FixError(
@@ -78,7 +114,14 @@ def fix(
         raise FixError("fix needs -o OUT (or --in-place --backup DIR)")
     elif backup is not None:
         raise FixError("--backup only goes with --in-place")
-    with Source(src_path) as src:
+    bad = unrepairable(src_path)
+    try:
+        source = Source(src_path)
+    except FixError as e:
+        if bad:
+            raise Unrepairable(f"{e}; cannot be repaired ({'; '.join(bad)}): re-download it") from None
+        raise
+    with source as src:
         if src.table["format"] != "safetensors":
             raise FixError(f"{src_path}: is a {src.table['format']} file; run `fastscan convert` on it first")
         notes = []
@@ -97,21 +140,41 @@ def fix(
             _identified(src, f"pruning ({opts['prune']})", force)
         p = planning.plan_fix(src, **opts)
         if not p.changes_anything(src):
-            return Result(None, [*notes, *p.actions, f"nothing to change in {src_path}; no file written"])
+            return Result(
+                None,
+                [*notes, *p.actions, f"nothing to change in {src_path}; no file written"],
+                unrepairable=bad,
+            )
+        from fastscan.fixes.writer import header
+
+        st = os.stat(src_path)
+        saved = st.st_size - (8 + len(header(p)[0]) + p.data_bytes)
+        if dry_run:
+            return Result(None, [*notes, *p.actions], unrepairable=bad, saved=saved)
         if in_place:
-            saved = make_backup(src_path, Path(backup), overwrite=force)
+            kept = make_backup(src_path, Path(backup), overwrite=force)
+            _keep_stat(kept, st, times=True)
             write_verified(p, [src], src_path, overwrite=True)
-            return Result(src_path, [*notes, *p.actions], saved)
+            return Result(src_path, [*notes, *p.actions], kept, bad, saved)
         out_path = Path(out)
         _distinct(out_path, src_path)
         write_verified(p, [src], out_path, overwrite=force)
-        return Result(out_path, [*notes, *p.actions])
+        _keep_stat(out_path, st, times=False)
+        return Result(out_path, [*notes, *p.actions], unrepairable=bad, saved=saved)
 
 
-def convert(file: str | os.PathLike, out: str | os.PathLike, *, force: bool = False) -> Result:
-    """Converts a pickle checkpoint to safetensors without executing it; records source hashes."""
+def default_output(file: str | os.PathLike) -> Path:
+    """Where `convert` writes when not told: the input's name with `.safetensors` in its place."""
+    return Path(file).with_suffix(".safetensors")
+
+
+def convert(file: str | os.PathLike, out: str | os.PathLike | None = None, *, force: bool = False) -> Result:
+    """Converts a pickle checkpoint to safetensors without executing it; records source hashes.
+
+    `out` defaults to the input's name with `.safetensors`; the output keeps the input's permission bits.
+    """
     src_path = _existing(file)
-    out_path = Path(out)
+    out_path = Path(out) if out is not None else default_output(src_path)
     _distinct(out_path, src_path)
     with Source(src_path) as src:
         if src.table["format"] == "safetensors":
@@ -127,6 +190,7 @@ def convert(file: str | os.PathLike, out: str | os.PathLike, *, force: bool = Fa
             if f.get("severity") == "critical":
                 p.actions.append(f"note: {f['message']} (never executed: only tensor data was copied)")
         write_verified(p, [src], out_path, overwrite=force)
+        _keep_stat(out_path, os.stat(src_path), times=False)
         return Result(out_path, p.actions)
 
 
@@ -158,4 +222,3 @@ def bake_vae(
         p = planning.plan_bake_vae(c, v)
         write_verified(p, [c, v], out_path, overwrite=force)
         return Result(out_path, p.actions)
-

@@ -81,7 +81,7 @@ def _metadata(source: Source) -> dict[str, str]:
 def _fmt_bytes(n: int) -> str:
     if n < 1000:
         return f"{n} B"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{n} B"

@@ -7,7 +7,6 @@ strided pickle tensors), whatever the model's size.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import struct
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from fastscan.fixes.pipeline import END, Prefetch
 from fastscan.fixes.plan import OutTensor, Plan
 from fastscan.fixes.source import Hole, Source, TensorHasher, is_hole
 
-TMP_SUFFIX = ".fastscan-tmp"
+TMP_SUFFIX = ".fastscan-tmp"  # the named fallback's suffix (rust/core/src/atomic.rs)
 _HASH_POOL = ThreadPoolExecutor(1, thread_name_prefix="fastscan-hash")
 
 
@@ -138,45 +137,22 @@ def write_plan(fd: int, plan: Plan, sources: list[Source]) -> dict[str, str]:
     return written
 
 
-def temp_path(out: Path, mode: int | None = None) -> tuple[int, Path]:
-    """Creates and opens a new temporary file next to `out` with `mode` (default: 0o666 less the umask)."""
-    import tempfile
+def temp_path(out: Path, mode: int | None = None) -> _core.TempOutput:
+    """A new temporary file for `out`, in its folder, with `mode` (default: 0o666 less the umask).
 
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=TMP_SUFFIX)
-    if mode is None:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    os.fchmod(fd, mode)
-    return fd, Path(name)
+    The core makes it unnamed (O_TMPFILE) where the filesystem allows, so a killed run leaves nothing;
+    leftovers of the named fallback from runs that are gone are swept first.
+    """
+    _core.sweep_temp(str(out.parent))
+    return _core.TempOutput(str(out), mode)
 
 
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
+def commit(tmp: _core.TempOutput, out: Path, overwrite: bool) -> None:
+    """Names the finished temporary file `out` atomically; never replaces an existing `out` unless told."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def commit(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Moves the finished temporary file to `out` atomically; never replaces an existing `out` unless told."""
-    if overwrite:
-        os.replace(tmp, out)
-    else:
-        try:
-            os.link(tmp, out)  # fails atomically if out appeared meanwhile
-        except FileExistsError:
-            raise FixError(f"{out}: already exists (use --force to overwrite)") from None
-        except OSError as e:
-            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.EOPNOTSUPP):
-                raise
-            if out.exists():
-                raise FixError(f"{out}: already exists (use --force to overwrite)") from None
-            os.replace(tmp, out)
-        else:
-            os.unlink(tmp)
-    _fsync_dir(out.parent)
+        tmp.commit(str(out), overwrite)
+    except FileExistsError:
+        raise FixError(f"{out}: already exists (use --force to overwrite)") from None
 
 
 def check_space(out: Path, need: int) -> None:
@@ -207,27 +183,17 @@ def write_verified(plan: Plan, sources: list[Source], out: Path, *, overwrite: b
     check_space(out, 8 + len(raw) + plan.data_bytes)
     before = scan_checks(sources[0].path)
     mode = os.stat(out).st_mode & 0o7777 if overwrite and out.exists() else None
-    fd, tmp = temp_path(out, mode)
+    tmp = temp_path(out, mode)
     try:
-        try:
-            written = write_plan(fd, plan, sources)
-        finally:
-            os.close(fd)
-        verify(tmp, plan, written, before)
+        written = write_plan(tmp.fd, plan, sources)
+        verify(Path(tmp.path), plan, written, before)
         for s in sources:
             s.check_unchanged()
         commit(tmp, out, overwrite)
     except OSError as e:
-        _unlink(tmp)
+        tmp.discard()
         raise FixError(f"{out}: {e.strerror or e} while writing; no output was left") from None
     except BaseException:
-        _unlink(tmp)
+        tmp.discard()
         raise
     return out
-
-
-def _unlink(p: Path) -> None:
-    try:
-        os.unlink(p)
-    except FileNotFoundError:
-        pass

@@ -125,7 +125,8 @@ pub fn options_key(opts: &ScanOptions) -> String {
 /// Reports of files that changed during the scan, or that failed with an I/O error, are not cached.
 pub fn scan_cached(path: &Path, opts: &ScanOptions, cache: Option<&Cache>) -> Value {
     let to_value = |r: &FileReport| serde_json::to_value(r).unwrap_or(Value::Null);
-    let Some(cache) = cache else {
+    // A folder's stamp does not change when the files inside it do: folders are never cached.
+    let Some(cache) = cache.filter(|_| !path.is_dir()) else {
         return to_value(&scan_file(path, opts));
     };
     let Ok(before) = Stamp::of(path) else {
@@ -134,12 +135,24 @@ pub fn scan_cached(path: &Path, opts: &ScanOptions, cache: Option<&Cache>) -> Va
     let key = options_key(opts);
     if let Some(mut v) = cache.get(before, &key) {
         // The same inode may be reached under another name (renamed, hard-linked).
-        v["path"] = Value::String(path.to_string_lossy().into_owned());
+        let (shown, b64) = crate::report::path_fields(path);
+        v["path"] = Value::String(shown);
+        match (b64, v.as_object_mut()) {
+            (Some(b), _) => v["path_b64"] = Value::String(b),
+            (None, Some(o)) => {
+                o.remove("path_b64");
+            }
+            (None, None) => {}
+        }
         return v;
     }
     let report = scan_file(path, opts);
     let v = to_value(&report);
-    if report.error.is_none() && Stamp::of(path).is_ok_and(|after| after == before) {
+    // A stopped scan's report is partial: never served again.
+    if report.error.is_none()
+        && !opts.stopped()
+        && Stamp::of(path).is_ok_and(|after| after == before)
+    {
         cache.put(before, &key, &v);
     }
     v

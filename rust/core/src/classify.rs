@@ -72,10 +72,11 @@ impl Classification {
     }
 }
 
+/// A key that must be present, with a shape (-1 for any size).
 #[derive(Deserialize)]
-struct Condition {
-    key: String,
-    shape: Option<Vec<i64>>,
+pub(crate) struct Condition {
+    pub key: String,
+    pub shape: Option<Vec<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -292,7 +293,7 @@ pub fn known_prefixes() -> Vec<&'static str> {
 }
 
 /// Interns a rule string for the life of the process (rules are loaded once).
-fn leak(s: &str) -> &'static str {
+pub(crate) fn leak(s: &str) -> &'static str {
     static POOL: OnceLock<std::sync::Mutex<HashMap<String, &'static str>>> = OnceLock::new();
     let mut pool = POOL.get_or_init(Default::default).lock().unwrap();
     if let Some(v) = pool.get(s) {
@@ -317,7 +318,7 @@ pub(crate) fn is_ema(name: &str) -> bool {
         .any(|p| name.starts_with(p.as_str()))
 }
 
-fn shape_matches(want: Option<&Vec<i64>>, got: &[u64]) -> bool {
+pub(crate) fn shape_matches(want: Option<&Vec<i64>>, got: &[u64]) -> bool {
     match want {
         None => true,
         Some(w) => {

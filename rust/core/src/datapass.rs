@@ -9,6 +9,7 @@
 use crate::classify::Classification;
 use crate::component_hash::{Member, Plan};
 use crate::hashes::{self, FileHashers};
+use crate::mapguard::GuardedMap;
 use crate::report::{Finding, Hashes, Severity};
 use crate::tensor::TensorInfo;
 use crate::values::{self, Counts, Same};
@@ -16,6 +17,7 @@ use rayon::prelude::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Which hashes the pass computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,16 +37,15 @@ pub struct DataPass {
     /// component name -> canonical component hash v1
     pub components: BTreeMap<String, String>,
     pub findings: Vec<Finding>,
+    /// The pass was abandoned through `Source::stop`: nothing in it may be reported or cached.
+    pub stopped: bool,
 }
 
 /// The bytes the pass reads.
 #[derive(Clone, Copy)]
 pub enum Bytes<'a> {
     /// A read-only map of the whole of `file`: pages are dropped behind the reader.
-    Mapped {
-        map: &'a memmap2::Mmap,
-        file: &'a File,
-    },
+    Mapped { map: &'a GuardedMap, file: &'a File },
     /// Bytes in memory (tests, small inputs).
     Memory(&'a [u8]),
 }
@@ -52,7 +53,7 @@ pub enum Bytes<'a> {
 impl Bytes<'_> {
     fn slice(&self) -> &[u8] {
         match self {
-            Bytes::Mapped { map, .. } => map,
+            Bytes::Mapped { map, .. } => &map[..],
             Bytes::Memory(b) => b,
         }
     }
@@ -65,6 +66,8 @@ pub struct Source<'a> {
     pub class: &'a Classification,
     /// The `__metadata__` of a safetensors file (`None` for other formats: no addnet hash).
     pub safetensors_metadata: Option<&'a BTreeMap<String, Value>>,
+    /// Set by another thread to abandon the pass (checked between chunks): the result is then partial.
+    pub stop: Option<&'a AtomicBool>,
 }
 
 /// Bytes the reader hands to the consumers at a time (small enough to stay in the CPU cache while
@@ -118,15 +121,13 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
     let mut c0 = 0;
     while c0 < size {
         let c1 = (c0 + READ_CHUNK).min(size);
-        if let Some(now) = reader.shrunk(size) {
-            // Touching the map past the new end would fault: stop, report, hash nothing.
-            out.findings.push(Finding::new(
-                "file.truncated",
-                Severity::Error,
-                format!("file shrank from {size} to {now} bytes while it was being scanned"),
-                json!({"expected": size, "actual": now, "during_scan": true}),
-            ));
+        if src.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            out.stopped = true;
             return out;
+        }
+        if let Some(now) = reader.shrunk(size) {
+            // Touching the map past the new end would fault (into zeros, see mapguard): stop early.
+            return shrank(out, size, now);
         }
         reader.arrive(c1, size);
         while next < contiguous.len() && tensors[contiguous[next]].start < c1 {
@@ -179,6 +180,11 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
         c0 = c1;
     }
 
+    if reader.faulted() {
+        // The file shrank between two checks: what was read past its new end was zeros, not data.
+        let now = reader.current_len();
+        return shrank(out, size, now);
+    }
     if let Some(h) = file_h {
         out.hashes = h.finish();
         if let Some(meta) = src.safetensors_metadata {
@@ -190,6 +196,20 @@ pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
     out.findings.extend(values::finding(tensors, &counts));
     out.findings
         .extend(values::constant_finding(tensors, &src.class.roles, &same));
+    out
+}
+
+/// The pass's result for a file that shrank from `size` to `now` bytes under it: a finding, no hash.
+fn shrank(mut out: DataPass, size: u64, now: u64) -> DataPass {
+    out.hashes = Hashes::default();
+    out.components.clear();
+    out.findings.clear();
+    out.findings.push(Finding::new(
+        "file.truncated",
+        Severity::Error,
+        format!("file shrank from {size} to {now} bytes while it was being scanned"),
+        json!({"expected": size, "actual": now, "during_scan": true}),
+    ));
     out
 }
 
@@ -344,7 +364,7 @@ impl<'a> Reader<'a> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
         if let Bytes::Mapped { map, .. } = bytes {
-            let _ = map.advise(memmap2::Advice::Sequential);
+            let _ = map.map().advise(memmap2::Advice::Sequential);
         }
         Reader {
             bytes,
@@ -357,11 +377,24 @@ impl<'a> Reader<'a> {
 
     /// The file's current length if it is now shorter than the `size` bytes mapped.
     fn shrunk(&self, size: u64) -> Option<u64> {
-        let Bytes::Mapped { file, .. } = self.bytes else {
+        let Bytes::Mapped { .. } = self.bytes else {
             return None;
         };
-        let now = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let now = self.current_len();
         (now < size).then_some(now)
+    }
+
+    /// The file's length now (0 when it cannot be read; the length of the bytes in memory).
+    fn current_len(&self) -> u64 {
+        match self.bytes {
+            Bytes::Mapped { file, .. } => file.metadata().map(|m| m.len()).unwrap_or(0),
+            Bytes::Memory(b) => b.len() as u64,
+        }
+    }
+
+    /// True when a read faulted past the file's end (the map read zeros there).
+    fn faulted(&self) -> bool {
+        matches!(self.bytes, Bytes::Mapped { map, .. } if map.faulted())
     }
 
     /// Notes which pages up to `NOTE_AHEAD` chunks past `c1` are cached already, before this pass's
@@ -415,7 +448,7 @@ impl<'a> Reader<'a> {
         // page back in from the file, and no slice of [from, upto) is used again by this pass except
         // through the map itself.
         let _ = unsafe {
-            map.unchecked_advise_range(
+            map.map().unchecked_advise_range(
                 memmap2::UncheckedAdvice::DontNeed,
                 from as usize,
                 len as usize,
@@ -553,6 +586,7 @@ mod tests {
                 tensors: t,
                 class: c,
                 safetensors_metadata: None,
+                stop: None,
             };
             run(&src, HashMode::Components, false).components["vae"].clone()
         };
@@ -587,6 +621,7 @@ mod tests {
             tensors: std::slice::from_ref(&t),
             class: &c,
             safetensors_metadata: None,
+            stop: None,
         };
         let got = run(&src, HashMode::Components, false).components["vae"].clone();
         assert_eq!(got, reference(&[("w", "F32", &[3, 4], c_order)]));
@@ -607,6 +642,7 @@ mod tests {
             tensors: &t,
             class: &c,
             safetensors_metadata: None,
+            stop: None,
         };
         let dp = run(&src, HashMode::Full, true);
         assert!(dp.components.is_empty());
@@ -629,6 +665,7 @@ mod tests {
             tensors: &t,
             class: &c,
             safetensors_metadata: None,
+            stop: None,
         };
         let dp = run(&src, HashMode::None, true);
         assert!(dp.findings.is_empty() && dp.hashes.blake3.is_none());
@@ -665,8 +702,7 @@ mod tests {
         }
         let t = [tensor("x", Dtype::F32, &[(size / 4 - 100) as u64], 100)];
         let c = class(vec![vae(0)]);
-        // SAFETY: read-only map of the test's own file.
-        let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
+        let map = GuardedMap::new(&file, file.metadata().unwrap().len()).unwrap();
         let src = Source {
             bytes: Bytes::Mapped {
                 map: &map,
@@ -675,6 +711,7 @@ mod tests {
             tensors: &t,
             class: &c,
             safetensors_metadata: None,
+            stop: None,
         };
         let cold = run(&src, HashMode::Full, false);
         assert!(
@@ -692,15 +729,15 @@ mod tests {
         assert_eq!(warm.hashes.blake3, cold.hashes.blake3);
         assert_eq!(warm.components, cold.components);
     }
-    #[test]
-    fn file_shrinking_under_the_map_is_a_finding_not_a_fault() {
+    /// A 3 MiB file of ones and its guarded map; then `shrink` runs, then a full pass over one F32
+    /// tensor covering the file.
+    fn pass_after(shrink: impl FnOnce(&File, &GuardedMap)) -> DataPass {
         use std::io::Write;
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&vec![1u8; 3 << 20]).unwrap();
         let file = f.reopen().unwrap();
-        // SAFETY: read-only map of the test's own file; the pass must not touch it past the new end.
-        let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
-        f.as_file().set_len(1 << 20).unwrap();
+        let map = GuardedMap::new(&file, 3 << 20).unwrap();
+        shrink(f.as_file(), &map);
         let t = [tensor("x", Dtype::F32, &[3 << 18], 0)];
         let c = class(vec![vae(0)]);
         let src = Source {
@@ -711,11 +748,51 @@ mod tests {
             tensors: &t,
             class: &c,
             safetensors_metadata: None,
+            stop: None,
         };
-        let dp = run(&src, HashMode::Full, true);
+        run(&src, HashMode::Full, true)
+    }
+
+    #[test]
+    fn file_shrinking_under_the_map_is_a_finding_not_a_fault() {
+        let dp = pass_after(|f, _| f.set_len(1 << 20).unwrap());
         assert_eq!(dp.findings.len(), 1);
         assert_eq!(dp.findings[0].check, "file.truncated");
         assert_eq!(dp.findings[0].details["actual"], 1 << 20);
         assert!(dp.hashes.blake3.is_none() && dp.components.is_empty());
+    }
+
+    #[test]
+    fn a_fault_past_the_end_between_checks_is_a_finding() {
+        // Shrink, read past the end (zeros, flagged), grow back: the length checks see nothing wrong.
+        let dp = pass_after(|f, map| {
+            f.set_len(1 << 20).unwrap();
+            // SAFETY: the offset is inside the map's length.
+            let b = unsafe { std::ptr::read_volatile(map.as_ptr().add(2 << 20)) };
+            assert_eq!(b, 0);
+            f.set_len(3 << 20).unwrap();
+        });
+        assert_eq!(dp.findings.len(), 1, "{:?}", dp.findings);
+        assert_eq!(dp.findings[0].check, "file.truncated");
+        assert!(dp.hashes.blake3.is_none() && dp.components.is_empty());
+    }
+
+    #[test]
+    fn a_stopped_pass_says_so_and_hashes_nothing() {
+        let bytes = vec![0u8; 64];
+        let t = [tensor("x", Dtype::F32, &[16], 0)];
+        let c = class(vec![vae(0)]);
+        let stop = AtomicBool::new(true);
+        let src = Source {
+            bytes: Bytes::Memory(&bytes),
+            tensors: &t,
+            class: &c,
+            safetensors_metadata: None,
+            stop: Some(&stop),
+        };
+        let dp = run(&src, HashMode::Full, false);
+        assert!(dp.stopped && dp.hashes.blake3.is_none() && dp.components.is_empty());
+        stop.store(false, Ordering::Relaxed);
+        assert!(!run(&src, HashMode::Full, false).stopped);
     }
 }

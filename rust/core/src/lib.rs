@@ -2,17 +2,24 @@
 //!
 //! Formats are recognised by their bytes ([`sniff`]), parsed into a tensor table ([`safetensors`],
 //! [`pickle`]), classified by component ([`classify`]), checked ([`checks`]) and hashed in one pass
-//! over the data ([`datapass`]). [`scan::scan_file`] runs all of it on one file; [`scan_files`] on many.
+//! over the data ([`datapass`]). [`scan::scan_file`] runs all of it on one file; [`scan_stream`] on
+//! what a walk of the roots finds, as it finds it.
 
+pub mod atomic;
 pub mod cache;
 pub mod cast;
 pub mod checks;
 pub mod classify;
 pub mod component_hash;
 pub mod datapass;
+pub mod diffusers;
 pub mod dtype;
+mod file_kinds;
 pub mod hashes;
+pub mod mapguard;
+pub mod npy;
 pub mod pickle;
+pub mod provenance;
 pub mod report;
 pub mod safetensors;
 pub mod scan;
@@ -26,24 +33,133 @@ pub mod writer;
 
 use rayon::prelude::*;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use datapass::HashMode;
 pub use report::FileReport;
 pub use scan::{scan_file, ScanOptions};
 pub use table::{open_table, OpenError, Table};
 
-/// Scans files in parallel (through `cache` when given), calling `on_done` with each report as JSON
-/// as it finishes (in completion order).
-pub fn scan_files<F>(
-    paths: &[PathBuf],
+/// Where a streaming scan stands; readable from any thread while it runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Files and unreadable paths the walk has found so far.
+    pub files_found: AtomicU64,
+    /// Bytes of the files found so far.
+    pub bytes_found: AtomicU64,
+    /// The walk has finished: the two totals above are final.
+    pub walk_done: AtomicBool,
+    /// Files whose scan has finished (served from the cache or not).
+    pub files_scanned: AtomicU64,
+}
+
+/// Files walked but not yet taken by a scanning thread: bounds memory whatever the library's size.
+const WALK_AHEAD: usize = 1024;
+
+/// Walks `roots` and scans each file as the walk finds it, in parallel on the current rayon pool,
+/// calling `emit` with each report as JSON as it finishes (unreadable paths included, as reports
+/// whose `error` says why). Stops early, walk and scanning threads alike, as soon as `emit` returns
+/// false or `opts.stop` is set; reports made after that are dropped. Returns when every thread is done.
+pub fn scan_stream<F>(
+    roots: &[PathBuf],
+    follow_links: bool,
+    walk_threads: usize,
     opts: &ScanOptions,
     cache: Option<&cache::Cache>,
-    on_done: F,
+    progress: &Progress,
+    emit: F,
 ) where
-    F: Fn(serde_json::Value) + Sync,
+    F: Fn(serde_json::Value) -> bool + Sync,
 {
-    paths
-        .par_iter()
-        .with_max_len(1)
-        .for_each(|p| on_done(cache::scan_cached(p, opts, cache)));
+    let halt = AtomicBool::new(false);
+    let halted = || halt.load(Ordering::Relaxed) || opts.stopped();
+    let send = |v: serde_json::Value| {
+        let ok = !halted() && emit(v);
+        if !ok {
+            halt.store(true, Ordering::Relaxed);
+        }
+        ok
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<PathBuf>(WALK_AHEAD);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            walk::walk_stream(roots, follow_links, walk_threads, &|found| {
+                if halted() {
+                    return false;
+                }
+                progress.files_found.fetch_add(1, Ordering::Relaxed);
+                match found {
+                    walk::Found::File(e) => {
+                        progress.bytes_found.fetch_add(e.size, Ordering::Relaxed);
+                        tx.send(e.path).is_ok()
+                    }
+                    walk::Found::Error(e) => {
+                        progress.files_scanned.fetch_add(1, Ordering::Relaxed);
+                        send(serde_json::to_value(e.report()).unwrap_or_default())
+                    }
+                }
+            });
+            progress.walk_done.store(true, Ordering::Release);
+            drop(tx);
+        });
+        let _ = rx.into_iter().par_bridge().try_for_each(|path| {
+            if halted() {
+                return Err(());
+            }
+            let v = cache::scan_cached(&path, opts, cache);
+            progress.files_scanned.fetch_add(1, Ordering::Relaxed);
+            if send(v) {
+                Ok(())
+            } else {
+                Err(())
+            }
+        });
+        // Dropping the receiver (above, when try_for_each returns) fails the walk's next send.
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn stream_reports_every_file_once_and_stops_when_told() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..300 {
+            std::fs::write(dir.path().join(format!("f{i}.bin")), b"x").unwrap();
+        }
+        let roots = [dir.path().to_path_buf(), dir.path().join("f7.bin")];
+        let opts = ScanOptions::default();
+        let progress = Progress::default();
+        let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+        scan_stream(&roots, false, 2, &opts, None, &progress, |v| {
+            assert!(seen
+                .lock()
+                .unwrap()
+                .insert(v["path"].as_str().unwrap().to_string()));
+            true
+        });
+        assert_eq!(seen.lock().unwrap().len(), 300);
+        assert_eq!(progress.files_found.load(Ordering::Relaxed), 300);
+        assert_eq!(progress.bytes_found.load(Ordering::Relaxed), 300);
+        assert!(progress.walk_done.load(Ordering::Relaxed));
+
+        let got = AtomicUsize::new(0);
+        let progress = Progress::default();
+        scan_stream(&roots[..1], false, 2, &opts, None, &progress, |_| {
+            got.fetch_add(1, Ordering::Relaxed);
+            false
+        });
+        assert_eq!(
+            got.load(Ordering::Relaxed),
+            1,
+            "nothing is emitted after a refusal"
+        );
+        let scanned = progress.files_scanned.load(Ordering::Relaxed);
+        assert!(
+            scanned < 300,
+            "the scan went on after it was stopped: {scanned} files"
+        );
+    }
 }

@@ -79,17 +79,66 @@ pub struct Hashes {
     pub addnet: Option<String>,
 }
 
+/// What kind of failure kept a file from being read at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    /// It cannot be opened or read (permissions, a dangling link, it changed while read).
+    Io,
+    /// A symbolic link loop met with `--follow-links`.
+    Loop,
+    /// A container too damaged to parse.
+    Format,
+}
+
 /// Why a file could not be read at all.
 #[derive(Clone, Debug, Serialize)]
 pub struct FileError {
-    pub kind: &'static str,
+    pub kind: ErrorKind,
     pub message: String,
+}
+
+/// The report's `path` (UTF-8, bytes that are not shown as U+FFFD) and, only when the path is not
+/// valid UTF-8, its exact bytes in standard base64 (`path_b64`), so every report leads back to its file.
+pub fn path_fields(path: &std::path::Path) -> (String, Option<String>) {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (
+            String::from_utf8_lossy(bytes).into_owned(),
+            Some(base64(bytes)),
+        ),
+    }
+}
+
+/// Standard base64 (RFC 4648, with padding).
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            let ch = if i <= c.len() {
+                ABC[(n >> shift & 63) as usize] as char
+            } else {
+                '='
+            };
+            out.push(ch);
+        }
+    }
+    out
 }
 
 /// Everything fastscan knows about one file.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FileReport {
     pub path: String,
+    /// The path's bytes in base64 when they are not UTF-8 (see [`path_fields`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_b64: Option<String>,
     pub size: u64,
     pub mtime: f64,
     pub format: crate::sniff::Format,
@@ -101,10 +150,49 @@ pub struct FileReport {
     pub components: BTreeMap<String, ComponentReport>,
     pub hashes: Hashes,
     pub metadata: BTreeMap<String, Value>,
+    /// What the metadata says about how the model was made (null when it says nothing).
+    pub provenance: Option<crate::provenance::Provenance>,
     pub findings: Vec<Finding>,
     /// Bytes pruning would save, by cause (`ema`, `junk`, `float64`).
     pub wasted_bytes: BTreeMap<String, u64>,
     /// How sure the kind/arch is (null for kinds identified by their own markers: LoRA, embedding, ...).
     pub identification: Option<Identification>,
     pub error: Option<FileError>,
+    /// The files of a diffusers folder (absent for a single file).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<crate::diffusers::Part>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (raw, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(raw.as_bytes()), want);
+        }
+    }
+
+    #[test]
+    fn only_non_utf8_paths_carry_their_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/m/a\xffb"));
+        assert_eq!(
+            path_fields(p),
+            ("/m/a\u{fffd}b".to_string(), Some("L20vYf9i".to_string()))
+        );
+        assert_eq!(
+            path_fields(std::path::Path::new("/m/é")),
+            ("/m/é".to_string(), None)
+        );
+    }
 }

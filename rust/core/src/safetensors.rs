@@ -287,6 +287,39 @@ pub fn header_len(prefix: &[u8], file_len: u64) -> Result<u64, HeaderError> {
     Ok(n)
 }
 
+/// The nesting depth (objects and arrays) at which the reference `safetensors` rejects a header:
+/// serde_json's recursion limit of 128, which it applies even inside fields it ignores (the top-level
+/// object counts as one level, so 127 levels parse and 128 do not).
+const MAX_DEPTH: usize = 128;
+
+/// The offset of the first `[` or `{` that opens level [`MAX_DEPTH`], outside strings, if any.
+fn too_deep(json: &[u8]) -> Option<usize> {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for (i, &b) in json.iter().enumerate() {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth >= MAX_DEPTH {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Parses and validates the JSON header bytes (the `n` bytes after the prefix).
 ///
 /// Returns the header and the structural findings that leave it usable
@@ -298,6 +331,12 @@ pub fn parse_header(
     let n = json_bytes.len() as u64;
     let text = std::str::from_utf8(json_bytes)
         .map_err(|e| HeaderError::new("invalid UTF-8 in header", 8 + e.valid_up_to() as u64))?;
+    if let Some(at) = too_deep(json_bytes) {
+        return Err(HeaderError::new(
+            format!("invalid JSON: nested deeper than {} levels", MAX_DEPTH - 1),
+            8 + at as u64,
+        ));
+    }
     let raw: RawHeader = serde_json::from_str(text).map_err(|e| {
         HeaderError::new(
             format!("invalid JSON: {e}"),
@@ -578,5 +617,121 @@ mod tests {
         assert_eq!(e.position, 8 + h.find("\"a\"").unwrap() as u64);
         let (hd, _) = parse(&file(r#"{"__metadata__":{"a":"1","a":"x"}}"#, 0)).unwrap();
         assert_eq!(hd.metadata["a"], "x");
+    }
+
+    #[test]
+    fn nesting_is_limited_as_the_reference_limits_it() {
+        let with_extra = |depth: usize| {
+            let nest = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            format!(r#"{{"a":{{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":{nest}}}}}"#)
+        };
+        // Top-level object + tensor entry + 125 arrays = 127 levels: accepted; one more is not.
+        assert!(parse(&file(&with_extra(125), 1)).is_ok());
+        let h = with_extra(126);
+        let e = parse(&file(&h, 1)).unwrap_err();
+        assert!(e.reason.contains("nested deeper than 127"), "{e:?}");
+        assert_eq!(e.position, 8 + h.find("[[").unwrap() as u64 + 125);
+        // Brackets inside strings are text, not nesting.
+        let deep_text = format!(r#"{{"__metadata__":{{"k":"{}"}}}}"#, "[".repeat(500));
+        assert!(parse(&file(&deep_text, 0)).is_ok());
+    }
+
+    /// A small deterministic generator (xorshift64*), so failures replay from the printed seed.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Property: on any bytes (valid headers, mutated ones, random ones) the parser returns without
+    /// panicking; an accepted header has a tensor past the end exactly when it says `file.truncated`;
+    /// errors point inside the file.
+    /// FASTSCAN_FUZZ_ITERS sets the number of cases (CI runs the default briefly).
+    #[test]
+    fn header_parser_property_over_generated_inputs() {
+        let iters: usize = std::env::var("FASTSCAN_FUZZ_ITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3000);
+        const PIECES: &[&str] = &[
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            "\"",
+            "\\",
+            "\"a\"",
+            "\"__metadata__\"",
+            "\"dtype\"",
+            "\"F16\"",
+            "\"shape\"",
+            "\"data_offsets\"",
+            "0",
+            "1",
+            "-1",
+            "18446744073709551616",
+            "1e3",
+            "null",
+            "true",
+            " ",
+            "\u{0}",
+            "\u{ff}",
+        ];
+        let seed = 0x5eed_u64;
+        let mut rng = Rng(seed);
+        for case in 0..iters {
+            let n = 1 + rng.below(6);
+            let mut h = String::from("{");
+            for i in 0..n {
+                let (s, e) = (rng.below(64) as u64, rng.below(64) as u64);
+                let dims: Vec<String> = (0..rng.below(3))
+                    .map(|_| rng.below(9).to_string())
+                    .collect();
+                let dtype = ["F16", "F32", "U8", "BF16", "I64", "BOOL", "F8_E4M3"][rng.below(7)];
+                if i > 0 {
+                    h.push(',');
+                }
+                h.push_str(&format!(
+                    r#""t{}":{{"dtype":"{dtype}","shape":[{}],"data_offsets":[{s},{e}]}}"#,
+                    rng.below(4),
+                    dims.join(",")
+                ));
+            }
+            h.push('}');
+            let mut bytes = h.into_bytes();
+            for _ in 0..rng.below(4) {
+                let at = rng.below(bytes.len() + 1);
+                match rng.below(3) {
+                    0 => bytes
+                        .splice(at..at, PIECES[rng.below(PIECES.len())].bytes())
+                        .for_each(drop),
+                    1 if at < bytes.len() => drop(bytes.remove(at)),
+                    _ if at < bytes.len() => bytes[at] = rng.next() as u8,
+                    _ => {}
+                }
+            }
+            let data = rng.below(80);
+            let mut f = (bytes.len() as u64).to_le_bytes().to_vec();
+            f.extend_from_slice(&bytes);
+            f.extend(std::iter::repeat_n(0u8, data));
+            let size = f.len() as u64;
+            match parse(&f) {
+                Ok((hd, findings)) => {
+                    let past_end = hd.tensors.iter().any(|t| t.end() > size);
+                    let flagged = findings.iter().any(|f| f.check == "file.truncated");
+                    assert_eq!(past_end, flagged, "case {case} (seed {seed}): {findings:?}");
+                }
+                Err(e) => assert!(e.position <= size, "case {case} (seed {seed}): {e:?}"),
+            }
+        }
     }
 }

@@ -2,20 +2,35 @@
 
 use crate::classify::{Classification, Role};
 use crate::datapass::{self, HashMode};
+use crate::mapguard::GuardedMap;
 use crate::pickle::PickleError;
-use crate::report::{ComponentReport, FileError, FileReport};
+use crate::report::{ComponentReport, ErrorKind, FileError, FileReport};
 use crate::sniff::Format;
-use crate::table::{map_file, open_table, OpenError, Table};
+use crate::table::{open_table, OpenError, Table};
 use crate::tensor::TensorInfo;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// How to scan.
 #[derive(Clone, Debug)]
 pub struct ScanOptions {
     pub hash: HashMode,
     pub sha256: bool,
+    /// Set by another thread to abandon the scan: a report made after it is set is partial, and is
+    /// neither cached nor meant to be shown.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl ScanOptions {
+    /// True once the scan was asked to stop.
+    pub fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+    }
 }
 
 impl Default for ScanOptions {
@@ -23,6 +38,7 @@ impl Default for ScanOptions {
         ScanOptions {
             hash: HashMode::Full,
             sha256: false,
+            stop: None,
         }
     }
 }
@@ -32,8 +48,13 @@ const METADATA_VALUE_MAX: usize = 1024;
 
 /// Scans one file; never panics on bad input, problems become findings or `error`.
 pub fn scan_file(path: &Path, opts: &ScanOptions) -> FileReport {
+    if path.is_dir() && crate::diffusers::detect(path).is_some() {
+        return crate::diffusers::scan_diffusers(path, opts);
+    }
+    let (shown, path_b64) = crate::report::path_fields(path);
     let mut r = FileReport {
-        path: path.to_string_lossy().into_owned(),
+        path: shown,
+        path_b64,
         format: Format::Unknown,
         kind: "unknown",
         arch: "unknown",
@@ -48,7 +69,7 @@ pub fn scan_file(path: &Path, opts: &ScanOptions) -> FileReport {
     };
     if let Err(e) = scan_table(table, opts, &mut r) {
         r.error = Some(FileError {
-            kind: "io",
+            kind: ErrorKind::Io,
             message: format!("{}: {e}", r.path),
         });
     }
@@ -65,7 +86,7 @@ fn opening_failed(path: &Path, e: OpenError, r: &mut FileReport) {
     match e {
         OpenError::Io(e) => {
             r.error = Some(FileError {
-                kind: "io",
+                kind: ErrorKind::Io,
                 message: format!("{}: {e}", r.path),
             })
         }
@@ -75,7 +96,13 @@ fn opening_failed(path: &Path, e: OpenError, r: &mut FileReport) {
         OpenError::Pickle(_, PickleError::NoPickle) => r.format = Format::Unknown,
         OpenError::Pickle(_, reason) => {
             r.error = Some(FileError {
-                kind: "format",
+                kind: ErrorKind::Format,
+                message: format!("{}: {reason}", r.path),
+            })
+        }
+        OpenError::Npy(_, reason) => {
+            r.error = Some(FileError {
+                kind: ErrorKind::Format,
                 message: format!("{}: {reason}", r.path),
             })
         }
@@ -87,10 +114,20 @@ fn scan_table(t: Table, opts: &ScanOptions, r: &mut FileReport) -> std::io::Resu
     r.mtime = t.mtime;
     r.format = t.format;
     r.kind = t.class.kind;
+    // Bare pickles and object arrays list no tensors at all: "empty" would claim what is not known.
+    if t.tensors.is_empty()
+        && !matches!(
+            t.format,
+            Format::Safetensors | Format::TorchZip | Format::TorchLegacy | Format::TorchTar
+        )
+    {
+        r.kind = "unknown";
+    }
     r.arch = t.class.arch;
     r.identification = t.class.identification.clone();
     r.tensors = t.tensors.len() as u64;
     summarize(&t.tensors, &t.class, r);
+    r.provenance = crate::provenance::parse(&t.metadata);
     r.metadata = t
         .metadata
         .iter()
@@ -100,7 +137,7 @@ fn scan_table(t: Table, opts: &ScanOptions, r: &mut FileReport) -> std::io::Resu
     r.wasted_bytes = t.wasted;
 
     if opts.hash != HashMode::None && r.size > 0 {
-        let map = map_file(&t.file, r.size)?;
+        let map = GuardedMap::new(&t.file, r.size)?;
         let src = datapass::Source {
             bytes: datapass::Bytes::Mapped {
                 map: &map,
@@ -109,6 +146,7 @@ fn scan_table(t: Table, opts: &ScanOptions, r: &mut FileReport) -> std::io::Resu
             tensors: &t.tensors,
             class: &t.class,
             safetensors_metadata: (t.format == Format::Safetensors).then_some(&t.metadata),
+            stop: opts.stop.as_deref(),
         };
         let dp = datapass::run(&src, opts.hash, opts.sha256);
         r.hashes = dp.hashes;

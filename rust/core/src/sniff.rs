@@ -13,6 +13,12 @@ pub enum Format {
     TorchTar,
     /// A bare pickle stream.
     Pickle,
+    /// A NumPy array file.
+    Npy,
+    /// A zip of NumPy arrays (`np.savez`).
+    Npz,
+    /// A diffusers folder (`model_index.json` + component subfolders); never sniffed from bytes.
+    Diffusers,
     #[default]
     Unknown,
 }
@@ -26,6 +32,9 @@ impl Format {
             Format::TorchLegacy => "torch-legacy",
             Format::TorchTar => "torch-tar",
             Format::Pickle => "pickle",
+            Format::Npy => "npy",
+            Format::Npz => "npz",
+            Format::Diffusers => "diffusers",
             Format::Unknown => "unknown",
         }
     }
@@ -39,6 +48,12 @@ pub const HEAD_LEN: usize = 512;
 /// Guesses the format from the first bytes; `named_safetensors` only decides between
 /// "damaged safetensors" and "unknown" when the bytes alone cannot tell.
 pub fn sniff(head: &[u8], named_safetensors: bool) -> Format {
+    if head.starts_with(crate::npy::MAGIC) {
+        return Format::Npy;
+    }
+    if crate::npy::zip_is_npz(head) {
+        return Format::Npz;
+    }
     // A safetensors length under 2^32 then a JSON object: checked first, because a length such as
     // 0x0480 starts with the bytes of a pickle protocol header (0x80 0x04).
     if head.len() >= 9 && head[4..8] == [0, 0, 0, 0] {

@@ -1,4 +1,5 @@
-//! Kinds of files that hold no full diffusion model: VAE, text encoder, LoRA, embedding, ControlNet.
+//! Kinds of files that hold no full diffusion model: VAE, text encoder, LoRA, embedding, ControlNet,
+//! and the rest of a model folder (upscalers, T2I adapters, tiny autoencoders, VAE-approx).
 //!
 //! VAEs and text encoders are also scored against their component signatures (`signatures.json`).
 
@@ -50,12 +51,17 @@ pub fn classify_standalone(tensors: &[TensorInfo], index: &Index) -> Classificat
     }
 
     if tensors.is_empty() {
-        return unknown(tensors);
+        return Classification::by_role(tensors, "empty", "unknown", |_| Role::Buffer);
     }
 
     // cloneofsimo `lora_diffusion`: `unet:N:down`, `text_encoder:N:up`, maybe token vectors.
     if tensors.iter().any(|t| cloneofsimo_part(&t.name).is_some()) {
         return cloneofsimo(tensors);
+    }
+
+    // cloneofsimo's `.pt` LoRA: a bare list of (up, down) weight pairs.
+    if let Some(c) = lora_pair_list(tensors) {
+        return c;
     }
 
     // LoRA / LyCORIS: low-rank pairs.
@@ -99,6 +105,16 @@ pub fn classify_standalone(tensors: &[TensorInfo], index: &Index) -> Classificat
 
     // Textual-inversion embeddings.
     if let Some(c) = embedding(tensors, index) {
+        return c;
+    }
+    if let Some(c) = token_embedding(tensors) {
+        return c;
+    }
+
+    if let Some(c) = crate::file_kinds::classify(tensors, index) {
+        return c;
+    }
+    if let Some(c) = taesd(tensors, index) {
         return c;
     }
 
@@ -215,4 +231,109 @@ fn embedding(tensors: &[TensorInfo], index: &Index) -> Option<Classification> {
         return None;
     };
     Some(whole(tensors, "embedding", arch, "embedding"))
+}
+
+/// cloneofsimo's `lora_diffusion` `.pt`: `torch.save([up0, down0, up1, down1, ...])`, so the tensors are
+/// named `0`, `1`, ... and each pair chains (`up` is `[out, r]`, `down` is `[r, in]`, r small).
+fn lora_pair_list(tensors: &[TensorInfo]) -> Option<Classification> {
+    if tensors.len() < 2 || !tensors.len().is_multiple_of(2) {
+        return None;
+    }
+    let numbered = tensors
+        .iter()
+        .enumerate()
+        .all(|(i, t)| t.name == i.to_string() && matches!(t.shape.len(), 2 | 4));
+    if !numbered {
+        return None;
+    }
+    let mut ins = Vec::new();
+    for pair in tensors.chunks(2) {
+        let (up, down) = (&pair[0].shape, &pair[1].shape);
+        let rank = up[1];
+        if down[0] != rank || rank == 0 || rank > up[0].min(down[1]) {
+            return None;
+        }
+        ins.push(down[1]);
+    }
+    // A UNet LoRA touches 320/640/1280-wide layers; a text-encoder LoRA only the text width.
+    let unet = ins.iter().any(|w| matches!(w, 320 | 640 | 1280));
+    let arch = if unet {
+        arch_from_context([2048, 1024, 768].into_iter().find(|w| ins.contains(w)))
+    } else {
+        arch_from_context(ins.first().copied().filter(|w| ins.iter().all(|x| x == w)))
+    };
+    let comp = if unet { "unet" } else { "text_encoder" };
+    Some(Classification::by_role(tensors, "lora", arch, |_| {
+        Role::Component {
+            name: comp,
+            prefix_len: 0,
+        }
+    }))
+}
+
+/// Token embeddings keyed by their token: cloneofsimo's `.ti.pt` and diffusers' `learned_embeds.bin`
+/// (`{"<token>": tensor[width]}`), a few vectors as wide as a CLIP text encoder.
+fn token_embedding(tensors: &[TensorInfo]) -> Option<Classification> {
+    const MAX_TOKENS: usize = 8;
+    if tensors.len() > MAX_TOKENS {
+        return None;
+    }
+    let width = |t: &TensorInfo| match t.shape.as_slice() {
+        [w] | [_, w] if matches!(w, 768 | 1024 | 1280) => Some(*w),
+        _ => None,
+    };
+    let first = width(&tensors[0])?;
+    let ok = tensors
+        .iter()
+        .all(|t| !t.name.is_empty() && !t.name.contains('.') && width(t) == Some(first));
+    ok.then(|| {
+        whole(
+            tensors,
+            "embedding",
+            arch_from_context(Some(first)),
+            "embedding",
+        )
+    })
+}
+
+/// A Tiny AutoEncoder (madebyollin's TAESD family): a numbered `nn.Sequential` of plain convolutions
+/// and `N.conv.{0,2,4}` blocks, bare (`taesd_encoder.pth`) or as diffusers' `AutoencoderTiny`
+/// (`encoder.layers.N.`, `decoder.layers.N.`).
+fn taesd(tensors: &[TensorInfo], index: &Index) -> Option<Classification> {
+    let blocks = |prefix: &str| {
+        tensors
+            .iter()
+            .filter(|t| {
+                t.name
+                    .strip_prefix(prefix)
+                    .and_then(|r| r.split_once('.'))
+                    .is_some_and(|(n, rest)| {
+                        !n.is_empty()
+                            && n.bytes().all(|b| b.is_ascii_digit())
+                            && rest == "conv.4.weight"
+                    })
+            })
+            .count()
+    };
+    let sequential = |prefix: &str| {
+        tensors.iter().all(|t| {
+            t.name
+                .strip_prefix(prefix)
+                .and_then(|r| r.split(['.']).next())
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    // diffusers AutoencoderTiny: both halves in one file.
+    if blocks("encoder.layers.") >= 3 && blocks("decoder.layers.") >= 3 {
+        return Some(whole(tensors, "taesd", "unknown", "taesd"));
+    }
+    if blocks("") < 3 || !sequential("") {
+        return None;
+    }
+    // The encoder's first convolution reads RGB; the decoder's last one writes it.
+    let comp = match index.get("0.weight").map(|t| t.shape.as_slice()) {
+        Some([_, 3, _, _]) => "taesd_encoder",
+        _ => "taesd_decoder",
+    };
+    Some(whole(tensors, "taesd", "unknown", comp))
 }

@@ -2,6 +2,8 @@
 
 use crate::checks;
 use crate::classify::{classify, Classification, Role};
+use crate::mapguard::GuardedMap;
+use crate::npy;
 use crate::pickle::{self, PickleError};
 use crate::report::Finding;
 use crate::safetensors::{self, HeaderError};
@@ -75,6 +77,8 @@ pub enum OpenError {
     Header(HeaderError),
     /// A pickle-based file that cannot be read.
     Pickle(Format, PickleError),
+    /// A `.npy`/`.npz` file that cannot be read (the reason).
+    Npy(Format, String),
 }
 
 impl OpenError {
@@ -82,7 +86,7 @@ impl OpenError {
     pub fn format(&self) -> Format {
         match self {
             OpenError::Io(_) => Format::Unknown,
-            OpenError::NotAModel(f) | OpenError::Pickle(f, _) => *f,
+            OpenError::NotAModel(f) | OpenError::Pickle(f, _) | OpenError::Npy(f, _) => *f,
             OpenError::Header(_) => Format::Safetensors,
         }
     }
@@ -99,6 +103,7 @@ impl std::fmt::Display for OpenError {
                 e.reason, e.position
             ),
             OpenError::Pickle(_, e) => write!(f, "{e}"),
+            OpenError::Npy(_, e) => f.write_str(e),
         }
     }
 }
@@ -124,14 +129,27 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
         .is_some_and(|e| e == "safetensors" || e == "sft");
     let format = sniff(&head, named_st);
     let (tensors, mut findings, metadata, header_len) = match format {
-        Format::Unknown => return Err(OpenError::NotAModel(format)),
+        Format::Unknown | Format::Diffusers => return Err(OpenError::NotAModel(format)),
         Format::Safetensors => {
             let (h, f) = read_safetensors(&file, &head, size).map_err(OpenError::Header)?;
             (h.tensors, f, h.metadata, h.header_len)
         }
+        Format::Npy | Format::Npz => {
+            let map = GuardedMap::new(&file, size)?;
+            let n = npy::scan(&map, format, &stem(path));
+            if map.faulted() {
+                return Err(changed_while_read().into());
+            }
+            let n = n.map_err(|e| OpenError::Npy(format, e))?;
+            (n.tensors, n.findings, BTreeMap::new(), 0)
+        }
         Format::TorchZip | Format::TorchLegacy | Format::TorchTar | Format::Pickle => {
-            let map = map_file(&file, size)?;
-            let p = pickle::scan(&map, format).map_err(|e| OpenError::Pickle(format, e))?;
+            let map = GuardedMap::new(&file, size)?;
+            let p = pickle::scan(&map, format);
+            if map.faulted() {
+                return Err(changed_while_read().into());
+            }
+            let p = p.map_err(|e| OpenError::Pickle(format, e))?;
             (p.tensors, p.findings, BTreeMap::new(), 0)
         }
     };
@@ -166,14 +184,16 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
     })
 }
 
-/// A read-only map of the whole file.
-pub fn map_file(file: &File, size: u64) -> std::io::Result<memmap2::Mmap> {
-    if size == 0 {
-        return Err(std::io::Error::other("empty file"));
-    }
-    // SAFETY: the map is read-only; a file truncated under us can fault, which the caller accepts
-    // for files it was asked to scan (the same contract as every mmap-based reader).
-    unsafe { memmap2::MmapOptions::new().len(size as usize).map(file) }
+/// A file's name without its extension (an `.npy` array's name).
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The error of a file that shrank while its container was being parsed (the parse saw zeros).
+pub fn changed_while_read() -> std::io::Error {
+    std::io::Error::other("the file shrank while it was being read")
 }
 
 fn read_safetensors(

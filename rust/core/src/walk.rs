@@ -1,5 +1,7 @@
 //! Finding the files to scan under one or more roots.
 
+use crate::report::{ErrorKind, FileError, FileReport};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
@@ -12,32 +14,43 @@ pub struct Entry {
     pub mtime: f64,
 }
 
-/// What kind of problem stopped the walk at a path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WalkErrorKind {
-    /// A symlink that leads back to one of its own ancestors.
-    Loop,
-    /// Anything the filesystem refused (permissions, a dangling link, a missing root).
-    Io,
-}
-
-impl WalkErrorKind {
-    /// The report's name for this kind (`loop`, `io`).
-    pub fn name(self) -> &'static str {
-        match self {
-            WalkErrorKind::Loop => "loop",
-            WalkErrorKind::Io => "io",
-        }
-    }
-}
-
 /// A path the walk could not read.
 #[derive(Clone, Debug)]
 pub struct WalkError {
     pub path: PathBuf,
-    pub kind: WalkErrorKind,
+    pub kind: ErrorKind,
     pub message: String,
+}
+
+impl WalkError {
+    /// The report of the unreadable path (its `error` names the path).
+    pub fn report(&self) -> FileReport {
+        let (shown, path_b64) = crate::report::path_fields(&self.path);
+        let message = if shown.is_empty() || self.message.starts_with(&shown) {
+            self.message.clone()
+        } else {
+            format!("{shown}: {}", self.message)
+        };
+        FileReport {
+            path: shown,
+            path_b64,
+            format: crate::sniff::Format::Unknown,
+            kind: "unknown",
+            arch: "unknown",
+            error: Some(FileError {
+                kind: self.kind,
+                message,
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// What the walk meets: a regular file to scan, or a path it could not read.
+#[derive(Clone, Debug)]
+pub enum Found {
+    File(Entry),
+    Error(WalkError),
 }
 
 /// Seconds since the epoch of a file's modification time.
@@ -56,84 +69,138 @@ pub fn mtime_of(meta: &std::fs::Metadata) -> f64 {
 pub fn walk(roots: &[PathBuf], follow_links: bool, threads: usize) -> (Vec<Entry>, Vec<WalkError>) {
     let files = Mutex::new(Vec::new());
     let errors = Mutex::new(Vec::new());
-    let mut missing = vec![];
+    walk_stream(roots, follow_links, threads, &|found| {
+        match found {
+            Found::File(e) => files.lock().unwrap().push(e),
+            Found::Error(e) => errors.lock().unwrap().push(e),
+        }
+        true
+    });
+    let mut files = files.into_inner().unwrap();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut errors = errors.into_inner().unwrap();
+    errors.sort_by(|a, b| a.path.cmp(&b.path));
+    (files, errors)
+}
+
+/// Walks `roots` in parallel, handing each file and unreadable path to `emit` as it is found (each
+/// path once); stops as soon as `emit` returns false. Paths stay bytes (`OsString`) throughout.
+pub fn walk_stream(
+    roots: &[PathBuf],
+    follow_links: bool,
+    threads: usize,
+    emit: &(dyn Fn(Found) -> bool + Sync),
+) {
     let mut existing = vec![];
     for r in roots {
         match std::fs::symlink_metadata(r) {
             Ok(_) => existing.push(r.clone()),
-            Err(e) => missing.push(WalkError {
-                path: r.clone(),
-                kind: WalkErrorKind::Io,
-                message: e.to_string(),
-            }),
+            Err(e) => {
+                let err = WalkError {
+                    path: r.clone(),
+                    kind: ErrorKind::Io,
+                    message: e.to_string(),
+                };
+                if !emit(Found::Error(err)) {
+                    return;
+                }
+            }
         }
     }
-    if let Some((first, rest)) = existing.split_first() {
-        let mut b = ignore::WalkBuilder::new(first);
-        for r in rest {
-            b.add(r);
-        }
-        b.standard_filters(false)
-            .hidden(false)
-            .follow_links(follow_links)
-            .threads(threads);
-        b.build_parallel().run(|| {
-            let files = &files;
-            let errors = &errors;
-            Box::new(move |res| {
-                match res {
-                    Ok(ent) => {
-                        let is_root_link = ent.depth() == 0 && ent.path_is_symlink();
-                        let Some(ft) = ent.file_type() else {
+    // Several roots may name the same file (a folder and a file inside it): report it once. One root
+    // never yields a path twice, so a single root keeps no set.
+    let seen: Option<Mutex<HashSet<PathBuf>>> = (existing.len() > 1).then(Default::default);
+    let first_time = |p: &PathBuf| {
+        seen.as_ref()
+            .is_none_or(|s| s.lock().unwrap().insert(p.clone()))
+    };
+    let Some((first, rest)) = existing.split_first() else {
+        return;
+    };
+    let mut b = ignore::WalkBuilder::new(first);
+    for r in rest {
+        b.add(r);
+    }
+    b.standard_filters(false)
+        .hidden(false)
+        .follow_links(follow_links)
+        .threads(threads);
+    b.build_parallel().run(|| {
+        let first_time = &first_time;
+        Box::new(move |res| {
+            let found = match res {
+                Ok(ent) => {
+                    let Some(ft) = ent.file_type() else {
+                        return ignore::WalkState::Continue;
+                    };
+                    // A diffusers folder is one model: reported once, its files not walked.
+                    if ft.is_dir() || (ent.depth() == 0 && ent.path().is_dir()) {
+                        let Some(f) = crate::diffusers::detect(ent.path()) else {
                             return ignore::WalkState::Continue;
                         };
-                        // The root itself may be a symlink the user named explicitly: follow it.
-                        let meta = if is_root_link || (follow_links && ft.is_symlink()) {
-                            std::fs::metadata(ent.path())
-                        } else if ft.is_file() {
-                            ent.metadata()
-                                .map_err(|e| std::io::Error::other(e.to_string()))
-                        } else {
-                            return ignore::WalkState::Continue;
-                        };
-                        match meta {
-                            Ok(m) if m.is_file() => files.lock().unwrap().push(Entry {
-                                path: ent.into_path(),
-                                size: m.len(),
-                                mtime: mtime_of(&m),
-                            }),
-                            Ok(_) => {}
-                            Err(e) => errors.lock().unwrap().push(WalkError {
-                                path: ent.into_path(),
-                                kind: WalkErrorKind::Io,
-                                message: e.to_string(),
-                            }),
+                        let path = ent.into_path();
+                        if !first_time(&path) {
+                            return ignore::WalkState::Skip;
                         }
-                    }
-                    Err(e) => {
-                        let path = error_path(&e).unwrap_or_default();
-                        errors.lock().unwrap().push(WalkError {
+                        let found = Found::File(Entry {
                             path,
-                            kind: if is_loop(&e) {
-                                WalkErrorKind::Loop
-                            } else {
-                                WalkErrorKind::Io
-                            },
-                            message: e.to_string(),
+                            size: f.size,
+                            mtime: f.mtime,
                         });
+                        return if emit(found) {
+                            ignore::WalkState::Skip
+                        } else {
+                            ignore::WalkState::Quit
+                        };
+                    }
+                    // A root is a path the user named explicitly: follow it when it is a link (the
+                    // walker may describe a root by its target, so ask the filesystem).
+                    let meta = if ent.depth() == 0 || (follow_links && ft.is_symlink()) {
+                        std::fs::metadata(ent.path())
+                    } else if ft.is_file() {
+                        ent.metadata()
+                            .map_err(|e| std::io::Error::other(e.to_string()))
+                    } else {
+                        return ignore::WalkState::Continue;
+                    };
+                    match meta {
+                        Ok(m) if m.is_file() => Found::File(Entry {
+                            path: ent.into_path(),
+                            size: m.len(),
+                            mtime: mtime_of(&m),
+                        }),
+                        Ok(_) => return ignore::WalkState::Continue,
+                        Err(e) => Found::Error(WalkError {
+                            path: ent.into_path(),
+                            kind: ErrorKind::Io,
+                            message: e.to_string(),
+                        }),
                     }
                 }
+                Err(e) => Found::Error(WalkError {
+                    path: error_path(&e).unwrap_or_default(),
+                    kind: if is_loop(&e) {
+                        ErrorKind::Loop
+                    } else {
+                        ErrorKind::Io
+                    },
+                    message: e.to_string(),
+                }),
+            };
+            let path = match &found {
+                Found::File(e) => &e.path,
+                Found::Error(e) => &e.path,
+            };
+            if !first_time(path) {
+                return ignore::WalkState::Continue;
+            }
+            if emit(found) {
                 ignore::WalkState::Continue
-            })
-        });
-    }
-    let mut files = files.into_inner().unwrap();
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    files.dedup_by(|a, b| a.path == b.path);
-    let mut errors = errors.into_inner().unwrap();
-    errors.extend(missing);
-    errors.sort_by(|a, b| a.path.cmp(&b.path));
-    (files, errors)
+            } else {
+                ignore::WalkState::Quit
+            }
+        })
+    });
 }
 
 fn is_loop(e: &ignore::Error) -> bool {
@@ -174,10 +241,39 @@ mod tests {
             assert_eq!(files.len(), 1, "follow={follow}: {files:?}");
             if follow {
                 assert!(
-                    errors.iter().any(|e| e.kind == WalkErrorKind::Loop),
+                    errors.iter().any(|e| e.kind == ErrorKind::Loop),
                     "{errors:?}"
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_root_link_to_a_file_is_scanned_and_a_dangling_link_is_io_not_loop() {
+        // The temporary folder's own name says "loop": the kind must not come from any text.
+        let dir = tempfile::Builder::new().prefix("loop").tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("model.safetensors"), b"xyz").unwrap();
+        std::os::unix::fs::symlink(
+            root.join("model.safetensors"),
+            root.join("link.safetensors"),
+        )
+        .unwrap();
+        let (files, errors) = walk(&[root.join("link.safetensors")], false, 1);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            (files[0].path.clone(), files[0].size),
+            (root.join("link.safetensors"), 3)
+        );
+
+        let lib = root.join("lib");
+        std::fs::create_dir(&lib).unwrap();
+        std::os::unix::fs::symlink(root.join("gone"), lib.join("dangling.safetensors")).unwrap();
+        let (files, errors) = walk(std::slice::from_ref(&lib), true, 1);
+        assert!(files.is_empty());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].kind, ErrorKind::Io);
+        assert_eq!(errors[0].path, lib.join("dangling.safetensors"));
     }
 }

@@ -1,12 +1,15 @@
 //! `fastscan._core`: the Python face of fastscan-core. Plain data in, plain dicts out.
 
 use fastscan_core::cache::Cache;
-use fastscan_core::{scan_files, FileReport, HashMode, OpenError, ScanOptions};
+use fastscan_core::{scan_stream, FileReport, HashMode, OpenError, Progress, ScanOptions};
 use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::mpsc::{channel, Receiver};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -22,14 +25,19 @@ fn options(hash: &str, sha256: bool) -> PyResult<ScanOptions> {
             )))
         }
     };
-    Ok(ScanOptions { hash, sha256 })
+    Ok(ScanOptions {
+        hash,
+        sha256,
+        stop: None,
+    })
 }
 
 fn to_py<'py>(py: Python<'py>, r: &FileReport) -> PyResult<Bound<'py, PyAny>> {
     pythonize::pythonize(py, r).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
-/// Walks roots; returns ([(path, size, mtime)], [(path, kind, message)]) with kind `loop` or `io`.
+/// Walks roots; returns ([(path, size, mtime)], [(path, kind, message)]), paths as `str` the way
+/// `os.fsdecode` gives them (bytes that are not UTF-8 as surrogate escapes, so they open again).
 #[pyfunction]
 #[pyo3(signature = (roots, follow_links=false, jobs=0))]
 #[allow(clippy::type_complexity)]
@@ -38,18 +46,26 @@ fn walk(
     roots: Vec<PathBuf>,
     follow_links: bool,
     jobs: usize,
-) -> (Vec<(String, u64, f64)>, Vec<(String, &'static str, String)>) {
+) -> (
+    Vec<(OsString, u64, f64)>,
+    Vec<(OsString, &'static str, String)>,
+) {
+    use fastscan_core::report::ErrorKind;
     let (files, errors) = py.detach(|| fastscan_core::walk::walk(&roots, follow_links, jobs));
     (
         files
             .into_iter()
-            .map(|e| (e.path.to_string_lossy().into_owned(), e.size, e.mtime))
+            .map(|e| (e.path.into_os_string(), e.size, e.mtime))
             .collect(),
         errors
             .into_iter()
             .map(|e| {
-                let path = e.path.to_string_lossy().into_owned();
-                (path, e.kind.name(), e.message)
+                let kind = match e.kind {
+                    ErrorKind::Io => "io",
+                    ErrorKind::Loop => "loop",
+                    ErrorKind::Format => "format",
+                };
+                (e.path.into_os_string(), kind, e.message)
             })
             .collect(),
     )
@@ -75,9 +91,10 @@ fn open_error(path: &std::path::Path, e: OpenError) -> PyErr {
     let msg = format!("{}: {e}", path.display());
     match e {
         OpenError::Io(_) => PyOSError::new_err(msg),
-        OpenError::NotAModel(_) | OpenError::Header(_) | OpenError::Pickle(..) => {
-            PyValueError::new_err(msg)
-        }
+        OpenError::NotAModel(_)
+        | OpenError::Header(_)
+        | OpenError::Pickle(..)
+        | OpenError::Npy(..) => PyValueError::new_err(msg),
     }
 }
 
@@ -192,49 +209,82 @@ fn pickle_imports<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAn
     pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
-/// Scans files in parallel in the background; iterate to receive each report (a dict) as it finishes.
+/// Reports queued between the scanning threads and the Python reader: a slow reader slows the scan
+/// down instead of growing memory.
+const REPORT_QUEUE: usize = 64;
+/// How often a reader waiting for a report lets Python run its signal handlers.
+const SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Walks roots and scans what it finds, in parallel in the background; iterate to receive each
+/// report (a dict) as it finishes. `close()` (or dropping the scanner) stops every thread.
 ///
 /// With `cache` (a database path), unchanged files are served from it without being opened.
 #[pyclass]
 struct Scanner {
-    rx: Mutex<Receiver<serde_json::Value>>,
+    rx: Mutex<Option<Receiver<serde_json::Value>>>,
+    stop: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     /// Set when the cache database was unreadable and was rebuilt.
     #[pyo3(get)]
     cache_warning: Option<String>,
 }
 
+impl Scanner {
+    fn halt(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the receiver fails the next send of every scanning thread.
+        self.rx.lock().unwrap().take();
+    }
+}
+
+impl Drop for Scanner {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
 #[pymethods]
 impl Scanner {
     #[new]
-    #[pyo3(signature = (paths, hash="full", sha256=false, jobs=0, cache=None))]
+    #[pyo3(signature = (roots, hash="full", sha256=false, jobs=0, cache=None, follow_links=false))]
     fn new(
-        paths: Vec<PathBuf>,
+        roots: Vec<PathBuf>,
         hash: &str,
         sha256: bool,
         jobs: usize,
         cache: Option<PathBuf>,
+        follow_links: bool,
     ) -> PyResult<Self> {
-        let opts = options(hash, sha256)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let opts = ScanOptions {
+            stop: Some(stop.clone()),
+            ..options(hash, sha256)?
+        };
         let cache = cache
             .map(|p| Cache::open(&p))
             .transpose()
             .map_err(PyOSError::new_err)?;
         let cache_warning = cache.as_ref().and_then(|c| c.warning.clone());
-        let (tx, rx) = channel();
+        let (tx, rx) = sync_channel(REPORT_QUEUE);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(jobs)
             .build()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        std::thread::spawn(move || {
-            let tx = Mutex::new(tx);
+        let progress = Arc::new(Progress::default());
+        let p = progress.clone();
+        let thread = std::thread::spawn(move || {
             pool.install(|| {
-                scan_files(&paths, &opts, cache.as_ref(), |v| {
-                    let _ = tx.lock().unwrap().send(v);
+                scan_stream(&roots, follow_links, jobs, &opts, cache.as_ref(), &p, |v| {
+                    tx.send(v).is_ok()
                 })
             });
         });
         Ok(Scanner {
-            rx: Mutex::new(rx),
+            rx: Mutex::new(Some(rx)),
+            stop,
+            progress,
+            thread: Mutex::new(Some(thread)),
             cache_warning,
         })
     }
@@ -243,13 +293,113 @@ impl Scanner {
         slf
     }
 
+    /// The next report; waits for it in short slices so that Ctrl-C and SIGTERM handlers run.
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let got = py.detach(|| self.rx.lock().unwrap().recv());
-        match got {
-            Ok(v) => pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string())),
-            Err(_) => Err(PyStopIteration::new_err(())),
+        loop {
+            let got = py.detach(|| match self.rx.lock().unwrap().as_ref() {
+                Some(rx) => rx.recv_timeout(SIGNAL_POLL),
+                None => Err(RecvTimeoutError::Disconnected),
+            });
+            match got {
+                Ok(v) => {
+                    return pythonize::pythonize(py, &v)
+                        .map_err(|e| PyValueError::new_err(e.to_string()))
+                }
+                Err(RecvTimeoutError::Timeout) => py.check_signals()?,
+                Err(RecvTimeoutError::Disconnected) => return Err(PyStopIteration::new_err(())),
+            }
         }
     }
+
+    /// Stops the scan and waits until every walking and scanning thread has finished (a file being
+    /// hashed is abandoned between two chunks). Further iteration ends at once.
+    fn close(&self, py: Python<'_>) {
+        self.halt();
+        let t = self.thread.lock().unwrap().take();
+        if let Some(t) = t {
+            let _ = py.detach(|| t.join());
+        }
+    }
+
+    /// (files_found, bytes_found, walk_done, files_scanned): the totals grow as the walk finds files
+    /// and are final once walk_done is true.
+    #[getter]
+    fn progress(&self) -> (u64, u64, bool, u64) {
+        let p = &self.progress;
+        (
+            p.files_found.load(Ordering::Relaxed),
+            p.bytes_found.load(Ordering::Relaxed),
+            p.walk_done.load(Ordering::Acquire),
+            p.files_scanned.load(Ordering::Relaxed),
+        )
+    }
+
+    /// True while a walking or scanning thread is still at work.
+    #[getter]
+    fn running(&self) -> bool {
+        self.thread
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+}
+
+/// A temporary output file in the folder of `out` (see fastscan_core::atomic): unnamed where the
+/// filesystem allows, so a killed process leaves nothing. Write to `fd`, read back through `path`,
+/// then `commit(out, overwrite)` or `discard()`.
+#[pyclass]
+struct TempOutput {
+    inner: Mutex<Option<fastscan_core::atomic::TempOutput>>,
+    /// The open descriptor to write to (owned by this object: do not close it).
+    #[pyo3(get)]
+    fd: i32,
+    /// A path that reads the file back until it is committed.
+    #[pyo3(get)]
+    path: OsString,
+}
+
+#[pymethods]
+impl TempOutput {
+    #[new]
+    #[pyo3(signature = (out, mode=None))]
+    fn new(out: PathBuf, mode: Option<u32>) -> PyResult<Self> {
+        use std::os::fd::AsRawFd;
+        let t = fastscan_core::atomic::TempOutput::create(&out, mode)?;
+        Ok(TempOutput {
+            fd: t.file().as_raw_fd(),
+            path: t.path().into_os_string(),
+            inner: Mutex::new(Some(t)),
+        })
+    }
+
+    /// Names the file `out` and syncs the folder; FileExistsError when `out` exists and not
+    /// `overwrite` (the file is then discarded).
+    #[pyo3(signature = (out, overwrite=false))]
+    fn commit(&self, py: Python<'_>, out: PathBuf, overwrite: bool) -> PyResult<()> {
+        let t = self.inner.lock().unwrap().take();
+        let t = t.ok_or_else(|| {
+            PyValueError::new_err("temporary output already committed or discarded")
+        })?;
+        py.detach(|| t.commit(&out, overwrite))?;
+        Ok(())
+    }
+
+    /// Closes and removes the file (nothing when already committed or discarded).
+    fn discard(&self) {
+        if let Some(t) = self.inner.lock().unwrap().take() {
+            t.discard();
+        }
+    }
+}
+
+/// Removes the temporary files left in `folder` by fastscan processes that are gone; returns them.
+#[pyfunction]
+fn sweep_temp(folder: PathBuf) -> Vec<OsString> {
+    fastscan_core::atomic::sweep(&folder)
+        .into_iter()
+        .map(PathBuf::into_os_string)
+        .collect()
 }
 
 #[pymodule]
@@ -274,5 +424,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FLOAT_DTYPES", floats)?;
     m.add_function(wrap_pyfunction!(pickle_imports, m)?)?;
     m.add_class::<Scanner>()?;
+    m.add_class::<TempOutput>()?;
+    m.add_function(wrap_pyfunction!(sweep_temp, m)?)?;
     Ok(())
 }

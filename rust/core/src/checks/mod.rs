@@ -56,16 +56,16 @@ pub fn run(ctx: &Context) -> Outcome {
     out
 }
 
-/// Bytes for a message: `1.5 GiB`, `12.0 MiB`, `512 bytes`.
+/// Bytes for a message in SI units, as the CLI's tables print them: `1.5 GB`, `12.0 MB`, `512 bytes`.
 pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if bytes < 1000 {
         return format!("{bytes} bytes");
     }
-    let mut v = bytes as f64 / 1024.0;
+    let mut v = bytes as f64 / 1000.0;
     let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
         u += 1;
     }
     format!("{v:.1} {}", UNITS[u])
@@ -95,7 +95,8 @@ mod tests {
     #[test]
     fn human_bytes() {
         assert_eq!(super::human(512), "512 bytes");
-        assert_eq!(super::human(1536), "1.5 KiB");
-        assert_eq!(super::human(3 << 30), "3.0 GiB");
+        assert_eq!(super::human(1500), "1.5 kB");
+        assert_eq!(super::human(3 << 30), "3.2 GB");
+        assert_eq!(super::human(2_130_000_000), "2.1 GB");
     }
 }

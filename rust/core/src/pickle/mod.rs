@@ -101,11 +101,10 @@ pub fn scan(bytes: &[u8], format: Format) -> Result<PickleScan, PickleError> {
         Format::TorchZip => scan_zip(bytes, &mut c)?,
         Format::TorchLegacy => scan_legacy(bytes, &mut c),
         Format::TorchTar => scan_tar(bytes, &mut c)?,
-        Format::Pickle => {
-            scan_raw(bytes, &mut c);
-            Vec::new()
+        Format::Pickle => scan_raw(bytes, &mut c),
+        Format::Safetensors | Format::Npy | Format::Npz | Format::Diffusers | Format::Unknown => {
+            return Err(PickleError::NotPickleBased(format))
         }
-        Format::Safetensors | Format::Unknown => return Err(PickleError::NotPickleBased(format)),
     };
     Ok(PickleScan {
         tensors,
@@ -345,8 +344,12 @@ fn scan_stream<'a>(
     }
 }
 
-fn scan_raw(data: &[u8], c: &mut Collector) {
-    scan_stream(data, None, Some(0), c, false);
+/// A bare pickle lists no torch tensors (their storages are not in it), only numpy arrays stored as is.
+fn scan_raw(data: &[u8], c: &mut Collector) -> Vec<TensorInfo> {
+    match scan_stream(data, None, Some(0), c, false).first {
+        Some(run) => place_arrays(&run, Some(0), c),
+        None => Vec::new(),
+    }
 }
 
 /// Element size in bytes of a storage class, including classes without a safetensors dtype.
@@ -375,6 +378,43 @@ fn place_all(
             Ok(info) => out.push(info),
             Err(why) => c.invalid(entry, None, format!("tensor {name}: {why}")),
         }
+    }
+    out
+}
+
+/// Numpy arrays of the main pickle as tensors, when their raw bytes lie in the file (`base`: the file
+/// offset of the pickle buffer's byte 0); the others are named in one `pickle.numpy-array` finding.
+fn place_arrays(run: &Run, base: Option<u64>, c: &mut Collector) -> Vec<TensorInfo> {
+    let mut out = Vec::new();
+    let mut unlisted = Vec::new();
+    for (name, a) in tensors::named_arrays(run) {
+        // An object array holds Python objects (their imports are judged like any other), no elements.
+        let kind = a
+            .descr
+            .as_deref()
+            .map(|d| d.trim_start_matches(['<', '>', '|', '=']));
+        if kind.is_some_and(|k| k.starts_with('O')) {
+            continue;
+        }
+        let placed = base
+            .ok_or_else(|| format!("{name}: the pickle is compressed in the zip"))
+            .and_then(|b| tensors::place_array(&name, a, b));
+        match placed {
+            Ok(t) => out.push(t),
+            Err(why) if unlisted.len() < MAX_REASONS => {
+                unlisted.push(json!({"name": name, "reason": why}))
+            }
+            Err(_) => {}
+        }
+    }
+    if let Some(first) = unlisted.first() {
+        let first = first["reason"].as_str().unwrap_or("").to_string();
+        c.findings.push(Finding::new(
+            "pickle.numpy-array",
+            Severity::Info,
+            format!("numpy arrays in the pickle are not listed as tensors ({first})"),
+            json!({"arrays": unlisted}),
+        ));
     }
     out
 }
@@ -466,7 +506,7 @@ fn scan_legacy(data: &[u8], c: &mut Collector) -> Vec<TensorInfo> {
         placed.insert(key, (start, bytes));
         at = end;
     }
-    place_all(
+    let mut out = place_all(
         main,
         |s| {
             placed
@@ -476,7 +516,9 @@ fn scan_legacy(data: &[u8], c: &mut Collector) -> Vec<TensorInfo> {
         },
         c,
         None,
-    )
+    );
+    out.extend(place_arrays(main, Some(0), c));
+    out
 }
 
 /// Checks the imports in the part of deflated entry `e` past what was inflated in memory, from inflated
@@ -889,6 +931,7 @@ fn scan_zip(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, PickleErr
             Ok((rec.data_start, rec.compressed_size.min(avail)))
         };
         tensors = place_all(&run, locate, c, Some(&e.name));
+        tensors.extend(place_arrays(&run, base, c));
     }
     if scanned == 0 {
         return Err(PickleError::NoPickle);

@@ -68,6 +68,19 @@ pub struct TensorRef {
     pub stride: Vec<u64>,
 }
 
+/// A pickled numpy array: `_reconstruct(ndarray, (0,), b'b')` then BUILD with
+/// `(version, shape, dtype, is_fortran, raw_bytes)`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ArrayRef {
+    /// numpy type string with byte order (`<f4`), when the dtype was a plain `numpy.dtype`.
+    pub descr: Option<String>,
+    pub shape: Vec<u64>,
+    pub fortran: bool,
+    /// Where the raw elements start in the pickle buffer and how many bytes there are (None when the
+    /// pickle encodes them, as protocol 2's `_codecs.encode` does).
+    pub data: Option<(usize, u64)>,
+}
+
 /// A value the machine tracks.
 #[derive(Clone, Debug)]
 pub enum Obj<'a> {
@@ -77,7 +90,8 @@ pub enum Obj<'a> {
     BigInt,
     Float(f64),
     Str(Cow<'a, str>),
-    Bytes(u64),
+    /// A bytes value: its length and, when its bytes lie verbatim in the buffer, where they start.
+    Bytes(u64, Option<usize>),
     Tuple(Vec<Id>),
     List(Vec<Id>),
     Dict(Vec<(Id, Id)>),
@@ -88,6 +102,10 @@ pub enum Obj<'a> {
     Instance,
     Storage(Box<StorageRef>),
     Tensor(Box<TensorRef>),
+    /// A numpy array built by `numpy.core.multiarray._reconstruct` and filled by BUILD.
+    Array(Box<ArrayRef>),
+    /// A `numpy.dtype(...)`: its type string (`f4`), prefixed with the byte order BUILD sets (`<f4`).
+    NpDtype(String),
     /// A persistent id that is a plain string or int (the legacy tar format's tensor keys).
     PersKey(String),
     /// A persistent id that is no storage, a buffer, or anything else opaque.
@@ -434,7 +452,13 @@ impl<'a> Machine<'a> {
         let made = match (module, name) {
             ("collections", "OrderedDict") | ("builtins", "dict") => Some(Obj::Dict(Vec::new())),
             ("builtins", "set") => Some(Obj::Set),
-            ("_codecs", "encode") => Some(Obj::Bytes(0)),
+            ("_codecs", "encode") => Some(Obj::Bytes(0, None)),
+            ("numpy.core.multiarray", "_reconstruct")
+            | ("numpy._core.multiarray", "_reconstruct") => Some(Obj::Array(Box::default())),
+            ("numpy", "dtype") => args_v
+                .first()
+                .and_then(|&a| self.str_of(a))
+                .map(|t| Obj::NpDtype(t.to_string())),
             ("torch._utils", "_rebuild_parameter")
             | ("torch._utils", "_rebuild_parameter_with_state")
             | ("torch.nn.parameter", "Parameter") => {
@@ -532,7 +556,41 @@ impl<'a> Machine<'a> {
         })))
     }
 
-    fn step(&mut self, op: &Op<'a>, pos: usize) -> Result<Option<Id>, String> {
+    /// Fills a numpy array or dtype from its BUILD state (anything else is left as it is).
+    fn build_numpy(&mut self, target: Id, state: Id) {
+        let Some(items) = self.tuple_items(state).map(|v| v.to_vec()) else {
+            return;
+        };
+        match &self.objs[target as usize] {
+            Obj::NpDtype(t) if items.len() >= 2 => {
+                if let Some(order) = self.str_of(items[1]) {
+                    let descr = format!("{}{}", order, t.trim_start_matches(['<', '>', '|', '=']));
+                    self.objs[target as usize] = Obj::NpDtype(descr);
+                }
+            }
+            Obj::Array(_) if items.len() >= 5 => {
+                let shape = self.u64s(items[1]).unwrap_or_default();
+                let descr = match &self.objs[items[2] as usize] {
+                    Obj::NpDtype(d) => Some(d.clone()),
+                    _ => None,
+                };
+                let fortran = self.int_of(items[3]) == Some(1);
+                let data = match self.objs[items[4] as usize] {
+                    Obj::Bytes(len, Some(at)) => Some((at, len)),
+                    _ => None,
+                };
+                self.objs[target as usize] = Obj::Array(Box::new(ArrayRef {
+                    descr,
+                    shape,
+                    fortran,
+                    data,
+                }));
+            }
+            _ => {}
+        }
+    }
+
+    fn step(&mut self, op: &Op<'a>, pos: usize, next: usize) -> Result<Option<Id>, String> {
         match op {
             Op::Mark => {
                 if self.marks.len() >= self.limits.max_stack {
@@ -597,7 +655,8 @@ impl<'a> Machine<'a> {
                 }
                 self.push(Obj::Str(s.clone()))?
             }
-            Op::Bytes(n) => self.push(Obj::Bytes(*n))?,
+            // The payload is the opcode's last n bytes.
+            Op::Bytes(n) => self.push(Obj::Bytes(*n, next.checked_sub(*n as usize)))?,
             Op::Append => {
                 let v = self.pop()?;
                 let l = self.top()?;
@@ -617,6 +676,7 @@ impl<'a> Machine<'a> {
             Op::Build => {
                 let state = self.pop()?;
                 let target = self.top()?;
+                self.build_numpy(target, state);
                 self.mark_inside(state, "BUILD state");
                 if let Obj::Global(i) = self.objs[target as usize] {
                     // Setting attributes on an imported module or class rewrites what later imports resolve to.
@@ -891,7 +951,7 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
             Some(sh) => lexical_step(sh, &op, pos, &mut m, true),
             None => {
                 let before = m.imports.len();
-                match m.step(&op, pos) {
+                match m.step(&op, pos, next) {
                     Ok(Some(r)) => root = Some(r),
                     Ok(None) => {}
                     Err(why) => {

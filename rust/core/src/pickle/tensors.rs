@@ -1,7 +1,7 @@
 //! The tensor table of a checkpoint pickle: loader-style names for every tensor the root object holds,
 //! and each tensor's absolute place in the file.
 
-use super::reader::{Id, Obj, Run, TensorRef};
+use super::reader::{ArrayRef, Id, Obj, Run, TensorRef};
 use crate::tensor::TensorInfo;
 
 /// Most container nodes the name walk visits (shared sub-objects could otherwise blow up).
@@ -12,6 +12,22 @@ const MAX_DEPTH: usize = 64;
 /// Every tensor reachable from the root with its name: the inner dict when the root has a
 /// `state_dict` dict (as loaders do), other nesting joined with `.`, list items by index.
 pub fn named_tensors<'r>(run: &'r Run) -> Vec<(String, &'r TensorRef)> {
+    named(run, |o| match o {
+        Obj::Tensor(t) => Some(&**t),
+        _ => None,
+    })
+}
+
+/// Every numpy array reachable from the root, named as [`named_tensors`] names tensors.
+pub fn named_arrays<'r>(run: &'r Run) -> Vec<(String, &'r ArrayRef)> {
+    named(run, |o| match o {
+        Obj::Array(a) => Some(&**a),
+        _ => None,
+    })
+}
+
+/// The values `pick` accepts, with their names, walking from the root (or its `state_dict`).
+fn named<'r, T>(run: &'r Run, pick: impl Fn(&'r Obj) -> Option<T>) -> Vec<(String, T)> {
     let mut out = Vec::new();
     let Some(mut root) = run.root else {
         return out;
@@ -39,8 +55,12 @@ pub fn named_tensors<'r>(run: &'r Run) -> Vec<(String, &'r TensorRef)> {
                 format!("{name}.{k}")
             }
         };
-        match run.get(id) {
-            Obj::Tensor(t) => out.push((name, &**t)),
+        let obj = run.get(id);
+        if let Some(v) = pick(obj) {
+            out.push((name, v));
+            continue;
+        }
+        match obj {
             Obj::Dict(pairs) if depth < MAX_DEPTH => {
                 for (k, v) in pairs.iter().rev() {
                     if let Some(k) = key_text(run.get(*k)) {
@@ -133,6 +153,38 @@ pub fn place(
         start: storage_start + first * elem,
         len: numel * elem,
         strides: (!contiguous).then(|| t.stride.clone()),
+    })
+}
+
+/// Places a numpy array whose raw bytes lie in the pickle buffer at `base` + its data offset.
+pub fn place_array(name: &str, a: &ArrayRef, base: u64) -> Result<TensorInfo, String> {
+    let descr = a.descr.as_deref().unwrap_or("?");
+    let dtype = crate::npy::dtype_of(descr)
+        .ok_or_else(|| format!("{name}: numpy element type {descr} is not supported"))?;
+    let (at, len) = a.data.ok_or_else(|| {
+        format!(
+            "{name}: the array's bytes are encoded in the pickle (protocol 2), not stored as is"
+        )
+    })?;
+    let numel = a
+        .shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("{name}: shape {:?} overflows", a.shape))?;
+    if numel.checked_mul(dtype.bits() / 8) != Some(len) {
+        return Err(format!(
+            "{name}: shape {:?} of {descr} needs {} bytes, the pickle holds {len}",
+            a.shape,
+            numel.saturating_mul(dtype.bits() / 8)
+        ));
+    }
+    Ok(TensorInfo {
+        name: name.to_string(),
+        dtype,
+        shape: a.shape.clone(),
+        start: base + at as u64,
+        len,
+        strides: crate::npy::fortran_strides(&a.shape, a.fortran),
     })
 }
 

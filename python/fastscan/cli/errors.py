@@ -1,0 +1,82 @@
+"""The one error printer of the CLI: exit codes, `fastscan: error: ...` lines, usage errors in plain words."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from typing import Any
+
+import typer
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    """Prints an error of the run itself to stderr and returns the Exit to raise."""
+    typer.echo(f"fastscan: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """Prints a warning to stderr."""
+    typer.echo(f"fastscan: warning: {message}", err=True)
+
+
+def closed_pipe() -> typer.Exit:
+    """The reader of stdout went away (`| head`): silence stdout and return the Exit (2) to raise."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError:
+        pass
+    return typer.Exit(EXIT_USAGE)
+
+
+def _option_names(ctx: Any) -> list[str]:
+    names: list[str] = []
+    for p in ctx.command.get_params(ctx) if ctx is not None else []:
+        if getattr(p, "param_type_name", "") == "option":
+            names += [*p.opts, *p.secondary_opts]
+    return names
+
+
+def _param_label(param: Any) -> str:
+    if param is None:
+        return "a value"
+    if getattr(param, "param_type_name", "") == "argument":
+        return param.metavar or (param.name or "").upper()
+    return "/".join(param.opts)
+
+
+def usage_message(e: Exception) -> str:
+    """A framework usage error (unknown option, bad value, missing argument) said in plain words."""
+    name = type(e).__name__
+    ctx = getattr(e, "ctx", None)
+    if name == "NoArgsIsHelpError":
+        return str(getattr(e, "message", e))
+    if name == "NoSuchOption":
+        opt = getattr(e, "option_name", "")
+        close = difflib.get_close_matches(opt, _option_names(ctx), n=1, cutoff=0.75)
+        return f"unknown option {opt}" + (f" (did you mean {close[0]}?)" if close else "")
+    if name == "MissingParameter":
+        param = getattr(e, "param", None)
+        label = _param_label(param)
+        if getattr(param, "param_type_name", "") == "argument":
+            return f"missing {label}"
+        return f"missing option {label}"
+    if name == "BadParameter":
+        label = _param_label(getattr(e, "param", None))
+        return f"{label}: {e.message}"  # type: ignore[attr-defined]
+    return str(getattr(e, "message", e))
+
+
+def report_usage_error(e: Exception) -> int:
+    """Prints a usage error with the command to get help; returns the exit code (2; 0 for bare help)."""
+    ctx = getattr(e, "ctx", None)
+    if type(e).__name__ == "NoArgsIsHelpError":  # `fastscan` alone: the help, as asked
+        typer.echo(usage_message(e))
+        return EXIT_OK
+    where = ctx.command_path if ctx is not None else "fastscan"
+    typer.echo(f"fastscan: error: {usage_message(e)}", err=True)
+    typer.echo(f"(see `{where} --help`)", err=True)
+    return EXIT_USAGE

@@ -1,0 +1,294 @@
+"""`fix`, `convert`, `extract` and `bake-vae`: option parsing, the plan, progress and the summary.
+
+The work is in fastscan.fixes.commands, imported when a command runs (it loads numpy) so `fastscan --help`
+stays fast. `fix` and `convert` take files and folders: the plan comes first, then each file with a
+progress indicator, then a summary; the exit code is the worst result (0 done, 1 a file needs a new copy
+or failed, 2 usage).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fastscan.cli.choices import Component, Dtype, Prune, choice
+from fastscan.cli.errors import EXIT_FINDINGS, EXIT_OK, fail, warn
+
+OutOpt = Annotated[
+    Path | None, typer.Option("-o", "--output", metavar="OUT", help="File to write (never the input).")
+]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Overwrite OUT if it exists; prune/extract/bake-vae also on a low-confidence identification.",
+    ),
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
+
+
+def _console(stderr: bool = False) -> Any:
+    from fastscan.render import stderr_console, stdout_console
+
+    return stderr_console() if stderr else stdout_console()
+
+
+@dataclass
+class Outcome:
+    """One file's result in a batch: its path, what was done or planned, and the exit code it calls for."""
+
+    path: Path
+    lines: list[str]
+    code: int
+    saved: int = 0
+
+
+def _describe(res: Any) -> list[str]:
+    lines = [f"- {a}" for a in res.actions]
+    for u in res.unrepairable:
+        lines.append(f"cannot repair {u}: re-download the file")
+    if res.backup is not None:
+        lines.append(f"backup {res.backup} (verified)")
+    if res.out is not None:
+        lines.append(f"wrote {res.out} (verified)")
+    return lines
+
+
+def _call(name: str, *args: Any, **kw: Any) -> Any:
+    """Runs the named function of fastscan.fixes.commands with a spinner on a terminal; exit 2 on FixError."""
+    from fastscan.fixes import commands
+    from fastscan.fixes.errors import FixError
+
+    try:
+        with _busy(f"{name.replace('_', '-')} {args[0]}"):
+            return getattr(commands, name)(*args, **kw)
+    except commands.Unrepairable as e:
+        raise fail(str(e), EXIT_FINDINGS) from None
+    except FixError as e:
+        raise fail(str(e)) from None
+
+
+class _busy:
+    """A transient spinner with the elapsed time on stderr while a long fix runs (nothing on a pipe)."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.status = label, None
+
+    def __enter__(self) -> None:
+        if sys.stderr.isatty():
+            from rich.markup import escape
+
+            self.status = _console(stderr=True).status(f"{escape(self.label)} …")
+            self.status.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.status is not None:
+            self.status.__exit__(*exc)
+
+
+def _print_result(res: Any) -> int:
+    from rich.markup import escape
+
+    con = _console()
+    for line in _describe(res):
+        style = (
+            "red"
+            if line.startswith("cannot repair")
+            else "green"
+            if line.startswith(("wrote", "backup"))
+            else ""
+        )
+        con.print(f"  [{style}]{escape(line)}[/]" if style else f"  {escape(line)}", highlight=False)
+    return EXIT_FINDINGS if res.unrepairable else EXIT_OK
+
+
+def _expand(paths: list[Path], formats: set[str]) -> list[Path]:
+    """The files under `paths` (files as given, folders walked) whose format is in `formats`."""
+    from fastscan.api import scan
+
+    report = scan([str(p) for p in paths], hash="none")
+    return [Path(f.path) for f in report.files if f.error is None and f.format in formats]
+
+
+def fix(
+    paths: Annotated[
+        list[Path], typer.Argument(help="safetensors files or folders to repair.", metavar="PATH")
+    ],
+    output: OutOpt = None,
+    clip: Annotated[bool, typer.Option("--clip", help="Reset position_ids to int64 0..n-1.")] = False,
+    prune: Annotated[
+        Prune | None, choice(Prune, "--prune", help="Drop EMA weights, junk keys, or both.")
+    ] = None,
+    dtype: Annotated[Dtype | None, choice(Dtype, "--dtype", help="Cast floating-point tensors.")] = None,
+    in_place: Annotated[bool, typer.Option("--in-place", help="Replace each file (needs --backup).")] = False,
+    backup: Annotated[
+        Path | None,
+        typer.Option("--backup", metavar="DIR", help="Folder for verified backups (implies --in-place)."),
+    ] = None,
+    dry_run: DryRunOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """Repair models: CLIP position_ids, EMA/junk keys, precision. No option: what the scan advises.
+
+    One file: `-o OUT`, or `--backup DIR` to replace it. Several files or folders: each is replaced after a
+    verified backup into DIR. `--dry-run` prints the plan only.
+    """
+    opts = {"clip": clip, "prune": prune.value if prune else None, "dtype": dtype.value if dtype else None}
+    single = len(paths) == 1 and not paths[0].is_dir()
+    if single and not dry_run and not (backup is not None or in_place):
+        res = _call("fix", paths[0], output, **opts, force=force)
+        raise typer.Exit(_print_result(res))
+    if output is not None and not single:
+        raise fail("-o OUT takes one file; several files are fixed in place with --backup DIR")
+    if not dry_run and backup is None:
+        raise fail("fixing in place needs --backup DIR: each file is replaced only after a verified backup")
+    files = [paths[0]] if single else _expand(paths, {"safetensors"})
+    raise typer.Exit(_batch(files, opts, backup, dry_run, force))
+
+
+def _batch(files: list[Path], opts: dict, backup: Path | None, dry_run: bool, force: bool) -> int:
+    """Plans every file, prints the plan, then (unless a dry run) fixes each with a progress bar."""
+    from rich.markup import escape
+
+    from fastscan.fixes import commands
+    from fastscan.fixes.errors import FixError
+    from fastscan.render import bytes_bar, size
+
+    con = _console()
+    plans: list[tuple[Path, Any]] = []
+    worst = EXIT_OK
+    con.print(f"[bold]Plan[/] ({len(files)} file(s))", highlight=False)
+    for p in files:
+        try:
+            res = commands.fix(p, **opts, dry_run=True)
+        except FixError as e:
+            con.print(f"[red]{escape(str(p))}[/]: {escape(str(e))}", highlight=False)
+            worst = max(worst, EXIT_FINDINGS)
+            continue
+        gets = "; ".join(a for a in res.actions) or "nothing"
+        if res.saved is None:
+            con.print(f"  {escape(str(p))}: nothing to change", highlight=False)
+        else:
+            con.print(f"  {escape(str(p))}: {escape(gets)} (saves {size(res.saved)})", highlight=False)
+            plans.append((p, res))
+        for u in res.unrepairable:
+            con.print(f"    [red]cannot repair {escape(u)}: re-download the file[/]", highlight=False)
+            worst = max(worst, EXIT_FINDINGS)
+    total_saved = sum(r.saved or 0 for _, r in plans)
+    con.print(f"{len(plans)} file(s) to fix, saving {size(total_saved)}", highlight=False)
+    if dry_run or not plans:
+        return worst
+    total = sum(p.stat().st_size for p, _ in plans)
+    done = fixed = 0
+    failures: list[str] = []
+    with bytes_bar(_console(stderr=True), "fixing", total) if sys.stderr.isatty() else _null_bar() as update:
+        for p, _ in plans:
+            try:
+                commands.fix(p, **opts, in_place=True, backup=backup, force=force)
+                fixed += 1
+            except FixError as e:
+                failures.append(str(e))
+            done += p.stat().st_size
+            update(done)
+    for f in failures:
+        con.print(f"[red]failed[/]: {escape(f)}", highlight=False)
+    con.print(f"fixed {fixed} of {len(plans)} file(s); backups in {escape(str(backup))}", highlight=False)
+    return max(worst, EXIT_FINDINGS if failures else EXIT_OK)
+
+
+class _null_bar:
+    def __enter__(self) -> Any:
+        return lambda done: None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def convert(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="pickle checkpoints (.ckpt, .pt, .pth, .bin) or folders.", metavar="PATH"),
+    ],
+    output: OutOpt = None,
+    dry_run: DryRunOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """Convert pickle checkpoints to safetensors, never running them.
+
+    OUT defaults to the input's name with `.safetensors`; a folder converts every pickle checkpoint in it.
+    """
+    from fastscan.fixes import commands
+    from fastscan.fixes.errors import FixError
+
+    single = len(paths) == 1 and not paths[0].is_dir()
+    if single and not dry_run:
+        res = _call("convert", paths[0], output, force=force)
+        raise typer.Exit(_print_result(res))
+    if output is not None:
+        raise fail("-o OUT takes one file; in folder mode each NAME.ckpt becomes NAME.safetensors beside it")
+    files = [paths[0]] if single else _expand(paths, {"pickle", "torch-zip", "torch-legacy"})
+    con = _console()
+    todo = []
+    for p in files:
+        out = commands.default_output(p)
+        skip = out.exists() and not force
+        con.print(
+            f"  {p} -> {out}" + (" (exists: skipped; --force overwrites)" if skip else ""), highlight=False
+        )
+        if not skip:
+            todo.append((p, out))
+    if dry_run:
+        raise typer.Exit(EXIT_OK)
+    failures = 0
+    for p, out in todo:
+        try:
+            with _busy(f"convert {p}"):
+                commands.convert(p, out, force=force)
+            con.print(f"  [green]wrote[/] {out} (verified)", highlight=False)
+        except FixError as e:
+            failures += 1
+            con.print(f"  [red]failed[/]: {e}", highlight=False)
+    con.print(f"converted {len(todo) - failures} of {len(todo)} file(s)", highlight=False)
+    raise typer.Exit(EXIT_FINDINGS if failures else EXIT_OK)
+
+
+def extract(
+    file: Annotated[Path, typer.Argument(help="A model file.", metavar="FILE")],
+    component: Annotated[Component, choice(Component, "--component", help="The component to write alone.")],
+    output: Annotated[Path, typer.Option("-o", "--output", metavar="OUT", help="File to write.")],
+    force: ForceOpt = False,
+) -> None:
+    """Write one component alone, under its standalone names."""
+    raise typer.Exit(_print_result(_call("extract", file, component.value, output, force=force)))
+
+
+def bake_vae(
+    ckpt: Annotated[Path, typer.Argument(help="A checkpoint.", metavar="CKPT")],
+    vae: Annotated[Path, typer.Option("--vae", metavar="VAE", help="A standalone VAE file.")],
+    output: Annotated[Path, typer.Option("-o", "--output", metavar="OUT", help="File to write.")],
+    force: ForceOpt = False,
+) -> None:
+    """Replace a checkpoint's VAE with a standalone one.
+
+    Every shape is checked; a VAE of another architecture than the checkpoint gets a warning.
+    """
+    _warn_arch(ckpt, vae)
+    raise typer.Exit(_print_result(_call("bake_vae", ckpt, vae, output, force=force)))
+
+
+def _warn_arch(ckpt: Path, vae: Path) -> None:
+    """Warns when the core places the VAE file in another architecture than the checkpoint."""
+    from fastscan.api import scan_one
+
+    try:
+        c, v = scan_one(ckpt, hash="none"), scan_one(vae, hash="none")
+    except (OSError, ValueError):
+        return  # the command itself reports missing files
+    if v.kind != "vae":
+        warn(f"{vae} is a {v.kind} file, not a standalone VAE")
+    elif "unknown" not in (c.arch, v.arch) and c.arch != v.arch:
+        warn(f"{vae} is a VAE of {v.arch} and {ckpt} is {c.arch}: the images will come out wrong")

@@ -1,0 +1,143 @@
+"""`fastscan scan PATH...` (also `fastscan PATH...`): scan, then print tables, TSV, JSON or JSON lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from fastscan.cli.choices import (
+    FailOn,
+    HashMode,
+    HashOpt,
+    JobsOpt,
+    NoCacheOpt,
+    Sha256Opt,
+    TableFormat,
+    bounded_jobs,
+    choice,
+)
+from fastscan.cli.errors import EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK, closed_pipe, fail, warn
+
+
+def command(
+    paths: Annotated[list[str], typer.Argument(help="Files and directories to scan.", metavar="PATH")],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the whole report as one JSON document.")
+    ] = False,
+    jsonl: Annotated[
+        bool,
+        typer.Option("--jsonl", help="Print one file object per line as each finishes, then a summary line."),
+    ] = False,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="FILE",
+            help="Write the JSON (or --jsonl) report to FILE; the tables still print.",
+        ),
+    ] = None,
+    fmt: Annotated[
+        TableFormat,
+        choice(TableFormat, "--format", help="table: for a person; tsv: one tab-separated line per finding."),
+    ] = TableFormat.table,
+    files: Annotated[
+        bool,
+        typer.Option("--files", help="List every affected file with its findings and what to do about it."),
+    ] = False,
+    hash: HashOpt = HashMode.full,
+    sha256: Sha256Opt = False,
+    fail_on: Annotated[
+        FailOn, choice(FailOn, "--fail-on", help="Exit 1 when any finding is at or above this severity.")
+    ] = FailOn.error,
+    jobs: JobsOpt = 0,
+    follow_links: Annotated[
+        bool, typer.Option("--follow-links", help="Follow symbolic links inside directories.")
+    ] = False,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Scan files and directories and report what is wrong with them."""
+    from fastscan.api import ScanRun
+
+    if json_out and jsonl:
+        raise fail("--json and --jsonl exclude each other")
+    mode = "jsonl" if jsonl else "json" if (json_out or output) else "table"
+    try:
+        run = ScanRun(
+            paths,
+            hash=hash.value,
+            sha256=sha256,
+            jobs=bounded_jobs(jobs),
+            follow_links=follow_links,
+            cache=not no_cache,
+            keep_files=not (mode == "jsonl" and output is None),  # --jsonl alone streams in constant memory
+        )
+    except (OSError, ValueError) as e:
+        raise fail(str(e)) from None
+    try:
+        sink = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    except OSError as e:
+        raise fail(f"cannot write {output}: {e.strerror}") from None
+
+    show_table = mode == "table" or output is not None
+    show_progress = sys.stderr.isatty() and not (
+        mode == "jsonl" and sink is sys.stdout and sys.stdout.isatty()
+    )
+    try:
+        try:
+            report = _run(run, mode, sink, show_progress)
+            if mode == "json":  # indented for a person at a terminal, compact for programs
+                report.write_json(sink, indent=2 if sink.isatty() else None)
+                sink.write("\n")
+            sink.flush()
+        finally:
+            if sink is not sys.stdout:
+                sink.close()
+        if run.cache_warning:
+            warn(run.cache_warning)
+        if show_table:
+            _print_human(report, fmt, files)
+    except KeyboardInterrupt:
+        raise fail("interrupted", EXIT_INTERRUPTED) from None
+    except BrokenPipeError:  # the reader went away (`| head`)
+        raise closed_pipe() from None
+    except OSError as e:
+        raise fail(f"cannot write {output or 'stdout'}: {e.strerror or e}") from None
+    raise typer.Exit(EXIT_FINDINGS if report.fails(fail_on.value) else EXIT_OK)
+
+
+def _print_human(report: Any, fmt: TableFormat, files: bool) -> None:
+    from fastscan import render
+
+    if fmt is TableFormat.tsv:
+        render.write_tsv(report, sys.stdout)
+        sys.stdout.flush()
+        return
+    console = render.stdout_console()
+    render.print_report(report, console, files=files)
+    sys.stdout.flush()
+
+
+def _run(run: Any, mode: str, sink: Any, show_progress: bool) -> Any:
+    """Drives the scan (progress bar when asked), streaming lines for --jsonl; returns the Report."""
+
+    def line(r: Any) -> None:
+        sink.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+        sink.flush()
+
+    on_file = line if mode == "jsonl" else None
+    if show_progress:
+        from fastscan.render import progress_bar, stderr_console
+
+        with progress_bar(stderr_console()) as update:
+            report = run.drive(progress=update, on_file=on_file)
+    else:
+        report = run.drive(on_file=on_file)
+    if mode == "jsonl":
+        head = report.to_dict()
+        del head["files"]
+        sink.write(json.dumps(head, ensure_ascii=False) + "\n")
+    return report
