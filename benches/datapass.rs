@@ -49,7 +49,7 @@ fn main() {
     let file = File::open(&path).unwrap();
     let size = file.metadata().unwrap().len();
     let map = fastscan_core::mapguard::GuardedMap::new(&file, size).unwrap();
-    let table = fastscan_core::scan::read_table(&path).unwrap();
+    let table = fastscan_core::open_table(&path).unwrap();
     let class = classify(&table.tensors);
     let src = Source {
         bytes: Bytes::Mapped {

@@ -304,9 +304,10 @@ def test_dtype_bf16_rounds_to_nearest_even(tmp_path):
 
 def test_bf16_bit_patterns():
     f = np.array([0x3F808000, 0x3F818000, 0x3F808001, 0x7F7FFFFF, 0x7F800000, 0x7FC00001, 0xFF800001], "<u4")
-    got = cast.f32_to_bf16(f.view("<f4"))
+    got = np.frombuffer(cast.cast_bytes(f.tobytes(), "F32", "BF16"), "<u2")
     assert got[:5].tolist() == [0x3F80, 0x3F82, 0x3F81, 0x7F80, 0x7F80]  # ties to even; max float -> inf
-    assert all(np.isnan(cast.bf16_to_f32(got[5:])))  # NaN stays NaN (even with a low-bit-only payload)
+    nan = (got[5:].astype("<u4") << 16).view("<f4")
+    assert all(np.isnan(nan))  # NaN stays NaN (even with a low-bit-only payload)
     assert (
         cast.cast_bytes(np.float32([1.5, -2.0]).tobytes(), "F32", "BF16")
         == np.uint16([0x3FC0, 0xC000]).tobytes()
@@ -742,6 +743,23 @@ def test_an_interrupted_fix_leaves_no_partial_output(bad_te, tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         commands.fix(bad_te, out, clip=True)
     assert files_in(tmp_path / "in") == {"bad.safetensors"}
+    assert fingerprint(bad_te) == before
+
+
+def test_an_output_that_appears_while_the_fix_runs_is_never_overwritten(bad_te, tmp_path, monkeypatch):
+    out = tmp_path / "in" / "out.safetensors"
+    real_write_plan = writer.write_plan
+
+    def intruder(fd, plan, sources):
+        out.write_bytes(b"someone else's file")  # appears after the up-front check passed
+        return real_write_plan(fd, plan, sources)
+
+    monkeypatch.setattr(writer, "write_plan", intruder)
+    before = fingerprint(bad_te)
+    with pytest.raises(FixError, match="already exists"):
+        commands.fix(bad_te, out, clip=True)
+    assert out.read_bytes() == b"someone else's file"
+    assert files_in(tmp_path / "in") == {"bad.safetensors", "out.safetensors"}  # no temporary file left
     assert fingerprint(bad_te) == before
 
 

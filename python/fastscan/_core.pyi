@@ -8,6 +8,12 @@ _Path = str | PathLike[str]
 _HashMode = Literal["none", "components", "full"]
 
 __version__: str
+DTYPE_BITS: dict[str, int]
+"""Bits of one element of each safetensors dtype (the core's dtype.rs)."""
+WRITER_ORDER: list[str]
+"""Dtypes in the reference writer's order, smallest alignment first (it lays data out in reverse)."""
+FLOAT_DTYPES: list[str]
+"""The floating-point dtypes."""
 
 def walk(
     roots: Sequence[_Path], follow_links: bool = False, jobs: int = 0
@@ -20,7 +26,17 @@ def scan_file(path: _Path, hash: _HashMode = "full", sha256: bool = False) -> di
     """Scans one file and returns its report as a dict (the file object of the JSON report)."""
 
 def read_tensors(path: _Path) -> dict[str, Any]:
-    """Reads a file's tensor table with each tensor's role; ValueError naming the file if unreadable."""
+    """The core's `open_table`: format, kind, arch, size, header_len, unaccounted_bytes, metadata, the
+    header-level findings, and tensors with role, component, canonical name, span, position_ids and prune
+    group. ValueError (not a readable model) or OSError naming the file."""
+
+def safetensors_header(
+    tensors: Sequence[tuple[str, str, Sequence[int]]], metadata: Sequence[tuple[str, str]] | None = None
+) -> tuple[bytes, list[tuple[int, int]]]:
+    """The padded header the reference writer would write, and each tensor's data (begin, end)."""
+
+def cast(raw: Any, src: str, dst: str) -> bytes:
+    """Float tensor bytes of dtype `src` as `dst` (round to nearest even); ValueError for other pairs."""
 
 def similar(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """`fastscan.similar/1` from reports with fingerprints; ValueError naming a file without one."""

@@ -12,60 +12,12 @@ import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-DTYPE_BITS = {
-    "BOOL": 8,
-    "U8": 8,
-    "I8": 8,
-    "F8_E5M2": 8,
-    "F8_E4M3": 8,
-    "F8_E8M0": 8,
-    "F8_E4M3FNUZ": 8,
-    "F8_E5M2FNUZ": 8,
-    "I16": 16,
-    "U16": 16,
-    "F16": 16,
-    "BF16": 16,
-    "I32": 32,
-    "U32": 32,
-    "F32": 32,
-    "I64": 64,
-    "U64": 64,
-    "F64": 64,
-    "C64": 64,
-    "F4": 4,
-    "F6_E2M3": 6,
-    "F6_E3M2": 6,
-}
+from fastscan import _core
+
+# Dtype facts come from the core (dtype.rs); fixtures may also name dtypes the core does not know.
+DTYPE_BITS: dict[str, int] = dict(_core.DTYPE_BITS)
 # Order the reference writer lays data out in: larger alignment first (its dtype enum order, reversed).
-_WRITER_RANK = {
-    d: i
-    for i, d in enumerate(
-        [
-            "BOOL",
-            "F4",
-            "F6_E2M3",
-            "F6_E3M2",
-            "U8",
-            "I8",
-            "F8_E5M2",
-            "F8_E4M3",
-            "F8_E8M0",
-            "I16",
-            "U16",
-            "F16",
-            "BF16",
-            "I32",
-            "U32",
-            "F32",
-            "C64",
-            "F64",
-            "I64",
-            "U64",
-            "F8_E4M3FNUZ",
-            "F8_E5M2FNUZ",
-        ]
-    )
-}
+_WRITER_RANK = {d: i for i, d in enumerate(_core.WRITER_ORDER)}
 
 
 def layouts_dir() -> Path:
@@ -115,7 +67,11 @@ def position_ids_bytes(dtype: str, count: int = 77, values: list[float] | None =
 def header_for(
     tensors: Mapping[str, Mapping], metadata: Mapping[str, str] | None = None
 ) -> tuple[bytes, dict]:
-    """Builds a header as the reference writer does; returns (padded header bytes, name -> (begin, end))."""
+    """Builds a fixture header as the reference writer does: (padded header bytes, name -> (begin, end)).
+
+    Unlike the core's writer (`_core.safetensors_header`, what fixes write with), a fixture may give an
+    explicit `nbytes` or a dtype no reader knows, to build broken files.
+    """
     order = sorted(tensors, key=lambda n: (-_WRITER_RANK.get(tensors[n]["dtype"], 0), n))
     offsets, entries, pos = {}, {}, 0
     if metadata is not None:

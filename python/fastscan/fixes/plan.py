@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from fastscan import _core
 from fastscan.fixes.cast import FLOATS
 from fastscan.fixes.errors import FixError
 from fastscan.fixes.source import Source
-from fastscan.synth import nbytes
 
 DTYPE_OPTIONS = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
 PRUNE_OPTIONS = ("ema", "junk", "all")
@@ -20,6 +18,14 @@ TEXT_ENCODERS = ("clip_l", "clip_g", "open_clip_h", "t5xxl")
 COMPONENT_KIND = {"vae": "vae", "unet": "unet", **{t: "text-encoder" for t in TEXT_ENCODERS}}
 # Metadata an edit of the data makes stale (sd-scripts' hashes of the data region).
 STALE_ON_CHANGE = ("sshs_model_hash", "sshs_legacy_hash")
+
+
+def nbytes(dtype: str, shape: list[int]) -> int:
+    """Bytes a tensor of this dtype and shape occupies (element sizes from the core's dtype table)."""
+    n = 1
+    for d in shape:
+        n *= d
+    return n * _core.DTYPE_BITS[dtype] // 8
 
 
 @dataclass
@@ -63,20 +69,9 @@ class Plan:
         return sum(t.nbytes for t in self.tensors)
 
 
-def _is_position_ids(entry: dict) -> bool:
-    return entry["name"].endswith("position_ids") and len(entry["shape"]) > 0
-
-
-def _is_ema(entry: dict) -> bool:
-    return entry["role"] == "ema" or entry["name"].startswith("model_ema.")
-
-
-def position_ids_exact(source: Source, entry: dict) -> bool:
-    """True when a position_ids tensor is int64 and every value equals its index."""
-    if entry["dtype"] != "I64":
-        return False
-    values = np.frombuffer(source.contiguous(entry), dtype="<i8").reshape(entry["shape"])
-    return bool((values == np.broadcast_to(np.arange(entry["shape"][-1]), values.shape)).all())
+def _rewrites_position_ids(source: Source) -> set[str]:
+    """Names of the position_ids the core's `clip.position-ids` check flags (what `fix --clip` rewrites)."""
+    return {f["details"]["tensor"] for f in source.table["findings"] if f["check"] == "clip.position-ids"}
 
 
 def _metadata(source: Source) -> dict[str, str]:
@@ -93,11 +88,10 @@ def _fmt_bytes(n: int) -> str:
 
 
 def recommend(source: Source) -> dict:
-    """The fix options the scan calls for: {clip, prune, dtype} (dtype None: only F64 comes down)."""
-    ts = source.tensors
-    clip = any(_is_position_ids(t) and not position_ids_exact(source, t) for t in ts)
-    ema = any(t["role"] == "ema" for t in ts)
-    junk = source.table["kind"] == "checkpoint" and any(t["role"] == "junk" for t in ts)
+    """The fix options the core's findings call for: {clip, prune, dtype} (dtype None: F64 comes down)."""
+    clip = source.has_finding("clip.position-ids")
+    ema = source.has_finding("junk.ema")
+    junk = source.has_finding("junk.unknown-keys")
     prune = "all" if ema and junk else "ema" if ema else "junk" if junk else None
     return {"clip": clip, "prune": prune, "dtype": None}
 
@@ -118,18 +112,19 @@ def plan_fix(source: Source, clip: bool = False, prune: str | None = None, dtype
     dropped_ema_bytes = dropped_junk_bytes = 0
     casts: dict[tuple[str, str], int] = {}
     clip_done: list[str] = []
+    rewrite = _rewrites_position_ids(source) if clip else set()
     for t in source.tensors:
-        if drop_ema and _is_ema(t):
+        if drop_ema and t["prune"] == "ema":
             dropped_ema += 1
             dropped_ema_bytes += t["len"]
             continue
-        if drop_junk and t["role"] == "junk":
+        if drop_junk and t["prune"] == "junk":
             dropped_junk += 1
             dropped_junk_bytes += t["len"]
             continue
         o = OutTensor(t["name"], t["dtype"], list(t["shape"]), 0, t)
-        if _is_position_ids(t):
-            if clip and not position_ids_exact(source, t):
+        if t["position_ids"]:
+            if t["name"] in rewrite:
                 o.op, o.dtype = "arange", "I64"
                 clip_done.append(f"{t['name']} ({t['dtype']})")
         elif t["dtype"] in FLOATS:

@@ -17,7 +17,6 @@ import numpy as np
 
 from fastscan import _core
 from fastscan.fixes.errors import FixError
-from fastscan.synth import DTYPE_BITS
 
 CHUNK = 16 << 20
 MIN_HOLE = 64 << 10  # smaller holes are read as zeros
@@ -73,17 +72,6 @@ class TensorHasher:
         return self.h.hexdigest() if self.h is not None else zeros_blake3(self.zeros)
 
 
-def _span(entry: dict) -> int:
-    """Bytes from a tensor's first element to the end of its last one in the file."""
-    strides = entry.get("strides")
-    if strides is None:
-        return entry["len"]
-    if any(d == 0 for d in entry["shape"]):
-        return 0
-    item = DTYPE_BITS[entry["dtype"]] // 8
-    return (sum((d - 1) * s for d, s in zip(entry["shape"], strides, strict=True)) + 1) * item
-
-
 class Source:
     """One input file: `table` (from the Rust core), `by_name`, and methods reading tensor bytes."""
 
@@ -104,10 +92,10 @@ class Source:
         self.by_name = {t["name"]: t for t in self.tensors}
         self._buf = bytearray(0)  # one read buffer reused by every `chunks` (one generator at a time)
         for t in self.tensors:
-            if t["start"] + _span(t) > self.size:
+            if t["start"] + t["span"] > self.size:
                 raise FixError(
                     f"{self.path}: truncated: tensor {t['name']} needs bytes up to "
-                    f"{t['start'] + _span(t)}, the file has {self.size}"
+                    f"{t['start'] + t['span']}, the file has {self.size}"
                 )
 
     def close(self) -> None:
@@ -123,10 +111,12 @@ class Source:
         self.close()
 
     def unaccounted(self) -> int:
-        """Bytes of a safetensors file that belong to no tensor (gaps, trailing); 0 for other formats."""
-        if self.table["format"] != "safetensors":
-            return 0
-        return self.size - 8 - self.table["header_len"] - sum(t["len"] for t in self.tensors)
+        """Bytes of a safetensors file that belong to no tensor (gaps, trailing), as the core counts them."""
+        return self.table["unaccounted_bytes"]
+
+    def has_finding(self, check: str) -> bool:
+        """True when the core reports `check` on this file (header-level checks)."""
+        return any(f["check"] == check for f in self.table["findings"])
 
     def check_unchanged(self) -> None:
         """Raises FixError when the file changed (size, mtime, inode) since it was opened."""
@@ -216,13 +206,12 @@ class Source:
 
     def contiguous(self, entry: dict) -> bytes:
         """The whole tensor's bytes, C-contiguous (strided pickle tensors are gathered with as_strided)."""
-        span = _span(entry)
-        raw = np.empty(span, dtype=np.uint8)
+        raw = np.empty(entry["span"], dtype=np.uint8)
         self._pread_into(raw, entry["start"])
         strides = entry.get("strides")
         if strides is None:
             return raw.tobytes()
-        item = DTYPE_BITS[entry["dtype"]] // 8
+        item = _core.DTYPE_BITS[entry["dtype"]] // 8
         shape = tuple(entry["shape"]) + (item,)
         byte_strides = tuple(s * item for s in strides) + (1,)
         view = np.lib.stride_tricks.as_strided(raw, shape=shape, strides=byte_strides, writeable=False)

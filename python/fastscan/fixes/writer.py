@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from fastscan import _core
-from fastscan.fixes.cast import ITEMSIZE, cast_bytes
+from fastscan.fixes.cast import cast_bytes
 from fastscan.fixes.errors import FixError
 from fastscan.fixes.pipeline import END, Prefetch
 from fastscan.fixes.plan import OutTensor, Plan
 from fastscan.fixes.source import Hole, Source, TensorHasher, is_hole
-from fastscan.synth import header_for
 
 TMP_SUFFIX = ".fastscan-tmp"  # the named fallback's suffix (rust/core/src/atomic.rs)
 _HASH_POOL = ThreadPoolExecutor(1, thread_name_prefix="fastscan-hash")
@@ -70,7 +69,7 @@ def tensor_bytes(o: OutTensor, sources: list[Source], take=None) -> Iterator[byt
     if o.op == "arange":
         yield np.broadcast_to(np.arange(o.shape[-1], dtype="<i8"), o.shape).tobytes()
     elif o.op == "cast":
-        ratio = (ITEMSIZE[o.dtype], ITEMSIZE[o.entry["dtype"]])
+        ratio = (_core.DTYPE_BITS[o.dtype], _core.DTYPE_BITS[o.entry["dtype"]])
         for chunk in src.chunks(o.entry, take=take):
             if is_hole(chunk):  # zeros are zeros in every float dtype
                 yield Hole(chunk * ratio[0] // ratio[1])
@@ -82,12 +81,14 @@ def tensor_bytes(o: OutTensor, sources: list[Source], take=None) -> Iterator[byt
 
 def header(plan: Plan) -> tuple[bytes, list[OutTensor]]:
     """The padded JSON header (reference writer layout) and the tensors in data order."""
-    spec = {o.name: {"dtype": o.dtype, "shape": o.shape} for o in plan.tensors}
-    if len(spec) != len(plan.tensors):
-        raise FixError("two output tensors would have the same name")
-    raw, offsets = header_for(spec, plan.metadata or None)
-    by_name = {o.name: o for o in plan.tensors}
-    return raw, [by_name[n] for n in sorted(offsets, key=lambda n: offsets[n][0])]
+    try:
+        raw, offsets = _core.safetensors_header(
+            [(o.name, o.dtype, o.shape) for o in plan.tensors], list(plan.metadata.items()) or None
+        )
+    except ValueError as e:
+        raise FixError(f"cannot write the output: {e}") from None
+    order = sorted(range(len(plan.tensors)), key=lambda i: offsets[i])
+    return raw, [plan.tensors[i] for i in order]
 
 
 def write_plan(fd: int, plan: Plan, sources: list[Source]) -> dict[str, str]:

@@ -311,7 +311,7 @@ fn is_buffer(name: &str) -> bool {
     exact.contains(name) || b.suffix.iter().any(|s| name.ends_with(s.as_str()))
 }
 
-fn is_ema(name: &str) -> bool {
+pub(crate) fn is_ema(name: &str) -> bool {
     rules()
         .ema_prefixes
         .iter()

@@ -300,7 +300,7 @@ fn is_c_contiguous(shape: &[u64], strides: &[u64]) -> bool {
 }
 
 /// The byte range `[start, end)` a tensor's elements lie in.
-fn span(t: &TensorInfo) -> (u64, u64) {
+pub fn span(t: &TensorInfo) -> (u64, u64) {
     match gather_layout(t) {
         Some((es, strides)) if t.elements() > 0 => {
             let last: u64 = t.shape.iter().zip(strides).map(|(d, s)| (d - 1) * s).sum();

@@ -7,7 +7,9 @@
 
 use crate::classify::classify;
 use crate::report::{ComponentReport, FileError, FileReport, Finding, Severity};
-use crate::scan::{read_table, scan_file, ScanOptions};
+use crate::scan::{scan_file, ScanOptions};
+use crate::sniff::Format;
+use crate::table::open_table;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -135,13 +137,13 @@ fn rel(dir: &Path, p: &Path) -> String {
 pub fn scan_diffusers(dir: &Path, opts: &ScanOptions) -> FileReport {
     let mut r = FileReport {
         path: dir.to_string_lossy().into_owned(),
-        format: "diffusers",
+        format: Format::Diffusers,
         kind: "unknown",
         arch: "unknown",
         ..Default::default()
     };
     let Some(folder) = detect(dir) else {
-        r.format = "unknown";
+        r.format = Format::Unknown;
         r.error = Some(FileError {
             kind: crate::report::ErrorKind::Format,
             message: format!(
@@ -184,7 +186,7 @@ pub fn scan_diffusers(dir: &Path, opts: &ScanOptions) -> FileReport {
                 component: comp.clone(),
                 role: "weights",
                 size: sub.size,
-                format: sub.format,
+                format: sub.format.name(),
                 kind: sub.kind,
                 arch: sub.arch,
                 tensors: sub.tensors,
@@ -241,7 +243,7 @@ pub fn scan_diffusers(dir: &Path, opts: &ScanOptions) -> FileReport {
         if variants.len() > 1 && !archs.contains_key(comp) {
             let mut all = vec![];
             for w in &variants {
-                if let Ok(t) = read_table(w) {
+                if let Ok(t) = open_table(w) {
                     all.extend(t.tensors);
                 }
             }

@@ -31,7 +31,8 @@ pub enum Dtype {
 }
 
 impl Dtype {
-    /// Every dtype the reference `safetensors` reader accepts.
+    /// Every dtype the reference `safetensors` reader accepts, in its writer's order: smallest alignment
+    /// first (it lays tensors out in reverse, largest alignment first, then by name); its dtype enum's order.
     pub const ALL: [Dtype; 22] = [
         Dtype::BOOL,
         Dtype::F4,
@@ -42,8 +43,6 @@ impl Dtype {
         Dtype::F8_E5M2,
         Dtype::F8_E4M3,
         Dtype::F8_E8M0,
-        Dtype::F8_E4M3FNUZ,
-        Dtype::F8_E5M2FNUZ,
         Dtype::I16,
         Dtype::U16,
         Dtype::F16,
@@ -55,7 +54,17 @@ impl Dtype {
         Dtype::F64,
         Dtype::I64,
         Dtype::U64,
+        Dtype::F8_E4M3FNUZ,
+        Dtype::F8_E5M2FNUZ,
     ];
+
+    /// Position of this dtype in the reference writer's order ([`Dtype::ALL`]).
+    pub fn writer_rank(self) -> usize {
+        Dtype::ALL
+            .iter()
+            .position(|&d| d == self)
+            .expect("every dtype has a writer rank")
+    }
 
     /// The header spelling of this dtype.
     pub fn name(self) -> &'static str {
@@ -146,6 +155,16 @@ mod tests {
         }
         assert_eq!(Dtype::parse("f32"), None);
         assert_eq!(Dtype::parse("Q7"), None);
+    }
+
+    #[test]
+    fn writer_order_holds_every_dtype_once() {
+        let mut seen: Vec<Dtype> = Dtype::ALL.to_vec();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), Dtype::ALL.len());
+        assert!(Dtype::F32.writer_rank() > Dtype::F16.writer_rank());
+        assert!(Dtype::I64.writer_rank() > Dtype::F64.writer_rank());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod atomic;
 pub mod cache;
+pub mod cast;
 pub mod checks;
 pub mod classify;
 pub mod component_hash;
@@ -27,9 +28,11 @@ pub mod scan;
 pub mod similarity;
 pub mod sniff;
 mod standalone;
+pub mod table;
 pub mod tensor;
 pub mod values;
 pub mod walk;
+pub mod writer;
 
 use rayon::prelude::*;
 use std::path::PathBuf;
@@ -38,6 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub use datapass::HashMode;
 pub use report::FileReport;
 pub use scan::{scan_file, ScanOptions};
+pub use table::{open_table, OpenError, Table};
 
 /// Where a streaming scan stands; readable from any thread while it runs.
 #[derive(Debug, Default)]

@@ -141,7 +141,7 @@ pub struct FileReport {
     pub path_b64: Option<String>,
     pub size: u64,
     pub mtime: f64,
-    pub format: &'static str,
+    pub format: crate::sniff::Format,
     pub kind: &'static str,
     pub arch: &'static str,
     pub tensors: u64,

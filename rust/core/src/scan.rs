@@ -1,17 +1,15 @@
-//! Scanning one file end to end: sniff, parse, classify, check, hash.
+//! Scanning one file end to end: open (sniff, parse, classify, check), then hash.
 
-use crate::classify::{classify, Classification, Role};
+use crate::classify::{Classification, Role};
 use crate::datapass::{self, HashMode};
 use crate::mapguard::GuardedMap;
+use crate::pickle::PickleError;
 use crate::report::{ComponentReport, ErrorKind, FileError, FileReport};
-use crate::sniff::{sniff, Format, HEAD_LEN};
+use crate::sniff::Format;
+use crate::table::{open_table, OpenError, Table};
 use crate::tensor::TensorInfo;
-use crate::{checks, npy, pickle, safetensors};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -60,12 +58,19 @@ pub fn scan_file(path: &Path, opts: &ScanOptions) -> FileReport {
     let mut r = FileReport {
         path: shown,
         path_b64,
-        format: "unknown",
+        format: Format::Unknown,
         kind: "unknown",
         arch: "unknown",
         ..Default::default()
     };
-    if let Err(e) = scan_into(path, opts, &mut r) {
+    let table = match open_table(path) {
+        Ok(t) => t,
+        Err(e) => {
+            opening_failed(path, e, &mut r);
+            return r;
+        }
+    };
+    if let Err(e) = scan_table(table, opts, &mut r) {
         r.error = Some(FileError {
             kind: ErrorKind::Io,
             message: format!("{}: {e}", r.path),
@@ -74,195 +79,76 @@ pub fn scan_file(path: &Path, opts: &ScanOptions) -> FileReport {
     r
 }
 
-/// A file's tensor table with each tensor's role, as fixes need it.
-pub struct TensorTable {
-    pub format: &'static str,
-    pub header_len: u64,
-    pub tensors: Vec<TensorInfo>,
-    pub class: Classification,
-    pub metadata: BTreeMap<String, Value>,
-}
-
-/// Reads and classifies a file's tensors (no checks, no hashing); `Err` says why it cannot be read.
-pub fn read_table(path: &Path) -> Result<TensorTable, String> {
-    let err = |e: std::io::Error| format!("{}: {e}", path.display());
-    let file = File::open(path).map_err(err)?;
-    let size = file.metadata().map_err(err)?.len();
-    let mut head = Vec::with_capacity(HEAD_LEN);
-    (&file)
-        .take(HEAD_LEN as u64)
-        .read_to_end(&mut head)
-        .map_err(err)?;
-    let named_st = path
-        .extension()
-        .is_some_and(|e| e == "safetensors" || e == "sft");
-    let format = sniff(&head, named_st);
-    let (header_len, tensors, metadata) = match format {
-        Format::Unknown => {
-            return Err(format!(
-                "{}: not a model file fastscan reads",
-                path.display()
-            ))
-        }
-        Format::Safetensors => {
-            let (h, _) = read_safetensors(&file, &head, size)
-                .map_err(|e| format!("{}: {}", path.display(), e.reason))?;
-            (h.header_len, h.tensors, h.metadata)
-        }
-        Format::Npy | Format::Npz => {
-            let map = GuardedMap::new(&file, size).map_err(err)?;
-            let n = npy::scan(&map, format, &stem(path));
-            if map.faulted() {
-                return Err(err(changed_while_read()));
-            }
-            let n = n.map_err(|e| format!("{}: {e}", path.display()))?;
-            (0, n.tensors, BTreeMap::new())
-        }
-        _ => {
-            let map = GuardedMap::new(&file, size).map_err(err)?;
-            let p = pickle::scan(&map, format);
-            if map.faulted() {
-                return Err(err(changed_while_read()));
-            }
-            let p = p.map_err(|e| format!("{}: {e}", path.display()))?;
-            (0, p.tensors, BTreeMap::new())
-        }
-    };
-    let class = classify(&tensors);
-    Ok(TensorTable {
-        format: format.name(),
-        header_len,
-        tensors,
-        class,
-        metadata,
-    })
-}
-
-fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Result<()> {
-    let file = File::open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
+/// Fills the report of a file `open_table` refused: a finding, an error, or just "not a model".
+fn opening_failed(path: &Path, e: OpenError, r: &mut FileReport) {
+    if let Some(meta) = std::fs::metadata(path).ok().filter(|m| m.is_file()) {
+        r.size = meta.len();
+        r.mtime = crate::walk::mtime_of(&meta);
     }
-    r.size = meta.len();
-    r.mtime = crate::walk::mtime_of(&meta);
-    let mut head = Vec::with_capacity(HEAD_LEN);
-    (&file).take(HEAD_LEN as u64).read_to_end(&mut head)?;
-    let named_st = path
-        .extension()
-        .is_some_and(|e| e == "safetensors" || e == "sft");
-    let format = sniff(&head, named_st);
-    r.format = format.name();
-
-    let mut metadata = BTreeMap::new();
-    let tensors: Vec<TensorInfo> = match format {
-        Format::Unknown => return Ok(()),
-        Format::Safetensors => match read_safetensors(&file, &head, r.size) {
-            Ok((h, findings)) => {
-                r.findings.extend(findings);
-                metadata = h.metadata;
-                h.tensors
-            }
-            Err(e) => {
-                r.findings.push(e.finding());
-                return Ok(());
-            }
-        },
-        Format::Npy | Format::Npz => {
-            let map = GuardedMap::new(&file, r.size)?;
-            let scanned = npy::scan(&map, format, &stem(path));
-            if map.faulted() {
-                return Err(changed_while_read());
-            }
-            match scanned {
-                Ok(n) => {
-                    r.findings.extend(n.findings);
-                    n.tensors
-                }
-                Err(reason) => {
-                    r.error = Some(FileError {
-                        kind: ErrorKind::Format,
-                        message: format!("{}: {reason}", r.path),
-                    });
-                    return Ok(());
-                }
-            }
+    r.format = e.format();
+    match e {
+        OpenError::Io(e) => {
+            r.error = Some(FileError {
+                kind: ErrorKind::Io,
+                message: format!("{}: {e}", r.path),
+            })
         }
-        Format::TorchZip | Format::TorchLegacy | Format::TorchTar | Format::Pickle => {
-            let map = GuardedMap::new(&file, r.size)?;
-            let scanned = pickle::scan(&map, format);
-            if map.faulted() {
-                return Err(changed_while_read());
-            }
-            match scanned {
-                Ok(p) => {
-                    r.findings.extend(p.findings);
-                    p.tensors
-                }
-                // Any other zip (a password-protected archive, a dataset) is not a model file.
-                Err(reason) if reason.starts_with(pickle::NO_PICKLE) => {
-                    r.format = Format::Unknown.name();
-                    return Ok(());
-                }
-                Err(reason) => {
-                    r.error = Some(FileError {
-                        kind: ErrorKind::Format,
-                        message: format!("{}: {reason}", r.path),
-                    });
-                    return Ok(());
-                }
-            }
+        OpenError::NotAModel(_) => {}
+        OpenError::Header(h) => r.findings.push(h.finding()),
+        // Any other zip (a password-protected archive, a dataset) is not a model file.
+        OpenError::Pickle(_, PickleError::NoPickle) => r.format = Format::Unknown,
+        OpenError::Pickle(_, reason) => {
+            r.error = Some(FileError {
+                kind: ErrorKind::Format,
+                message: format!("{}: {reason}", r.path),
+            })
         }
-    };
+        OpenError::Npy(_, reason) => {
+            r.error = Some(FileError {
+                kind: ErrorKind::Format,
+                message: format!("{}: {reason}", r.path),
+            })
+        }
+    }
+}
 
-    let class = classify(&tensors);
-    r.kind = class.kind;
+fn scan_table(t: Table, opts: &ScanOptions, r: &mut FileReport) -> std::io::Result<()> {
+    r.size = t.size;
+    r.mtime = t.mtime;
+    r.format = t.format;
+    r.kind = t.class.kind;
     // Bare pickles and object arrays list no tensors at all: "empty" would claim what is not known.
-    if tensors.is_empty()
+    if t.tensors.is_empty()
         && !matches!(
-            format,
+            t.format,
             Format::Safetensors | Format::TorchZip | Format::TorchLegacy | Format::TorchTar
         )
     {
         r.kind = "unknown";
     }
-    r.arch = class.arch;
-    r.identification = class.identification.clone();
-    r.tensors = tensors.len() as u64;
-    summarize(&tensors, &class, r);
-    r.provenance = crate::provenance::parse(&metadata);
-    r.metadata = metadata
+    r.arch = t.class.arch;
+    r.identification = t.class.identification.clone();
+    r.tensors = t.tensors.len() as u64;
+    summarize(&t.tensors, &t.class, r);
+    r.provenance = crate::provenance::parse(&t.metadata);
+    r.metadata = t
+        .metadata
         .iter()
         .map(|(k, v)| (k.clone(), truncate_value(v)))
         .collect();
-
-    let read_at = |off: u64, len: u64| -> std::io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, off)?;
-        Ok(buf)
-    };
-    let ctx = checks::Context {
-        size: r.size,
-        format: r.format,
-        tensors: &tensors,
-        class: &class,
-        metadata: &metadata,
-        read_at: &read_at,
-    };
-    let outcome = checks::run(&ctx);
-    r.findings.extend(outcome.findings);
-    r.wasted_bytes = outcome.wasted;
+    r.findings = t.findings;
+    r.wasted_bytes = t.wasted;
 
     if opts.hash != HashMode::None && r.size > 0 {
-        let map = GuardedMap::new(&file, r.size)?;
+        let map = GuardedMap::new(&t.file, r.size)?;
         let src = datapass::Source {
             bytes: datapass::Bytes::Mapped {
                 map: &map,
-                file: &file,
+                file: &t.file,
             },
-            tensors: &tensors,
-            class: &class,
-            safetensors_metadata: (format == Format::Safetensors).then_some(&metadata),
+            tensors: &t.tensors,
+            class: &t.class,
+            safetensors_metadata: (t.format == Format::Safetensors).then_some(&t.metadata),
             stop: opts.stop.as_deref(),
         };
         let dp = datapass::run_with(&src, opts.hash, opts.sha256, opts.fingerprint);
@@ -278,42 +164,6 @@ fn scan_into(path: &Path, opts: &ScanOptions, r: &mut FileReport) -> std::io::Re
     r.findings
         .sort_by(|a, b| b.severity.cmp(&a.severity).then(a.check.cmp(b.check)));
     Ok(())
-}
-
-/// A file's name without its extension (an `.npy` array's name).
-fn stem(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// The error of a file that shrank while its container was being parsed (the parse saw zeros).
-fn changed_while_read() -> std::io::Error {
-    std::io::Error::other("the file shrank while it was being read")
-}
-
-fn read_safetensors(
-    file: &File,
-    head: &[u8],
-    size: u64,
-) -> Result<(safetensors::Header, Vec<crate::report::Finding>), safetensors::HeaderError> {
-    let n = safetensors::header_len(head, size)? as usize;
-    // One header buffer per thread, reused: fresh multi-MB allocations cost a page fault per 4 KiB.
-    thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
-    BUF.with_borrow_mut(|buf| {
-        buf.resize(n, 0);
-        let read = file.read_exact_at(&mut buf[..n], 8);
-        let parsed = read
-            .map_err(|e| safetensors::HeaderError {
-                reason: format!("cannot read header: {e}"),
-                position: 8,
-            })
-            .and_then(|_| safetensors::parse_header(&buf[..n], size));
-        if buf.capacity() > 16 << 20 {
-            *buf = Vec::new(); // do not keep a rare huge header's buffer alive
-        }
-        parsed
-    })
 }
 
 fn truncate_value(v: &Value) -> Value {

@@ -7,7 +7,6 @@
 
 use crate::classify::Role;
 use crate::fingerprint::{self, Fingerprint};
-use crate::scan::read_table;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -191,7 +190,8 @@ pub fn exact(paths: &[&Path]) -> Result<Vec<(usize, usize, Stats)>, String> {
         .collect::<Result<_, _>>()?;
     let mut keyed: BTreeMap<(String, String), Vec<(usize, Source)>> = BTreeMap::new();
     for (f, path) in paths.iter().enumerate() {
-        let table = read_table(path)?;
+        let table =
+            crate::table::open_table(path).map_err(|e| format!("{}: {e}", path.display()))?;
         for (t, role) in table.tensors.iter().zip(&table.class.roles) {
             let Role::Component { name, prefix_len } = role else {
                 continue;

@@ -1,7 +1,8 @@
 //! Recognising a file's format by its first bytes, never its name.
 
-/// A file format fastscan knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A file format fastscan knows (kebab-case in reports: `torch-zip`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Format {
     Safetensors,
     /// PyTorch zip checkpoint (`archive/data.pkl` + storages).
@@ -16,6 +17,9 @@ pub enum Format {
     Npy,
     /// A zip of NumPy arrays (`np.savez`).
     Npz,
+    /// A diffusers folder (`model_index.json` + component subfolders); never sniffed from bytes.
+    Diffusers,
+    #[default]
     Unknown,
 }
 
@@ -30,6 +34,7 @@ impl Format {
             Format::Pickle => "pickle",
             Format::Npy => "npy",
             Format::Npz => "npz",
+            Format::Diffusers => "diffusers",
             Format::Unknown => "unknown",
         }
     }

@@ -34,7 +34,7 @@ impl WalkError {
         FileReport {
             path: shown,
             path_b64,
-            format: "unknown",
+            format: crate::sniff::Format::Unknown,
             kind: "unknown",
             arch: "unknown",
             error: Some(FileError {

@@ -1,7 +1,7 @@
 //! `fastscan._core`: the Python face of fastscan-core. Plain data in, plain dicts out.
 
 use fastscan_core::cache::Cache;
-use fastscan_core::{scan_stream, FileReport, HashMode, Progress, ScanOptions};
+use fastscan_core::{scan_stream, FileReport, HashMode, OpenError, Progress, ScanOptions};
 use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use std::ffi::OsString;
@@ -90,37 +90,111 @@ fn scan_file<'py>(
     to_py(py, &r)
 }
 
-/// Reads a file's tensor table: {format, kind, arch, header_len, metadata, identification, tensors: [{name,
-/// dtype, shape, start, len, strides, role, component, canonical}]}; raises ValueError naming the file when
-/// unreadable.
+/// The one place core errors become Python exceptions: OSError for I/O, ValueError for a file that is
+/// not a (readable) model; the message names the file.
+fn open_error(path: &std::path::Path, e: OpenError) -> PyErr {
+    let msg = format!("{}: {e}", path.display());
+    match e {
+        OpenError::Io(_) => PyOSError::new_err(msg),
+        OpenError::NotAModel(_)
+        | OpenError::Header(_)
+        | OpenError::Pickle(..)
+        | OpenError::Npy(..) => PyValueError::new_err(msg),
+    }
+}
+
+/// Opens a file as the core judges it: {format, kind, arch, size, header_len, unaccounted_bytes, metadata,
+/// findings, tensors: [{name, dtype, shape, start, len, span, strides, role, component, canonical,
+/// position_ids, prune}]}; raises ValueError/OSError naming the file when it cannot be read.
 #[pyfunction]
 fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
     use fastscan_core::classify::Role;
     let t = py
-        .detach(|| fastscan_core::scan::read_table(&path))
-        .map_err(PyValueError::new_err)?;
+        .detach(|| fastscan_core::open_table(&path))
+        .map_err(|e| open_error(&path, e))?;
     let tensors: Vec<serde_json::Value> = t
         .tensors
         .iter()
         .zip(&t.class.roles)
-        .map(|(x, role)| {
+        .enumerate()
+        .map(|(i, (x, role))| {
             let (role, comp, canonical) = match role {
-                Role::Component { name, prefix_len } => ("component", Some(*name), Some(&x.name[*prefix_len..])),
+                Role::Component { name, prefix_len } => {
+                    ("component", Some(*name), Some(&x.name[*prefix_len..]))
+                }
                 Role::Ema => ("ema", None, None),
                 Role::Buffer => ("buffer", None, None),
                 Role::Junk => ("junk", None, None),
             };
+            let (begin, end) = fastscan_core::datapass::span(x);
             serde_json::json!({
-                "name": x.name, "dtype": x.dtype.name(), "shape": x.shape, "start": x.start, "len": x.len,
-                "strides": x.strides, "role": role, "component": comp, "canonical": canonical,
+                "name": x.name, "dtype": x.dtype, "shape": x.shape, "start": x.start, "len": x.len,
+                "span": end - begin, "strides": x.strides, "role": role, "component": comp,
+                "canonical": canonical,
+                "position_ids": fastscan_core::checks::is_text_position_ids(&x.name),
+                "prune": t.prune_group(i),
             })
         })
         .collect();
     let v = serde_json::json!({
-        "format": t.format, "kind": t.class.kind, "arch": t.class.arch, "header_len": t.header_len,
-        "metadata": t.metadata, "tensors": tensors, "identification": t.class.identification,
+        "format": t.format, "kind": t.class.kind, "arch": t.class.arch, "size": t.size,
+        "header_len": t.header_len, "unaccounted_bytes": t.unaccounted_bytes(),
+        "metadata": t.metadata, "findings": t.findings, "tensors": tensors,
+        "identification": t.class.identification,
     });
     pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// Serializes a safetensors header as the reference writer lays it out: (padded JSON bytes,
+/// [(begin, end)] of each tensor in the data region, in input order). ValueError on an unknown dtype,
+/// a repeated name or a size that is not whole bytes.
+#[pyfunction]
+#[pyo3(signature = (tensors, metadata=None))]
+#[allow(clippy::type_complexity)]
+fn safetensors_header<'py>(
+    py: Python<'py>,
+    tensors: Vec<(String, String, Vec<u64>)>,
+    metadata: Option<Vec<(String, String)>>,
+) -> PyResult<(Bound<'py, pyo3::types::PyBytes>, Vec<(u64, u64)>)> {
+    use fastscan_core::dtype::Dtype;
+    use fastscan_core::writer::{serialize_header, OutTensor};
+    let tensors = tensors
+        .into_iter()
+        .map(|(name, dtype, shape)| {
+            let dtype = Dtype::parse(&dtype).ok_or_else(|| {
+                PyValueError::new_err(format!("tensor {name}: unknown dtype {dtype}"))
+            })?;
+            Ok(OutTensor { name, dtype, shape })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let s = serialize_header(&tensors, metadata.as_deref())
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok((pyo3::types::PyBytes::new(py, &s.json), s.offsets))
+}
+
+/// Converts raw float tensor bytes from dtype `src` to `dst` (F64/F32/F16/BF16 to F32/F16/BF16),
+/// rounding to nearest even; ValueError for any other pair or partial elements.
+#[pyfunction]
+fn cast<'py>(
+    py: Python<'py>,
+    raw: &[u8],
+    src: &str,
+    dst: &str,
+) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    use fastscan_core::dtype::Dtype;
+    let (Some(from), Some(to)) = (Dtype::parse(src), Dtype::parse(dst)) else {
+        return Err(PyValueError::new_err(format!("cannot cast {src} to {dst}")));
+    };
+    let bytes = raw;
+    let mut out = Vec::new();
+    let ok = py.detach(|| fastscan_core::cast::cast(bytes, from, to, &mut out));
+    if !ok {
+        return Err(PyValueError::new_err(format!(
+            "cannot cast {} bytes of {src} to {dst}",
+            bytes.len()
+        )));
+    }
+    Ok(pyo3::types::PyBytes::new(py, &out))
 }
 
 /// Every import in a raw pickle stream (all its pickles), never loading it: [{module, name, opcode, pos,
@@ -408,6 +482,20 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(similar, m)?)?;
     m.add_function(wrap_pyfunction!(similar_exact, m)?)?;
     m.add_function(wrap_pyfunction!(lineage, m)?)?;
+    m.add_function(wrap_pyfunction!(safetensors_header, m)?)?;
+    m.add_function(wrap_pyfunction!(cast, m)?)?;
+    use fastscan_core::dtype::Dtype;
+    let bits: std::collections::BTreeMap<&str, u64> =
+        Dtype::ALL.iter().map(|d| (d.name(), d.bits())).collect();
+    m.add("DTYPE_BITS", bits)?;
+    let order: Vec<&str> = Dtype::ALL.iter().map(|d| d.name()).collect();
+    m.add("WRITER_ORDER", order)?;
+    let floats: Vec<&str> = Dtype::ALL
+        .iter()
+        .filter(|d| d.is_float())
+        .map(|d| d.name())
+        .collect();
+    m.add("FLOAT_DTYPES", floats)?;
     m.add_function(wrap_pyfunction!(pickle_imports, m)?)?;
     m.add_class::<Scanner>()?;
     m.add_class::<TempOutput>()?;

@@ -224,13 +224,16 @@ fn encoder_of<'a>(ctx: &'a Context, t: &TensorInfo) -> &'a str {
         .unwrap_or("text encoder")
 }
 
+/// True for the `position_ids` buffer of a CLIP text encoder (the tensor `fix --clip` rewrites).
+pub fn is_text_position_ids(name: &str) -> bool {
+    !name.contains("vision_model.")
+        && (name == "embeddings.position_ids" || name.ends_with(".embeddings.position_ids"))
+}
+
 /// Flags every CLIP text encoder `position_ids` that is not int64 `0..n-1`, by its effect on loaders.
 pub fn check(ctx: &Context, out: &mut Outcome) {
     for t in ctx.tensors {
-        let text_side = !t.name.contains("vision_model.");
-        if text_side
-            && (t.name == "embeddings.position_ids" || t.name.ends_with(".embeddings.position_ids"))
-        {
+        if is_text_position_ids(&t.name) {
             if let Some(f) = finding(ctx, t) {
                 out.findings.push(f);
             }

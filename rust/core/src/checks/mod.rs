@@ -13,13 +13,17 @@ mod dtypes;
 mod junk;
 mod size;
 
+pub use clip::is_text_position_ids;
+
 /// Reads `len` bytes at absolute `offset` of the file being checked.
 pub type ReadAt<'a> = &'a dyn Fn(u64, u64) -> std::io::Result<Vec<u8>>;
 
 /// Everything a check may look at.
 pub struct Context<'a> {
     pub size: u64,
-    pub format: &'static str,
+    pub format: crate::sniff::Format,
+    /// Length of a safetensors file's JSON header (0 for other formats).
+    pub header_len: u64,
     pub tensors: &'a [TensorInfo],
     pub class: &'a Classification,
     pub metadata: &'a BTreeMap<String, Value>,

@@ -3,6 +3,7 @@
 use super::{grouped, human, Context, Outcome};
 use crate::classify::{reference_elements, Role};
 use crate::report::{Finding, Severity};
+use crate::sniff::Format;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -154,22 +155,11 @@ pub fn check(ctx: &Context, out: &mut Outcome) {
         }
     }
 
-    // Padding is at most the header length, so short headers need no counting.
-    let header_end = ctx
-        .tensors
-        .iter()
-        .map(|t| t.start)
-        .min()
-        .unwrap_or(ctx.size);
-    if ctx.format == "safetensors" && header_end.saturating_sub(8) > PADDING_LIMIT {
-        let data_start = ctx
-            .tensors
-            .iter()
-            .map(|t| t.start)
-            .min()
-            .unwrap_or(ctx.size);
-        let header_len = data_start.saturating_sub(8);
-        let needed = minimal_header_len(ctx, data_start);
+    // Padding is what the header holds beyond its JSON (gaps in the data region are
+    // `file.unaccounted-bytes`, not padding); short headers need no counting.
+    if ctx.format == Format::Safetensors && ctx.header_len > PADDING_LIMIT {
+        let header_len = ctx.header_len;
+        let needed = minimal_header_len(ctx, 8 + header_len);
         let padding = header_len.saturating_sub(needed);
         if padding > PADDING_LIMIT {
             reasons.push(format!(

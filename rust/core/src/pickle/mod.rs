@@ -62,26 +62,48 @@ pub fn looks_like_protocol0(head: &[u8]) -> bool {
     match &r.error {
         None => r.complete,
         // Cut off by the end of the bytes seen: plausible after a few clean opcodes (or a first import).
-        Some((_, why)) => {
-            let cut = r.end >= head.len() && why.contains("ends inside");
+        Some(_) => {
+            let cut = r.end >= head.len() && r.truncated;
             cut && ((r.ops >= 2 && strong) || (r.ops >= 3 && head.len() >= SNIFF_LEN))
         }
     }
 }
 
-/// Start of the error for a zip or tar archive with no pickle in it: not a model file at all.
-pub const NO_PICKLE: &str = "archive holds no pickle";
+/// Why a pickle-based file cannot be read at all.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PickleError {
+    /// A zip or tar archive with no pickle in it: not a model file at all.
+    NoPickle,
+    /// The zip container cannot be read (the reason).
+    Container(String),
+    /// Not a pickle-based format.
+    NotPickleBased(Format),
+}
+
+impl std::fmt::Display for PickleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PickleError::NoPickle => {
+                f.write_str("archive holds no pickle: not a PyTorch checkpoint")
+            }
+            PickleError::Container(why) => f.write_str(why),
+            PickleError::NotPickleBased(format) => {
+                write!(f, "{} is not a pickle-based format", format.name())
+            }
+        }
+    }
+}
 
 /// Scans a pickle-based file's bytes; `Err` is a reason the file cannot be read at all.
-pub fn scan(bytes: &[u8], format: Format) -> Result<PickleScan, String> {
+pub fn scan(bytes: &[u8], format: Format) -> Result<PickleScan, PickleError> {
     let mut c = Collector::default();
     let tensors = match format {
         Format::TorchZip => scan_zip(bytes, &mut c)?,
         Format::TorchLegacy => scan_legacy(bytes, &mut c),
         Format::TorchTar => scan_tar(bytes, &mut c)?,
         Format::Pickle => scan_raw(bytes, &mut c),
-        Format::Safetensors | Format::Npy | Format::Npz | Format::Unknown => {
-            return Err(format!("{} is not a pickle-based format", format.name()))
+        Format::Safetensors | Format::Npy | Format::Npz | Format::Diffusers | Format::Unknown => {
+            return Err(PickleError::NotPickleBased(format))
         }
     };
     Ok(PickleScan {
@@ -633,7 +655,7 @@ fn le_u64(b: &[u8], at: usize) -> Option<u64> {
     ))
 }
 
-fn scan_tar(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, String> {
+fn scan_tar(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, PickleError> {
     let (members, problems) = tar::members(data);
     for p in problems {
         c.invalid(None, None, p);
@@ -651,9 +673,7 @@ fn scan_tar(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, String> {
             }
         }
         if !any {
-            return Err(format!(
-                "{NO_PICKLE}: a tar archive, not a PyTorch checkpoint"
-            ));
+            return Err(PickleError::NoPickle);
         }
         return Ok(Vec::new());
     }
@@ -813,8 +833,8 @@ fn is_storage_record(name: &str) -> bool {
     dir == "data" && !file.is_empty() && file.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn scan_zip(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, String> {
-    let archive = zip::read(data)?;
+fn scan_zip(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, PickleError> {
+    let archive = zip::read(data).map_err(PickleError::Container)?;
     if let Some(needs) = archive.needs {
         c.findings.push(Finding::new(
             "file.truncated",
@@ -914,9 +934,7 @@ fn scan_zip(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, String> {
         tensors.extend(place_arrays(&run, base, c));
     }
     if scanned == 0 {
-        return Err(format!(
-            "{NO_PICKLE}: a zip archive, not a PyTorch checkpoint"
-        ));
+        return Err(PickleError::NoPickle);
     }
     Ok(tensors)
 }

@@ -189,6 +189,8 @@ pub struct Run<'a> {
     pub ops: usize,
     /// Offset of the opcode reading stopped at (the one cut off, for a truncated pickle; else `end`).
     pub stopped_at: usize,
+    /// True when the first problem is that the bytes end inside an opcode or its operand.
+    pub truncated: bool,
     /// Pickle protocol in force at the end (the last PROTO opcode's).
     pub proto: u8,
 }
@@ -920,12 +922,14 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
     let mut complete = false;
     let mut ops = 0usize;
     let mut stopped_at = None;
+    let mut truncated = false;
     loop {
         let (op, next) = match decode(data, pos) {
             Ok(x) => x,
             Err(e) => {
                 if error.is_none() {
                     error = Some((pos, e.to_string()));
+                    truncated = e == DecodeError::Truncated;
                 }
                 if e == DecodeError::Truncated || !limits.resync {
                     stopped_at = Some(pos);
@@ -988,6 +992,7 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
         limited,
         ops,
         stopped_at: stopped_at.unwrap_or(pos),
+        truncated,
         proto: m.proto,
     }
 }
