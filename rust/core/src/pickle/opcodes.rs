@@ -324,19 +324,25 @@ fn finish(neg: bool, mag: Option<i128>) -> Int {
     }
 }
 
-/// CPython's `PyLong_FromString(s, NULL, base)` (base 0 or 10) on a C string: surrounding whitespace,
-/// a sign, for base 0 a `0x`/`0o`/`0b` prefix (and no other leading zero on a non-zero value), single
-/// `_` between digits (and right after a prefix). `None` where CPython raises ValueError.
-fn py_long(t: &[u8], base: u32) -> Option<Int> {
+/// Where the digits of a C-style number start in `t` (after leading whitespace and an optional sign),
+/// and whether the sign was `-`: the common front of `py_long` and `c_strtol`.
+fn space_and_sign(t: &[u8]) -> (usize, bool) {
     let mut i = 0;
     while i < t.len() && c_space(t[i]) {
         i += 1;
     }
-    let mut neg = false;
+    let neg = i < t.len() && t[i] == b'-';
     if i < t.len() && (t[i] == b'+' || t[i] == b'-') {
-        neg = t[i] == b'-';
         i += 1;
     }
+    (i, neg)
+}
+
+/// CPython's `PyLong_FromString(s, NULL, base)` (base 0 or 10) on a C string: surrounding whitespace,
+/// a sign, for base 0 a `0x`/`0o`/`0b` prefix (and no other leading zero on a non-zero value), single
+/// `_` between digits (and right after a prefix). `None` where CPython raises ValueError.
+fn py_long(t: &[u8], base: u32) -> Option<Int> {
+    let (mut i, neg) = space_and_sign(t);
     let mut radix = if base == 0 { 10 } else { base };
     let mut prefixed = false;
     if base == 0 && i + 1 < t.len() && t[i] == b'0' {
@@ -394,15 +400,7 @@ fn py_long(t: &[u8], base: u32) -> Option<Int> {
 /// C's `strtol(s, &end, 0)` in the C locale: leading whitespace, a sign, `0x` hex, a leading `0`
 /// octal, else decimal. Returns the value and the index where parsing stopped (`None` on overflow).
 fn c_strtol(t: &[u8]) -> (Option<i64>, usize) {
-    let mut i = 0;
-    while i < t.len() && c_space(t[i]) {
-        i += 1;
-    }
-    let mut neg = false;
-    if i < t.len() && (t[i] == b'+' || t[i] == b'-') {
-        neg = t[i] == b'-';
-        i += 1;
-    }
+    let (mut i, neg) = space_and_sign(t);
     let mut radix = 10;
     if i < t.len() && t[i] == b'0' {
         let hex =
