@@ -129,7 +129,21 @@ pub fn options_key(opts: &ScanOptions) -> String {
 /// Scans `path` unless the cache holds a report for its current stamp; returns the report as JSON.
 ///
 /// Reports of files that changed during the scan, or that failed with an I/O error, are not cached.
+///
+/// Other tools' hash files are reported as sidecars, and the sidecar check runs on every model
+/// report after the cache (sidecars change without the model changing): see [`crate::sidecar_check`].
 pub fn scan_cached(path: &Path, opts: &ScanOptions, cache: Option<&Cache>) -> Value {
+    let to_value = |r: &FileReport| serde_json::to_value(r).unwrap_or(Value::Null);
+    if let Some(r) = crate::sidecar_check::sidecar_report(path) {
+        return to_value(&r);
+    }
+    let mut v = scan_stored(path, opts, cache);
+    crate::sidecar_check::apply(path, &mut v);
+    v
+}
+
+/// [`scan_cached`] without the sidecars: the part of the report the cache keeps.
+fn scan_stored(path: &Path, opts: &ScanOptions, cache: Option<&Cache>) -> Value {
     let to_value = |r: &FileReport| serde_json::to_value(r).unwrap_or(Value::Null);
     // A folder's stamp does not change when the files inside it do: folders are never cached.
     let Some(cache) = cache.filter(|_| !path.is_dir()) else {

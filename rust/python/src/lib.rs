@@ -86,8 +86,46 @@ fn scan_file<'py>(
     sha256: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let opts = options(hash, sha256)?;
-    let r = py.detach(|| fastscan_core::scan_file(&path, &opts));
-    to_py(py, &r)
+    let v = py.detach(|| fastscan_core::cache::scan_cached(&path, &opts, None));
+    json_to_py(py, &v)
+}
+
+/// Writes the hashes of scan `reports` in another tool's format (`a1111`: merged into the web UI's
+/// cache.json at `webui_cache`; `civitai-info`, `cm-info`: a sidecar beside each model), atomically;
+/// existing files are replaced only with `force`. Returns [{model, path, status, message}];
+/// ValueError for an unknown format, OSError when the web UI's cache cannot be read or written.
+#[pyfunction]
+#[pyo3(signature = (format, reports, force=false, webui_cache=None))]
+fn export<'py>(
+    py: Python<'py>,
+    format: &str,
+    reports: &Bound<'py, PyAny>,
+    force: bool,
+    webui_cache: Option<PathBuf>,
+) -> PyResult<Bound<'py, PyAny>> {
+    use fastscan_core::interop::{export_a1111, export_sidecars, Format};
+    let f = Format::parse(format).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "format must be a1111, civitai-info or cm-info, not {format:?}"
+        ))
+    })?;
+    let reports = from_py(reports)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let outcomes = match (f, webui_cache) {
+        (Format::A1111, Some(cache)) => py
+            .detach(|| export_a1111(&cache, &reports, force))
+            .map_err(PyOSError::new_err)?,
+        (Format::A1111, None) => {
+            return Err(PyValueError::new_err(
+                "the a1111 format needs the web UI's cache.json (webui_cache)",
+            ))
+        }
+        (f, _) => py.detach(|| export_sidecars(f, &reports, force, now)),
+    };
+    pythonize::pythonize(py, &outcomes).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// The one place core errors become Python exceptions: OSError for I/O, ValueError for a file that is
@@ -478,6 +516,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(walk, m)?)?;
     m.add_function(wrap_pyfunction!(scan_file, m)?)?;
+    m.add_function(wrap_pyfunction!(export, m)?)?;
     m.add_function(wrap_pyfunction!(read_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(similar, m)?)?;
     m.add_function(wrap_pyfunction!(similar_exact, m)?)?;
