@@ -70,6 +70,14 @@ class HashFormat(str, Enum):
     csv = "csv"
 
 
+class ExportFormat(str, Enum):
+    """Whose hash files `fastscan export` writes (`--format`)."""
+
+    a1111 = "a1111"
+    civitai_info = "civitai-info"
+    cm_info = "cm-info"
+
+
 class DedupeAction(str, Enum):
     """What `dedupe --action` does with the redundant copies."""
 

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from fastscan.cli import dedupe, demo, fix, hashes, info, lineage, scan
+from fastscan.cli import dedupe, demo, export, fix, hashes, info, lineage, scan
 from fastscan.cli.errors import EXIT_INTERRUPTED, report_usage_error
 
 HELP = "Find and fix what is wrong with Stable Diffusion model files. `fastscan PATH` = `fastscan scan PATH`."
@@ -102,6 +102,7 @@ app.command("info", cls=Command)(info.command)
 app.command("demo", cls=Command)(demo.command)
 app.command("dedupe", cls=Command)(dedupe.command)
 app.command("hashes", cls=Command)(hashes.command)
+app.command("export", cls=Command)(export.command)
 app.command("fix", cls=Command)(fix.fix)
 app.command("convert", cls=Command)(fix.convert)
 app.command("extract", cls=Command)(fix.extract)

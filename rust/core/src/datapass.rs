@@ -221,6 +221,48 @@ pub fn run_with(src: &Source, mode: HashMode, sha256: bool, fingerprint: bool) -
     out
 }
 
+/// The pass over tensors held in memory, each in its own buffer (`pieces[i]`: the C-contiguous bytes
+/// of `tensors[i]`): component hashes and value checks exactly as a file's pass computes them. There
+/// is no file, so no whole-file hashes; tensors whose buffer is not their size are skipped.
+pub fn run_pieces(tensors: &[TensorInfo], pieces: &[&[u8]], class: &Classification) -> DataPass {
+    let mut out = DataPass::default();
+    let mut plan = Plan::new(tensors, class);
+    let jobs: Vec<(usize, Option<Member>)> = (0..tensors.len())
+        .filter(|&i| {
+            pieces
+                .get(i)
+                .is_some_and(|p| p.len() as u64 == tensors[i].len)
+        })
+        .map(|i| (i, plan.members[i].take()))
+        .collect();
+    let done: Vec<_> = jobs
+        .into_par_iter()
+        .map(|(i, mut m)| {
+            // The tensor as if it were alone in a file of its own bytes.
+            let alone = TensorInfo {
+                start: 0,
+                strides: None,
+                ..tensors[i].clone()
+            };
+            let seg = m.as_mut().map(|m| &mut m.segment);
+            let (c, s) = contiguous_piece(pieces[i], &alone, seg, 0, alone.len);
+            (i, m, c, s)
+        })
+        .collect();
+    let mut counts = vec![Counts::default(); tensors.len()];
+    let mut same = vec![Same::default(); tensors.len()];
+    for (i, m, c, s) in done {
+        plan.members[i] = m;
+        counts[i] = c;
+        same[i] = s;
+    }
+    out.components = plan.finish();
+    out.findings.extend(values::finding(tensors, &counts));
+    out.findings
+        .extend(values::constant_finding(tensors, &class.roles, &same));
+    out
+}
+
 /// The pass's result for a file that shrank from `size` to `now` bytes under it: a finding, no hash.
 fn shrank(mut out: DataPass, size: u64, now: u64) -> DataPass {
     out.hashes = Hashes::default();

@@ -296,8 +296,8 @@ pub struct Outcome {
     pub model: String,
     /// The file written (or left alone).
     pub path: String,
-    /// `written`, `replaced`, `added`, `updated`, `unchanged`, `kept` (exists; needs --force),
-    /// `skipped` (nothing to write for this file), `failed`.
+    /// `written`, `replaced`, `added`, `updated`, `unchanged`, `kept` (exists, or disagrees: needs
+    /// --force), `skipped` (a model this format cannot describe), `failed`.
     pub status: &'static str,
     pub message: String,
 }
@@ -334,10 +334,8 @@ fn models<'a>(reports: &'a [Value], out: &mut Vec<Outcome>) -> Vec<Model<'a>> {
             out.push(skip(
                 "a diffusers folder: these formats describe single files",
             ));
-        } else if r["kind"] == "sidecar" {
-            // a hash file of another tool: nothing to describe
-        } else if r["hashes"]["blake3"].is_null() {
-            out.push(skip("not a model file (no hashes)"));
+        } else if r["kind"] == "sidecar" || r["hashes"]["blake3"].is_null() {
+            // another tool's hash file, or no model (previews, notes): nothing to describe
         } else {
             ms.push(Model {
                 path: PathBuf::from(shown),

@@ -20,6 +20,7 @@ pub mod hashes;
 pub mod interop;
 pub mod lineage;
 pub mod mapguard;
+pub mod memory;
 pub mod npy;
 pub mod pickle;
 pub mod provenance;

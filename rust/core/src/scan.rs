@@ -116,29 +116,7 @@ fn scan_table(t: Table, opts: &ScanOptions, r: &mut FileReport) -> std::io::Resu
     r.size = t.size;
     r.mtime = t.mtime;
     r.format = t.format;
-    r.kind = t.class.kind;
-    // Bare pickles and object arrays list no tensors at all: "empty" would claim what is not known.
-    if t.tensors.is_empty()
-        && !matches!(
-            t.format,
-            Format::Safetensors | Format::TorchZip | Format::TorchLegacy | Format::TorchTar
-        )
-    {
-        r.kind = "unknown";
-    }
-    r.arch = t.class.arch;
-    r.identification = t.class.identification.clone();
-    r.tensors = t.tensors.len() as u64;
-    summarize(&t.tensors, &t.class, r);
-    r.provenance = crate::provenance::parse(&t.metadata);
-    r.metadata = t
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), truncate_value(v)))
-        .collect();
-    r.findings = t.findings;
-    r.wasted_bytes = t.wasted;
-
+    header_fields(r, &t.tensors, &t.class, &t.metadata, t.findings, t.wasted);
     if opts.hash != HashMode::None && r.size > 0 {
         let map = GuardedMap::new(&t.file, r.size)?;
         let src = datapass::Source {
@@ -152,18 +130,59 @@ fn scan_table(t: Table, opts: &ScanOptions, r: &mut FileReport) -> std::io::Resu
             stop: opts.stop.as_deref(),
         };
         let dp = datapass::run_with(&src, opts.hash, opts.sha256, opts.fingerprint);
-        r.hashes = dp.hashes;
-        r.fingerprint = dp.fingerprint;
-        for (c, h) in dp.components {
-            if let Some(cr) = r.components.get_mut(&c) {
-                cr.blake3 = Some(h);
-            }
-        }
-        r.findings.extend(dp.findings);
+        data_fields(r, dp);
     }
     r.findings
         .sort_by(|a, b| b.severity.cmp(&a.severity).then(a.check.cmp(b.check)));
     Ok(())
+}
+
+/// Fills what the tensor table says: kind, arch, totals, metadata, the header-level findings.
+pub(crate) fn header_fields(
+    r: &mut FileReport,
+    tensors: &[TensorInfo],
+    class: &Classification,
+    metadata: &BTreeMap<String, Value>,
+    findings: Vec<crate::report::Finding>,
+    wasted: BTreeMap<String, u64>,
+) {
+    r.kind = class.kind;
+    // Bare pickles and object arrays list no tensors at all: "empty" would claim what is not known.
+    if tensors.is_empty()
+        && !matches!(
+            r.format,
+            Format::Safetensors
+                | Format::TorchZip
+                | Format::TorchLegacy
+                | Format::TorchTar
+                | Format::StateDict
+        )
+    {
+        r.kind = "unknown";
+    }
+    r.arch = class.arch;
+    r.identification = class.identification.clone();
+    r.tensors = tensors.len() as u64;
+    summarize(tensors, class, r);
+    r.provenance = crate::provenance::parse(metadata);
+    r.metadata = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), truncate_value(v)))
+        .collect();
+    r.findings = findings;
+    r.wasted_bytes = wasted;
+}
+
+/// Fills what the data pass found: hashes, fingerprint, component hashes, value findings.
+pub(crate) fn data_fields(r: &mut FileReport, dp: datapass::DataPass) {
+    r.hashes = dp.hashes;
+    r.fingerprint = dp.fingerprint;
+    for (c, h) in dp.components {
+        if let Some(cr) = r.components.get_mut(&c) {
+            cr.blake3 = Some(h);
+        }
+    }
+    r.findings.extend(dp.findings);
 }
 
 fn truncate_value(v: &Value) -> Value {

@@ -19,6 +19,8 @@ pub enum Format {
     Npz,
     /// A diffusers folder (`model_index.json` + component subfolders); never sniffed from bytes.
     Diffusers,
+    /// Tensors held in memory (a loaded torch state dict, [`crate::memory`]); never sniffed.
+    StateDict,
     #[default]
     Unknown,
 }
@@ -35,6 +37,7 @@ impl Format {
             Format::Npy => "npy",
             Format::Npz => "npz",
             Format::Diffusers => "diffusers",
+            Format::StateDict => "state-dict",
             Format::Unknown => "unknown",
         }
     }

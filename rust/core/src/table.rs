@@ -57,12 +57,17 @@ impl Table {
 
     /// The `fix --prune` group of tensor `i`, if any.
     pub fn prune_group(&self, i: usize) -> Option<PruneGroup> {
-        match &self.class.roles[i] {
-            Role::Ema => Some(PruneGroup::Ema),
-            Role::Buffer if crate::classify::is_ema(&self.tensors[i].name) => Some(PruneGroup::Ema),
-            Role::Junk => Some(PruneGroup::Junk),
-            _ => None,
-        }
+        prune_group(&self.tensors[i], &self.class.roles[i])
+    }
+}
+
+/// The `fix --prune` group of a tensor with role `role`, if any.
+pub fn prune_group(t: &TensorInfo, role: &Role) -> Option<PruneGroup> {
+    match role {
+        Role::Ema => Some(PruneGroup::Ema),
+        Role::Buffer if crate::classify::is_ema(&t.name) => Some(PruneGroup::Ema),
+        Role::Junk => Some(PruneGroup::Junk),
+        _ => None,
     }
 }
 
@@ -129,7 +134,9 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
         .is_some_and(|e| e == "safetensors" || e == "sft");
     let format = sniff(&head, named_st);
     let (tensors, mut findings, metadata, header_len) = match format {
-        Format::Unknown | Format::Diffusers => return Err(OpenError::NotAModel(format)),
+        Format::Unknown | Format::Diffusers | Format::StateDict => {
+            return Err(OpenError::NotAModel(format))
+        }
         Format::Safetensors => {
             let (h, f) = read_safetensors(&file, &head, size).map_err(OpenError::Header)?;
             (h.tensors, f, h.metadata, h.header_len)

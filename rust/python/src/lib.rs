@@ -146,17 +146,32 @@ fn open_error(path: &std::path::Path, e: OpenError) -> PyErr {
 /// position_ids, prune}]}; raises ValueError/OSError naming the file when it cannot be read.
 #[pyfunction]
 fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
-    use fastscan_core::classify::Role;
     let t = py
         .detach(|| fastscan_core::open_table(&path))
         .map_err(|e| open_error(&path, e))?;
-    let tensors: Vec<serde_json::Value> = t
-        .tensors
+    let v = table_json(
+        &t.tensors,
+        &t.class,
+        serde_json::json!({
+            "format": t.format, "size": t.size, "header_len": t.header_len,
+            "unaccounted_bytes": t.unaccounted_bytes(), "metadata": t.metadata, "findings": t.findings,
+        }),
+    );
+    json_to_py(py, &v)
+}
+
+/// `head` with the classification and the rows of `read_tensors` added.
+fn table_json(
+    tensors: &[fastscan_core::tensor::TensorInfo],
+    class: &fastscan_core::classify::Classification,
+    mut head: serde_json::Value,
+) -> serde_json::Value {
+    use fastscan_core::classify::Role;
+    let rows: Vec<serde_json::Value> = tensors
         .iter()
-        .zip(&t.class.roles)
-        .enumerate()
-        .map(|(i, (x, role))| {
-            let (role, comp, canonical) = match role {
+        .zip(&class.roles)
+        .map(|(x, role)| {
+            let (kind, comp, canonical) = match role {
                 Role::Component { name, prefix_len } => {
                     ("component", Some(*name), Some(&x.name[*prefix_len..]))
                 }
@@ -167,20 +182,81 @@ fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAn
             let (begin, end) = fastscan_core::datapass::span(x);
             serde_json::json!({
                 "name": x.name, "dtype": x.dtype, "shape": x.shape, "start": x.start, "len": x.len,
-                "span": end - begin, "strides": x.strides, "role": role, "component": comp,
+                "span": end - begin, "strides": x.strides, "role": kind, "component": comp,
                 "canonical": canonical,
                 "position_ids": fastscan_core::checks::is_text_position_ids(&x.name),
-                "prune": t.prune_group(i),
+                "prune": fastscan_core::table::prune_group(x, role),
             })
         })
         .collect();
-    let v = serde_json::json!({
-        "format": t.format, "kind": t.class.kind, "arch": t.class.arch, "size": t.size,
-        "header_len": t.header_len, "unaccounted_bytes": t.unaccounted_bytes(),
-        "metadata": t.metadata, "findings": t.findings, "tensors": tensors,
-        "identification": t.class.identification,
-    });
-    pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
+    head["kind"] = class.kind.into();
+    head["arch"] = class.arch.into();
+    head["identification"] = serde_json::to_value(&class.identification).unwrap_or_default();
+    head["tensors"] = rows.into();
+    head
+}
+
+/// A tensor held in memory, as `fastscan.torch` passes it: (name, dtype, shape, address, nbytes).
+type RawTensor = (String, String, Vec<u64>, usize, usize);
+
+/// The core's view of tensors held in memory (their bytes are read where they are).
+fn mem_tensors(raw: &[RawTensor]) -> PyResult<Vec<fastscan_core::memory::MemTensor<'_>>> {
+    use fastscan_core::dtype::Dtype;
+    raw.iter()
+        .map(|(name, dtype, shape, addr, nbytes)| {
+            let dtype = Dtype::parse(dtype).ok_or_else(|| {
+                PyValueError::new_err(format!("tensor {name}: unknown dtype {dtype}"))
+            })?;
+            let bytes: &[u8] = if *nbytes == 0 || *addr == 0 {
+                &[]
+            } else {
+                // SAFETY: `fastscan.torch` passes `data_ptr()` and `numel() * element_size()` of
+                // contiguous CPU tensors it holds references to until this call returns; the memory
+                // is only read, and torch does not free or move a referenced tensor's storage.
+                unsafe { std::slice::from_raw_parts(*addr as *const u8, *nbytes) }
+            };
+            Ok(fastscan_core::memory::MemTensor {
+                name: name.clone(),
+                dtype,
+                shape: shape.clone(),
+                bytes,
+            })
+        })
+        .collect()
+}
+
+/// The report of tensors held in memory (fastscan.torch.scan_state_dict): the checks, and with `data`
+/// the component hashes and value checks. Internal: every address must stay valid during the call.
+#[pyfunction]
+#[pyo3(signature = (tensors, data=true))]
+fn scan_memory<'py>(
+    py: Python<'py>,
+    tensors: Vec<RawTensor>,
+    data: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mem = mem_tensors(&tensors)?;
+    let r = py
+        .detach(|| fastscan_core::memory::scan(&mem, data))
+        .map_err(PyValueError::new_err)?;
+    to_py(py, &r)
+}
+
+/// `read_tensors` of tensors held in memory (what fix planning reads). Internal, as `scan_memory`.
+#[pyfunction]
+fn read_memory<'py>(py: Python<'py>, tensors: Vec<RawTensor>) -> PyResult<Bound<'py, PyAny>> {
+    let mem = mem_tensors(&tensors)?;
+    let t = py
+        .detach(|| fastscan_core::memory::open(&mem))
+        .map_err(PyValueError::new_err)?;
+    let v = table_json(
+        &t.tensors,
+        &t.class,
+        serde_json::json!({
+            "format": fastscan_core::sniff::Format::StateDict, "size": t.size, "header_len": 0,
+            "unaccounted_bytes": 0, "metadata": {}, "findings": t.findings,
+        }),
+    );
+    json_to_py(py, &v)
 }
 
 /// Serializes a safetensors header as the reference writer lays it out: (padded JSON bytes,
@@ -517,6 +593,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(walk, m)?)?;
     m.add_function(wrap_pyfunction!(scan_file, m)?)?;
     m.add_function(wrap_pyfunction!(export, m)?)?;
+    m.add_function(wrap_pyfunction!(scan_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(read_memory, m)?)?;
     m.add_function(wrap_pyfunction!(read_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(similar, m)?)?;
     m.add_function(wrap_pyfunction!(similar_exact, m)?)?;

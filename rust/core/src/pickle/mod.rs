@@ -102,9 +102,12 @@ pub fn scan(bytes: &[u8], format: Format) -> Result<PickleScan, PickleError> {
         Format::TorchLegacy => scan_legacy(bytes, &mut c),
         Format::TorchTar => scan_tar(bytes, &mut c)?,
         Format::Pickle => scan_raw(bytes, &mut c),
-        Format::Safetensors | Format::Npy | Format::Npz | Format::Diffusers | Format::Unknown => {
-            return Err(PickleError::NotPickleBased(format))
-        }
+        Format::Safetensors
+        | Format::Npy
+        | Format::Npz
+        | Format::Diffusers
+        | Format::StateDict
+        | Format::Unknown => return Err(PickleError::NotPickleBased(format)),
     };
     Ok(PickleScan {
         tensors,
