@@ -147,9 +147,8 @@ def test_web_ui_cache_near_a_model_is_checked(tmp_path: Path) -> None:
     models = tmp_path / "models" / "Lora"
     models.mkdir(parents=True)
     lora = synth.write_layout(models / "style.safetensors", "lora-sd15-kohya")
-    (tmp_path / "cache.json").write_text(
-        json.dumps({"hashes-addnet": {"lora/style": {"mtime": os.path.getmtime(lora) + 5, "sha256": "44" * 32}}})
-    )
+    entry = {"mtime": os.path.getmtime(lora) + 5, "sha256": "44" * 32}
+    (tmp_path / "cache.json").write_text(json.dumps({"hashes-addnet": {"lora/style": entry}}))
     rep = scan([models], sha256=True)
     (m,) = checks_of(rep, lora)
     assert (m.details["format"], m.details["hash"], m.details["title"]) == ("a1111", "addnet", "lora/style")

@@ -33,7 +33,7 @@ def summary(r: FileReport) -> tuple:
 
 
 def broken_text_encoder() -> dict:
-    """The SD1.5 text encoder with merged-model position_ids (float, the last ones off), one NaN and a junk key."""
+    """The SD1.5 text encoder with merged-model position_ids (float, the last ones off), a NaN, an F64 key."""
     sd = state_dict("diffusers-sd15-text-encoder")
     ids = torch.arange(77, dtype=torch.float32)
     ids[70:] -= 0.0003

@@ -1,4 +1,4 @@
-"""`fastscan export --format a1111|civitai-info|cm-info PATH...`: the hashes other tools compute, in their files.
+"""`fastscan export --format a1111|civitai-info|cm-info PATH...`: other tools' hashes, in their own files.
 
 The scan (`--hash full --sha256`, served from the scan cache for unchanged files) gives the hashes; the
 core renders and writes each tool's file atomically (docs/hash-interop.md). Nothing a user made is
@@ -31,7 +31,7 @@ def command(
         choice(
             ExportFormat,
             "--format",
-            help="a1111: the web UI's cache.json (--webui-cache); civitai-info / cm-info: a sidecar per model.",
+            help="a1111: the web UI's cache.json (--webui-cache); civitai-info, cm-info: sidecars.",
             show_default=False,
         ),
     ],
@@ -58,7 +58,8 @@ def command(
     from fastscan.api import scan
 
     try:
-        report = scan(paths, hash="full", sha256=True, jobs=bounded_jobs(jobs), cache=None if no_cache else True)
+        cache = None if no_cache else True
+        report = scan(paths, hash="full", sha256=True, jobs=bounded_jobs(jobs), cache=cache)
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
     try:

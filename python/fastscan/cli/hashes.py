@@ -95,7 +95,7 @@ def command(
     for f in unreadable:
         typer.echo(f"fastscan: {f.error.message}", err=True)
     for f in report.files:
-        if f.error is None and f.hashes.blake3 is None:
+        if f.error is None and f.hashes.blake3 is None and f.kind != "sidecar":
             typer.echo(f"fastscan: {f.path}: not a model file; not hashed", err=True)
     raise typer.Exit(EXIT_FINDINGS if unreadable else EXIT_OK)
 

@@ -171,6 +171,6 @@ mod tests {
             shape: vec![3],
             bytes: &a[..4],
         }];
-        assert!(open(&short).unwrap_err().contains("6"));
+        assert!(open(&short).err().unwrap().contains("needs 6"));
     }
 }
