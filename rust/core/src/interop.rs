@@ -560,7 +560,7 @@ pub fn export_a1111(cache: &Path, reports: &[Value], force: bool) -> Result<Vec<
             out.push(outcome(
                 "skipped",
                 format!(
-                    "{}: the web UI keeps no hash for a {} file",
+                    "{}: the web UI keeps no hash for {} files",
                     m.shown, m.kind
                 ),
             ));
