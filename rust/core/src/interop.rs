@@ -559,10 +559,7 @@ pub fn export_a1111(cache: &Path, reports: &[Value], force: bool) -> Result<Vec<
         let Some((section, title, hash)) = a1111_title(&m.path, m.kind, m.format) else {
             out.push(outcome(
                 "skipped",
-                format!(
-                    "{}: the web UI keeps no hash for {} files",
-                    m.shown, m.kind
-                ),
+                format!("{}: the web UI keeps no hash for {} files", m.shown, m.kind),
             ));
             continue;
         };
