@@ -47,6 +47,21 @@ def similar_exact(paths: Sequence[_Path], archs: Sequence[str]) -> dict[str, Any
 def lineage(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """`fastscan.lineage/1` from scan reports with fingerprints (docs/lineage.md)."""
 
+def export(
+    format: str, reports: Sequence[dict[str, Any]], force: bool = False, webui_cache: _Path | None = None
+) -> list[dict[str, Any]]:
+    """Writes the reports' hashes as another tool keeps them (`a1111` into `webui_cache`, `civitai-info`,
+    `cm-info` sidecars), atomically; [{model, path, status, message}] (docs/hash-interop.md)."""
+
+_RawTensor = tuple[str, str, Sequence[int], int, int]
+
+def scan_memory(tensors: Sequence[_RawTensor], data: bool = True) -> dict[str, Any]:
+    """The report of tensors in memory: (name, dtype, shape, address, nbytes), each address valid and
+    contiguous for the whole call (fastscan.torch passes live CPU tensors). ValueError on a bad size."""
+
+def read_memory(tensors: Sequence[_RawTensor]) -> dict[str, Any]:
+    """`read_tensors` of tensors in memory (what fix planning reads); the same contract as scan_memory."""
+
 def pickle_imports(data: bytes) -> list[dict[str, Any]]:
     """Every import of every pickle in a raw stream (never loaded): module, name, opcode, pos, used..."""
 
