@@ -44,7 +44,7 @@ def similar(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def similar_exact(paths: Sequence[_Path], archs: Sequence[str]) -> dict[str, Any]:
     """`fastscan.similar/1` from every weight of the files; ValueError naming an unreadable file."""
 
-def lineage(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def lineage(reports: Sequence[dict[str, Any]], exhaustive: bool = False, screen: int = 48) -> dict[str, Any]:
     """`fastscan.lineage/1` from scan reports with fingerprints (docs/lineage.md)."""
 
 def pickle_imports(data: bytes) -> list[dict[str, Any]]:

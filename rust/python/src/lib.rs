@@ -463,12 +463,24 @@ fn similar_exact<'py>(
     json_to_py(py, &doc.map_err(PyValueError::new_err)?)
 }
 
-/// `fastscan.lineage/1` from scan reports carrying fingerprints.
+/// `fastscan.lineage/1` from scan reports carrying fingerprints; `exhaustive` skips the sketch
+/// screen and compares every pair (quadratic: for checking the screen); `screen` is how many
+/// nearest models the screen keeps per model.
 #[pyfunction]
-fn lineage<'py>(py: Python<'py>, reports: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+#[pyo3(signature = (reports, exhaustive = false, screen = fastscan_core::lineage::SCREEN))]
+fn lineage<'py>(
+    py: Python<'py>,
+    reports: &Bound<'py, PyAny>,
+    exhaustive: bool,
+    screen: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    use fastscan_core::lineage::{lineage_with, Options};
     let reports = from_py(reports)?;
+    let opts = Options {
+        screen: (!exhaustive).then_some(screen),
+    };
     let doc = py
-        .detach(|| fastscan_core::lineage::lineage(&reports))
+        .detach(|| lineage_with(&reports, opts))
         .map_err(PyValueError::new_err)?;
     json_to_py(py, &doc)
 }
