@@ -513,3 +513,39 @@ def test_screen_equals_exhaustive():
     for m in models:
         if "/other" in m["path"] or "/base" in m["path"]:
             assert m["merge"] is None, m["path"]
+
+
+def test_bake_vae_warns_for_a_vae_of_another_arch(tmp_path):
+    """SD1 and SDXL VAEs have the same shapes: the warning comes from the weights (fingerprints). An
+    SDXL VAE (names and shapes from the sdxl layout, its own weights) into an SD1 checkpoint warns; a
+    fine-tune of the checkpoint's own VAE (what sd-vae-ft-mse is to the SD1 VAE) does not."""
+    rng = np.random.default_rng(5)
+    ck = write(tmp_path / "sd1.safetensors", random_model(rng))
+    sdxl = synth.load_layout("sdxl")["tensors"]
+    vae_names = [n for n in LAYOUT if n.startswith(VAE)]
+    assert all(n in sdxl for n in vae_names)
+    xl_vae = {n[len(VAE) :]: f16(rng.standard_normal(_shrink(sdxl[n]["shape"]))) for n in vae_names}
+    xl = write(tmp_path / "sdxl_vae.safetensors", xl_vae)
+    with open(ck, "rb") as fh:  # the checkpoint's own VAE, read back independently of the core
+        raw = fh.read()
+    hlen = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + hlen])
+    own = {
+        n[len(VAE) :]: np.frombuffer(
+            raw[8 + hlen + header[n]["data_offsets"][0] : 8 + hlen + header[n]["data_offsets"][1]], "<f2"
+        ).reshape(header[n]["shape"])
+        for n in vae_names
+    }
+    ft = write(
+        tmp_path / "ft_mse.safetensors",
+        {n: f16(v.astype(np.float32) + 0.05 * rng.standard_normal(v.shape)) for n, v in own.items()},
+    )
+    env = {"FASTSCAN_CACHE": os.fspath(tmp_path / "cache.sqlite3"), "COLUMNS": "200"}
+    runner = CliRunner()
+    out = tmp_path / "baked.safetensors"
+    r = runner.invoke(app, ["bake-vae", ck, "--vae", xl, "-o", os.fspath(out), "--force"], env=env)
+    assert "unrelated to the VAE of" in r.output and "SDXL" in r.output, r.output
+    out.unlink(missing_ok=True)
+    r = runner.invoke(app, ["bake-vae", ck, "--vae", ft, "-o", os.fspath(out), "--force"], env=env)
+    assert "unrelated" not in r.output and "warning" not in r.output, r.output
+    assert r.exit_code == 0 and out.exists(), r.output

@@ -229,6 +229,9 @@ def totals_line(report: Report) -> str:
         second = f"wasted: [bold]{size(wasted)}[/] ({causes})"
     else:
         second = "wasted: 0 bytes"
+    links = report.summary.skipped_links
+    if links:
+        second += f"\n{links} symlink{'s' if links != 1 else ''} skipped (not followed: --follow-links scans them)"
     return f"{first}\n{second}"
 
 

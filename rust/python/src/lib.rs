@@ -340,6 +340,12 @@ impl Scanner {
         )
     }
 
+    /// Symbolic links below a root the walk did not follow (0 with `follow_links`).
+    #[getter]
+    fn skipped_links(&self) -> u64 {
+        self.progress.skipped_links.load(Ordering::Relaxed)
+    }
+
     /// True while a walking or scanning thread is still at work.
     #[getter]
     fn running(&self) -> bool {
@@ -494,6 +500,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(similar, m)?)?;
     m.add_function(wrap_pyfunction!(similar_exact, m)?)?;
     m.add_function(wrap_pyfunction!(lineage, m)?)?;
+    m.add("LINEAGE_FAMILY_MIN", fastscan_core::lineage::FAMILY_MIN)?;
     m.add_function(wrap_pyfunction!(safetensors_header, m)?)?;
     m.add_function(wrap_pyfunction!(cast, m)?)?;
     use fastscan_core::dtype::Dtype;
