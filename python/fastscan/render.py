@@ -231,7 +231,8 @@ def totals_line(report: Report) -> str:
         second = "wasted: 0 bytes"
     links = report.summary.skipped_links
     if links:
-        second += f"\n{links} symlink{'s' if links != 1 else ''} skipped (not followed: --follow-links scans them)"
+        plural = "s" if links != 1 else ""
+        second += f"\n{links} symlink{plural} skipped (not followed: --follow-links scans them)"
     return f"{first}\n{second}"
 
 
