@@ -148,12 +148,20 @@ mod tests {
         for (follow, files, skipped) in [(false, 1, 3), (true, 3, 0)] {
             let progress = Progress::default();
             let n = AtomicUsize::new(0);
-            scan_stream(&[lib.clone()], follow, 2, &opts, None, &progress, |v| {
-                if v["error"].is_null() {
-                    n.fetch_add(1, Ordering::Relaxed);
-                }
-                true
-            });
+            scan_stream(
+                std::slice::from_ref(&lib),
+                follow,
+                2,
+                &opts,
+                None,
+                &progress,
+                |v| {
+                    if v["error"].is_null() {
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                    true
+                },
+            );
             // followed: a.bin, the link b.bin and store/b.bin; the dangling link is an error report
             assert_eq!(n.load(Ordering::Relaxed), files, "follow={follow}");
             assert_eq!(

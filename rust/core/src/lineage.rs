@@ -823,8 +823,8 @@ pub fn lineage_with(reports: &[Value], opts: Options) -> Result<Value, String> {
     let rootness = rootness(&models, &family);
     // each family's members, most central first
     let mut central: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for i in 0..n {
-        central.entry(family[i]).or_default().push(i);
+    for (i, &f) in family.iter().enumerate() {
+        central.entry(f).or_default().push(i);
     }
     for v in central.values_mut() {
         v.sort_by(|&a, &b| rootness[a].total_cmp(&rootness[b]).then(a.cmp(&b)));
