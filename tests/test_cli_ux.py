@@ -452,6 +452,74 @@ def test_dedupe_actions_dry_run_by_default_then_hardlink(tmp_path):
     assert a.stat().st_ino == b.stat().st_ino and f"keep {a}" in r.stdout
 
 
+def test_dedupe_reflink_where_the_filesystem_cannot_says_so_and_changes_nothing(tmp_path):
+    """The temp dir here is ext4 (no FICLONE): a clear per-file error, exit 1, both copies untouched."""
+    a = emb(tmp_path / "a.safetensors")
+    os.utime(a, (1_000, 1_000))
+    b = tmp_path / "b.safetensors"
+    shutil.copy(a, b)
+    ino = b.stat().st_ino
+    r = run_cli("dedupe", tmp_path, "--action", "reflink", "--apply")
+    if "reflinked" in r.stdout and "cannot" not in r.stdout:
+        pytest.skip("this temp dir's filesystem supports reflinks; the success path is tested below")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"cannot reflink {b}" in r.stdout and "this filesystem cannot reflink" in r.stdout
+    assert b.stat().st_ino == ino and b.read_bytes() == a.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors"]
+
+
+@pytest.fixture
+def reflink_dir(tmp_path):
+    """A folder on a filesystem with reflinks: $FASTSCAN_REFLINK_DIR, else (as root, with xfsprogs) a
+    loopback XFS image mounted for the test."""
+    given = os.environ.get("FASTSCAN_REFLINK_DIR")
+    if given:
+        d = Path(given) / f"fastscan-test-{os.getpid()}"
+        d.mkdir()
+        yield d
+        shutil.rmtree(d)
+        return
+    if os.geteuid() != 0 or not shutil.which("mkfs.xfs"):
+        pytest.skip("needs a reflink filesystem: set FASTSCAN_REFLINK_DIR, or run as root with xfsprogs")
+    img, mnt = tmp_path / "xfs.img", tmp_path / "mnt"
+    mnt.mkdir()
+    with open(img, "wb") as f:
+        f.truncate(320 << 20)
+    subprocess.run(["mkfs.xfs", "-q", "-f", "-m", "reflink=1", str(img)], check=True)
+    if subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a loopback image here (no loop device or no permission)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def _extents(path: Path) -> list[str]:
+    """Physical extents of a file, from `filefrag -v` (independent of fastscan)."""
+    out = subprocess.run(["filefrag", "-v", str(path)], capture_output=True, text=True, check=True).stdout
+    return [line.split(":")[2].strip() for line in out.splitlines() if re.match(r"\s*\d+:", line)]
+
+
+def test_dedupe_reflink_clones_the_copy_and_keeps_its_mode_and_times(reflink_dir):
+    a = emb(reflink_dir / "a.safetensors")
+    os.utime(a, (1_000, 1_000))  # the oldest: kept
+    b = reflink_dir / "b.safetensors"
+    shutil.copy(a, b)
+    os.chmod(b, 0o600)
+    os.utime(b, (2_000, 2_000))
+    assert _extents(a) != _extents(b)  # two copies of the data
+    r = run_cli("dedupe", reflink_dir, "--action", "reflink")
+    assert r.returncode == 0 and "would reflink" in r.stdout and _extents(a) != _extents(b)
+    r = run_cli("dedupe", reflink_dir, "--action", "reflink", "--apply")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"reflinked {b}" in r.stdout and "1 copy reflinked" in r.stdout
+    assert _extents(a) == _extents(b)  # one copy of the data, shared
+    assert b.read_bytes() == a.read_bytes() and a.stat().st_ino != b.stat().st_ino
+    st = b.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_mtime == 2_000
+    assert sorted(p.name for p in reflink_dir.iterdir()) == ["a.safetensors", "b.safetensors"]
+
+
 def test_dedupe_delete_keeps_by_rule_and_never_the_last_copy(tmp_path):
     a = emb(tmp_path / "keepers" / "a.safetensors") if (tmp_path / "keepers").mkdir() is None else None
     b = tmp_path / "b.safetensors"

@@ -18,7 +18,7 @@ import struct
 
 import numpy as np
 import pytest
-from tests import torchzip
+from tests import fpsynth, torchzip
 from typer.testing import CliRunner
 
 from fastscan import _core, synth
@@ -327,9 +327,11 @@ def test_weighted_sums_come_back(library):
     mix = m[p["mix"]]["merge"]
     assert mix["method"] == "weighted-sum" and mix["blocks"] is None
     w = {q["path"]: q["weight"] for q in mix["parents"]}
-    # a parent with a same-weights twin may be named by either file
-    assert w.get(p["ft1"], w.get(p["ft1-ckpt"])) == pytest.approx(0.6, abs=0.02)
-    assert w.get(p["ft2"], w.get(p["ft2-fp32"])) == pytest.approx(0.4, abs=0.02)
+    # a parent with same-weights twins is named by the documented rule: the .safetensors file
+    # (ft1, not ft1.ckpt), then the smaller file (the fp16 ft2, not its fp32 re-save)
+    assert set(w) == {p["ft1"], p["ft2"]}
+    assert w[p["ft1"]] == pytest.approx(0.6, abs=0.02)
+    assert w[p["ft2"]] == pytest.approx(0.4, abs=0.02)
     assert mix["fit"] > 0.99
     mix3 = m[p["mix3"]]["merge"]
     w3 = sorted(q["weight"] for q in mix3["parents"])
@@ -341,7 +343,8 @@ def test_block_weighted_merge_per_block(library):
     p = library["paths"]
     merge = m[p["blockmix"]]["merge"]
     assert merge["method"] == "weighted-sum" and merge["blocks"]
-    f1 = next(q["path"] for q in merge["parents"] if q["path"] in (p["ft1"], p["ft1-ckpt"]))
+    f1 = p["ft1"]
+    assert {q["path"] for q in merge["parents"]} == {f1, p["ft3"]}
     for b, want in BW_WEIGHT.items():
         assert merge["blocks"][b][f1] == pytest.approx(want, abs=0.03), b
 
@@ -353,7 +356,7 @@ def test_add_difference_with_base(library):
     assert merge["method"] == "add-difference"
     assert merge["base"] == p["base"]
     assert merge["parents"][0]["path"] == p["ft3"]
-    assert merge["parents"][1]["path"] in (p["ft1"], p["ft1-ckpt"])
+    assert merge["parents"][1]["path"] == p["ft1"]
     assert merge["parents"][1]["weight"] == pytest.approx(0.7, abs=0.03)
 
 
@@ -482,3 +485,67 @@ def test_cli_json_table_and_dot(library):
     assert r.exit_code == 0 and "IN00" in r.output and "OUT11" in r.output
     r = runner.invoke(app, ["similar", library["paths"]["ft1"], library["paths"]["vae1"]])
     assert r.exit_code == 2 and "different kinds or archs" in r.output
+
+
+def test_twins_are_named_alike_from_any_order(library):
+    """The twin rule does not depend on the order reports come in (the core sorts, then ranks)."""
+    reports = list(reversed(library["scanned"].reports))
+    assert lineage_doc(reports) == library["doc"]
+
+
+def test_screen_equals_exhaustive():
+    """A few hundred synthetic fingerprints in families larger than the screen keeps: the screened
+    answer (sketch screen, then fingerprint pairs and fits over the kept candidates only) equals the
+    exhaustive one (every pair on fingerprints)."""
+    reports = fpsynth.library(300, seed=3, family_size=100)
+    screened = _core.lineage(reports)
+    assert screened == _core.lineage(reports, exhaustive=True)
+    # not vacuous: every kind of relation is found, in families bigger than the 48 the screen keeps
+    models = screened["models"]
+    methods = {(m["merge"]["method"], m["merge"]["blocks"] is not None) for m in models if m["merge"]}
+    assert methods == {("weighted-sum", False), ("weighted-sum", True), ("add-difference", False)}
+    assert any(f["check"] == "vae.blended" for m in models for f in m["findings"])
+    assert max(len(f) for f in screened["families"]) > 64
+    # twins (written as .ckpt copies of .safetensors models) never name a parent
+    named = [q["path"] for m in models if m["merge"] for q in m["merge"]["parents"]]
+    assert named and not [x for x in named if x.endswith(".ckpt")]
+    # the generator's ground truth: unrelated models and bases are no merges
+    for m in models:
+        if "/other" in m["path"] or "/base" in m["path"]:
+            assert m["merge"] is None, m["path"]
+
+
+def test_bake_vae_warns_for_a_vae_of_another_arch(tmp_path):
+    """SD1 and SDXL VAEs have the same shapes: the warning comes from the weights (fingerprints). An
+    SDXL VAE (names and shapes from the sdxl layout, its own weights) into an SD1 checkpoint warns; a
+    fine-tune of the checkpoint's own VAE (what sd-vae-ft-mse is to the SD1 VAE) does not."""
+    rng = np.random.default_rng(5)
+    ck = write(tmp_path / "sd1.safetensors", random_model(rng))
+    sdxl = synth.load_layout("sdxl")["tensors"]
+    vae_names = [n for n in LAYOUT if n.startswith(VAE)]
+    assert all(n in sdxl for n in vae_names)
+    xl_vae = {n[len(VAE) :]: f16(rng.standard_normal(_shrink(sdxl[n]["shape"]))) for n in vae_names}
+    xl = write(tmp_path / "sdxl_vae.safetensors", xl_vae)
+    with open(ck, "rb") as fh:  # the checkpoint's own VAE, read back independently of the core
+        raw = fh.read()
+    hlen = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + hlen])
+    own = {
+        n[len(VAE) :]: np.frombuffer(
+            raw[8 + hlen + header[n]["data_offsets"][0] : 8 + hlen + header[n]["data_offsets"][1]], "<f2"
+        ).reshape(header[n]["shape"])
+        for n in vae_names
+    }
+    ft = write(
+        tmp_path / "ft_mse.safetensors",
+        {n: f16(v.astype(np.float32) + 0.05 * rng.standard_normal(v.shape)) for n, v in own.items()},
+    )
+    env = {"FASTSCAN_CACHE": os.fspath(tmp_path / "cache.sqlite3"), "COLUMNS": "200"}
+    runner = CliRunner()
+    out = tmp_path / "baked.safetensors"
+    r = runner.invoke(app, ["bake-vae", ck, "--vae", xl, "-o", os.fspath(out), "--force"], env=env)
+    assert "unrelated to the VAE of" in r.output and "SDXL" in r.output, r.output
+    out.unlink(missing_ok=True)
+    r = runner.invoke(app, ["bake-vae", ck, "--vae", ft, "-o", os.fspath(out), "--force"], env=env)
+    assert "unrelated" not in r.output and "warning" not in r.output, r.output
+    assert r.exit_code == 0 and out.exists(), r.output

@@ -103,3 +103,31 @@ def test_fifo_given_as_root_does_not_hang(tmp_path):
     os.mkfifo(tmp_path / "pipe.safetensors")
     _, rep = run_json(tmp_path / "pipe.safetensors")
     assert rep["files"] == []
+
+
+def test_skipped_symlinks_are_counted_in_summary_and_shown(tmp_path):
+    """Links below a root are not followed by default: counted in `summary.skipped_links`, shown in a line."""
+    store, lib = tmp_path / "store", tmp_path / "lib"
+    store.mkdir()
+    lib.mkdir()
+    synth.write_layout(store / "emb.safetensors", "embedding-sd15")
+    synth.write_layout(lib / "own.safetensors", "embedding-sd15")
+    (lib / "linked.safetensors").symlink_to(store / "emb.safetensors")
+    (lib / "shared").symlink_to(store)
+    _, doc = run_json(lib)
+    assert doc["summary"]["skipped_links"] == 2 and doc["summary"]["files"] == 1
+    _, doc = run_json(lib, "--follow-links")
+    assert doc["summary"]["skipped_links"] == 0 and doc["summary"]["files"] == 3
+    # a root given as a link is followed, not counted
+    _, doc = run_json(lib / "linked.safetensors")
+    assert doc["summary"]["skipped_links"] == 0 and doc["summary"]["files"] == 1
+    r = subprocess.run(
+        [sys.executable, "-m", "fastscan", str(lib), "--hash", "none", "--no-cache"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "100"},
+    )  # fmt: skip
+    assert "2 symlinks skipped" in r.stdout, r.stdout
+    r = subprocess.run(
+        [sys.executable, "-m", "fastscan", str(lib), "--hash", "none", "--no-cache", "--follow-links"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "100"},
+    )  # fmt: skip
+    assert "skipped" not in r.stdout, r.stdout

@@ -44,7 +44,10 @@ def similar(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def similar_exact(paths: Sequence[_Path], archs: Sequence[str]) -> dict[str, Any]:
     """`fastscan.similar/1` from every weight of the files; ValueError naming an unreadable file."""
 
-def lineage(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+LINEAGE_FAMILY_MIN: float
+"""Similarity at or above which two models are one family (docs/lineage.md)."""
+
+def lineage(reports: Sequence[dict[str, Any]], exhaustive: bool = False, screen: int = 48) -> dict[str, Any]:
     """`fastscan.lineage/1` from scan reports with fingerprints (docs/lineage.md)."""
 
 def export(
@@ -74,6 +77,9 @@ class Scanner(Iterator[dict[str, Any]]):
 
     progress: tuple[int, int, bool, int]
     """(files_found, bytes_found, walk_done, files_scanned); the totals are final once walk_done."""
+
+    skipped_links: int
+    """Symbolic links below a root the walk did not follow (0 with follow_links)."""
 
     running: bool
     """True while a walking or scanning thread is still at work."""

@@ -105,6 +105,11 @@ class ScanIterator(Iterator[FileReport]):
         return files, size, done
 
     @property
+    def skipped_links(self) -> int:
+        """Symbolic links below a root the walk did not follow, so far (0 with `follow_links`)."""
+        return self._core.skipped_links
+
+    @property
     def files_scanned(self) -> int:
         """Files whose scan has finished in the core, reports not yet read included (it stops growing
         once the scan is closed)."""
@@ -233,6 +238,7 @@ class ScanRun:
         """The report of every file received so far, sorted by path."""
         files = sorted(self.files, key=lambda f: f.path)
         hashed = sorted(self._hashed, key=lambda f: f["path"])
+        self.summary.skipped_links = self._it.skipped_links
         return Report(
             roots=self.roots,
             started=self.started,

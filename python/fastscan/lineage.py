@@ -85,6 +85,20 @@ def similar(
     return _core.similar([by_path[p] for p in wanted])
 
 
+def vae_similarity(
+    ckpt: PathLike, vae: PathLike, *, cache: bool | PathLike | None = True
+) -> float | None:
+    """Cosine of a checkpoint's VAE and a standalone VAE's weights, from fingerprints (scan cache used);
+    None when either file has no VAE fingerprint."""
+    scanned = scan_fingerprints([ckpt, vae], cache=cache)
+    by_path = {r["path"]: r for r in scanned.reports}
+    a, b = by_path.get(os.fspath(ckpt)), by_path.get(os.fspath(vae))
+    if a is None or b is None:
+        return None
+    comps = _core.similar([a, b])["pairs"][0]["components"]
+    return comps["vae"]["similarity"] if "vae" in comps else None
+
+
 # ---- presentation --------------------------------------------------------------------------------
 
 _BLOCK = re.compile(r"^(IN|M|OUT)(\d+)$")

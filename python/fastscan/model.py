@@ -252,6 +252,8 @@ class Summary:
     by_check: dict[str, int] = field(default_factory=dict)
     findings: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SEVERITIES, 0))
     wasted_bytes: dict[str, int] = field(default_factory=dict)
+    skipped_links: int = 0
+    """Symbolic links below a root the walk did not follow (set by the scan, not by `add`)."""
 
     @classmethod
     def of(cls, files: Iterable[FileReport]) -> Summary:
@@ -285,6 +287,7 @@ class Summary:
             "by_check": dict(sorted(self.by_check.items())),
             "findings": self.findings,
             "wasted_bytes": dict(sorted(self.wasted_bytes.items())),
+            "skipped_links": self.skipped_links,
         }
 
 

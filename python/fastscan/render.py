@@ -234,6 +234,10 @@ def totals_line(report: Report) -> str:
         second = f"wasted: [bold]{size(wasted)}[/] ({causes})"
     else:
         second = "wasted: 0 bytes"
+    links = report.summary.skipped_links
+    if links:
+        plural = "s" if links != 1 else ""
+        second += f"\n{links} symlink{plural} skipped (not followed: --follow-links scans them)"
     return f"{first}\n{second}"
 
 

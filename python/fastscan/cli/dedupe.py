@@ -88,6 +88,7 @@ def _act(groups: list[dict], action: DedupeAction, dry_run: bool, console: Any) 
     freed = done = 0
     failures = 0
     verb = {"hardlink": "hard-link", "reflink": "reflink", "delete": "delete"}[action.value]
+    past = {"hardlink": "hard-linked", "reflink": "reflinked", "delete": "deleted"}[action.value]
     for g in groups:
         if g["type"] != "identical-files":
             continue
@@ -106,20 +107,15 @@ def _act(groups: list[dict], action: DedupeAction, dry_run: bool, console: Any) 
                 continue
             done += 1
             freed += n
-            what = (
-                "would " + verb
-                if dry_run
-                else verb + "d"
-                if action is not DedupeAction.hardlink
-                else "hard-linked"
-            )
+            what = "would " + verb if dry_run else past
             console.print(f"  {what} {escape(p)} ({size(n)})", highlight=False)
+    copies = "copy" if done == 1 else "copies"
     if dry_run:
         console.print(
-            f"dry run: {done} copies, {size(freed)} would be freed; add --apply to do it", highlight=False
+            f"dry run: {done} {copies}, {size(freed)} would be freed; add --apply to do it", highlight=False
         )
     else:
-        console.print(f"{done} copies {verb}d, {size(freed)} freed", highlight=False)
+        console.print(f"{done} {copies} {past}, {size(freed)} freed", highlight=False)
     return EXIT_FINDINGS if failures else EXIT_OK
 
 

@@ -292,3 +292,18 @@ def _warn_arch(ckpt: Path, vae: Path) -> None:
         warn(f"{vae} is a {v.kind} file, not a standalone VAE")
     elif "unknown" not in (c.arch, v.arch) and c.arch != v.arch:
         warn(f"{vae} is a VAE of {v.arch} and {ckpt} is {c.arch}: the images will come out wrong")
+    else:
+        # SD1 and SDXL VAEs have the same shapes; their weights tell them apart (trained apart, unrelated)
+        from fastscan import _core
+        from fastscan.lineage import vae_similarity
+
+        try:
+            sim = vae_similarity(ckpt, vae)
+        except (OSError, ValueError):
+            return
+        if sim is not None and sim < _core.LINEAGE_FAMILY_MIN:
+            warn(
+                f"{vae} is unrelated to the VAE of {ckpt} (weights similarity {sim:.2f}): most likely a VAE "
+                "of another architecture (an SDXL VAE in an SD1 checkpoint, or the reverse); "
+                "the images will come out wrong"
+            )

@@ -57,6 +57,8 @@ pub struct Progress {
     pub walk_done: AtomicBool,
     /// Files whose scan has finished (served from the cache or not).
     pub files_scanned: AtomicU64,
+    /// Symbolic links below a root the walk did not follow (walks without `follow_links`).
+    pub skipped_links: AtomicU64,
 }
 
 /// Files walked but not yet taken by a scanning thread: bounds memory whatever the library's size.
@@ -93,6 +95,10 @@ pub fn scan_stream<F>(
                 if halted() {
                     return false;
                 }
+                if let walk::Found::SkippedLink(_) = found {
+                    progress.skipped_links.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
                 progress.files_found.fetch_add(1, Ordering::Relaxed);
                 match found {
                     walk::Found::File(e) => {
@@ -103,6 +109,7 @@ pub fn scan_stream<F>(
                         progress.files_scanned.fetch_add(1, Ordering::Relaxed);
                         send(serde_json::to_value(e.report()).unwrap_or_default())
                     }
+                    walk::Found::SkippedLink(_) => true,
                 }
             });
             progress.walk_done.store(true, Ordering::Release);
@@ -130,6 +137,45 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     #[test]
+    fn links_below_a_root_are_counted_when_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("lib");
+        std::fs::create_dir(&lib).unwrap();
+        std::fs::write(lib.join("a.bin"), b"x").unwrap();
+        std::fs::create_dir(dir.path().join("store")).unwrap();
+        std::fs::write(dir.path().join("store/b.bin"), b"yy").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("store/b.bin"), lib.join("b.bin")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("store"), lib.join("store")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), lib.join("dangling")).unwrap();
+        let opts = ScanOptions::default();
+        for (follow, files, skipped) in [(false, 1, 3), (true, 3, 0)] {
+            let progress = Progress::default();
+            let n = AtomicUsize::new(0);
+            scan_stream(
+                std::slice::from_ref(&lib),
+                follow,
+                2,
+                &opts,
+                None,
+                &progress,
+                |v| {
+                    if v["error"].is_null() {
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                    true
+                },
+            );
+            // followed: a.bin, the link b.bin and store/b.bin; the dangling link is an error report
+            assert_eq!(n.load(Ordering::Relaxed), files, "follow={follow}");
+            assert_eq!(
+                progress.skipped_links.load(Ordering::Relaxed),
+                skipped,
+                "follow={follow}"
+            );
+        }
+    }
+
+    #[test]
     fn stream_reports_every_file_once_and_stops_when_told() {
         let dir = tempfile::tempdir().unwrap();
         for i in 0..300 {
@@ -147,6 +193,7 @@ mod tests {
             true
         });
         assert_eq!(seen.lock().unwrap().len(), 300);
+        assert_eq!(progress.skipped_links.load(Ordering::Relaxed), 0);
         assert_eq!(progress.files_found.load(Ordering::Relaxed), 300);
         assert_eq!(progress.bytes_found.load(Ordering::Relaxed), 300);
         assert!(progress.walk_done.load(Ordering::Relaxed));

@@ -30,6 +30,8 @@ pub const FAMILY_MIN: f64 = 0.5;
 const COMPARABLE: f64 = 0.5;
 /// Models listed under `nearest`.
 const NEAREST: usize = 5;
+/// Least similarity listed under `nearest`: below it the cosine of independent models is sampling noise.
+pub const NEAR_MIN: f64 = 0.1;
 /// Kinds of file lineage covers.
 const KINDS: [&str; 4] = ["checkpoint", "unet", "vae", "text-encoder"];
 /// Metadata keys that declare how a model was made.
@@ -50,6 +52,8 @@ pub struct Model {
     pub kind: String,
     pub metadata: Map<String, Value>,
     pub sampled: Sampled,
+    /// File size in bytes (0 when the report has none): the smaller of two twins names them.
+    pub size: u64,
 }
 
 impl Model {
@@ -70,6 +74,7 @@ impl Model {
             arch: r["arch"].as_str().unwrap_or("unknown").to_string(),
             kind: kind.to_string(),
             metadata: r["metadata"].as_object().cloned().unwrap_or_default(),
+            size: r["size"].as_u64().unwrap_or(0),
             path,
             sampled,
         }))
@@ -114,16 +119,6 @@ impl Model {
         }
         *h.finalize().as_bytes()
     }
-}
-
-/// What two models' fingerprints say about each other.
-#[derive(Clone, Copy, Default)]
-struct Pair {
-    cos: f64,
-    /// Squared distance over the shared samples, relative to the product of their norms.
-    dist: f64,
-    comparable: bool,
-    same: bool,
 }
 
 /// A fitted recipe.
@@ -483,8 +478,242 @@ fn mismatch(declared: &Value, merge: &Value) -> Option<Value> {
     })
 }
 
+/// Options of a lineage run.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Models kept per model by the sketch screen before any fingerprint pair is computed;
+    /// `None` compares every pair of models on fingerprints (exhaustive; quadratic).
+    pub screen: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            screen: Some(SCREEN),
+        }
+    }
+}
+
+/// Nearest models kept per model by the sketch screen (docs/lineage.md, "Cost").
+pub const SCREEN: usize = 48;
+/// Buckets of the count sketch of one component.
+const SKETCH: usize = 128;
+
+/// SplitMix64 finaliser.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A count sketch of a model's samples per component (by index into `comps`): `SKETCH` signed
+/// buckets each, linear in the weights, so sketch cosines estimate fingerprint cosines.
+fn sketch(s: &Sampled, comps: &[String]) -> Vec<Option<(Vec<f32>, f32)>> {
+    let mut acc: Vec<Option<Vec<f64>>> = vec![None; comps.len()];
+    for t in &s.tensors {
+        let Ok(c) = comps.binary_search(&t.comp) else {
+            continue;
+        };
+        let a = acc[c].get_or_insert_with(|| vec![0.0; SKETCH]);
+        let mut h = blake3::Hasher::new();
+        h.update(t.comp.as_bytes());
+        h.update(&[0]);
+        h.update(t.name.as_bytes());
+        h.update(&t.n.to_le_bytes());
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&h.finalize().as_bytes()[..8]);
+        let seed = u64::from_le_bytes(seed);
+        for (j, v) in s.of(t).iter().enumerate() {
+            let z = mix64(seed.wrapping_add((j as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+            let b = (z % SKETCH as u64) as usize;
+            a[b] += if z >> 63 == 1 { -v } else { *v };
+        }
+    }
+    acc.into_iter()
+        .map(|a| {
+            a.map(|v| {
+                let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
+                let norm = v.iter().map(|x| x * x).sum();
+                (v, norm)
+            })
+        })
+        .collect()
+}
+
+type Sketch = Vec<Option<(Vec<f32>, f32)>>;
+
+/// Sketch cosine of `a` and `b` over the components both have (or component `only`).
+fn sketch_cos(a: &Sketch, b: &Sketch, only: Option<usize>) -> f32 {
+    let (mut d, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
+    for (c, (x, y)) in a.iter().zip(b).enumerate() {
+        if only.is_some_and(|o| o != c) {
+            continue;
+        }
+        if let (Some((x, nx)), Some((y, ny))) = (x, y) {
+            d += x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
+            na += nx;
+            nb += ny;
+        }
+    }
+    let n = (na * nb).sqrt();
+    if n > 0.0 {
+        d / n
+    } else {
+        0.0
+    }
+}
+
+/// Neighbours of each of `items` (model indices) among the others that `ok` allows: with `keep`,
+/// the `keep` nearest by sketch cosine, made symmetric; without, all of them.
+fn screen(
+    items: &[usize],
+    sk: &[Sketch],
+    only: Option<usize>,
+    ok: &(dyn Fn(usize, usize) -> bool + Sync),
+    keep: Option<usize>,
+) -> BTreeMap<usize, Vec<usize>> {
+    let picked: Vec<Vec<usize>> = items
+        .par_iter()
+        .map(|&u| {
+            let others = items.iter().copied().filter(|&v| v != u && ok(u, v));
+            match keep {
+                None => others.collect(),
+                Some(k) => {
+                    let mut scored: Vec<(f32, usize)> = others
+                        .map(|v| (sketch_cos(&sk[u], &sk[v], only), v))
+                        .collect();
+                    let by = |a: &(f32, usize), b: &(f32, usize)| {
+                        b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+                    };
+                    if scored.len() > k {
+                        scored.select_nth_unstable_by(k, by);
+                        scored.truncate(k);
+                    }
+                    scored.into_iter().map(|x| x.1).collect()
+                }
+            }
+        })
+        .collect();
+    let mut out: BTreeMap<usize, Vec<usize>> = items.iter().map(|&u| (u, Vec::new())).collect();
+    for (&u, vs) in items.iter().zip(&picked) {
+        for &v in vs {
+            out.entry(u).or_default().push(v);
+            out.entry(v).or_default().push(u);
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_unstable();
+        v.dedup();
+    }
+    out
+}
+
+/// Exact fingerprint cosine and shared sample count of two models (within `scope`).
+fn pair_of(a: &Model, b: &Model, scope: Option<&str>) -> (f64, usize) {
+    let mut s = [0.0; 3];
+    let mut shared = 0usize;
+    for (x, y) in a.sampled.shared(&b.sampled) {
+        if scope.is_some_and(|c| x.comp != c) {
+            continue;
+        }
+        shared += x.len;
+        for (p, q) in a.sampled.of(x).iter().zip(b.sampled.of(y)) {
+            s[0] += p * q;
+            s[1] += p * p;
+            s[2] += q * q;
+        }
+    }
+    (cosine(&s), shared)
+}
+
+/// How files with the same weights are named where one stands for all of them (a parent, a
+/// candidate, a VAE blend's parent; docs/lineage.md "Twins"): `prefer_kind` first (a standalone VAE
+/// file for a VAE), then a `.safetensors` file before any other format, then the smallest file (an
+/// fp16 copy before its fp32 re-save), then the first path in byte order.
+fn twin_rank<'a>(m: &'a Model, prefer_kind: Option<&str>) -> (bool, bool, u64, &'a str) {
+    (
+        prefer_kind.is_some_and(|k| m.kind != k),
+        !m.path.ends_with(".safetensors"),
+        m.size,
+        m.path.as_str(),
+    )
+}
+
+/// Groups of models with equal `keys` (in model order) and each group's representative.
+fn twin_groups(
+    models: &[Model],
+    keys: &[[u8; 32]],
+    members: impl Iterator<Item = usize>,
+    prefer_kind: Option<&str>,
+) -> (Vec<usize>, BTreeMap<usize, Vec<usize>>) {
+    let mut by_key: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
+    for i in members {
+        by_key.entry(keys[i]).or_default().push(i);
+    }
+    let mut rep = vec![usize::MAX; models.len()];
+    let mut groups = BTreeMap::new();
+    for g in by_key.into_values() {
+        let r = *g
+            .iter()
+            .min_by(|&&a, &&b| {
+                twin_rank(&models[a], prefer_kind).cmp(&twin_rank(&models[b], prefer_kind))
+            })
+            .unwrap_or(&g[0]);
+        for &i in &g {
+            rep[i] = r;
+        }
+        groups.insert(r, g);
+    }
+    (rep, groups)
+}
+
+/// Relative squared distance of each model to the centroid of its family (over its own tensors):
+/// the smallest is the family's root, the model the others are closest to on average.
+fn rootness(models: &[Model], family: &[usize]) -> Vec<f64> {
+    type Key<'a> = (&'a str, &'a str, u64);
+    let mut sums: BTreeMap<usize, BTreeMap<Key, (Vec<f64>, usize)>> = BTreeMap::new();
+    for (i, m) in models.iter().enumerate() {
+        let f = sums.entry(family[i]).or_default();
+        for t in &m.sampled.tensors {
+            let e = f
+                .entry((t.comp.as_str(), t.name.as_str(), t.n))
+                .or_insert_with(|| (vec![0.0; t.len], 0));
+            for (s, v) in e.0.iter_mut().zip(m.sampled.of(t)) {
+                *s += v;
+            }
+            e.1 += 1;
+        }
+    }
+    models
+        .par_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let f = &sums[&family[i]];
+            let (mut d, mut norm) = (0.0, 0.0);
+            for t in &m.sampled.tensors {
+                let (s, c) = &f[&(t.comp.as_str(), t.name.as_str(), t.n)];
+                for (v, s) in m.sampled.of(t).iter().zip(s) {
+                    let x = v - s / *c as f64;
+                    d += x * x;
+                    norm += v * v;
+                }
+            }
+            if norm > 0.0 {
+                d / norm
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
 /// The `fastscan.lineage/1` document of the models among `reports` (scan reports with fingerprints).
 pub fn lineage(reports: &[Value]) -> Result<Value, String> {
+    lineage_with(reports, Options::default())
+}
+
+/// [`lineage`] with explicit options (the exhaustive mode checks the screened one).
+pub fn lineage_with(reports: &[Value], opts: Options) -> Result<Value, String> {
     let mut models: Vec<Model> = Vec::new();
     for r in reports {
         if let Some(m) = Model::from_report(r)? {
@@ -494,106 +723,124 @@ pub fn lineage(reports: &[Value]) -> Result<Value, String> {
     models.sort_by(|a, b| a.path.cmp(&b.path));
     let n = models.len();
     let keys: Vec<[u8; 32]> = models.par_iter().map(|m| m.key(None)).collect();
-    let vae_keys: Vec<[u8; 32]> = models.par_iter().map(|m| m.key(Some("vae"))).collect();
-    let same_in = |a: usize, b: usize, scope: Option<&str>| match scope {
-        None => keys[a] == keys[b],
-        Some(_) => vae_keys[a] == vae_keys[b],
-    };
-    let totals: Vec<usize> = models.iter().map(|m| m.samples_in(None)).collect();
+    let (rep, groups) = twin_groups(&models, &keys, 0..n, None);
+    let reps: Vec<usize> = groups.keys().copied().collect();
 
-    // every pair, on fingerprints
-    let idx: Vec<(usize, usize)> = (0..n)
-        .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
-        .collect();
-    let computed: Vec<Pair> = idx
+    // comparable: decided by the tensor structure (names, sizes) alone, once per pair of structures
+    let structure: Vec<[u8; 32]> = models
         .par_iter()
-        .map(|&(i, j)| {
-            let (a, b) = (&models[i], &models[j]);
-            let mut s = [0.0; 3];
-            let mut shared = 0usize;
-            for (x, y) in a.sampled.shared(&b.sampled) {
-                shared += x.len;
-                for (p, q) in a.sampled.of(x).iter().zip(b.sampled.of(y)) {
-                    s[0] += p * q;
-                    s[1] += p * p;
-                    s[2] += q * q;
-                }
+        .map(|m| {
+            let mut h = blake3::Hasher::new();
+            for t in &m.sampled.tensors {
+                h.update(t.comp.as_bytes());
+                h.update(&[0]);
+                h.update(t.name.as_bytes());
+                h.update(&[0]);
+                h.update(&t.n.to_le_bytes());
             }
-            let norm = (s[1] * s[2]).sqrt();
-            Pair {
-                cos: cosine(&s),
-                dist: if norm > 0.0 {
-                    (s[1] + s[2] - 2.0 * s[0]) / norm
-                } else {
-                    0.0
-                },
-                comparable: shared as f64 >= COMPARABLE * totals[i] as f64
-                    && shared as f64 >= COMPARABLE * totals[j] as f64,
-                same: keys[i] == keys[j],
+            *h.finalize().as_bytes()
+        })
+        .collect();
+    let mut kinds: Vec<[u8; 32]> = structure.clone();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let sid: Vec<usize> = structure
+        .iter()
+        .map(|s| kinds.binary_search(s).unwrap_or(0))
+        .collect();
+    let example: Vec<usize> = (0..kinds.len())
+        .map(|k| sid.iter().position(|&s| s == k).unwrap_or(0))
+        .collect();
+    let totals: Vec<usize> = models.iter().map(|m| m.samples_in(None)).collect();
+    let comparable_kinds: Vec<Vec<bool>> = (0..kinds.len())
+        .map(|a| {
+            (0..kinds.len())
+                .map(|b| {
+                    let (x, y) = (example[a], example[b]);
+                    let shared: usize = models[x]
+                        .sampled
+                        .shared(&models[y].sampled)
+                        .iter()
+                        .map(|(t, _)| t.len)
+                        .sum();
+                    shared as f64 >= COMPARABLE * totals[x] as f64
+                        && shared as f64 >= COMPARABLE * totals[y] as f64
+                })
+                .collect()
+        })
+        .collect();
+    let comparable = |a: usize, b: usize| comparable_kinds[sid[a]][sid[b]];
+
+    // the screen: per-component count sketches, nearest `screen` per model; pairs on fingerprints
+    // only for the neighbours it keeps
+    let mut comps: Vec<String> = models
+        .iter()
+        .flat_map(|m| m.sampled.tensors.iter().map(|t| t.comp.clone()))
+        .collect();
+    comps.sort_unstable();
+    comps.dedup();
+    let sketches: Vec<Sketch> = models
+        .par_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if rep[i] == i || m.sampled.tensors.iter().any(|t| t.comp == "vae") {
+                sketch(&m.sampled, &comps)
+            } else {
+                Vec::new()
             }
         })
         .collect();
-    let mut pairs = vec![vec![Pair::default(); n]; n];
-    for (&(i, j), p) in idx.iter().zip(&computed) {
-        pairs[i][j] = *p;
-        pairs[j][i] = *p;
-    }
+    let near = screen(&reps, &sketches, None, &comparable, opts.screen);
+    let computed: BTreeMap<(usize, usize), f64> = near
+        .iter()
+        .flat_map(|(&u, vs)| vs.iter().filter(move |&&v| u < v).map(move |&v| (u, v)))
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|(u, v)| ((u, v), pair_of(&models[u], &models[v], None).0))
+        .collect();
+    // cosine of two models (any twins) whose representatives the screen paired
+    let cos = |a: usize, b: usize| -> f64 {
+        let (a, b) = (rep[a].min(rep[b]), rep[a].max(rep[b]));
+        computed.get(&(a, b)).copied().unwrap_or(0.0)
+    };
+    let nears = |t: usize| -> &[usize] { near.get(&rep[t]).map_or(&[], |v| v.as_slice()) };
 
     // families from similarity alone (merges only ever join models that are similar already)
     let mut parent: Vec<usize> = (0..n).collect();
-    for &(i, j) in &idx {
-        let p = pairs[i][j];
-        if p.same || (p.comparable && p.cos >= FAMILY_MIN) {
-            let (ri, rj) = (find(&mut parent, i), find(&mut parent, j));
+    for (&(u, v), &c) in &computed {
+        if c >= FAMILY_MIN {
+            let (ru, rv) = (find(&mut parent, u), find(&mut parent, v));
+            parent[ru] = rv;
+        }
+    }
+    for g in groups.values() {
+        for &i in g {
+            let (ri, rj) = (find(&mut parent, i), find(&mut parent, g[0]));
             parent[ri] = rj;
         }
     }
     let family: Vec<usize> = (0..n).map(|i| find(&mut parent, i)).collect();
-    // how central a model is in its family: mean relative squared distance to the other members
-    let rootness: Vec<f64> = (0..n)
-        .map(|i| {
-            let others: Vec<f64> = (0..n)
-                .filter(|&j| j != i && family[j] == family[i])
-                .map(|j| pairs[i][j].dist)
-                .collect();
-            others.iter().sum::<f64>() / others.len().max(1) as f64
-        })
-        .collect();
+    let rootness = rootness(&models, &family);
+    // each family's members, most central first
+    let mut central: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, &f) in family.iter().enumerate() {
+        central.entry(f).or_default().push(i);
+    }
+    for v in central.values_mut() {
+        v.sort_by(|&a, &b| rootness[a].total_cmp(&rootness[b]).then(a.cmp(&b)));
+    }
 
-    // candidates: the most similar comparable models, one per group of identical weights
-    let candidates = |t: usize, scope: Option<&str>, prefer_kind: Option<&str>| -> Vec<usize> {
-        let mut order: Vec<usize> = (0..n)
-            .filter(|&j| j != t && (scope.is_some() || pairs[t][j].comparable))
-            .collect();
-        let sim = |j: usize| -> f64 {
-            match scope {
-                None => pairs[t][j].cos,
-                Some(_) => 0.0,
-            }
-        };
-        order.sort_by(|&a, &b| sim(b).total_cmp(&sim(a)).then(a.cmp(&b)));
-        let mut picked: Vec<usize> = Vec::new();
-        for j in order {
-            if same_in(t, j, scope) {
-                continue;
-            }
-            if let Some(k) = picked.iter().position(|&p| same_in(p, j, scope)) {
-                if prefer_kind
-                    .is_some_and(|kd| models[j].kind == kd && models[picked[k]].kind != kd)
-                {
-                    picked[k] = j;
-                }
-                continue;
-            }
-            picked.push(j);
-        }
-        picked
+    // candidates: the most similar comparable models, one (the representative) per group of twins
+    let candidates = |t: usize| -> Vec<usize> {
+        let mut order: Vec<usize> = nears(t).to_vec();
+        order.sort_by(|&a, &b| cos(t, b).total_cmp(&cos(t, a)).then(a.cmp(&b)));
+        order
     };
 
     // a recipe for model `t`; `merges` marks models a first pass explained (tried last as parents)
     let merge_of = |t: usize, merges: &[bool]| -> Option<Merge> {
         let m = &models[t];
-        let ranked: Vec<usize> = candidates(t, None, None)
+        let ranked: Vec<usize> = candidates(t)
             .into_iter()
             .filter(|&j| m.covered_by(&models[j], None))
             .collect();
@@ -611,15 +858,14 @@ pub fn lineage(reports: &[Value]) -> Result<Value, String> {
                 .take(MERGE_CANDIDATES),
         );
         // the family's root is always tried: it is the base an add-difference subtracts
-        let root = (0..n)
-            .filter(|&j| family[j] == family[t] && j != t && !merges[j])
-            .min_by(|&a, &b| rootness[a].total_cmp(&rootness[b]));
-        if let Some(r) = root.filter(|&r| {
-            !cands.contains(&r)
-                && m.covered_by(&models[r], None)
-                && !same_in(t, r, None)
-                && !cands.iter().any(|&c| same_in(c, r, None))
-        }) {
+        let root = central[&family[t]]
+            .iter()
+            .copied()
+            .find(|&j| j != t && !merges[j])
+            .map(|r| rep[r]);
+        if let Some(r) =
+            root.filter(|&r| r != rep[t] && !cands.contains(&r) && m.covered_by(&models[r], None))
+        {
             cands.push(r);
         }
         if cands.len() < 2 {
@@ -649,92 +895,100 @@ pub fn lineage(reports: &[Value]) -> Result<Value, String> {
         });
         Some(f)
     };
+    // twins have the same recipe: one fit per group, by its representative
+    let spread = |per_rep: Vec<bool>| -> Vec<bool> {
+        (0..n)
+            .map(|i| per_rep[reps.binary_search(&rep[i]).unwrap_or(0)])
+            .collect()
+    };
     let none = vec![false; n];
-    let first: Vec<bool> = (0..n)
-        .into_par_iter()
-        .map(|t| merge_of(t, &none).is_some())
-        .collect();
-    let merges: Vec<Option<Merge>> = (0..n)
-        .into_par_iter()
-        .map(|t| merge_of(t, &first))
+    let first: Vec<bool> = spread(
+        reps.par_iter()
+            .map(|&t| merge_of(t, &none).is_some())
+            .collect(),
+    );
+    let merges: BTreeMap<usize, Merge> = reps
+        .par_iter()
+        .filter_map(|&t| merge_of(t, &first).map(|m| (t, m)))
         .collect();
 
-    let vaes: Vec<Option<Value>> = (0..n)
-        .into_par_iter()
-        .map(|t| {
+    // blended VAEs: one fit per distinct VAE, against the other distinct VAEs of the library
+    let has_vae: Vec<bool> = models
+        .iter()
+        .map(|m| m.sampled.tensors.iter().any(|x| x.comp == "vae"))
+        .collect();
+    let vae_keys: Vec<[u8; 32]> = models.par_iter().map(|m| m.key(Some("vae"))).collect();
+    let (vae_rep, vae_groups) = twin_groups(
+        &models,
+        &vae_keys,
+        (0..n).filter(|&i| has_vae[i]),
+        Some("vae"),
+    );
+    let vae_reps: Vec<usize> = vae_groups.keys().copied().collect();
+    let vae_comp = comps.binary_search(&"vae".to_string()).ok();
+    let vae_ok = |a: usize, b: usize| models[a].covered_by(&models[b], Some("vae"));
+    let vae_near = screen(&vae_reps, &sketches, vae_comp, &vae_ok, opts.screen);
+    let blends: BTreeMap<usize, Value> = vae_reps
+        .par_iter()
+        .filter_map(|&t| {
             let m = &models[t];
-            // the VAE alone, against every other VAE in the library
-            let vae = m.sampled.tensors.iter().any(|x| x.comp == "vae").then(|| {
-                let vc: Vec<usize> = candidates(t, Some("vae"), Some("vae"))
-                    .into_iter()
-                    .filter(|&j| m.covered_by(&models[j], Some("vae")))
-                    .collect();
-                let mut scored: Vec<(f64, usize)> = vc
-                    .iter()
-                    .map(|&j| {
-                        let st = m.sampled.stats_in(&models[j].sampled, Some("vae"));
-                        let s = st
-                            .values()
-                            .fold([0.0; 3], |mut a, v| {
-                                for k in 0..3 {
-                                    a[k] += v[k];
-                                }
-                                a
-                            });
-                        (cosine(&s), j)
-                    })
-                    .collect();
-                scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                let vc: Vec<usize> = scored.into_iter().take(CANDIDATES).map(|x| x.1).collect();
-                let refs: Vec<&Model> = vc.iter().map(|&j| &models[j]).collect();
-                let blend = (vc.len() >= 2)
-                    .then(|| Gram::new(m, &refs, Some("vae")))
-                    .flatten()
-                    .and_then(|g| weighted_sum(&g, &[]));
-                blend.map(|b| {
-                    let parents: Vec<Value> = b
-                        .parents
-                        .iter()
-                        .map(|&(i, w)| json!({"path": models[vc[i - 1]].path, "weight": round(w, 4)}))
-                        .collect();
-                    let names: Vec<String> = b
-                        .parents
-                        .iter()
-                        .map(|&(i, w)| format!("{} ({:.2})", models[vc[i - 1]].path, w))
-                        .collect();
-                    json!({
-                        "check": "vae.blended",
-                        "severity": "warning",
-                        "message": format!(
-                            "the VAE is a blend of {}: blended VAEs are the known cause of gray, washed-out images",
-                            names.join(" and ")
-                        ),
-                        "details": {"parents": parents, "fit": round(b.fit, 4)},
-                    })
-                })
-            });
-            vae.flatten()
+            let mut scored: Vec<(f64, usize)> = vae_near[&t]
+                .iter()
+                .filter(|&&j| vae_ok(t, j))
+                .map(|&j| (pair_of(m, &models[j], Some("vae")).0, j))
+                .collect();
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let vc: Vec<usize> = scored.into_iter().take(CANDIDATES).map(|x| x.1).collect();
+            let refs: Vec<&Model> = vc.iter().map(|&j| &models[j]).collect();
+            let b = (vc.len() >= 2)
+                .then(|| Gram::new(m, &refs, Some("vae")))
+                .flatten()
+                .and_then(|g| weighted_sum(&g, &[]))?;
+            let parents: Vec<Value> = b
+                .parents
+                .iter()
+                .map(|&(i, w)| json!({"path": models[vc[i - 1]].path, "weight": round(w, 4)}))
+                .collect();
+            let names: Vec<String> = b
+                .parents
+                .iter()
+                .map(|&(i, w)| format!("{} ({:.2})", models[vc[i - 1]].path, w))
+                .collect();
+            Some((
+                t,
+                json!({
+                    "check": "vae.blended",
+                    "severity": "warning",
+                    "message": format!(
+                        "the VAE is a blend of {}: blended VAEs are the known cause of gray, washed-out images",
+                        names.join(" and ")
+                    ),
+                    "details": {"parents": parents, "fit": round(b.fit, 4)},
+                }),
+            ))
         })
         .collect();
-    let analyses: Vec<(Option<Merge>, Option<Value>)> = merges.into_iter().zip(vaes).collect();
 
     let mut out_models = Vec::with_capacity(n);
-    for (t, (merge, vae)) in analyses.iter().enumerate() {
+    for t in 0..n {
         let m = &models[t];
-        let same: Vec<&str> = (0..n)
-            .filter(|&j| j != t && pairs[t][j].same)
-            .map(|j| models[j].path.as_str())
-            .collect();
-        let mut near: Vec<usize> = (0..n)
-            .filter(|&j| j != t && pairs[t][j].comparable && !pairs[t][j].same)
-            .collect();
-        near.sort_by(|&a, &b| pairs[t][b].cos.total_cmp(&pairs[t][a].cos).then(a.cmp(&b)));
-        let nearest: Vec<Value> = near
+        let same: Vec<&str> = groups[&rep[t]]
             .iter()
-            .take(NEAREST)
-            .map(|&j| json!({"path": models[j].path, "similarity": round(pairs[t][j].cos.max(0.0), 4)}))
+            .filter(|&&j| j != t)
+            .map(|&j| models[j].path.as_str())
             .collect();
-        let merge_json = match merge {
+        let mut near_t: Vec<usize> = nears(t)
+            .iter()
+            .flat_map(|r| groups[r].iter().copied())
+            .collect();
+        near_t.sort_by(|&a, &b| cos(t, b).total_cmp(&cos(t, a)).then(a.cmp(&b)));
+        let nearest: Vec<Value> = near_t
+            .iter()
+            .take_while(|&&j| cos(t, j) >= NEAR_MIN)
+            .take(NEAREST)
+            .map(|&j| json!({"path": models[j].path, "similarity": round(cos(t, j).max(0.0), 4)}))
+            .collect();
+        let merge_json = match merges.get(&rep[t]) {
             None => Value::Null,
             Some(f) => {
                 let path = |i: usize| models[i].path.clone();
@@ -750,7 +1004,11 @@ pub fn lineage(reports: &[Value]) -> Result<Value, String> {
             }
         };
         let declared = declared(&m.metadata);
-        let mut findings: Vec<Value> = vae.iter().cloned().collect();
+        let mut findings: Vec<Value> = has_vae[t]
+            .then(|| blends.get(&vae_rep[t]).cloned())
+            .flatten()
+            .into_iter()
+            .collect();
         findings.extend(mismatch(&declared, &merge_json));
         out_models.push(json!({
             "path": m.path,
@@ -764,20 +1022,18 @@ pub fn lineage(reports: &[Value]) -> Result<Value, String> {
         }));
     }
     // families: similarity groups, joined further by the recipes found
-    for (t, (merge, _)) in analyses.iter().enumerate() {
-        if let Some(f) = merge {
-            for j in f.parents.iter().map(|p| p.0).chain(f.base) {
-                let (ri, rj) = (find(&mut parent, t), find(&mut parent, j));
-                parent[ri] = rj;
-            }
+    for (&t, f) in &merges {
+        for j in f.parents.iter().map(|p| p.0).chain(f.base) {
+            let (ri, rj) = (find(&mut parent, t), find(&mut parent, j));
+            parent[ri] = rj;
         }
     }
-    let mut groups: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    let mut fams: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
     for (i, m) in models.iter().enumerate() {
         let r = find(&mut parent, i);
-        groups.entry(r).or_default().push(&m.path);
+        fams.entry(r).or_default().push(&m.path);
     }
-    let mut families: Vec<Vec<&str>> = groups.into_values().filter(|g| g.len() > 1).collect();
+    let mut families: Vec<Vec<&str>> = fams.into_values().filter(|g| g.len() > 1).collect();
     families.sort();
     Ok(json!({"schema": SCHEMA, "models": out_models, "families": families}))
 }

@@ -46,11 +46,13 @@ impl WalkError {
     }
 }
 
-/// What the walk meets: a regular file to scan, or a path it could not read.
+/// What the walk meets: a regular file to scan, a path it could not read, or a symbolic link below a
+/// root that it did not follow (walks without `follow_links`; counted, never opened).
 #[derive(Clone, Debug)]
 pub enum Found {
     File(Entry),
     Error(WalkError),
+    SkippedLink(PathBuf),
 }
 
 /// Seconds since the epoch of a file's modification time.
@@ -73,6 +75,7 @@ pub fn walk(roots: &[PathBuf], follow_links: bool, threads: usize) -> (Vec<Entry
         match found {
             Found::File(e) => files.lock().unwrap().push(e),
             Found::Error(e) => errors.lock().unwrap().push(e),
+            Found::SkippedLink(_) => {}
         }
         true
     });
@@ -160,6 +163,12 @@ pub fn walk_stream(
                     } else if ft.is_file() {
                         ent.metadata()
                             .map_err(|e| std::io::Error::other(e.to_string()))
+                    } else if ft.is_symlink() {
+                        let path = ent.into_path();
+                        if !first_time(&path) || emit(Found::SkippedLink(path)) {
+                            return ignore::WalkState::Continue;
+                        }
+                        return ignore::WalkState::Quit;
                     } else {
                         return ignore::WalkState::Continue;
                     };
@@ -190,6 +199,7 @@ pub fn walk_stream(
             let path = match &found {
                 Found::File(e) => &e.path,
                 Found::Error(e) => &e.path,
+                Found::SkippedLink(p) => p,
             };
             if !first_time(path) {
                 return ignore::WalkState::Continue;

@@ -454,6 +454,12 @@ impl Scanner {
         )
     }
 
+    /// Symbolic links below a root the walk did not follow (0 with `follow_links`).
+    #[getter]
+    fn skipped_links(&self) -> u64 {
+        self.progress.skipped_links.load(Ordering::Relaxed)
+    }
+
     /// True while a walking or scanning thread is still at work.
     #[getter]
     fn running(&self) -> bool {
@@ -577,12 +583,24 @@ fn similar_exact<'py>(
     json_to_py(py, &doc.map_err(PyValueError::new_err)?)
 }
 
-/// `fastscan.lineage/1` from scan reports carrying fingerprints.
+/// `fastscan.lineage/1` from scan reports carrying fingerprints; `exhaustive` skips the sketch
+/// screen and compares every pair (quadratic: for checking the screen); `screen` is how many
+/// nearest models the screen keeps per model.
 #[pyfunction]
-fn lineage<'py>(py: Python<'py>, reports: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+#[pyo3(signature = (reports, exhaustive = false, screen = fastscan_core::lineage::SCREEN))]
+fn lineage<'py>(
+    py: Python<'py>,
+    reports: &Bound<'py, PyAny>,
+    exhaustive: bool,
+    screen: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    use fastscan_core::lineage::{lineage_with, Options};
     let reports = from_py(reports)?;
+    let opts = Options {
+        screen: (!exhaustive).then_some(screen),
+    };
     let doc = py
-        .detach(|| fastscan_core::lineage::lineage(&reports))
+        .detach(|| lineage_with(&reports, opts))
         .map_err(PyValueError::new_err)?;
     json_to_py(py, &doc)
 }
@@ -599,6 +617,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(similar, m)?)?;
     m.add_function(wrap_pyfunction!(similar_exact, m)?)?;
     m.add_function(wrap_pyfunction!(lineage, m)?)?;
+    m.add("LINEAGE_FAMILY_MIN", fastscan_core::lineage::FAMILY_MIN)?;
     m.add_function(wrap_pyfunction!(safetensors_header, m)?)?;
     m.add_function(wrap_pyfunction!(cast, m)?)?;
     use fastscan_core::dtype::Dtype;
