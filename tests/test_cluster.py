@@ -47,8 +47,14 @@ def _comparable(report) -> dict:
 
 
 def _both(paths, client, **options) -> tuple[dict, dict]:
-    """(clustered report, local report) of the same inputs, timings left out."""
-    clustered = ScanRun(paths, cluster=client, **options).drive()
+    """(clustered report, local report) of the same inputs, timings left out; the clustered scan's
+    progress ends at the totals of its report."""
+    seen = []
+    clustered = ScanRun(paths, cluster=client, **options).drive(progress=seen.append)
+    last = seen[-1]
+    assert (last.files_done, last.bytes_done) == (last.files_total, last.bytes_total)
+    assert (last.files_total, last.bytes_total) == (clustered.summary.files, clustered.summary.bytes)
+    assert [p.files_done for p in seen] == list(range(1, len(seen) + 1))
     local = ScanRun(paths, **options).drive()
     return _comparable(clustered), _comparable(local)
 
