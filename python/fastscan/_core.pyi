@@ -22,8 +22,17 @@ def walk(
 
     Paths are as `os.fsdecode` gives them: bytes that are not UTF-8 come as surrogate escapes."""
 
-def scan_file(path: _Path, hash: _HashMode = "full", sha256: bool = False) -> dict[str, Any]:
-    """Scans one file and returns its report as a dict (the file object of the JSON report)."""
+def scan_file(
+    path: _Path, hash: _HashMode = "full", sha256: bool = False, fingerprint: bool = False
+) -> dict[str, Any]:
+    """Scans one file (or diffusers folder) and returns its report as a dict (the file object of the JSON
+    report), the same report a multi-file scan makes of it."""
+
+def scan_plan(
+    roots: Sequence[_Path], follow_links: bool = False, jobs: int = 0
+) -> tuple[list[tuple[str, int]], list[dict[str, Any]]]:
+    """What a scan of `roots` covers, walked as `Scanner` walks them: ([(path, size)] of each file or
+    diffusers folder to scan, [report] of each unreadable path, as the scan gives it)."""
 
 def read_tensors(path: _Path) -> dict[str, Any]:
     """The core's `open_table`: format, kind, arch, size, header_len, unaccounted_bytes, metadata, the

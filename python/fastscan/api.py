@@ -8,11 +8,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastscan import _core
 from fastscan.dedupe import find_duplicates
 from fastscan.model import FileReport, Report, Summary
+
+if TYPE_CHECKING:
+    from fastscan.cluster import ClusterScan
 
 HASH_MODES = ("none", "components", "full")
 PathLike = str | os.PathLike
@@ -72,7 +75,30 @@ def _check_options(hash: str, jobs: int) -> None:
         raise ValueError(f"jobs must be 0 (all cores) or more, not {jobs}")
 
 
-class ScanIterator(Iterator[FileReport]):
+class StoppableScan(Iterator[FileReport]):
+    """A scan under way that yields `FileReport`s and is stopped by `close()`: on `with` exit, and when
+    dropped while open (subclasses set `_open` and define `close`)."""
+
+    _open = False
+
+    def __iter__(self) -> StoppableScan:
+        return self
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> StoppableScan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_open", False):
+            self.close()
+
+
+class ScanIterator(StoppableScan):
     """A scan under way in the core (see `iter_scan`): iterating yields each `FileReport` as it finishes.
 
     `close()` (also on `with` exit, on `break` out of a `for` over `iter_scan(...)` and when the iterator
@@ -84,9 +110,6 @@ class ScanIterator(Iterator[FileReport]):
         self.cache_warning = cache_warning
         self._core = scanner
         self._open = True
-
-    def __iter__(self) -> ScanIterator:
-        return self
 
     def __next__(self) -> FileReport:
         if not self._open:
@@ -121,16 +144,6 @@ class ScanIterator(Iterator[FileReport]):
             self._open = False
             self._core.close()
 
-    def __enter__(self) -> ScanIterator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_open", False):
-            self.close()
-
 
 def iter_scan(
     paths: PathLike | Iterable[PathLike],
@@ -141,7 +154,8 @@ def iter_scan(
     follow_links: bool = False,
     cache: bool | PathLike | None = None,
     fingerprint: bool = False,
-) -> ScanIterator:
+    cluster: Any = None,
+) -> ScanIterator | ClusterScan:
     """Scans files and directories, yielding each file's `FileReport` as it finishes (completion order).
 
     The walk runs in the core and feeds the scanning threads directly; reports wait in a small bounded
@@ -151,6 +165,18 @@ def iter_scan(
     """
     _check_options(hash, jobs)
     roots = _roots(paths)
+    if cluster is not None:  # the scan cache is per machine: a cluster's workers scan every file
+        from fastscan.cluster import ClusterScan
+
+        return ClusterScan(
+            roots,
+            cluster,
+            hash=hash,
+            sha256=sha256,
+            jobs=jobs,
+            follow_links=follow_links,
+            fingerprint=fingerprint,
+        )
     opts = {
         "hash": hash,
         "sha256": sha256,
@@ -266,6 +292,7 @@ def scan(
     follow_links: bool = False,
     progress: Callable[[Progress], object] | None = None,
     cache: bool | PathLike | None = None,
+    cluster: Any = None,
 ) -> Report:
     """Scans files and directories and returns the report (raises FileNotFoundError for a missing root).
 
@@ -273,8 +300,13 @@ def scan(
     value checks) or `full` (whole-file hashes too); `sha256` adds SHA-256 and the hashes built on it;
     `jobs` 0 uses every core; `progress` is called with a `Progress` after each file; `cache`: True for
     the user's scan cache (`default_cache_path()`), a path for another database, None for none.
+    `cluster`: a `distributed.Client` or a Dask scheduler address (`tcp://host:8786`) to spread the files
+    over that cluster's workers (`fastscan.cluster`; the same report, files named by absolute path; no
+    scan cache); raises `fastscan.cluster.ClusterError` when the cluster cannot run the scan.
     """
-    run = ScanRun(paths, hash=hash, sha256=sha256, jobs=jobs, follow_links=follow_links, cache=cache)
+    run = ScanRun(
+        paths, hash=hash, sha256=sha256, jobs=jobs, follow_links=follow_links, cache=cache, cluster=cluster
+    )
     return run.drive(progress=progress)
 
 

@@ -58,9 +58,19 @@ def command(
         bool, typer.Option("--follow-links", help="Follow symbolic links inside directories.")
     ] = False,
     no_cache: NoCacheOpt = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            metavar="ADDRESS",
+            help="Spread the files over the workers of a running Dask cluster (its scheduler, e.g. "
+            "tcp://host:8786); needs the cluster extra.",
+        ),
+    ] = None,
 ) -> None:
     """Scan files and directories and report what is wrong with them."""
     from fastscan.api import ScanRun
+    from fastscan.cluster import ClusterError
 
     if json_out and jsonl:
         raise fail("--json and --jsonl exclude each other")
@@ -74,8 +84,9 @@ def command(
             follow_links=follow_links,
             cache=not no_cache,
             keep_files=not (mode == "jsonl" and output is None),  # --jsonl alone streams in constant memory
+            cluster=cluster,
         )
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, ClusterError) as e:
         raise fail(str(e)) from None
     try:
         sink = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
@@ -102,6 +113,8 @@ def command(
             _print_human(report, fmt, files)
     except KeyboardInterrupt:
         raise fail("interrupted", EXIT_INTERRUPTED) from None
+    except ClusterError as e:
+        raise fail(str(e)) from None
     except BrokenPipeError:  # the reader went away (`| head`)
         raise closed_pipe() from None
     except OSError as e:

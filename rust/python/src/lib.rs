@@ -14,10 +14,6 @@ use std::thread::JoinHandle;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn options(hash: &str, sha256: bool) -> PyResult<ScanOptions> {
-    options_with(hash, sha256, false)
-}
-
 fn options_with(hash: &str, sha256: bool, fingerprint: bool) -> PyResult<ScanOptions> {
     let hash = match hash {
         "none" => HashMode::None,
@@ -76,16 +72,18 @@ fn walk(
     )
 }
 
-/// Scans one file and returns its report as a dict.
+/// Scans one file (or diffusers folder) with the core's threads and returns its report as a dict, the
+/// same report a multi-file scan makes of it (`fingerprint`: lineage fingerprints, as `Scanner`).
 #[pyfunction]
-#[pyo3(signature = (path, hash="full", sha256=false))]
+#[pyo3(signature = (path, hash="full", sha256=false, fingerprint=false))]
 fn scan_file<'py>(
     py: Python<'py>,
     path: PathBuf,
     hash: &str,
     sha256: bool,
+    fingerprint: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let opts = options(hash, sha256)?;
+    let opts = options_with(hash, sha256, fingerprint)?;
     let v = py.detach(|| fastscan_core::cache::scan_cached(&path, &opts, None));
     json_to_py(py, &v)
 }
@@ -126,6 +124,29 @@ fn export<'py>(
         (f, _) => py.detach(|| export_sidecars(f, &reports, force, now)),
     };
     pythonize::pythonize(py, &outcomes).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// What a scan of `roots` covers, walked as `Scanner` walks them: ([(path, size)] of each file or
+/// diffusers folder to scan, [report]) with the report of each unreadable path, as the scan gives it.
+#[pyfunction]
+#[pyo3(signature = (roots, follow_links=false, jobs=0))]
+#[allow(clippy::type_complexity)]
+fn scan_plan<'py>(
+    py: Python<'py>,
+    roots: Vec<PathBuf>,
+    follow_links: bool,
+    jobs: usize,
+) -> PyResult<(Vec<(OsString, u64)>, Vec<Bound<'py, PyAny>>)> {
+    let (files, errors) = py.detach(|| fastscan_core::walk::walk(&roots, follow_links, jobs));
+    let failed = errors
+        .iter()
+        .map(|e| to_py(py, &e.report()))
+        .collect::<PyResult<_>>()?;
+    let files = files
+        .into_iter()
+        .map(|e| (e.path.into_os_string(), e.size))
+        .collect();
+    Ok((files, failed))
 }
 
 /// The one place core errors become Python exceptions: OSError for I/O, ValueError for a file that is
@@ -613,6 +634,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(export, m)?)?;
     m.add_function(wrap_pyfunction!(scan_memory, m)?)?;
     m.add_function(wrap_pyfunction!(read_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(scan_plan, m)?)?;
     m.add_function(wrap_pyfunction!(read_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(similar, m)?)?;
     m.add_function(wrap_pyfunction!(similar_exact, m)?)?;
