@@ -170,6 +170,11 @@ def short(path: str) -> str:
     return short_path(path, _ROOTS)
 
 
+def _link(path: str, ids: Mapping[str, int]) -> str:
+    """A link to a file's details, showing its short path (the full path on hover)."""
+    return f'<a href="#f-{ids.get(path, "")}" title="{_e(path)}">{_e(short(path))}</a>'
+
+
 def _files_of(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return report.get("files") or []
 
@@ -264,7 +269,8 @@ def block_chart(m: Mapping[str, Any]) -> str:
         return pad + h * (hi - v) / (hi - lo)
 
     parts = [
-        f'<svg class="blockw" viewBox="0 0 {left + w + 20} {h + 2 * pad + 40}" role="img" '
+        f'<svg class="blockw" viewBox="0 0 {left + w + 20} {h + 2 * pad + 40}" width="{left + w + 20}" '
+        f'role="img" '
         f'aria-label="weights per block">',
         f'<line class="axis" x1="{left}" y1="{y(0):.1f}" x2="{left + w}" y2="{y(0):.1f}"/>',
         f'<text x="{left - 4}" y="{y(hi) + 4:.1f}" text-anchor="end">{hi:.2g}</text>',
@@ -300,6 +306,9 @@ def heatmap(doc: Mapping[str, Any]) -> str:
         i, j = at[pair["a"]], at[pair["b"]]
         sim[(i, j)] = sim[(j, i)] = pair["similarity"]
     n = len(paths)
+    values = list(sim.values())
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    span = (hi - lo) or 1.0
     cell, label_w = (34 if n <= 12 else 18), 170
     parts = [
         f'<svg class="heat" viewBox="0 0 {label_w + n * cell + 10} {label_w + n * cell + 10}" '
@@ -325,7 +334,7 @@ def heatmap(doc: Mapping[str, Any]) -> str:
             v = sim.get((i, j))
             if v is None:
                 continue
-            light = 96 - 66 * max(0.0, min(1.0, v))
+            light = 92 - 62 * (v - lo) / span  # darker is more similar, over the range shown
             parts.append(
                 f'<rect class="cell" data-value="{v}" x="{x}" y="{y}" width="{cell - 1}" height="{cell - 1}" '
                 f'style="fill:hsl(210,65%,{light:.0f}%)"><title>{_e(_base(paths[i]))} vs '
@@ -338,7 +347,8 @@ def heatmap(doc: Mapping[str, Any]) -> str:
                     f'text-anchor="middle">{v:.2f}</text>'
                 )
     parts.append("</svg>")
-    return "".join(parts)
+    legend = f'<p class="meta">Lightest {lo:.4f}, darkest {hi:.4f}; exact values on hover.</p>'
+    return "".join(parts) + legend
 
 
 def family_graph(doc: Mapping[str, Any], family: Sequence[str], ids: Mapping[str, int]) -> str:
@@ -377,15 +387,13 @@ def family_graph(doc: Mapping[str, Any], family: Sequence[str], ids: Mapping[str
         y1, y2 = y1 + bh / 2, y2 + bh / 2
         if x1 == x2:  # same column: an arc on the left
             d = f"M{x1},{y1} C{x1 - 50},{y1} {x2 - 50},{y2} {x2},{y2}"
-            lx, ly = x1 - 38, (y1 + y2) / 2
         else:
             x1 += bw
             d = f"M{x1},{y1} C{x1 + gx / 2},{y1} {x2 - gx / 2},{y2} {x2},{y2}"
-            lx, ly = (x1 + x2) / 2, (y1 + y2) / 2 - 3
         marker = ' marker-end="url(#arrow)"' if klass in ("parent", "base") else ""
         edges.append(
-            f'<path class="edge {klass}" d="{d}"{marker}/><text class="elabel" x="{lx:.0f}" y="{ly:.0f}" '
-            f'text-anchor="middle">{_e(label)}</text>'
+            f'<path class="edge {klass}" d="{d}"{marker}><title>{_e(_base(a))} → {_e(_base(b))}: '
+            f"{_e(label)}</title></path>"
         )
 
     for p in family:
@@ -395,15 +403,15 @@ def family_graph(doc: Mapping[str, Any], family: Sequence[str], ids: Mapping[str
         merge = m.get("merge")
         if merge:
             for q in merge["parents"]:
-                edge(q["path"], p, "parent", f"{q['weight']:.2f}")
+                edge(q["path"], p, "parent", f"parent, weight {q['weight']:.2f}")
             if merge.get("base"):
-                edge(merge["base"], p, "base", "base")
+                edge(merge["base"], p, "base", "base of the difference")
         elif m["nearest"] and m["nearest"][0]["path"] in members:
             near = m["nearest"][0]
-            edge(near["path"], p, "near", f"{near['similarity']:.3f}")
+            edge(near["path"], p, "near", f"nearest, similarity {near['similarity']:.3f}")
         for q in m["same_weights"]:
             if q > p:
-                edge(p, q, "same", "same")
+                edge(p, q, "same", "same weights")
     nodes = []
     for p, (x, y) in pos.items():
         m = models.get(p, {})
@@ -421,6 +429,9 @@ def family_graph(doc: Mapping[str, Any], family: Sequence[str], ids: Mapping[str
         f'aria-label="family graph"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" '
         f'markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z"/>'
         f"</marker></defs>{''.join(edges)}{''.join(nodes)}</svg>"
+        '<p class="meta">Arrows: parents of a merge found in the weights (bold boxes; weights in the '
+        "Merges table and on hover); dashed: the base of an add-difference; dotted: the nearest model; "
+        "thick gray: the same weights.</p>"
     )
 
 
@@ -716,7 +727,7 @@ def duplicates_section(report: Mapping[str, Any], ids: Mapping[str, int]) -> str
         for p in g["files"]:
             mark = ' <span class="keep">keep</span>' if p == g.get("keep") else ""
             mark += ' <span class="sev error">damaged</span>' if p in damaged else ""
-            lis.append(f'<li><a href="#f-{ids.get(p, "")}" title="{_e(p)}">{_e(short(p))}</a>{mark}</li>')
+            lis.append(f"<li>{_link(p, ids)}{mark}</li>")
         items.append(f'<div class="group {_e(g["type"])}"><p>{head}</p><ul>{"".join(lis)}</ul></div>')
     total = reclaimable(groups)
     return (
@@ -783,9 +794,7 @@ def lineage_section(lib: Library, ids: Mapping[str, int]) -> str:
     merges = [m for m in doc["models"] if m.get("merge")]
     if merges:
         rows = "".join(
-            f'<tr><td><a href="#f-{ids.get(m["path"], "")}">{_e(m["path"])}</a></td>'
-            f"<td>{_e(recipe_text(m['merge']))}</td></tr>"
-            for m in merges
+            f"<tr><td>{_link(m['path'], ids)}</td><td>{_e(recipe_text(m['merge']))}</td></tr>" for m in merges
         )
         out.append(
             '<h3>Merges</h3><table class="grid"><tr><th>model</th><th>recipe (from the weights)</th></tr>'
@@ -794,7 +803,8 @@ def lineage_section(lib: Library, ids: Mapping[str, int]) -> str:
     for m in merges:
         if m["merge"].get("blocks"):
             out.append(
-                f'<figure class="chart wide"><figcaption>{_e(m["path"])}: weights per block</figcaption>'
+                f'<figure class="chart wide"><figcaption>{_e(short(m["path"]))}: weights per block'
+                "</figcaption>"
                 f"{block_chart(m)}</figure>"
             )
     for s in lib.similar:
