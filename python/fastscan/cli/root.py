@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from fastscan.cli import dedupe, demo, export, fix, hashes, info, lineage, scan
+from fastscan.cli import dedupe, demo, export, fix, hashes, info, lineage, report, scan
 from fastscan.cli.errors import EXIT_INTERRUPTED, report_usage_error
 
 HELP = "Find and fix what is wrong with Stable Diffusion model files. `fastscan PATH` = `fastscan scan PATH`."
@@ -109,6 +109,7 @@ app.command("extract", cls=Command)(fix.extract)
 app.command("bake-vae", cls=Command)(fix.bake_vae)
 app.command("similar", cls=Command)(lineage.similar_command)
 app.command("lineage", cls=Command)(lineage.lineage_command)
+app.command("report", cls=Command)(report.command)
 
 
 def run(argv: list[str] | None = None) -> None:
