@@ -24,6 +24,8 @@ pub struct ScanOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Also sample the lineage fingerprint in the data pass (needs `hash` other than `None`).
     pub fingerprint: bool,
+    /// The endpoint of an S3-compatible service for `s3://` roots (else `AWS_ENDPOINT_URL`, else AWS).
+    pub endpoint_url: Option<String>,
 }
 
 impl ScanOptions {
@@ -42,6 +44,7 @@ impl Default for ScanOptions {
             sha256: false,
             stop: None,
             fingerprint: false,
+            endpoint_url: None,
         }
     }
 }
@@ -85,6 +88,11 @@ fn opening_failed(path: &Path, e: OpenError, r: &mut FileReport) {
         r.size = meta.len();
         r.mtime = crate::walk::mtime_of(&meta);
     }
+    opening_failed_report(e, r);
+}
+
+/// The report part of [`opening_failed`] (size and mtime already filled in; `r.path` names the file).
+pub(crate) fn opening_failed_report(e: OpenError, r: &mut FileReport) {
     r.format = e.format();
     match e {
         OpenError::Io(e) => {
@@ -112,7 +120,7 @@ fn opening_failed(path: &Path, e: OpenError, r: &mut FileReport) {
     }
 }
 
-fn scan_table(t: Table, opts: &ScanOptions, r: &mut FileReport) -> std::io::Result<()> {
+pub(crate) fn scan_table(t: Table, opts: &ScanOptions, r: &mut FileReport) -> std::io::Result<()> {
     r.size = t.size;
     r.mtime = t.mtime;
     r.format = t.format;
@@ -139,13 +147,10 @@ fn scan_table(t: Table, opts: &ScanOptions, r: &mut FileReport) -> std::io::Resu
     r.findings = t.findings;
     r.wasted_bytes = t.wasted;
 
-    if opts.hash != HashMode::None && r.size > 0 {
-        let map = GuardedMap::new(&t.file, r.size)?;
+    if let (true, Some(file)) = (opts.hash != HashMode::None && r.size > 0, t.file.as_ref()) {
+        let map = GuardedMap::new(file, r.size)?;
         let src = datapass::Source {
-            bytes: datapass::Bytes::Mapped {
-                map: &map,
-                file: &t.file,
-            },
+            bytes: datapass::Bytes::Mapped { map: &map, file },
             tensors: &t.tensors,
             class: &t.class,
             safetensors_metadata: (t.format == Format::Safetensors).then_some(&t.metadata),
