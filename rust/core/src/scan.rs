@@ -2,10 +2,10 @@
 
 use crate::classify::{Classification, Role};
 use crate::datapass::{self, HashMode};
-use crate::mapguard::GuardedMap;
 use crate::pickle::PickleError;
 use crate::report::{ComponentReport, ErrorKind, FileError, FileReport};
 use crate::sniff::Format;
+use crate::source::FileSource;
 use crate::table::{open_table, OpenError, Table};
 use crate::tensor::TensorInfo;
 use serde_json::Value;
@@ -140,18 +140,18 @@ fn scan_table(t: Table, opts: &ScanOptions, r: &mut FileReport) -> std::io::Resu
     r.wasted_bytes = t.wasted;
 
     if opts.hash != HashMode::None && r.size > 0 {
-        let map = GuardedMap::new(&t.file, r.size)?;
-        let src = datapass::Source {
-            bytes: datapass::Bytes::Mapped {
-                map: &map,
-                file: &t.file,
-            },
+        let mut file = FileSource::new(&t.file, r.size);
+        let mut src = datapass::Source {
+            bytes: &mut file,
             tensors: &t.tensors,
             class: &t.class,
             safetensors_metadata: (t.format == Format::Safetensors).then_some(&t.metadata),
             stop: opts.stop.as_deref(),
         };
-        let dp = datapass::run_with(&src, opts.hash, opts.sha256, opts.fingerprint);
+        let dp = datapass::run_with(&mut src, opts.hash, opts.sha256, opts.fingerprint);
+        if let Some(e) = dp.io_error {
+            return Err(e);
+        }
         r.hashes = dp.hashes;
         r.fingerprint = dp.fingerprint;
         for (c, h) in dp.components {
