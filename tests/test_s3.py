@@ -354,3 +354,30 @@ def test_cli_scans_a_bucket_and_never_prints_credentials(store: Store) -> None:
     assert report["roots"] == [f"s3://{BUCKET}/lib/"]
     for secret in KEYS.values():
         assert secret not in p.stdout and secret not in p.stderr
+
+
+# Runs the CLI as the only child of a fresh interpreter and prints that child's peak RSS (KiB) on stderr.
+_PEAK = (
+    "import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(p.returncode)"
+)
+
+
+def test_a_data_pass_streams_a_large_object_in_bounded_memory(store: Store) -> None:
+    key = f"big/{BIG_LAYOUT_FILE}"
+    url = f"s3://{BUCKET}/{key}"
+    args = ["scan", url, "--json", "--no-cache", "--endpoint-url", store.endpoint]
+    p = subprocess.run(
+        [sys.executable, "-c", _PEAK, sys.executable, "-m", "fastscan", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **KEYS},
+        timeout=300,
+    )
+    assert p.returncode in (0, 1), p.stderr
+    (f,) = json.loads(p.stdout)["files"]
+    local = fastscan.scan(store.local / key).files[0]
+    assert f["size"] > 300 << 20
+    assert f["hashes"]["blake3"] == local.hashes.blake3 and f["components"] == local.to_dict()["components"]
+    peak = int(p.stderr.strip().splitlines()[-1]) * 1024
+    assert peak < 200 << 20, peak

@@ -28,6 +28,7 @@ pub mod safetensors;
 pub mod scan;
 pub mod similarity;
 pub mod sniff;
+pub mod source;
 mod standalone;
 pub mod table;
 pub mod tensor;

@@ -1,10 +1,10 @@
 //! Objects in S3 (and compatibles), GCS, Azure and on plain HTTPS, scanned in place through `object_store`.
 //!
-//! A root URL is listed (paginated by the store) into [`Object`]s: URL, size, ETag. A header-only
-//! scan of a safetensors object costs at most two ranged GETs (the first [`FIRST_READ`] bytes, then
-//! the rest of the header if it is longer). Anything that needs every byte (the data pass, and for now
-//! the containers of pickle-based files) streams the object once to a temporary file with resumed,
-//! backed-off retries, then scans that file as a local one: same hashes, findings and kinds. Every
+//! A root URL is listed (paginated by the store) into [`Object`]s: URL, size, ETag. The header of a
+//! safetensors object costs at most two ranged GETs (the first [`FIRST_READ`] bytes, then the rest of
+//! the header if it is longer); its data pass reads one streamed GET through the data pass's chunk
+//! source ([`Stream`]), resumed at the offset reached after a transient error. The containers of
+//! pickle-based files are for now streamed once to a temporary file and scanned as a local file. Every
 //! read after the listing carries `If-Match: <ETag>`, so an object overwritten during the scan is a
 //! `file.changed` finding, never a mix of two versions. Credentials come from the standard
 //! environment and are never written anywhere.
@@ -12,6 +12,7 @@
 use crate::report::{ErrorKind, FileError, FileReport, Finding, Severity};
 use crate::scan::ScanOptions;
 use crate::sniff::Format;
+use crate::source::ChunkSource;
 use crate::table::{open_table_at, OpenError, ReadAt};
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
@@ -379,14 +380,21 @@ pub fn scan_object(obj: &Object, opts: &ScanOptions) -> FileReport {
         arch: "unknown",
         ..Default::default()
     };
-    if opts.hash == crate::HashMode::None {
-        match header_only(obj, opts, &mut r) {
-            Ok(true) => return r,
-            Ok(false) => {} // a container that must be read whole
-            Err(e) => {
-                fail(obj, &e, &mut r);
-                return r;
-            }
+    match by_ranges(obj, opts, &mut r) {
+        Ok(true) => return r,
+        Ok(false) => {} // a container that must be read whole
+        Err(e) => {
+            // What was filled in before the failure is not kept: the report is the failure.
+            r = FileReport {
+                path: obj.url.clone(),
+                size: obj.size,
+                mtime: obj.mtime,
+                kind: "unknown",
+                arch: "unknown",
+                ..Default::default()
+            };
+            fail(obj, &e, &mut r);
+            return r;
         }
     }
     match spool_and_scan(obj, opts) {
@@ -423,13 +431,15 @@ fn changed(obj: &Object) -> Finding {
     )
 }
 
-/// The header-only scan by ranged reads; `Ok(false)` when the format needs the whole object.
-fn header_only(obj: &Object, opts: &ScanOptions, r: &mut FileReport) -> std::io::Result<bool> {
+/// The scan of a safetensors object: its header by ranged reads, then (when asked) the data pass over
+/// one streamed GET ([`Stream`]); `Ok(false)` when the format needs the whole object in a file.
+fn by_ranges(obj: &Object, opts: &ScanOptions, r: &mut FileReport) -> std::io::Result<bool> {
     let head = obj.read_at(0, obj.size.min(FIRST_READ))?;
     match open_table_at(obj, &head, obj.size, obj.name()) {
         Ok(Some(mut t)) => {
             t.mtime = obj.mtime;
-            crate::scan::scan_table(t, opts, r)?;
+            let mut stream = Stream::new(obj, opts);
+            crate::scan::scan_table(t, opts, r, Some(&mut stream))?;
             Ok(true)
         }
         Ok(None) => Ok(false),
@@ -438,6 +448,125 @@ fn header_only(obj: &Object, opts: &ScanOptions, r: &mut FileReport) -> std::io:
             crate::scan::opening_failed_report(e, r);
             Ok(true)
         }
+    }
+}
+
+/// An object's bytes for the data pass: one streamed GET read in order (resumed at the offset reached
+/// after a transient error, backing off), and ranged GETs for the rare span read out of order. Every
+/// request is pinned to the listed ETag. Memory: one network chunk at a time.
+struct Stream<'a> {
+    obj: &'a Object,
+    opts: &'a ScanOptions,
+    body: Option<futures::stream::BoxStream<'static, object_store::Result<Vec<u8>>>>,
+    /// Bytes received and not yet handed out, from `pending_at`.
+    pending: Vec<u8>,
+    pending_at: usize,
+    /// Offset of the next byte `next_chunk` hands out.
+    pos: u64,
+}
+
+impl<'a> Stream<'a> {
+    fn new(obj: &'a Object, opts: &'a ScanOptions) -> Stream<'a> {
+        Stream {
+            obj,
+            opts,
+            body: None,
+            pending: Vec::new(),
+            pending_at: 0,
+            pos: 0,
+        }
+    }
+
+    /// The next piece of the body, opening (or reopening at `pos`) the GET when needed.
+    fn refill(&mut self) -> Result<(), ReadError> {
+        let (obj, pos) = (self.obj, self.pos);
+        let body = &mut self.body;
+        let got = runtime().block_on(async {
+            if body.is_none() {
+                let r = obj
+                    .store
+                    .get_opts(&obj.location, obj.options(pos..obj.size))
+                    .await
+                    .map_err(read_error)?;
+                *body = Some(r.into_stream().map(|c| c.map(|b| b.to_vec())).boxed());
+            }
+            match body.as_mut().unwrap().next().await {
+                Some(Ok(b)) => Ok(Some(b)),
+                Some(Err(e)) => Err(read_error(e)),
+                None => Ok(None),
+            }
+        });
+        match got {
+            Ok(Some(b)) => {
+                self.pending = b;
+                self.pending_at = 0;
+                Ok(())
+            }
+            Ok(None) => {
+                self.body = None;
+                Err(ReadError::Other(format!(
+                    "the store ended the body at byte {} of {}",
+                    self.pos, self.obj.size
+                )))
+            }
+            Err(e) => {
+                self.body = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl ChunkSource for Stream<'_> {
+    fn len(&self) -> u64 {
+        self.obj.size
+    }
+
+    fn next_chunk(&mut self, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        if off != self.pos {
+            // A new pass (or a jump): start a new GET there.
+            self.body = None;
+            self.pending.clear();
+            self.pending_at = 0;
+            self.pos = off;
+        }
+        let mut n = 0;
+        let mut failures = 0u32;
+        while n < buf.len() && self.pos < self.obj.size {
+            if self.pending_at == self.pending.len() {
+                match self.refill() {
+                    Ok(()) => failures = 0,
+                    Err(ReadError::Changed) => {
+                        return Err(std::io::Error::other(ReadError::Changed))
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        if failures > STREAM_RETRIES || self.opts.stopped() {
+                            return Err(std::io::Error::other(e));
+                        }
+                        std::thread::sleep(FIRST_BACKOFF * 2u32.pow(failures - 1));
+                    }
+                }
+                continue;
+            }
+            let k = (self.pending.len() - self.pending_at).min(buf.len() - n);
+            buf[n..n + k].copy_from_slice(&self.pending[self.pending_at..self.pending_at + k]);
+            self.pending_at += k;
+            n += k;
+            self.pos += k as u64;
+        }
+        Ok(n)
+    }
+
+    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let len = (buf.len() as u64).min(self.obj.size.saturating_sub(off));
+        let got = ReadAt::read_at(self.obj, off, len)?;
+        buf[..got.len()].copy_from_slice(&got);
+        Ok(got.len())
+    }
+
+    fn shrunk(&mut self) -> Option<u64> {
+        None // an object that changes is caught by its ETag, never read short
     }
 }
 

@@ -2,10 +2,10 @@
 
 use crate::classify::{Classification, Role};
 use crate::datapass::{self, HashMode};
-use crate::mapguard::GuardedMap;
 use crate::pickle::PickleError;
 use crate::report::{ComponentReport, ErrorKind, FileError, FileReport};
 use crate::sniff::Format;
+use crate::source::{ChunkSource, FileSource};
 use crate::table::{open_table, OpenError, Table};
 use crate::tensor::TensorInfo;
 use serde_json::Value;
@@ -73,7 +73,7 @@ pub fn scan_file(path: &Path, opts: &ScanOptions) -> FileReport {
             return r;
         }
     };
-    if let Err(e) = scan_table(table, opts, &mut r) {
+    if let Err(e) = scan_table(table, opts, &mut r, None) {
         r.error = Some(FileError {
             kind: ErrorKind::Io,
             message: format!("{}: {e}", r.path),
@@ -120,7 +120,14 @@ pub(crate) fn opening_failed_report(e: OpenError, r: &mut FileReport) {
     }
 }
 
-pub(crate) fn scan_table(t: Table, opts: &ScanOptions, r: &mut FileReport) -> std::io::Result<()> {
+/// Fills `r` from an opened table and runs the data pass (when asked) over the table's file, or over
+/// `remote` for a table opened by ranged reads.
+pub(crate) fn scan_table(
+    t: Table,
+    opts: &ScanOptions,
+    r: &mut FileReport,
+    remote: Option<&mut dyn ChunkSource>,
+) -> std::io::Result<()> {
     r.size = t.size;
     r.mtime = t.mtime;
     r.format = t.format;
@@ -147,16 +154,29 @@ pub(crate) fn scan_table(t: Table, opts: &ScanOptions, r: &mut FileReport) -> st
     r.findings = t.findings;
     r.wasted_bytes = t.wasted;
 
-    if let (true, Some(file)) = (opts.hash != HashMode::None && r.size > 0, t.file.as_ref()) {
-        let map = GuardedMap::new(file, r.size)?;
-        let src = datapass::Source {
-            bytes: datapass::Bytes::Mapped { map: &map, file },
+    if opts.hash != HashMode::None && r.size > 0 {
+        let mut local;
+        let bytes: &mut dyn ChunkSource = match (t.file.as_ref(), remote) {
+            (Some(file), _) => {
+                local = FileSource::new(file, r.size);
+                &mut local
+            }
+            (None, Some(src)) => src,
+            (None, None) => {
+                return Err(std::io::Error::other("no bytes to read for the data pass"))
+            }
+        };
+        let mut src = datapass::Source {
+            bytes,
             tensors: &t.tensors,
             class: &t.class,
             safetensors_metadata: (t.format == Format::Safetensors).then_some(&t.metadata),
             stop: opts.stop.as_deref(),
         };
-        let dp = datapass::run_with(&src, opts.hash, opts.sha256, opts.fingerprint);
+        let dp = datapass::run_with(&mut src, opts.hash, opts.sha256, opts.fingerprint);
+        if let Some(e) = dp.io_error {
+            return Err(e);
+        }
         r.hashes = dp.hashes;
         r.fingerprint = dp.fingerprint;
         for (c, h) in dp.components {
