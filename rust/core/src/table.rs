@@ -370,4 +370,54 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(open_table(dir.path()), Err(OpenError::Io(_))));
     }
+
+    /// Bytes in memory that count the ranged reads made of them.
+    struct Counted(Vec<u8>, std::sync::Mutex<Vec<(u64, u64)>>);
+
+    impl ReadAt for Counted {
+        fn read_at(&self, off: u64, len: u64) -> std::io::Result<Vec<u8>> {
+            self.1.lock().unwrap().push((off, len));
+            Ok(self.0[off as usize..(off + len) as usize].to_vec())
+        }
+    }
+
+    #[test]
+    fn ranged_open_reads_only_the_header_it_lacks_and_judges_as_a_local_open() {
+        let header = r#"{"x":{"dtype":"U8","shape":[16],"data_offsets":[0,16]}}"#;
+        for (pad, first) in [(0usize, 4096u64), (100_000, 64 << 10)] {
+            let f = file_with(header, pad, 16);
+            let bytes = std::fs::read(f.path()).unwrap();
+            let head_len = first.min(bytes.len() as u64) as usize;
+            let src = Counted(bytes.clone(), Default::default());
+            let t = open_table_at(
+                &src,
+                &bytes[..head_len],
+                bytes.len() as u64,
+                "m.safetensors",
+            )
+            .unwrap()
+            .unwrap();
+            let local = open_table(f.path()).unwrap();
+            assert_eq!(t.header_len, local.header_len);
+            assert_eq!(checks(&t), checks(&local));
+            let reads = src.1.lock().unwrap().clone();
+            let total = 8 + local.header_len;
+            if total <= head_len as u64 {
+                assert_eq!(reads, vec![], "the first read held the whole header");
+            } else {
+                assert_eq!(reads, vec![(head_len as u64, total - head_len as u64)]);
+            }
+        }
+        // Pickle-based containers need the whole bytes: not opened by ranged reads.
+        let zip = crate::pickle::zip::tests::build(&[(
+            "a/data.pkl",
+            "a/data.pkl",
+            b"\x80\x02}q\x00.",
+            0,
+        )]);
+        let src = Counted(zip.clone(), Default::default());
+        assert!(open_table_at(&src, &zip, zip.len() as u64, "m.ckpt")
+            .unwrap()
+            .is_none());
+    }
 }
