@@ -6,7 +6,8 @@
 
 use criterion::{Criterion, Throughput};
 use fastscan_core::classify::classify;
-use fastscan_core::datapass::{self, Bytes, HashMode, Source};
+use fastscan_core::datapass::{self, HashMode, Source};
+use fastscan_core::source::FileSource;
 use fastscan_core::{scan_file, ScanOptions};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -51,11 +52,9 @@ fn main() {
     let map = fastscan_core::mapguard::GuardedMap::new(&file, size).unwrap();
     let table = fastscan_core::open_table(&path).unwrap();
     let class = classify(&table.tensors);
-    let src = Source {
-        bytes: Bytes::Mapped {
-            map: &map,
-            file: &file,
-        },
+    let mut fs = FileSource::new(&file, size);
+    let mut src = Source {
+        bytes: &mut fs,
         tensors: &table.tensors,
         class: &class,
         safetensors_metadata: Some(&table.metadata),
@@ -77,14 +76,14 @@ fn main() {
         })
     });
     g.bench_function("pass components (component hashes + NaN/Inf)", |b| {
-        b.iter(|| datapass::run(&src, HashMode::Components, false))
+        b.iter(|| datapass::run(&mut src, HashMode::Components, false))
     });
     g.bench_function(
         "pass full (file blake3/autov1 + components + NaN/Inf)",
-        |b| b.iter(|| datapass::run(&src, HashMode::Full, false)),
+        |b| b.iter(|| datapass::run(&mut src, HashMode::Full, false)),
     );
     g.bench_function("pass full --sha256", |b| {
-        b.iter(|| datapass::run(&src, HashMode::Full, true))
+        b.iter(|| datapass::run(&mut src, HashMode::Full, true))
     });
     g.bench_function("scan_file full", |b| {
         b.iter(|| scan_file(&path, &ScanOptions::default()))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fastscan.api import Progress, ScanIterator, iter_scan, scan, scan_one
+    from fastscan.api import Plan, Progress, ScanIterator, iter_scan, plan, scan, scan_one
     from fastscan.model import Component, FileError, FileReport, Finding, Hashes, Report, Summary
 
 __all__ = [
@@ -23,12 +23,14 @@ __all__ = [
     "FileReport",
     "Finding",
     "Hashes",
+    "Plan",
     "Progress",
     "Report",
     "Summary",
     "ScanIterator",
     "__version__",
     "iter_scan",
+    "plan",
     "scan",
     "scan_one",
 ]
@@ -39,6 +41,8 @@ _LAZY = {
     "iter_scan": "fastscan.api",
     "ScanIterator": "fastscan.api",
     "Progress": "fastscan.api",
+    "plan": "fastscan.api",
+    "Plan": "fastscan.api",
     "Report": "fastscan.model",
     "FileReport": "fastscan.model",
     "Finding": "fastscan.model",

@@ -63,7 +63,7 @@ def _roots(paths: PathLike | Iterable[PathLike]) -> list[str]:
     if not roots:
         raise ValueError("no path to scan")
     for r in roots:
-        if not os.path.lexists(r):
+        if not _core.is_url(r) and not os.path.lexists(r):
             raise FileNotFoundError(f"{r}: no such file or directory")
     return roots
 
@@ -155,6 +155,7 @@ def iter_scan(
     cache: bool | PathLike | None = None,
     fingerprint: bool = False,
     cluster: Any = None,
+    endpoint_url: str | None = None,
 ) -> ScanIterator | ClusterScan:
     """Scans files and directories, yielding each file's `FileReport` as it finishes (completion order).
 
@@ -162,6 +163,10 @@ def iter_scan(
     queue, so memory stays flat however large the library. Stop early with `close()`, a `with` block
     or `break` (the iterator is closed as soon as it is dropped). Options as for `scan`. Unreadable paths
     come as reports whose `error` says why; a missing root raises FileNotFoundError at once.
+    Roots may be object-store URLs (`s3://bucket/prefix/`, `gs://`, `az://`, `https://host/file`):
+    objects are listed and scanned in place, credentials from the standard environment;
+    `endpoint_url` names an S3-compatible service (else `AWS_ENDPOINT_URL`). A root that cannot be
+    listed comes as a report whose `error` says why.
     """
     _check_options(hash, jobs)
     roots = _roots(paths)
@@ -183,6 +188,7 @@ def iter_scan(
         "jobs": jobs,
         "follow_links": follow_links,
         "fingerprint": fingerprint,  # lineage fingerprints in each report (docs/fingerprint.md)
+        "endpoint_url": endpoint_url,
     }
     db = _cache_path(cache)
     if db is not None:
@@ -293,6 +299,7 @@ def scan(
     progress: Callable[[Progress], object] | None = None,
     cache: bool | PathLike | None = None,
     cluster: Any = None,
+    endpoint_url: str | None = None,
 ) -> Report:
     """Scans files and directories and returns the report (raises FileNotFoundError for a missing root).
 
@@ -303,11 +310,65 @@ def scan(
     `cluster`: a `distributed.Client` or a Dask scheduler address (`tcp://host:8786`) to spread the files
     over that cluster's workers (`fastscan.cluster`; the same report, files named by absolute path; no
     scan cache); raises `fastscan.cluster.ClusterError` when the cluster cannot run the scan.
+    `endpoint_url`: an S3-compatible service for `s3://` roots (see `iter_scan`).
     """
     run = ScanRun(
-        paths, hash=hash, sha256=sha256, jobs=jobs, follow_links=follow_links, cache=cache, cluster=cluster
+        paths,
+        hash=hash,
+        sha256=sha256,
+        jobs=jobs,
+        follow_links=follow_links,
+        cache=cache,
+        endpoint_url=endpoint_url,
+        cluster=cluster,
     )
     return run.drive(progress=progress)
+
+
+@dataclass
+class PlannedFile:
+    """One file or object a scan would read (`plan`)."""
+
+    path: str
+    size: int
+    bytes_to_read: int
+
+
+@dataclass
+class Plan:
+    """What a scan would read, found by walking and listing only (`--dry-run`)."""
+
+    files: list[PlannedFile]
+    errors: list[tuple[str, str]]
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def bytes_to_read(self) -> int:
+        return sum(f.bytes_to_read for f in self.files)
+
+    def to_dict(self) -> dict:
+        return {
+            "files": [f.__dict__ for f in self.files],
+            "errors": [{"path": p, "message": m} for p, m in self.errors],
+            "summary": {"files": len(self.files), "size": self.size, "bytes_to_read": self.bytes_to_read},
+        }
+
+
+def plan(
+    paths: PathLike | Iterable[PathLike],
+    *,
+    hash: str = "full",
+    follow_links: bool = False,
+    endpoint_url: str | None = None,
+) -> Plan:
+    """Lists what a scan of `paths` would read (files and objects, their sizes and the bytes the scan
+    reads at least), opening nothing: the dry run."""
+    _check_options(hash, 0)
+    files, errors = _core.plan(_roots(paths), hash=hash, follow_links=follow_links, endpoint_url=endpoint_url)
+    return Plan([PlannedFile(*f) for f in sorted(files)], errors)
 
 
 def scan_one(path: PathLike, *, hash: str = "full", sha256: bool = False) -> FileReport:

@@ -23,7 +23,14 @@ from fastscan.cli.errors import EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK, closed
 
 
 def command(
-    paths: Annotated[list[str], typer.Argument(help="Files and directories to scan.", metavar="PATH")],
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Files and directories to scan, or object-store URLs (s3://bucket/prefix/, gs://, az://, "
+            "https://host/file).",
+            metavar="PATH_OR_URL",
+        ),
+    ],
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the whole report as one JSON document.")
     ] = False,
@@ -67,6 +74,21 @@ def command(
             "tcp://host:8786); needs the cluster extra.",
         ),
     ] = None,
+    endpoint_url: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint-url",
+            metavar="URL",
+            help="S3-compatible service for s3:// URLs (default: $AWS_ENDPOINT_URL, else AWS). "
+            "Credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="List what would be scanned and how many bytes it reads; read nothing."
+        ),
+    ] = False,
 ) -> None:
     """Scan files and directories and report what is wrong with them."""
     from fastscan.api import ScanRun
@@ -74,6 +96,9 @@ def command(
 
     if json_out and jsonl:
         raise fail("--json and --jsonl exclude each other")
+    if dry_run:
+        _dry_run(paths, hash.value, follow_links, endpoint_url, json_out)
+        return
     mode = "jsonl" if jsonl else "json" if (json_out or output) else "table"
     try:
         run = ScanRun(
@@ -85,6 +110,7 @@ def command(
             cache=not no_cache,
             keep_files=not (mode == "jsonl" and output is None),  # --jsonl alone streams in constant memory
             cluster=cluster,
+            endpoint_url=endpoint_url,
         )
     except (OSError, ValueError, ClusterError) as e:
         raise fail(str(e)) from None
@@ -120,6 +146,33 @@ def command(
     except OSError as e:
         raise fail(f"cannot write {output or 'stdout'}: {e.strerror or e}") from None
     raise typer.Exit(EXIT_FINDINGS if report.fails(fail_on.value) else EXIT_OK)
+
+
+def _dry_run(
+    paths: list[str], hash: str, follow_links: bool, endpoint_url: str | None, as_json: bool
+) -> None:
+    """Prints each file or object a scan would read, then the totals; exits 2 when a root cannot be listed."""
+    from fastscan.api import plan
+    from fastscan.render import size as human_bytes
+
+    try:
+        p = plan(paths, hash=hash, follow_links=follow_links, endpoint_url=endpoint_url)
+    except (OSError, ValueError) as e:
+        raise fail(str(e)) from None
+    if as_json:
+        sys.stdout.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
+    else:
+        for f in p.files:
+            sys.stdout.write(f"{f.size}\t{f.bytes_to_read}\t{f.path}\n")
+        sys.stdout.write(
+            f"{len(p.files)} files, {human_bytes(p.size)}; the scan (--hash {hash}) reads at least "
+            f"{human_bytes(p.bytes_to_read)} ({p.bytes_to_read} bytes)\n"
+        )
+    sys.stdout.flush()
+    for path, message in p.errors:
+        warn(message if path in message else f"{path}: {message}")
+    if p.errors:
+        raise typer.Exit(2)
 
 
 def _print_human(report: Any, fmt: TableFormat, files: bool) -> None:

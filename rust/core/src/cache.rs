@@ -49,6 +49,10 @@ fn init(conn: &Connection) -> rusqlite::Result<()> {
             dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
             options TEXT NOT NULL, report TEXT NOT NULL,
             PRIMARY KEY (dev, ino, options));
+         CREATE TABLE IF NOT EXISTS remote_reports (
+            url TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL,
+            options TEXT NOT NULL, report TEXT NOT NULL,
+            PRIMARY KEY (url, options));
          PRAGMA quick_check;",
     )
 }
@@ -110,6 +114,60 @@ impl Cache {
             );
         }
     }
+}
+
+impl Cache {
+    /// The cached report of a remote object, if its (URL, size, ETag) are those cached.
+    pub fn get_remote(&self, url: &str, size: u64, etag: &str, options: &str) -> Option<Value> {
+        let conn = self.conn.lock().ok()?;
+        let text: Option<String> = conn
+            .query_row(
+                "SELECT report FROM remote_reports WHERE url=?1 AND options=?2 AND size=?3 AND etag=?4",
+                params![url, options, size as i64, etag],
+                |r| r.get(0),
+            )
+            .optional()
+            .ok()
+            .flatten();
+        text.and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    /// Stores the report of a remote object (errors are ignored: the cache only ever saves time).
+    pub fn put_remote(&self, url: &str, size: u64, etag: &str, options: &str, report: &Value) {
+        if let (Ok(conn), Ok(text)) = (self.conn.lock(), serde_json::to_string(report)) {
+            let _ = conn.execute(
+                "INSERT OR REPLACE INTO remote_reports (url, size, etag, options, report) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![url, size as i64, etag, options, text],
+            );
+        }
+    }
+}
+
+/// Scans a remote object unless the cache holds a report for its (URL, size, ETag): a rescan of an
+/// unchanged bucket is one listing. Objects without an ETag, and reports with an error or a
+/// `file.changed` finding, are not cached.
+pub fn scan_remote_cached(
+    obj: &crate::remote::Object,
+    opts: &ScanOptions,
+    cache: Option<&Cache>,
+) -> Value {
+    let to_value = |r: &FileReport| serde_json::to_value(r).unwrap_or(Value::Null);
+    let (Some(cache), Some(etag)) = (cache, obj.etag.as_deref()) else {
+        return to_value(&crate::remote::scan_object(obj, opts));
+    };
+    // The endpoint is part of the identity: two services may hold buckets of the same name.
+    let url = format!("{} @{}", obj.url, obj.endpoint);
+    let key = options_key(opts);
+    if let Some(v) = cache.get_remote(&url, obj.size, etag, &key) {
+        return v;
+    }
+    let report = crate::remote::scan_object(obj, opts);
+    let v = to_value(&report);
+    let changed = report.findings.iter().any(|f| f.check == "file.changed");
+    if report.error.is_none() && !changed && !opts.stopped() {
+        cache.put_remote(&url, obj.size, etag, &key, &v);
+    }
+    v
 }
 
 /// The cache key part that depends on what the scan computes.

@@ -1,24 +1,23 @@
 //! The one pass over a file's bytes that feeds every hasher and value check (SPEC §5).
 //!
-//! One reader walks the mapped file in large chunks, in order. Each chunk goes to every consumer at
-//! once: the whole-file hashers ([`crate::hashes`]), the component hash segments of the tensors in it
-//! ([`crate::component_hash`]), the NaN/Inf counters ([`crate::values`]) and, when asked, the lineage
-//! fingerprint samplers ([`crate::fingerprint`]). Behind the reader, pages
-//! are unmapped and, when the pass brought them in, dropped from the page cache, so a TB scan neither
-//! grows resident memory nor evicts the cache.
+//! The bytes come from a [`ChunkSource`] (a local file, bytes in memory, a remote object) in large
+//! chunks, in order, into reused buffers. Each chunk goes to every consumer at once as `(offset,
+//! bytes)` ([`Chunk`]): the whole-file hashers ([`crate::hashes`]), the component hash segments of the
+//! tensors in it ([`crate::component_hash`]), the NaN/Inf counters ([`crate::values`]) and, when
+//! asked, the lineage fingerprint samplers ([`crate::fingerprint`]). Memory stays bounded by the
+//! buffers whatever the file's size; the source drops behind it what it brought into the page cache.
 
 use crate::classify::Classification;
 use crate::component_hash::{Member, Plan};
 use crate::fingerprint;
 use crate::hashes::{self, FileHashers};
-use crate::mapguard::GuardedMap;
 use crate::report::{Finding, Hashes, Severity};
+use crate::source::ChunkSource;
 use crate::tensor::TensorInfo;
 use crate::values::{self, Counts, Same};
 use rayon::prelude::*;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, VecDeque};
-use std::fs::File;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Which hashes the pass computes.
@@ -43,29 +42,13 @@ pub struct DataPass {
     pub stopped: bool,
     /// The lineage fingerprint, when asked for ([`run_with`]).
     pub fingerprint: Option<crate::fingerprint::Fingerprint>,
-}
-
-/// The bytes the pass reads.
-#[derive(Clone, Copy)]
-pub enum Bytes<'a> {
-    /// A read-only map of the whole of `file`: pages are dropped behind the reader.
-    Mapped { map: &'a GuardedMap, file: &'a File },
-    /// Bytes in memory (tests, small inputs).
-    Memory(&'a [u8]),
-}
-
-impl Bytes<'_> {
-    fn slice(&self) -> &[u8] {
-        match self {
-            Bytes::Mapped { map, .. } => &map[..],
-            Bytes::Memory(b) => b,
-        }
-    }
+    /// Reading the bytes failed: nothing in the pass may be reported.
+    pub io_error: Option<std::io::Error>,
 }
 
 /// Everything the pass reads: the bytes and what the header said about them.
 pub struct Source<'a> {
-    pub bytes: Bytes<'a>,
+    pub bytes: &'a mut dyn ChunkSource,
     pub tensors: &'a [TensorInfo],
     pub class: &'a Classification,
     /// The `__metadata__` of a safetensors file (`None` for other formats: no addnet hash).
@@ -74,28 +57,78 @@ pub struct Source<'a> {
     pub stop: Option<&'a AtomicBool>,
 }
 
+/// One chunk of the pass as the consumers see it: its bytes at `offset`, and the few bytes around its
+/// start, so that an element straddling two chunks can be read whole with the chunk holding its end.
+pub struct Chunk<'a> {
+    pub offset: u64,
+    pub bytes: &'a [u8],
+    /// Bytes `[seam_from, seam_from + seam_len)`: up to 8 before `offset` and up to 8 from it.
+    seam: [u8; 2 * SEAM],
+    seam_from: u64,
+    seam_len: usize,
+}
+
+/// Widest element read across a chunk boundary (F64/I64).
+const SEAM: usize = 8;
+
+impl<'a> Chunk<'a> {
+    /// The chunk `bytes` at `offset`, after a chunk that ended with `before` (its last bytes).
+    fn new(offset: u64, bytes: &'a [u8], before: &[u8]) -> Chunk<'a> {
+        let before = &before[before.len().saturating_sub(SEAM)..];
+        let after = &bytes[..bytes.len().min(SEAM)];
+        let mut seam = [0u8; 2 * SEAM];
+        seam[..before.len()].copy_from_slice(before);
+        seam[before.len()..before.len() + after.len()].copy_from_slice(after);
+        Chunk {
+            offset,
+            bytes,
+            seam,
+            seam_from: offset - before.len() as u64,
+            seam_len: before.len() + after.len(),
+        }
+    }
+
+    /// Offset just past the chunk.
+    pub fn end(&self) -> u64 {
+        self.offset + self.bytes.len() as u64
+    }
+
+    /// The chunk's bytes in the file range `[lo, hi)` (which must lie inside it).
+    pub fn range(&self, lo: u64, hi: u64) -> &[u8] {
+        &self.bytes[(lo - self.offset) as usize..(hi - self.offset) as usize]
+    }
+
+    /// The `n` (at most 8) bytes at file offset `at` when they lie in the chunk or straddle its start.
+    pub fn get(&self, at: u64, n: u64) -> Option<&[u8]> {
+        if at >= self.offset && at + n <= self.end() {
+            Some(self.range(at, at + n))
+        } else if at >= self.seam_from && at + n <= self.seam_from + self.seam_len as u64 {
+            let i = (at - self.seam_from) as usize;
+            Some(&self.seam[i..i + n as usize])
+        } else {
+            None
+        }
+    }
+}
+
 /// Bytes the reader hands to the consumers at a time (small enough to stay in the CPU cache while
 /// every consumer reads them, and to bound the mapped pages resident per file).
 const READ_CHUNK: u64 = 8 << 20;
-/// How far ahead page residency is noted, in chunks: beyond the kernel's read-ahead window.
-/// (Explicit MADV_WILLNEED was tried: it made cold reads slower, submitting I/O in the reader's path.)
-const NOTE_AHEAD: u64 = 4;
 /// Tensor pieces at least this long are counted on several threads.
 const PAR_PIECE: usize = 1 << 20;
 
 /// Reads the file once and feeds hashers and value checks.
-pub fn run(src: &Source, mode: HashMode, sha256: bool) -> DataPass {
+pub fn run(src: &mut Source, mode: HashMode, sha256: bool) -> DataPass {
     run_with(src, mode, sha256, false)
 }
 
 /// [`run`], also sampling the lineage fingerprint when `fingerprint` is set (and `mode` reads data).
-pub fn run_with(src: &Source, mode: HashMode, sha256: bool, fingerprint: bool) -> DataPass {
+pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: bool) -> DataPass {
     let mut out = DataPass::default();
     if mode == HashMode::None {
         return out;
     }
-    let data = src.bytes.slice();
-    let size = data.len() as u64;
+    let size = src.bytes.len();
     let tensors = src.tensors;
     let mut plan = Plan::new(tensors, src.class);
     // Lineage fingerprint samplers: a consumer of its own, fed after each chunk's jobs.
@@ -122,11 +155,10 @@ pub fn run_with(src: &Source, mode: HashMode, sha256: bool, fingerprint: bool) -
 
     let mut counts = vec![Counts::default(); tensors.len()];
     let mut same = vec![Same::default(); tensors.len()];
-    let addnet_from = src
-        .safetensors_metadata
-        .and_then(|_| hashes::addnet_start(data, size));
-    let mut file_h = (mode == HashMode::Full).then(|| FileHashers::new(size, sha256, addnet_from));
-    let mut reader = Reader::new(src.bytes);
+    let mut file_h: Option<FileHashers> = None;
+    let mut buf = vec![0u8; READ_CHUNK.min(size) as usize];
+    let mut before = [0u8; SEAM];
+    let mut before_len = 0;
 
     let mut next = 0;
     let mut next_strided = 0;
@@ -138,11 +170,28 @@ pub fn run_with(src: &Source, mode: HashMode, sha256: bool, fingerprint: bool) -
             out.stopped = true;
             return out;
         }
-        if let Some(now) = reader.shrunk(size) {
-            // Touching the map past the new end would fault (into zeros, see mapguard): stop early.
+        if let Some(now) = src.bytes.shrunk() {
             return shrank(out, size, now);
         }
-        reader.arrive(c1, size);
+        let want = (c1 - c0) as usize;
+        match src.bytes.next_chunk(c0, &mut buf[..want]) {
+            Ok(n) if n == want => {}
+            Ok(n) => {
+                let now = src.bytes.shrunk().unwrap_or(c0 + n as u64);
+                return shrank(out, size, now);
+            }
+            Err(e) => {
+                out.io_error = Some(e);
+                return out;
+            }
+        }
+        let chunk = Chunk::new(c0, &buf[..want], &before[..before_len]);
+        if c0 == 0 && mode == HashMode::Full {
+            let addnet_from = src
+                .safetensors_metadata
+                .and_then(|_| hashes::addnet_start(chunk.bytes, size));
+            file_h = Some(FileHashers::new(size, sha256, addnet_from));
+        }
         while next < contiguous.len() && tensors[contiguous[next]].start < c1 {
             active.push(contiguous[next]);
             next += 1;
@@ -152,18 +201,17 @@ pub fn run_with(src: &Source, mode: HashMode, sha256: bool, fingerprint: bool) -
             .iter()
             .map(|&i| (i, plan.members[i].take()))
             .collect();
-        let chunk = &data[c0 as usize..c1 as usize];
         let (_, done) = rayon::join(
             || {
                 if let Some(h) = file_h.as_mut() {
-                    h.feed(chunk);
+                    h.feed(chunk.bytes);
                 }
             },
             || {
                 jobs.into_par_iter()
                     .map(|(i, mut m)| {
                         let seg = m.as_mut().map(|m| &mut m.segment);
-                        let (c, s) = contiguous_piece(data, &tensors[i], seg, c0, c1);
+                        let (c, s) = contiguous_piece(&chunk, &tensors[i], seg);
                         (i, m, c, s)
                     })
                     .collect::<Vec<_>>()
@@ -176,36 +224,39 @@ pub fn run_with(src: &Source, mode: HashMode, sha256: bool, fingerprint: bool) -
         }
         if let Some(p) = prints.as_mut() {
             for &i in &active {
-                p.contiguous(i, data, &tensors[i], c0, c1);
+                p.contiguous(i, &tensors[i], &chunk);
             }
         }
         active.retain(|&i| tensors[i].end() > c1);
         while next_strided < strided.len() && span(&tensors[strided[next_strided]]).1 <= c1 {
             let i = strided[next_strided];
+            next_strided += 1;
+            // Gathered from its whole span, read apart from the stream (rare: pickled views).
+            let (lo, hi) = span(&tensors[i]);
+            let mut gathered = vec![0u8; (hi - lo) as usize];
+            match src.bytes.read_at(lo, &mut gathered) {
+                Ok(n) if n == gathered.len() => {}
+                Ok(n) => return shrank(out, size, lo + n as u64),
+                Err(e) => {
+                    out.io_error = Some(e);
+                    return out;
+                }
+            }
+            let mut local = tensors[i].clone();
+            local.start -= lo;
             let seg = plan.members[i].as_mut().map(|m| &mut m.segment);
-            let (c, s) = strided_tensor(data, &tensors[i], seg);
+            let (c, s) = strided_tensor(&gathered, &local, seg);
             counts[i] += c;
             same[i] = s;
-            if let (Some(p), Some((_, strides))) = (prints.as_mut(), gather_layout(&tensors[i])) {
-                p.strided(i, data, &tensors[i], strides);
+            if let (Some(p), Some((_, strides))) = (prints.as_mut(), gather_layout(&local)) {
+                p.strided(i, &gathered, &local, strides);
             }
-            next_strided += 1;
         }
-        // Keep pages a pending strided tensor will still gather from.
-        let keep_from = strided[next_strided..]
-            .iter()
-            .map(|&i| span(&tensors[i]).0)
-            .min()
-            .unwrap_or(u64::MAX);
-        reader.release(c1.min(keep_from), size);
+        before_len = want.min(SEAM);
+        before[..before_len].copy_from_slice(&chunk.bytes[want - before_len..]);
         c0 = c1;
     }
 
-    if reader.faulted() {
-        // The file shrank between two checks: what was read past its new end was zeros, not data.
-        let now = reader.current_len();
-        return shrank(out, size, now);
-    }
     if let Some(h) = file_h {
         out.hashes = h.finish();
         if let Some(meta) = src.safetensors_metadata {
@@ -245,7 +296,7 @@ pub fn run_pieces(tensors: &[TensorInfo], pieces: &[&[u8]], class: &Classificati
                 ..tensors[i].clone()
             };
             let seg = m.as_mut().map(|m| &mut m.segment);
-            let (c, s) = contiguous_piece(pieces[i], &alone, seg, 0, alone.len);
+            let (c, s) = contiguous_piece(&Chunk::new(0, pieces[i], &[]), &alone, seg);
             (i, m, c, s)
         })
         .collect();
@@ -277,30 +328,35 @@ fn shrank(mut out: DataPass, size: u64, now: u64) -> DataPass {
     out
 }
 
-/// Feeds the part `[c0, c1)` of a contiguous tensor to its segment, counts its NaN/Inf and notes
-/// whether its elements are all one value.
+/// Feeds the part of a contiguous tensor inside `chunk` to its segment, counts its NaN/Inf and notes
+/// whether its elements are all one value. Each element is counted with the chunk holding its last
+/// byte (one straddling the chunk's start is read from the chunk's seam).
 fn contiguous_piece(
-    data: &[u8],
+    chunk: &Chunk,
     t: &TensorInfo,
     seg: Option<&mut crate::component_hash::Segment>,
-    c0: u64,
-    c1: u64,
 ) -> (Counts, Same) {
-    let (lo, hi) = (t.start.max(c0), t.end().min(c1));
+    let (lo, hi) = (t.start.max(chunk.offset), t.end().min(chunk.end()));
     let feed = || {
         if let Some(s) = seg {
-            s.feed(&data[lo as usize..hi as usize]);
+            s.feed(chunk.range(lo, hi));
         }
     };
     let count = || match values::element_size(t.dtype) {
-        // Each element is counted in the chunk holding its first byte.
         Some(es) => {
             let es = es as u64;
-            let first = t.start + (lo - t.start).div_ceil(es) * es;
-            let last = (t.start + (hi - t.start).div_ceil(es) * es).min(t.end());
-            let bytes = &data[first as usize..last.max(first) as usize];
             let both = |b: &[u8]| (values::count(t.dtype, b), values::sameness(t.dtype, b));
-            if bytes.len() >= 2 * PAR_PIECE {
+            let first = t.start + (lo - t.start).div_ceil(es) * es;
+            let last = (t.start + (hi - t.start) / es * es).max(first);
+            let mut acc = match first - lo {
+                0 => (Counts::default(), Same::Empty),
+                k => match chunk.get(lo + k - es, es) {
+                    Some(b) if lo + k - es >= t.start => both(b),
+                    _ => (Counts::default(), Same::Empty),
+                },
+            };
+            let bytes = chunk.range(first, last);
+            let main = if bytes.len() >= 2 * PAR_PIECE {
                 bytes.par_chunks(PAR_PIECE).map(both).reduce(
                     || (Counts::default(), Same::Empty),
                     |mut a, b| {
@@ -310,7 +366,9 @@ fn contiguous_piece(
                 )
             } else {
                 both(bytes)
-            }
+            };
+            acc.0 += main.0;
+            (acc.0, acc.1.merge(main.1))
         }
         None => (Counts::default(), Same::Empty),
     };
@@ -413,165 +471,13 @@ fn strided_tensor(
     counts
 }
 
-/// Walks a mapped file: asks for the next chunk ahead, and drops pages behind.
-struct Reader<'a> {
-    bytes: Bytes<'a>,
-    page: u64,
-    released: u64,
-    noted: u64,
-    /// Page residency (mincore) of chunks before the pass touched them, not yet released.
-    resident: VecDeque<(u64, Vec<u8>)>,
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: Bytes<'a>) -> Self {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-        if let Bytes::Mapped { map, .. } = bytes {
-            let _ = map.map().advise(memmap2::Advice::Sequential);
-        }
-        Reader {
-            bytes,
-            page,
-            released: 0,
-            noted: 0,
-            resident: VecDeque::new(),
-        }
-    }
-
-    /// The file's current length if it is now shorter than the `size` bytes mapped.
-    fn shrunk(&self, size: u64) -> Option<u64> {
-        let Bytes::Mapped { .. } = self.bytes else {
-            return None;
-        };
-        let now = self.current_len();
-        (now < size).then_some(now)
-    }
-
-    /// The file's length now (0 when it cannot be read; the length of the bytes in memory).
-    fn current_len(&self) -> u64 {
-        match self.bytes {
-            Bytes::Mapped { file, .. } => file.metadata().map(|m| m.len()).unwrap_or(0),
-            Bytes::Memory(b) => b.len() as u64,
-        }
-    }
-
-    /// True when a read faulted past the file's end (the map read zeros there).
-    fn faulted(&self) -> bool {
-        matches!(self.bytes, Bytes::Mapped { map, .. } if map.faulted())
-    }
-
-    /// Notes which pages up to `NOTE_AHEAD` chunks past `c1` are cached already, before this pass's
-    /// reads or the kernel's read-ahead (sequential advice) bring them in.
-    fn arrive(&mut self, c1: u64, size: u64) {
-        self.note((c1 + NOTE_AHEAD * READ_CHUNK).min(size));
-    }
-
-    /// Records page residency (mincore) from where the last record ended up to `to`.
-    fn note(&mut self, to: u64) {
-        let Bytes::Mapped { map, .. } = self.bytes else {
-            return;
-        };
-        let from = self.noted;
-        if to <= from {
-            return;
-        }
-        let pages = (to - from).div_ceil(self.page) as usize;
-        let mut vec = vec![0u8; pages];
-        // SAFETY: [from, to) lies inside the live map, `from` is page aligned (a multiple of
-        // READ_CHUNK) and `vec` has one byte per page of the range.
-        let rc = unsafe {
-            libc::mincore(
-                map.as_ptr().add(from as usize) as *mut libc::c_void,
-                (to - from) as usize,
-                vec.as_mut_ptr(),
-            )
-        };
-        if rc != 0 {
-            vec.fill(0);
-        }
-        self.resident.push_back((from, vec));
-        self.noted = to;
-    }
-
-    /// Unmaps pages before `upto` and drops from the page cache those the pass brought in.
-    fn release(&mut self, upto: u64, size: u64) {
-        let Bytes::Mapped { map, file } = self.bytes else {
-            return;
-        };
-        let upto = if upto >= size {
-            size
-        } else {
-            upto / self.page * self.page
-        };
-        if upto <= self.released {
-            return;
-        }
-        let (from, len) = (self.released, upto - self.released);
-        // SAFETY: the map is read-only and file-backed; after MADV_DONTNEED a later access faults the
-        // page back in from the file, and no slice of [from, upto) is used again by this pass except
-        // through the map itself.
-        let _ = unsafe {
-            map.map().unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                from as usize,
-                len as usize,
-            )
-        };
-        use std::os::fd::AsRawFd;
-        let fd = file.as_raw_fd();
-        let mut run: Option<u64> = None;
-        let mut p = from;
-        while p < upto {
-            let cached = self.was_resident(p);
-            match (cached, run) {
-                (false, None) => run = Some(p),
-                (true, Some(s)) => {
-                    fadvise_dontneed(fd, s, p - s);
-                    run = None;
-                }
-                _ => {}
-            }
-            p += self.page;
-        }
-        if let Some(s) = run {
-            fadvise_dontneed(fd, s, upto - s);
-        }
-        self.released = upto;
-        while let Some((c, v)) = self.resident.front() {
-            if c + v.len() as u64 * self.page <= upto {
-                self.resident.pop_front();
-            } else {
-                break;
-            }
-        }
-    }
-
-    fn was_resident(&self, off: u64) -> bool {
-        self.resident
-            .iter()
-            .find(|(c, v)| off >= *c && off < c + v.len() as u64 * self.page)
-            .is_some_and(|(c, v)| v[((off - c) / self.page) as usize] & 1 == 1)
-    }
-}
-
-fn fadvise_dontneed(fd: i32, off: u64, len: u64) {
-    // SAFETY: plain syscall on an open descriptor; advice only, failure is harmless.
-    unsafe {
-        libc::posix_fadvise(
-            fd,
-            off as libc::off_t,
-            len as libc::off_t,
-            libc::POSIX_FADV_DONTNEED,
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::classify::Role;
     use crate::dtype::Dtype;
+    use crate::source::{fadvise_dontneed, FileSource, MemorySource};
+    use std::fs::File;
 
     fn tensor(name: &str, dtype: Dtype, shape: &[u64], start: u64) -> TensorInfo {
         let len = shape.iter().product::<u64>() * dtype.bits() / 8;
@@ -645,14 +551,14 @@ mod tests {
         ];
         let c2 = class(vec![vae(0), vae(0)]);
         let run_on = |bytes: &[u8], t: &[TensorInfo], c: &Classification| {
-            let src = Source {
-                bytes: Bytes::Memory(bytes),
+            let mut src = Source {
+                bytes: &mut MemorySource(bytes),
                 tensors: t,
                 class: c,
                 safetensors_metadata: None,
                 stop: None,
             };
-            run(&src, HashMode::Components, false).components["vae"].clone()
+            run(&mut src, HashMode::Components, false).components["vae"].clone()
         };
         let want = reference(&[
             ("a", "F32", &[3000], a.clone()),
@@ -680,14 +586,14 @@ mod tests {
         let mut t = tensor("w", Dtype::F32, &[3, 4], 8);
         t.strides = Some(vec![1, 3]);
         let c = class(vec![vae(0)]);
-        let src = Source {
-            bytes: Bytes::Memory(&stored),
+        let mut src = Source {
+            bytes: &mut MemorySource(&stored),
             tensors: std::slice::from_ref(&t),
             class: &c,
             safetensors_metadata: None,
             stop: None,
         };
-        let got = run(&src, HashMode::Components, false).components["vae"].clone();
+        let got = run(&mut src, HashMode::Components, false).components["vae"].clone();
         assert_eq!(got, reference(&[("w", "F32", &[3, 4], c_order)]));
         assert_eq!(span(&t), (8, 8 + 48));
     }
@@ -713,14 +619,14 @@ mod tests {
         let t32 = tensor("w", Dtype::F32, &[r as u64, c as u64], 0);
         let cl = class(vec![vae(0)]);
         let print = |bytes: &[u8], t: &TensorInfo| {
-            let src = Source {
-                bytes: Bytes::Memory(bytes),
+            let mut src = Source {
+                bytes: &mut MemorySource(bytes),
                 tensors: std::slice::from_ref(t),
                 class: &cl,
                 safetensors_metadata: None,
                 stop: None,
             };
-            run_with(&src, HashMode::Components, false, true)
+            run_with(&mut src, HashMode::Components, false, true)
                 .fingerprint
                 .unwrap()
         };
@@ -731,8 +637,8 @@ mod tests {
         let want: Vec<f64> = idx.iter().map(|&i| v[i as usize] as f64).collect();
         assert_eq!(d.tensors[0].3, want);
         assert!(run(
-            &Source {
-                bytes: Bytes::Memory(&c32),
+            &mut Source {
+                bytes: &mut MemorySource(&c32),
                 tensors: std::slice::from_ref(&t32),
                 class: &cl,
                 safetensors_metadata: None,
@@ -766,14 +672,14 @@ mod tests {
             tensor("y", Dtype::F32, &[2], 8),
         ];
         let c = class(vec![vae(0), vae(0)]);
-        let src = Source {
-            bytes: Bytes::Memory(&bytes),
+        let mut src = Source {
+            bytes: &mut MemorySource(&bytes),
             tensors: &t,
             class: &c,
             safetensors_metadata: None,
             stop: None,
         };
-        let dp = run(&src, HashMode::Full, true);
+        let dp = run(&mut src, HashMode::Full, true);
         assert!(dp.components.is_empty());
         let f = &dp.findings[0];
         assert_eq!(f.details["nan"], 2);
@@ -789,14 +695,14 @@ mod tests {
         let bytes = f32::NAN.to_le_bytes();
         let t = [tensor("x", Dtype::F32, &[1], 0)];
         let c = class(vec![vae(0)]);
-        let src = Source {
-            bytes: Bytes::Memory(&bytes),
+        let mut src = Source {
+            bytes: &mut MemorySource(&bytes),
             tensors: &t,
             class: &c,
             safetensors_metadata: None,
             stop: None,
         };
-        let dp = run(&src, HashMode::None, true);
+        let dp = run(&mut src, HashMode::None, true);
         assert!(dp.findings.is_empty() && dp.hashes.blake3.is_none());
     }
     /// Pages of `file` resident in the page cache.
@@ -831,18 +737,15 @@ mod tests {
         }
         let t = [tensor("x", Dtype::F32, &[(size / 4 - 100) as u64], 100)];
         let c = class(vec![vae(0)]);
-        let map = GuardedMap::new(&file, file.metadata().unwrap().len()).unwrap();
-        let src = Source {
-            bytes: Bytes::Mapped {
-                map: &map,
-                file: &file,
-            },
+        let mut fs = FileSource::new(&file, file.metadata().unwrap().len());
+        let mut src = Source {
+            bytes: &mut fs,
             tensors: &t,
             class: &c,
             safetensors_metadata: None,
             stop: None,
         };
-        let cold = run(&src, HashMode::Full, false);
+        let cold = run(&mut src, HashMode::Full, false);
         assert!(
             resident_pages(&file) < pages / 10,
             "cold pass left its pages cached"
@@ -851,59 +754,144 @@ mod tests {
         let mut sink = Vec::new();
         file.try_clone().unwrap().read_to_end(&mut sink).unwrap();
         let before = resident_pages(&file);
-        let warm = run(&src, HashMode::Full, false);
+        let warm = run(&mut src, HashMode::Full, false);
         assert!(resident_pages(&file) >= before * 99 / 100);
         let want = blake3::hash(&sink).to_hex().to_string();
         assert_eq!(cold.hashes.blake3.as_deref(), Some(want.as_str()));
         assert_eq!(warm.hashes.blake3, cold.hashes.blake3);
         assert_eq!(warm.components, cold.components);
     }
-    /// A 3 MiB file of ones and its guarded map; then `shrink` runs, then a full pass over one F32
-    /// tensor covering the file.
-    fn pass_after(shrink: impl FnOnce(&File, &GuardedMap)) -> DataPass {
+    /// A full pass over one F32 tensor covering a 3 MiB file of ones, after `shrink` ran on the file.
+    fn pass_after(shrink: impl FnOnce(&File)) -> DataPass {
         use std::io::Write;
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&vec![1u8; 3 << 20]).unwrap();
         let file = f.reopen().unwrap();
-        let map = GuardedMap::new(&file, 3 << 20).unwrap();
-        shrink(f.as_file(), &map);
+        let mut fs = FileSource::new(&file, 3 << 20);
+        shrink(f.as_file());
         let t = [tensor("x", Dtype::F32, &[3 << 18], 0)];
         let c = class(vec![vae(0)]);
-        let src = Source {
-            bytes: Bytes::Mapped {
-                map: &map,
-                file: &file,
-            },
+        let mut src = Source {
+            bytes: &mut fs,
             tensors: &t,
             class: &c,
             safetensors_metadata: None,
             stop: None,
         };
-        run(&src, HashMode::Full, true)
+        run(&mut src, HashMode::Full, true)
     }
 
     #[test]
-    fn file_shrinking_under_the_map_is_a_finding_not_a_fault() {
-        let dp = pass_after(|f, _| f.set_len(1 << 20).unwrap());
+    fn file_shrinking_under_the_pass_is_a_finding() {
+        let dp = pass_after(|f| f.set_len(1 << 20).unwrap());
         assert_eq!(dp.findings.len(), 1);
         assert_eq!(dp.findings[0].check, "file.truncated");
         assert_eq!(dp.findings[0].details["actual"], 1 << 20);
         assert!(dp.hashes.blake3.is_none() && dp.components.is_empty());
     }
 
+    /// Bytes in memory whose reads end early after `cut` bytes, or fail there, without the length changing.
+    struct Faulty<'a> {
+        bytes: &'a [u8],
+        cut: u64,
+        fail: bool,
+    }
+
+    impl ChunkSource for Faulty<'_> {
+        fn len(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+        fn next_chunk(&mut self, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.fail && off + buf.len() as u64 > self.cut {
+                return Err(std::io::Error::other("device gone"));
+            }
+            let n = buf.len().min(self.cut.saturating_sub(off) as usize);
+            MemorySource(self.bytes).read_at(off, &mut buf[..n])
+        }
+        fn read_at(&mut self, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.next_chunk(off, buf)
+        }
+        fn shrunk(&mut self) -> Option<u64> {
+            None
+        }
+    }
+
     #[test]
-    fn a_fault_past_the_end_between_checks_is_a_finding() {
-        // Shrink, read past the end (zeros, flagged), grow back: the length checks see nothing wrong.
-        let dp = pass_after(|f, map| {
-            f.set_len(1 << 20).unwrap();
-            // SAFETY: the offset is inside the map's length.
-            let b = unsafe { std::ptr::read_volatile(map.as_ptr().add(2 << 20)) };
-            assert_eq!(b, 0);
-            f.set_len(3 << 20).unwrap();
-        });
-        assert_eq!(dp.findings.len(), 1, "{:?}", dp.findings);
-        assert_eq!(dp.findings[0].check, "file.truncated");
-        assert!(dp.hashes.blake3.is_none() && dp.components.is_empty());
+    fn a_short_read_is_a_finding_and_a_failed_one_an_error() {
+        let bytes = vec![1u8; READ_CHUNK as usize + 4096];
+        let t = [tensor("x", Dtype::F32, &[bytes.len() as u64 / 4], 0)];
+        let c = class(vec![vae(0)]);
+        let cut = READ_CHUNK + 100;
+        for fail in [false, true] {
+            let mut src = Source {
+                bytes: &mut Faulty {
+                    bytes: &bytes,
+                    cut,
+                    fail,
+                },
+                tensors: &t,
+                class: &c,
+                safetensors_metadata: None,
+                stop: None,
+            };
+            let dp = run(&mut src, HashMode::Full, false);
+            assert!(dp.hashes.blake3.is_none() && dp.components.is_empty());
+            if fail {
+                assert!(dp.io_error.is_some() && dp.findings.is_empty());
+            } else {
+                assert_eq!(dp.findings[0].check, "file.truncated");
+                assert_eq!(dp.findings[0].details["actual"], cut);
+            }
+        }
+    }
+
+    #[test]
+    fn elements_straddling_chunks_are_counted_and_sampled_once() {
+        // An F32 tensor starting 3 bytes in: elements straddle every chunk boundary. NaNs sit at the
+        // elements around the first boundary and at both ends.
+        let n = (2 * READ_CHUNK as usize + 4096) / 4;
+        let mut v: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 / 8.0).collect();
+        let at_boundary = (READ_CHUNK as usize - 3) / 4;
+        let nan_at = [0, at_boundary - 1, at_boundary, at_boundary + 1, n - 1];
+        for &i in &nan_at {
+            v[i] = f32::NAN;
+        }
+        let data: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut shifted = vec![7u8; 3];
+        shifted.extend_from_slice(&data);
+        let c = class(vec![vae(0)]);
+        let pass = |bytes: &[u8], start: u64| {
+            let t = [tensor("w", Dtype::F32, &[n as u64], start)];
+            let mut src = Source {
+                bytes: &mut MemorySource(bytes),
+                tensors: &t,
+                class: &c,
+                safetensors_metadata: None,
+                stop: None,
+            };
+            run_with(&mut src, HashMode::Components, false, true)
+        };
+        let a = pass(&shifted, 3);
+        let b = pass(&data, 0);
+        let nan = |dp: &DataPass| {
+            dp.findings
+                .iter()
+                .find(|f| f.details.get("nan").is_some())
+                .map(|f| f.details["nan"].clone())
+        };
+        assert_eq!(nan(&a), Some(json!(nan_at.len())));
+        assert_eq!(nan(&b), Some(json!(nan_at.len())));
+        assert_eq!(a.components, b.components);
+        assert_eq!(a.fingerprint, b.fingerprint);
+        // the samples are the tensor's values at the sampled indices, wherever the chunks cut it
+        let d = a.fingerprint.unwrap().components["vae"].decode().unwrap();
+        let idx = crate::fingerprint::sample_indices("w", n as u64);
+        let got = &d.tensors[0].3;
+        assert_eq!(got.len(), idx.len());
+        for (g, &i) in got.iter().zip(&idx) {
+            let w = v[i as usize] as f64;
+            assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()));
+        }
     }
 
     #[test]
@@ -912,16 +900,16 @@ mod tests {
         let t = [tensor("x", Dtype::F32, &[16], 0)];
         let c = class(vec![vae(0)]);
         let stop = AtomicBool::new(true);
-        let src = Source {
-            bytes: Bytes::Memory(&bytes),
+        let mut src = Source {
+            bytes: &mut MemorySource(&bytes),
             tensors: &t,
             class: &c,
             safetensors_metadata: None,
             stop: Some(&stop),
         };
-        let dp = run(&src, HashMode::Full, false);
+        let dp = run(&mut src, HashMode::Full, false);
         assert!(dp.stopped && dp.hashes.blake3.is_none() && dp.components.is_empty());
         stop.store(false, Ordering::Relaxed);
-        assert!(!run(&src, HashMode::Full, false).stopped);
+        assert!(!run(&mut src, HashMode::Full, false).stopped);
     }
 }

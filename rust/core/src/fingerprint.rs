@@ -178,43 +178,32 @@ impl Plan {
         self.samplers[i].is_some()
     }
 
-    /// Takes the samples of contiguous tensor `i` whose first byte lies in `[c0, c1)` of `data`.
-    pub fn contiguous(&mut self, i: usize, data: &[u8], t: &TensorInfo, c0: u64, c1: u64) {
-        let (lo, hi) = (t.start.max(c0), t.end().min(c1));
-        if hi > lo {
-            self.take(i, data, t, |idx| idx, Some(hi - t.start));
+    /// Takes the samples of contiguous tensor `i` that end inside `chunk` (chunks come in order).
+    pub fn contiguous(&mut self, i: usize, t: &TensorInfo, chunk: &crate::datapass::Chunk) {
+        let (Some(s), Some(es)) = (self.samplers[i].as_mut(), element_size(t.dtype)) else {
+            return;
+        };
+        while let Some(&idx) = s.indices.get(s.values.len()) {
+            let at = t.start + idx * es;
+            match chunk.get(at, es).and_then(|b| decode(t.dtype, b)) {
+                Some(v) => s.values.push(v),
+                None => break,
+            }
         }
     }
 
     /// Takes every sample of a non-contiguous tensor `i` (element strides `strides`, all bytes present).
     pub fn strided(&mut self, i: usize, data: &[u8], t: &TensorInfo, strides: &[u64]) {
-        self.take(
-            i,
-            data,
-            t,
-            |idx| strided_offset(&t.shape, strides, idx),
-            None,
-        );
+        self.take(i, data, t, |idx| strided_offset(&t.shape, strides, idx));
     }
 
     /// Takes the pending samples of tensor `i` (C-order element `idx` stored `offset(idx)` elements
-    /// in) whose first byte lies before `until` bytes into the tensor (all of them when `None`).
-    fn take(
-        &mut self,
-        i: usize,
-        data: &[u8],
-        t: &TensorInfo,
-        offset: impl Fn(u64) -> u64,
-        until: Option<u64>,
-    ) {
+    /// in) from `data`, which holds the whole tensor.
+    fn take(&mut self, i: usize, data: &[u8], t: &TensorInfo, offset: impl Fn(u64) -> u64) {
         let (Some(s), Some(es)) = (self.samplers[i].as_mut(), element_size(t.dtype)) else {
             return;
         };
-        let end = until.map_or(u64::MAX, |u| u.div_ceil(es));
         while let Some(&idx) = s.indices.get(s.values.len()) {
-            if idx >= end {
-                break;
-            }
             let at = (t.start + offset(idx) * es) as usize;
             match data
                 .get(at..at + es as usize)

@@ -24,12 +24,14 @@ pub mod memory;
 pub mod npy;
 pub mod pickle;
 pub mod provenance;
+pub mod remote;
 pub mod report;
 pub mod safetensors;
 pub mod scan;
 pub mod sidecar_check;
 pub mod similarity;
 pub mod sniff;
+pub mod source;
 mod standalone;
 pub mod table;
 pub mod tensor;
@@ -64,7 +66,13 @@ pub struct Progress {
 /// Files walked but not yet taken by a scanning thread: bounds memory whatever the library's size.
 const WALK_AHEAD: usize = 1024;
 
-/// Walks `roots` and scans each file as the walk finds it, in parallel on the current rayon pool,
+/// A file found by the walk or an object found by a listing, waiting for a scanning thread.
+enum Job {
+    Local(PathBuf),
+    Remote(remote::Object),
+}
+
+/// Walks `roots` (local paths, and object-store URLs: see [`remote`]) and scans each file as the walk finds it, in parallel on the current rayon pool,
 /// calling `emit` with each report as JSON as it finishes (unreadable paths included, as reports
 /// whose `error` says why). Stops early, walk and scanning threads alike, as soon as `emit` returns
 /// false or `opts.stop` is set; reports made after that are dropped. Returns when every thread is done.
@@ -88,9 +96,39 @@ pub fn scan_stream<F>(
         }
         ok
     };
-    let (tx, rx) = std::sync::mpsc::sync_channel::<PathBuf>(WALK_AHEAD);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(WALK_AHEAD);
+    let (urls, paths): (Vec<PathBuf>, Vec<PathBuf>) = roots
+        .iter()
+        .cloned()
+        .partition(|r| r.to_str().is_some_and(remote::is_url));
     std::thread::scope(|s| {
         s.spawn(|| {
+            for url in urls.iter().filter_map(|u| u.to_str()) {
+                let listed = remote::list(url, opts.endpoint_url.as_deref(), &mut |o| {
+                    if halted() {
+                        return false;
+                    }
+                    progress.files_found.fetch_add(1, Ordering::Relaxed);
+                    progress.bytes_found.fetch_add(o.size, Ordering::Relaxed);
+                    tx.send(Job::Remote(o)).is_ok()
+                });
+                if let Err(message) = listed {
+                    progress.files_found.fetch_add(1, Ordering::Relaxed);
+                    progress.files_scanned.fetch_add(1, Ordering::Relaxed);
+                    let r = FileReport {
+                        path: url.to_string(),
+                        kind: "unknown",
+                        arch: "unknown",
+                        error: Some(report::FileError {
+                            kind: report::ErrorKind::Io,
+                            message,
+                        }),
+                        ..Default::default()
+                    };
+                    send(serde_json::to_value(r).unwrap_or_default());
+                }
+            }
+            let roots = &paths[..];
             walk::walk_stream(roots, follow_links, walk_threads, &|found| {
                 if halted() {
                     return false;
@@ -103,7 +141,7 @@ pub fn scan_stream<F>(
                 match found {
                     walk::Found::File(e) => {
                         progress.bytes_found.fetch_add(e.size, Ordering::Relaxed);
-                        tx.send(e.path).is_ok()
+                        tx.send(Job::Local(e.path)).is_ok()
                     }
                     walk::Found::Error(e) => {
                         progress.files_scanned.fetch_add(1, Ordering::Relaxed);
@@ -115,11 +153,14 @@ pub fn scan_stream<F>(
             progress.walk_done.store(true, Ordering::Release);
             drop(tx);
         });
-        let _ = rx.into_iter().par_bridge().try_for_each(|path| {
+        let _ = rx.into_iter().par_bridge().try_for_each(|job| {
             if halted() {
                 return Err(());
             }
-            let v = cache::scan_cached(&path, opts, cache);
+            let v = match job {
+                Job::Local(path) => cache::scan_cached(&path, opts, cache),
+                Job::Remote(o) => cache::scan_remote_cached(&o, opts, cache),
+            };
             progress.files_scanned.fetch_add(1, Ordering::Relaxed);
             if send(v) {
                 Ok(())
@@ -129,6 +170,45 @@ pub fn scan_stream<F>(
         });
         // Dropping the receiver (above, when try_for_each returns) fails the walk's next send.
     });
+}
+
+/// What a scan of `roots` would read, without reading any file or object: (path or URL, size, bytes
+/// the scan reads at least) of each, then (root, message) of each root that cannot be walked or listed.
+#[allow(clippy::type_complexity)]
+pub fn plan(
+    roots: &[PathBuf],
+    follow_links: bool,
+    opts: &ScanOptions,
+) -> (Vec<(String, u64, u64)>, Vec<(String, String)>) {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let mut paths = Vec::new();
+    for r in roots {
+        match r.to_str().filter(|u| remote::is_url(u)) {
+            Some(url) => {
+                let listed = remote::list(url, opts.endpoint_url.as_deref(), &mut |o| {
+                    let read = remote::bytes_to_read(&o.url, o.size, opts);
+                    out.push((o.url, o.size, read));
+                    true
+                });
+                if let Err(e) = listed {
+                    errors.push((url.to_string(), e));
+                }
+            }
+            None => paths.push(r.clone()),
+        }
+    }
+    let (files, errs) = walk::walk(&paths, follow_links, 0);
+    for f in files {
+        let shown = report::path_fields(&f.path).0;
+        let read = remote::bytes_to_read(&shown, f.size, opts);
+        out.push((shown, f.size, read));
+    }
+    errors.extend(
+        errs.into_iter()
+            .map(|e| (report::path_fields(&e.path).0, e.message)),
+    );
+    (out, errors)
 }
 
 #[cfg(test)]

@@ -2,10 +2,10 @@
 
 use crate::classify::{Classification, Role};
 use crate::datapass::{self, HashMode};
-use crate::mapguard::GuardedMap;
 use crate::pickle::PickleError;
 use crate::report::{ComponentReport, ErrorKind, FileError, FileReport};
 use crate::sniff::Format;
+use crate::source::{ChunkSource, FileSource};
 use crate::table::{open_table, OpenError, Table};
 use crate::tensor::TensorInfo;
 use serde_json::Value;
@@ -24,6 +24,8 @@ pub struct ScanOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Also sample the lineage fingerprint in the data pass (needs `hash` other than `None`).
     pub fingerprint: bool,
+    /// The endpoint of an S3-compatible service for `s3://` roots (else `AWS_ENDPOINT_URL`, else AWS).
+    pub endpoint_url: Option<String>,
 }
 
 impl ScanOptions {
@@ -42,6 +44,7 @@ impl Default for ScanOptions {
             sha256: false,
             stop: None,
             fingerprint: false,
+            endpoint_url: None,
         }
     }
 }
@@ -70,7 +73,7 @@ pub fn scan_file(path: &Path, opts: &ScanOptions) -> FileReport {
             return r;
         }
     };
-    if let Err(e) = scan_table(table, opts, &mut r) {
+    if let Err(e) = scan_table(table, opts, &mut r, None) {
         r.error = Some(FileError {
             kind: ErrorKind::Io,
             message: format!("{}: {e}", r.path),
@@ -85,6 +88,11 @@ fn opening_failed(path: &Path, e: OpenError, r: &mut FileReport) {
         r.size = meta.len();
         r.mtime = crate::walk::mtime_of(&meta);
     }
+    opening_failed_report(e, r);
+}
+
+/// The report part of [`opening_failed`] (size and mtime already filled in; `r.path` names the file).
+pub(crate) fn opening_failed_report(e: OpenError, r: &mut FileReport) {
     r.format = e.format();
     match e {
         OpenError::Io(e) => {
@@ -112,24 +120,41 @@ fn opening_failed(path: &Path, e: OpenError, r: &mut FileReport) {
     }
 }
 
-fn scan_table(t: Table, opts: &ScanOptions, r: &mut FileReport) -> std::io::Result<()> {
+/// Fills `r` from an opened table and runs the data pass (when asked) over the table's file, or over
+/// `remote` for a table opened by ranged reads.
+pub(crate) fn scan_table(
+    t: Table,
+    opts: &ScanOptions,
+    r: &mut FileReport,
+    remote: Option<&mut dyn ChunkSource>,
+) -> std::io::Result<()> {
     r.size = t.size;
     r.mtime = t.mtime;
     r.format = t.format;
     header_fields(r, &t.tensors, &t.class, &t.metadata, t.findings, t.wasted);
     if opts.hash != HashMode::None && r.size > 0 {
-        let map = GuardedMap::new(&t.file, r.size)?;
-        let src = datapass::Source {
-            bytes: datapass::Bytes::Mapped {
-                map: &map,
-                file: &t.file,
-            },
+        let mut local;
+        let bytes: &mut dyn ChunkSource = match (t.file.as_ref(), remote) {
+            (Some(file), _) => {
+                local = FileSource::new(file, r.size);
+                &mut local
+            }
+            (None, Some(src)) => src,
+            (None, None) => {
+                return Err(std::io::Error::other("no bytes to read for the data pass"))
+            }
+        };
+        let mut src = datapass::Source {
+            bytes,
             tensors: &t.tensors,
             class: &t.class,
             safetensors_metadata: (t.format == Format::Safetensors).then_some(&t.metadata),
             stop: opts.stop.as_deref(),
         };
-        let dp = datapass::run_with(&src, opts.hash, opts.sha256, opts.fingerprint);
+        let dp = datapass::run_with(&mut src, opts.hash, opts.sha256, opts.fingerprint);
+        if let Some(e) = dp.io_error {
+            return Err(e);
+        }
         data_fields(r, dp);
     }
     r.findings

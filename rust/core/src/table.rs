@@ -28,8 +28,9 @@ pub enum PruneGroup {
 
 /// A file opened and judged: everything the scan and the fixes know about it before reading its data.
 pub struct Table {
-    /// The open file (the data pass and the fixes read from it).
-    pub file: File,
+    /// The open file (the data pass and the fixes read from it); `None` for a remote object whose
+    /// header was read by ranged reads ([`open_table_at`]).
+    pub file: Option<File>,
     pub size: u64,
     pub mtime: f64,
     pub format: Format,
@@ -119,6 +120,20 @@ impl From<std::io::Error> for OpenError {
     }
 }
 
+/// Random access to the bytes of a file: a local file, or a remote object read by ranged GETs.
+pub trait ReadAt: Sync {
+    /// Exactly `len` bytes from offset `off` (an error if fewer exist).
+    fn read_at(&self, off: u64, len: u64) -> std::io::Result<Vec<u8>>;
+}
+
+impl ReadAt for File {
+    fn read_at(&self, off: u64, len: u64) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len as usize];
+        self.read_exact_at(&mut buf, off)?;
+        Ok(buf)
+    }
+}
+
 /// Opens `path`, recognises its format, reads its tensor table, classifies it and runs the header-level checks.
 pub fn open_table(path: &Path) -> Result<Table, OpenError> {
     let file = File::open(path)?;
@@ -133,12 +148,13 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
         .extension()
         .is_some_and(|e| e == "safetensors" || e == "sft");
     let format = sniff(&head, named_st);
-    let (tensors, mut findings, metadata, header_len) = match format {
+    let (tensors, findings, metadata, header_len) = match format {
         Format::Unknown | Format::Diffusers | Format::StateDict => {
             return Err(OpenError::NotAModel(format))
         }
         Format::Safetensors => {
-            let (h, f) = read_safetensors(&file, &head, size).map_err(OpenError::Header)?;
+            let (h, f) = read_safetensors(&head, size, |buf| file.read_exact_at(buf, 8))
+                .map_err(OpenError::Header)?;
             (h.tensors, f, h.metadata, h.header_len)
         }
         Format::Npy | Format::Npz => {
@@ -160,12 +176,65 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
             (p.tensors, p.findings, BTreeMap::new(), 0)
         }
     };
+    let mut t = judge(&file, size, format, header_len, tensors, findings, metadata);
+    t.mtime = crate::walk::mtime_of(&meta);
+    t.file = Some(file);
+    Ok(t)
+}
+
+/// [`open_table`] over ranged reads of a file that is not mapped (an object in a store), given its
+/// first bytes `head` (at least [`HEAD_LEN`], or the whole file). Only safetensors are read this way
+/// (their header is all a header-level scan needs): `Ok(None)` for any other model format, whose
+/// container the caller must read whole.
+pub fn open_table_at(
+    src: &dyn ReadAt,
+    head: &[u8],
+    size: u64,
+    name: &str,
+) -> Result<Option<Table>, OpenError> {
+    let named_st = name.ends_with(".safetensors") || name.ends_with(".sft");
+    // Sniffed from the bytes a local open sees, so both judge a file alike.
+    let format = sniff(&head[..head.len().min(HEAD_LEN)], named_st);
+    match format {
+        Format::Unknown | Format::Diffusers => Err(OpenError::NotAModel(format)),
+        Format::Safetensors => {
+            let (h, f) = read_safetensors(head, size, |buf| {
+                // The first read usually holds the whole header; fetch only what it lacks.
+                let have = head.len().saturating_sub(8).min(buf.len());
+                buf[..have].copy_from_slice(&head[8..8 + have]);
+                if have < buf.len() {
+                    let rest = src.read_at(8 + have as u64, (buf.len() - have) as u64)?;
+                    buf[have..].copy_from_slice(&rest);
+                }
+                Ok(())
+            })
+            .map_err(OpenError::Header)?;
+            Ok(Some(judge(
+                src,
+                size,
+                format,
+                h.header_len,
+                h.tensors,
+                f,
+                h.metadata,
+            )))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Classifies a tensor table and runs the header-level checks (which may read small tensors from `src`).
+fn judge(
+    src: &dyn ReadAt,
+    size: u64,
+    format: Format,
+    header_len: u64,
+    tensors: Vec<TensorInfo>,
+    mut findings: Vec<Finding>,
+    metadata: BTreeMap<String, Value>,
+) -> Table {
     let class = classify(&tensors);
-    let read_at = |off: u64, len: u64| -> std::io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, off)?;
-        Ok(buf)
-    };
+    let read_at = |off: u64, len: u64| src.read_at(off, len);
     let ctx = checks::Context {
         size,
         format,
@@ -177,9 +246,9 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
     };
     let outcome = checks::run(&ctx);
     findings.extend(outcome.findings);
-    Ok(Table {
-        mtime: crate::walk::mtime_of(&meta),
-        file,
+    Table {
+        mtime: 0.0,
+        file: None,
         size,
         format,
         header_len,
@@ -188,7 +257,7 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
         metadata,
         findings,
         wasted: outcome.wasted,
-    })
+    }
 }
 
 /// A file's name without its extension (an `.npy` array's name).
@@ -203,17 +272,19 @@ pub fn changed_while_read() -> std::io::Error {
     std::io::Error::other("the file shrank while it was being read")
 }
 
+/// Parses a safetensors header of a file of `size` bytes whose first bytes are `head`; `fill` reads
+/// the header (the bytes from offset 8) into the buffer it is given.
 fn read_safetensors(
-    file: &File,
     head: &[u8],
     size: u64,
+    fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
 ) -> Result<(safetensors::Header, Vec<Finding>), HeaderError> {
     let n = safetensors::header_len(head, size)? as usize;
     // One header buffer per thread, reused: fresh multi-MB allocations cost a page fault per 4 KiB.
     thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
     BUF.with_borrow_mut(|buf| {
         buf.resize(n, 0);
-        let read = file.read_exact_at(&mut buf[..n], 8);
+        let read = fill(&mut buf[..n]);
         let parsed = read
             .map_err(|e| HeaderError {
                 reason: format!("cannot read header: {e}"),
@@ -305,5 +376,55 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(open_table(dir.path()), Err(OpenError::Io(_))));
+    }
+
+    /// Bytes in memory that count the ranged reads made of them.
+    struct Counted(Vec<u8>, std::sync::Mutex<Vec<(u64, u64)>>);
+
+    impl ReadAt for Counted {
+        fn read_at(&self, off: u64, len: u64) -> std::io::Result<Vec<u8>> {
+            self.1.lock().unwrap().push((off, len));
+            Ok(self.0[off as usize..(off + len) as usize].to_vec())
+        }
+    }
+
+    #[test]
+    fn ranged_open_reads_only_the_header_it_lacks_and_judges_as_a_local_open() {
+        let header = r#"{"x":{"dtype":"U8","shape":[16],"data_offsets":[0,16]}}"#;
+        for (pad, first) in [(0usize, 4096u64), (100_000, 64 << 10)] {
+            let f = file_with(header, pad, 16);
+            let bytes = std::fs::read(f.path()).unwrap();
+            let head_len = first.min(bytes.len() as u64) as usize;
+            let src = Counted(bytes.clone(), Default::default());
+            let t = open_table_at(
+                &src,
+                &bytes[..head_len],
+                bytes.len() as u64,
+                "m.safetensors",
+            )
+            .unwrap()
+            .unwrap();
+            let local = open_table(f.path()).unwrap();
+            assert_eq!(t.header_len, local.header_len);
+            assert_eq!(checks(&t), checks(&local));
+            let reads = src.1.lock().unwrap().clone();
+            let total = 8 + local.header_len;
+            if total <= head_len as u64 {
+                assert_eq!(reads, vec![], "the first read held the whole header");
+            } else {
+                assert_eq!(reads, vec![(head_len as u64, total - head_len as u64)]);
+            }
+        }
+        // Pickle-based containers need the whole bytes: not opened by ranged reads.
+        let zip = crate::pickle::zip::tests::build(&[(
+            "a/data.pkl",
+            "a/data.pkl",
+            b"\x80\x02}q\x00.",
+            0,
+        )]);
+        let src = Counted(zip.clone(), Default::default());
+        assert!(open_table_at(&src, &zip, zip.len() as u64, "m.ckpt")
+            .unwrap()
+            .is_none());
     }
 }

@@ -30,6 +30,7 @@ fn options_with(hash: &str, sha256: bool, fingerprint: bool) -> PyResult<ScanOpt
         sha256,
         stop: None,
         fingerprint,
+        endpoint_url: None,
     })
 }
 
@@ -349,6 +350,31 @@ fn pickle_imports<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAn
     pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+/// True when `root` is an object-store URL (s3://, gs://, az://, https://...) rather than a local path.
+#[pyfunction]
+fn is_url(root: &str) -> bool {
+    fastscan_core::remote::is_url(root)
+}
+
+/// What a scan of `roots` would read, reading nothing: ([(path or URL, size, bytes read at least)],
+/// [(root, message)] of roots that cannot be walked or listed).
+#[pyfunction]
+#[pyo3(signature = (roots, hash="full", follow_links=false, endpoint_url=None))]
+#[allow(clippy::type_complexity)]
+fn plan(
+    py: Python<'_>,
+    roots: Vec<PathBuf>,
+    hash: &str,
+    follow_links: bool,
+    endpoint_url: Option<String>,
+) -> PyResult<(Vec<(String, u64, u64)>, Vec<(String, String)>)> {
+    let opts = ScanOptions {
+        endpoint_url,
+        ..options_with(hash, false, false)?
+    };
+    Ok(py.detach(|| fastscan_core::plan(&roots, follow_links, &opts)))
+}
+
 /// Reports queued between the scanning threads and the Python reader: a slow reader slows the scan
 /// down instead of growing memory.
 const REPORT_QUEUE: usize = 64;
@@ -387,7 +413,8 @@ impl Drop for Scanner {
 #[pymethods]
 impl Scanner {
     #[new]
-    #[pyo3(signature = (roots, hash="full", sha256=false, jobs=0, cache=None, follow_links=false, fingerprint=false))]
+    #[pyo3(signature = (roots, hash="full", sha256=false, jobs=0, cache=None, follow_links=false, fingerprint=false, endpoint_url=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         roots: Vec<PathBuf>,
         hash: &str,
@@ -396,10 +423,12 @@ impl Scanner {
         cache: Option<PathBuf>,
         follow_links: bool,
         fingerprint: bool,
+        endpoint_url: Option<String>,
     ) -> PyResult<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let opts = ScanOptions {
             stop: Some(stop.clone()),
+            endpoint_url,
             ..options_with(hash, sha256, fingerprint)?
         };
         let cache = cache
@@ -629,6 +658,8 @@ fn lineage<'py>(
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(plan, m)?)?;
+    m.add_function(wrap_pyfunction!(is_url, m)?)?;
     m.add_function(wrap_pyfunction!(walk, m)?)?;
     m.add_function(wrap_pyfunction!(scan_file, m)?)?;
     m.add_function(wrap_pyfunction!(export, m)?)?;

@@ -1,0 +1,656 @@
+//! Objects in S3 (and compatibles), GCS, Azure and on plain HTTPS, scanned in place through `object_store`.
+//!
+//! A root URL is listed (paginated by the store) into [`Object`]s: URL, size, ETag. The header of a
+//! safetensors object costs at most two ranged GETs (the first [`FIRST_READ`] bytes, then the rest of
+//! the header if it is longer); its data pass reads one streamed GET through the data pass's chunk
+//! source ([`Stream`]), resumed at the offset reached after a transient error. The containers of
+//! pickle-based files are for now streamed once to a temporary file and scanned as a local file. Every
+//! read after the listing carries `If-Match: <ETag>`, so an object overwritten during the scan is a
+//! `file.changed` finding, never a mix of two versions. Credentials come from the standard
+//! environment and are never written anywhere.
+
+use crate::report::{ErrorKind, FileError, FileReport, Finding, Severity};
+use crate::scan::ScanOptions;
+use crate::sniff::Format;
+use crate::source::ChunkSource;
+use crate::table::{open_table_at, OpenError, ReadAt};
+use futures::StreamExt;
+use object_store::path::Path as ObjPath;
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt,
+    RetryConfig,
+};
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Bytes of the first ranged read of an object: the length prefix and, almost always, the whole header.
+pub const FIRST_READ: u64 = 64 << 10;
+/// Attempts of one streamed read after a transient error (each resumes at the offset reached).
+const STREAM_RETRIES: u32 = 5;
+/// Wait before the first retry of a streamed read; doubled each time.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// URL schemes read through the object store rather than the filesystem.
+const SCHEMES: [&str; 8] = [
+    "s3://", "s3a://", "gs://", "az://", "abfs://", "abfss://", "https://", "http://",
+];
+
+/// True when `root` names an object store location rather than a local path.
+pub fn is_url(root: &str) -> bool {
+    SCHEMES.iter().any(|s| root.starts_with(s))
+}
+
+/// The one small runtime driving every object-store request (created on first use).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        // The TLS stack needs one crypto provider per process: ring (another caller may have set one).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("fastscan-io")
+            .enable_all()
+            .build()
+            .expect("cannot start the object-store runtime")
+    })
+}
+
+/// An object found by a listing (or a single-object URL).
+#[derive(Clone, Debug)]
+pub struct Object {
+    /// The URL reports name it by.
+    pub url: String,
+    pub size: u64,
+    /// The ETag (or version) reads are pinned to.
+    pub etag: Option<String>,
+    /// Seconds since the epoch.
+    pub mtime: f64,
+    /// The endpoint the object was listed from ("" for the service's own): part of its identity.
+    pub endpoint: String,
+    store: Arc<dyn ObjectStore>,
+    location: ObjPath,
+}
+
+/// A store and where in it a root URL points.
+struct Root {
+    store: Arc<dyn ObjectStore>,
+    /// `scheme://bucket` (or `https://host`): object URLs are this, `/`, their location.
+    base: String,
+    location: ObjPath,
+    /// The URL ended in `/` (or named a whole bucket): list it, never take it as one object.
+    is_prefix: bool,
+    endpoint: String,
+}
+
+fn retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: 4,
+        retry_timeout: Duration::from_secs(60),
+    }
+}
+
+fn client() -> ClientOptions {
+    ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_timeout(Duration::from_secs(120))
+}
+
+/// Whether some standard source of AWS credentials is configured (never which, never its value).
+fn aws_credentials_present() -> bool {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    (set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY"))
+        || std::env::var("AWS_SKIP_SIGNATURE").is_ok_and(|v| v == "true" || v == "1")
+        || set("AWS_WEB_IDENTITY_TOKEN_FILE")
+        || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        || set("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+}
+
+/// Stores are built once per (base, endpoint) and shared by every object under them.
+fn store_for(
+    url: &url::Url,
+    base: &str,
+    endpoint: Option<&str>,
+) -> Result<Arc<dyn ObjectStore>, String> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+    runtime(); // installs the TLS crypto provider the store's HTTP client needs
+    let key = format!("{base} {}", endpoint.unwrap_or(""));
+    let mut stores = STORES.get_or_init(Default::default).lock().unwrap();
+    if let Some(s) = stores.get(&key) {
+        return Ok(s.clone());
+    }
+    let endpoint = endpoint.map(str::to_string).or_else(|| {
+        std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|e| !e.is_empty())
+    });
+    let built: Result<Arc<dyn ObjectStore>, object_store::Error> = match url.scheme() {
+        "s3" | "s3a" => {
+            if !aws_credentials_present() {
+                return Err(format!(
+                    "{base}: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                     (or AWS_SKIP_SIGNATURE=true for a public bucket)"
+                ));
+            }
+            let mut b = object_store::aws::AmazonS3Builder::from_env()
+                .with_url(base)
+                .with_retry(retry())
+                .with_client_options(client());
+            if let Some(e) = &endpoint {
+                // An explicit http:// endpoint (a local S3-compatible server) is allowed plain HTTP.
+                b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+            }
+            b.build().map(|s| Arc::new(s) as _)
+        }
+        "gs" => object_store::gcp::GoogleCloudStorageBuilder::from_env()
+            .with_url(base)
+            .with_retry(retry())
+            .with_client_options(client())
+            .build()
+            .map(|s| Arc::new(s) as _),
+        "az" | "abfs" | "abfss" => object_store::azure::MicrosoftAzureBuilder::from_env()
+            .with_url(base)
+            .with_retry(retry())
+            .with_client_options(client().with_allow_http(base.starts_with("http://")))
+            .build()
+            .map(|s| Arc::new(s) as _),
+        _ => object_store::http::HttpBuilder::new()
+            .with_url(base)
+            .with_retry(retry())
+            .with_client_options(client().with_allow_http(url.scheme() == "http"))
+            .build()
+            .map(|s| Arc::new(s) as _),
+    };
+    let store = built.map_err(|e| format!("{base}: {}", describe(&e)))?;
+    stores.insert(key, store.clone());
+    Ok(store)
+}
+
+fn root(url_text: &str, endpoint: Option<&str>) -> Result<Root, String> {
+    let url = url::Url::parse(url_text).map_err(|e| format!("{url_text}: not a valid URL: {e}"))?;
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("{url_text}: the URL names no bucket or host"))?;
+    let base = match url.port() {
+        Some(p) => format!("{}://{host}:{p}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    };
+    let raw = url.path().trim_start_matches('/');
+    let location = ObjPath::from_url_path(raw.trim_end_matches('/'))
+        .map_err(|e| format!("{url_text}: not a valid object path: {e}"))?;
+    let store = store_for(&url, &base, endpoint)?;
+    let endpoint = match url.scheme() {
+        "s3" | "s3a" => endpoint
+            .map(str::to_string)
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    Ok(Root {
+        store,
+        endpoint,
+        base,
+        is_prefix: raw.is_empty() || raw.ends_with('/'),
+        location,
+    })
+}
+
+/// A store error as a person reads it: the problem, never a credential.
+fn describe(e: &object_store::Error) -> String {
+    match e {
+        object_store::Error::NotFound { .. } => "no such object or bucket".into(),
+        object_store::Error::Precondition { .. } => "the object changed during the scan".into(),
+        object_store::Error::Unauthenticated { .. } => {
+            "the store refused the credentials (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+                .into()
+        }
+        object_store::Error::PermissionDenied { .. } => "permission denied by the store".into(),
+        other => {
+            // The chain of sources says what failed (connection refused, DNS, HTTP status).
+            let mut msg = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(s) = src {
+                let t = s.to_string();
+                if !msg.contains(&t) {
+                    msg.push_str(": ");
+                    msg.push_str(&t);
+                }
+                src = s.source();
+            }
+            msg
+        }
+    }
+}
+
+fn object(root: &Root, meta: ObjectMeta) -> Object {
+    Object {
+        url: format!("{}/{}", root.base, meta.location),
+        size: meta.size,
+        etag: meta.e_tag.or(meta.version),
+        mtime: meta.last_modified.timestamp_micros() as f64 / 1e6,
+        endpoint: root.endpoint.clone(),
+        store: root.store.clone(),
+        location: meta.location,
+    }
+}
+
+/// Lists the objects under `url` (or the one object it names), calling `found` with each as the
+/// listing pages arrive; stops when `found` returns false. An error names the URL and the problem.
+pub fn list(
+    url: &str,
+    endpoint: Option<&str>,
+    found: &mut dyn FnMut(Object) -> bool,
+) -> Result<(), String> {
+    let root = root(url, endpoint)?;
+    let http = root.base.starts_with("http");
+    runtime().block_on(async {
+        if !root.is_prefix {
+            match root.store.head(&root.location).await {
+                Ok(meta) => {
+                    found(object(&root, meta));
+                    return Ok(());
+                }
+                Err(object_store::Error::NotFound { .. }) if !http => {}
+                Err(e) => return Err(format!("{url}: {}", describe(&e))),
+            }
+        }
+        if http {
+            return Err(format!(
+                "{url}: an http(s) URL names one file; listing is not supported"
+            ));
+        }
+        let prefix = (!root.location.as_ref().is_empty()).then_some(&root.location);
+        let mut stream = root.store.list(prefix);
+        let mut any = false;
+        while let Some(meta) = stream.next().await {
+            let meta = meta.map_err(|e| format!("{url}: {}", describe(&e)))?;
+            any = true;
+            if !found(object(&root, meta)) {
+                break;
+            }
+        }
+        if !any && !root.is_prefix {
+            return Err(format!("{url}: no such object or prefix"));
+        }
+        Ok(())
+    })
+}
+
+/// Why a read of an object failed.
+#[derive(Debug)]
+enum ReadError {
+    /// The object's ETag no longer matches the listing's: it was overwritten.
+    Changed,
+    Other(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Changed => f.write_str("the object changed during the scan"),
+            ReadError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+fn read_error(e: object_store::Error) -> ReadError {
+    match e {
+        object_store::Error::Precondition { .. } => ReadError::Changed,
+        e => ReadError::Other(describe(&e)),
+    }
+}
+
+impl Object {
+    fn options(&self, range: std::ops::Range<u64>) -> GetOptions {
+        GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            if_match: self.etag.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// The object's name in the store (its key's last part decides nothing but `.safetensors` naming).
+    fn name(&self) -> &str {
+        self.location.filename().unwrap_or("")
+    }
+}
+
+impl ReadAt for Object {
+    fn read_at(&self, off: u64, len: u64) -> std::io::Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let got = runtime().block_on(async {
+            let r = self
+                .store
+                .get_opts(&self.location, self.options(off..off + len))
+                .await
+                .map_err(read_error)?;
+            r.bytes().await.map_err(read_error)
+        });
+        match got {
+            Ok(b) if b.len() as u64 == len => Ok(b.to_vec()),
+            Ok(b) => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("asked for {len} bytes at {off}, the store sent {}", b.len()),
+            )),
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// True when an I/O error from [`Object::read_at`] says the object changed.
+fn is_changed(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|i| i.downcast_ref::<ReadError>())
+        .is_some_and(|r| matches!(r, ReadError::Changed))
+}
+
+/// Bytes a scan of a file named `name` of `size` bytes reads, at least: all of it for a data pass (and,
+/// remotely, for containers other than safetensors), else the first read (a header longer than it
+/// costs one more read).
+pub fn bytes_to_read(name: &str, size: u64, opts: &ScanOptions) -> u64 {
+    let st = name.ends_with(".safetensors") || name.ends_with(".sft");
+    if opts.hash == crate::HashMode::None && st {
+        size.min(FIRST_READ)
+    } else {
+        size
+    }
+}
+
+/// Scans one object: never panics on bad input; problems become findings or `error`.
+pub fn scan_object(obj: &Object, opts: &ScanOptions) -> FileReport {
+    let mut r = FileReport {
+        path: obj.url.clone(),
+        size: obj.size,
+        mtime: obj.mtime,
+        format: Format::Unknown,
+        kind: "unknown",
+        arch: "unknown",
+        ..Default::default()
+    };
+    match by_ranges(obj, opts, &mut r) {
+        Ok(true) => return r,
+        Ok(false) => {} // a container that must be read whole
+        Err(e) => {
+            // What was filled in before the failure is not kept: the report is the failure.
+            r = FileReport {
+                path: obj.url.clone(),
+                size: obj.size,
+                mtime: obj.mtime,
+                kind: "unknown",
+                arch: "unknown",
+                ..Default::default()
+            };
+            fail(obj, &e, &mut r);
+            return r;
+        }
+    }
+    match spool_and_scan(obj, opts) {
+        Ok(mut local) => {
+            local.path = obj.url.clone();
+            local.path_b64 = None;
+            local.mtime = obj.mtime;
+            r = local;
+        }
+        Err(e) => fail(obj, &e, &mut r),
+    }
+    r
+}
+
+fn fail(obj: &Object, e: &std::io::Error, r: &mut FileReport) {
+    if is_changed(e) {
+        r.findings.push(changed(obj));
+    } else {
+        r.error = Some(FileError {
+            kind: ErrorKind::Io,
+            message: format!("{}: {e}", obj.url),
+        });
+    }
+}
+
+/// The finding of an object overwritten between its listing and a read of it.
+fn changed(obj: &Object) -> Finding {
+    Finding::new(
+        "file.changed",
+        Severity::Error,
+        "the object was overwritten while it was being scanned (its ETag changed): scan it again"
+            .to_string(),
+        json!({"etag": obj.etag, "during_scan": true}),
+    )
+}
+
+/// The scan of a safetensors object: its header by ranged reads, then (when asked) the data pass over
+/// one streamed GET ([`Stream`]); `Ok(false)` when the format needs the whole object in a file.
+fn by_ranges(obj: &Object, opts: &ScanOptions, r: &mut FileReport) -> std::io::Result<bool> {
+    let head = obj.read_at(0, obj.size.min(FIRST_READ))?;
+    match open_table_at(obj, &head, obj.size, obj.name()) {
+        Ok(Some(mut t)) => {
+            t.mtime = obj.mtime;
+            let mut stream = Stream::new(obj, opts);
+            crate::scan::scan_table(t, opts, r, Some(&mut stream))?;
+            Ok(true)
+        }
+        Ok(None) => Ok(false),
+        Err(OpenError::Io(e)) => Err(e),
+        Err(e) => {
+            crate::scan::opening_failed_report(e, r);
+            Ok(true)
+        }
+    }
+}
+
+/// An object's bytes for the data pass: one streamed GET read in order (resumed at the offset reached
+/// after a transient error, backing off), and ranged GETs for the rare span read out of order. Every
+/// request is pinned to the listed ETag. Memory: one network chunk at a time.
+struct Stream<'a> {
+    obj: &'a Object,
+    opts: &'a ScanOptions,
+    body: Option<futures::stream::BoxStream<'static, object_store::Result<Vec<u8>>>>,
+    /// Bytes received and not yet handed out, from `pending_at`.
+    pending: Vec<u8>,
+    pending_at: usize,
+    /// Offset of the next byte `next_chunk` hands out.
+    pos: u64,
+}
+
+impl<'a> Stream<'a> {
+    fn new(obj: &'a Object, opts: &'a ScanOptions) -> Stream<'a> {
+        Stream {
+            obj,
+            opts,
+            body: None,
+            pending: Vec::new(),
+            pending_at: 0,
+            pos: 0,
+        }
+    }
+
+    /// The next piece of the body, opening (or reopening at `pos`) the GET when needed.
+    fn refill(&mut self) -> Result<(), ReadError> {
+        let (obj, pos) = (self.obj, self.pos);
+        let body = &mut self.body;
+        let got = runtime().block_on(async {
+            if body.is_none() {
+                let r = obj
+                    .store
+                    .get_opts(&obj.location, obj.options(pos..obj.size))
+                    .await
+                    .map_err(read_error)?;
+                *body = Some(r.into_stream().map(|c| c.map(|b| b.to_vec())).boxed());
+            }
+            match body.as_mut().unwrap().next().await {
+                Some(Ok(b)) => Ok(Some(b)),
+                Some(Err(e)) => Err(read_error(e)),
+                None => Ok(None),
+            }
+        });
+        match got {
+            Ok(Some(b)) => {
+                self.pending = b;
+                self.pending_at = 0;
+                Ok(())
+            }
+            Ok(None) => {
+                self.body = None;
+                Err(ReadError::Other(format!(
+                    "the store ended the body at byte {} of {}",
+                    self.pos, self.obj.size
+                )))
+            }
+            Err(e) => {
+                self.body = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl ChunkSource for Stream<'_> {
+    fn len(&self) -> u64 {
+        self.obj.size
+    }
+
+    fn next_chunk(&mut self, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        if off != self.pos {
+            // A new pass (or a jump): start a new GET there.
+            self.body = None;
+            self.pending.clear();
+            self.pending_at = 0;
+            self.pos = off;
+        }
+        let mut n = 0;
+        let mut failures = 0u32;
+        while n < buf.len() && self.pos < self.obj.size {
+            if self.pending_at == self.pending.len() {
+                match self.refill() {
+                    Ok(()) => failures = 0,
+                    Err(ReadError::Changed) => {
+                        return Err(std::io::Error::other(ReadError::Changed))
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        if failures > STREAM_RETRIES || self.opts.stopped() {
+                            return Err(std::io::Error::other(e));
+                        }
+                        std::thread::sleep(FIRST_BACKOFF * 2u32.pow(failures - 1));
+                    }
+                }
+                continue;
+            }
+            let k = (self.pending.len() - self.pending_at).min(buf.len() - n);
+            buf[n..n + k].copy_from_slice(&self.pending[self.pending_at..self.pending_at + k]);
+            self.pending_at += k;
+            n += k;
+            self.pos += k as u64;
+        }
+        Ok(n)
+    }
+
+    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let len = (buf.len() as u64).min(self.obj.size.saturating_sub(off));
+        let got = ReadAt::read_at(self.obj, off, len)?;
+        buf[..got.len()].copy_from_slice(&got);
+        Ok(got.len())
+    }
+
+    fn shrunk(&mut self) -> Option<u64> {
+        None // an object that changes is caught by its ETag, never read short
+    }
+}
+
+/// Temporary files of streamed objects, one folder each (the object's name keeps its extension).
+fn spool_dir() -> std::io::Result<std::path::PathBuf> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "fastscan-remote-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir(&d)?;
+    Ok(d)
+}
+
+/// Streams the object once into a temporary file and scans that (the folder is removed after).
+fn spool_and_scan(obj: &Object, opts: &ScanOptions) -> std::io::Result<FileReport> {
+    let dir = spool_dir()?;
+    let name = match obj.name() {
+        "" => "object",
+        n => n,
+    };
+    let path = dir.join(name);
+    let result = spool(obj, &path, opts).map(|_| crate::scan::scan_file(&path, opts));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut r = result?;
+    if let Some(e) = r.error.as_mut() {
+        e.message = e.message.replace(&*path.to_string_lossy(), &obj.url);
+    }
+    Ok(r)
+}
+
+/// Writes the object to `path` with one streamed GET, resuming at the offset reached after a transient
+/// error (backing off); every request is pinned to the listed ETag.
+fn spool(obj: &Object, path: &std::path::Path, opts: &ScanOptions) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?,
+    );
+    let mut off = 0u64;
+    let mut failures = 0u32;
+    while off < obj.size {
+        let before = off;
+        let got: Result<(), ReadError> = runtime().block_on(async {
+            let r = obj
+                .store
+                .get_opts(&obj.location, obj.options(off..obj.size))
+                .await
+                .map_err(read_error)?;
+            let mut body = r.into_stream();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(read_error)?;
+                out.write_all(&chunk)
+                    .map_err(|e| ReadError::Other(format!("temporary file: {e}")))?;
+                off += chunk.len() as u64;
+                if opts.stopped() {
+                    return Err(ReadError::Other("scan stopped".into()));
+                }
+            }
+            Ok(())
+        });
+        match got {
+            Ok(()) if off < obj.size => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the store sent {off} of {} bytes", obj.size),
+                ))
+            }
+            Ok(()) => {}
+            Err(ReadError::Changed) => return Err(std::io::Error::other(ReadError::Changed)),
+            Err(e) => {
+                if off > before {
+                    failures = 0; // progress was made: the budget is per stall, not per object
+                }
+                failures += 1;
+                if failures > STREAM_RETRIES || opts.stopped() {
+                    return Err(std::io::Error::other(e));
+                }
+                std::thread::sleep(FIRST_BACKOFF * 2u32.pow(failures - 1));
+            }
+        }
+    }
+    out.flush()
+}
