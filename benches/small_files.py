@@ -2,7 +2,7 @@
 
 Writes a library of real-layout files filled with random bytes (lora-sd15-kohya: 19 MB, embedding-sd15
 and embedding-sdxl: 25-66 KB; see ../shared/data/layouts) to the temp dir, warms the page cache, then
-times, best of `--repeat`:
+times, median of `--repeat`:
   - fastscan: `fastscan DIR --json --hash full --no-cache` (CLI start included), and `--hash components`;
   - b3sum over every file (one process, all files; or the `blake3` package in-process when b3sum is absent).
 Prints files/s, GB/s and the ratios. The library is deleted at the end.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,13 +36,13 @@ def write_random(path: Path, layout: str, seed: int) -> int:
     return path.stat().st_size
 
 
-def best(fn, repeat: int) -> float:
+def median(fn, repeat: int) -> float:
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return min(times)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -87,10 +88,10 @@ def main() -> None:
             return go
 
         peer = "b3sum" if b3sum else "blake3 package"
-        t_peer = best(run_b3, a.repeat)
+        t_peer = median(run_b3, a.repeat)
         rows = [(peer, t_peer)]
         for mode in ("full", "components"):
-            rows.append((f"fastscan --hash {mode} (CLI)", best(run_fastscan(mode), a.repeat)))
+            rows.append((f"fastscan --hash {mode} (CLI)", median(run_fastscan(mode), a.repeat)))
         for name, t in rows:
             print(f"{name:34s} {t:7.3f} s  {n / t:8,.0f} files/s  {total / t / 1e9:6.2f} GB/s  "
                   f"ratio to {peer}: {t_peer / t:.2f}x")  # fmt: skip

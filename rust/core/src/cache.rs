@@ -155,23 +155,44 @@ pub fn scan_remote_cached(
     let (Some(cache), Some(etag)) = (cache, obj.etag.as_deref()) else {
         return to_value(&crate::remote::scan_object(obj, opts));
     };
+    // As for local files: the cached scan samples the fingerprint, the report shows it when asked.
+    let as_asked = |mut v: Value| {
+        if !opts.fingerprint {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("fingerprint");
+            }
+        }
+        v
+    };
+    let sampled = cached_options(opts);
     // The endpoint is part of the identity: two services may hold buckets of the same name.
     let url = format!("{} @{}", obj.url, obj.endpoint);
-    let key = options_key(opts);
+    let key = options_key(&sampled);
     if let Some(v) = cache.get_remote(&url, obj.size, etag, &key) {
-        return v;
+        return as_asked(v);
     }
-    let report = crate::remote::scan_object(obj, opts);
+    let report = crate::remote::scan_object(obj, &sampled);
     let v = to_value(&report);
     let changed = report.findings.iter().any(|f| f.check == "file.changed");
     if report.error.is_none() && !changed && !opts.stopped() {
         cache.put_remote(&url, obj.size, etag, &key, &v);
     }
-    v
+    as_asked(v)
+}
+
+/// What a cached scan computes for `opts`: a hashing scan also samples the lineage fingerprint (a
+/// small share of the pass's work) and keeps it in the cache, so a later `lineage` of the same files
+/// reads no data. The report returned carries it only when asked ([`scan_cached`]).
+fn cached_options(opts: &ScanOptions) -> ScanOptions {
+    ScanOptions {
+        fingerprint: opts.fingerprint || opts.hash != crate::HashMode::None,
+        ..opts.clone()
+    }
 }
 
 /// The cache key part that depends on what the scan computes.
 pub fn options_key(opts: &ScanOptions) -> String {
+    let opts = &cached_options(opts);
     format!(
         "{REPORT_VERSION} hash={:?} sha256={}{}",
         opts.hash,
@@ -210,6 +231,16 @@ fn scan_stored(path: &Path, opts: &ScanOptions, cache: Option<&Cache>) -> Value 
     let Ok(before) = Stamp::of(path) else {
         return to_value(&scan_file(path, opts));
     };
+    let sampled = cached_options(opts);
+    let as_asked = |mut v: Value| {
+        if !opts.fingerprint {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("fingerprint");
+            }
+        }
+        v
+    };
+    let opts = &sampled;
     let key = options_key(opts);
     if let Some(mut v) = cache.get(before, &key) {
         // The same inode may be reached under another name (renamed, hard-linked).
@@ -222,7 +253,7 @@ fn scan_stored(path: &Path, opts: &ScanOptions, cache: Option<&Cache>) -> Value 
             }
             (None, None) => {}
         }
-        return v;
+        return as_asked(v);
     }
     let report = scan_file(path, opts);
     let v = to_value(&report);
@@ -233,7 +264,7 @@ fn scan_stored(path: &Path, opts: &ScanOptions, cache: Option<&Cache>) -> Value 
     {
         cache.put(before, &key, &v);
     }
-    v
+    as_asked(v)
 }
 
 #[cfg(test)]
@@ -255,6 +286,60 @@ mod tests {
         std::fs::write(&f, b"hello world").unwrap();
         assert!(cache
             .get(Stamp::of(&f).unwrap(), &options_key(&opts))
+            .is_none());
+    }
+
+    #[test]
+    fn a_cached_hashing_scan_keeps_the_fingerprint_and_shows_it_when_asked() {
+        use crate::classify::Role;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c.sqlite3")).unwrap();
+        // a VAE file (the tensors of the docs/fingerprint.md vector), every weight F32
+        let names = [
+            ("decoder.big", 20000),
+            ("decoder.conv_in.weight", 3),
+            ("encoder.conv_in.weight", 200),
+        ];
+        let mut header = String::from("{");
+        let mut at = 0;
+        for (i, (n, k)) in names.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            header += &format!(
+                r#"{sep}"{n}":{{"dtype":"F32","shape":[{k}],"data_offsets":[{at},{}]}}"#,
+                at + 4 * k
+            );
+            at += 4 * k;
+        }
+        header.push('}');
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend((0..at / 4).flat_map(|i| (i as f32 / 8.0).to_le_bytes()));
+        let f = dir.path().join("vae.safetensors");
+        std::fs::write(&f, &bytes).unwrap();
+        let table = crate::open_table(&f).unwrap();
+        assert!(
+            matches!(table.class.roles[0], Role::Component { name: "vae", .. }),
+            "fixture is not a VAE: {}",
+            table.class.kind
+        );
+        let plain = ScanOptions::default();
+        let first = scan_cached(&f, &plain, Some(&cache));
+        assert!(first.get("fingerprint").is_none(), "shown only when asked");
+        let asked = ScanOptions {
+            fingerprint: true,
+            ..plain.clone()
+        };
+        let key = options_key(&asked);
+        let stored = cache.get(Stamp::of(&f).unwrap(), &key).unwrap();
+        assert!(stored["fingerprint"]["components"].is_object());
+        let again = scan_cached(&f, &asked, Some(&cache));
+        assert_eq!(again["fingerprint"], stored["fingerprint"]);
+        let none = ScanOptions {
+            hash: crate::HashMode::None,
+            ..plain
+        };
+        assert!(scan_cached(&f, &none, Some(&cache))
+            .get("fingerprint")
             .is_none());
     }
 

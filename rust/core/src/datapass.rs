@@ -156,105 +156,113 @@ pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: boo
     let mut counts = vec![Counts::default(); tensors.len()];
     let mut same = vec![Same::default(); tensors.len()];
     let mut file_h: Option<FileHashers> = None;
-    let mut buf = vec![0u8; READ_CHUNK.min(size) as usize];
     let mut before = [0u8; SEAM];
     let mut before_len = 0;
+    let spans: Vec<(usize, u64, u64)> = strided
+        .iter()
+        .map(|&i| {
+            let (lo, hi) = span(&tensors[i]);
+            (i, lo, hi)
+        })
+        .collect();
+    let stop = src.stop;
 
     let mut next = 0;
-    let mut next_strided = 0;
     let mut active: Vec<usize> = Vec::new();
-    let mut c0 = 0;
-    while c0 < size {
-        let c1 = (c0 + READ_CHUNK).min(size);
-        if src.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+    let reader = Reader {
+        bytes: &mut *src.bytes,
+        size,
+        c0: 0,
+        spans: &spans,
+        next_span: 0,
+        stop,
+    };
+    let ended = std::thread::scope(|scope| {
+        let mut feed = Feed::start(scope, reader);
+        while let Some(piece) = feed.next() {
+            if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                return Ended::Stopped;
+            }
+            let (c0, buf) = match piece {
+                Piece::Chunk(c0, buf) => (c0, buf),
+                Piece::Span(i, lo, gathered) => {
+                    let mut local = tensors[i].clone();
+                    local.start -= lo;
+                    let seg = plan.members[i].as_mut().map(|m| &mut m.segment);
+                    let (c, s) = strided_tensor(&gathered, &local, seg);
+                    counts[i] += c;
+                    same[i] = s;
+                    if let (Some(p), Some((_, strides))) = (prints.as_mut(), gather_layout(&local))
+                    {
+                        p.strided(i, &gathered, &local, strides);
+                    }
+                    continue;
+                }
+                Piece::Shrank(now) => return Ended::Shrank(now),
+                Piece::Failed(e) => return Ended::Failed(e),
+                Piece::Stopped => return Ended::Stopped,
+            };
+            let chunk = Chunk::new(c0, &buf, &before[..before_len]);
+            let c1 = chunk.end();
+            if c0 == 0 && mode == HashMode::Full {
+                let addnet_from = src
+                    .safetensors_metadata
+                    .and_then(|_| hashes::addnet_start(chunk.bytes, size));
+                file_h = Some(FileHashers::new(size, sha256, addnet_from));
+            }
+            while next < contiguous.len() && tensors[contiguous[next]].start < c1 {
+                active.push(contiguous[next]);
+                next += 1;
+            }
+            // Each job owns its tensor's segment while the chunk is processed.
+            let jobs: Vec<(usize, Option<Member>)> = active
+                .iter()
+                .map(|&i| (i, plan.members[i].take()))
+                .collect();
+            let (_, done) = rayon::join(
+                || {
+                    if let Some(h) = file_h.as_mut() {
+                        h.feed(chunk.bytes);
+                    }
+                },
+                || {
+                    jobs.into_par_iter()
+                        .map(|(i, mut m)| {
+                            let seg = m.as_mut().map(|m| &mut m.segment);
+                            let (c, s) = contiguous_piece(&chunk, &tensors[i], seg);
+                            (i, m, c, s)
+                        })
+                        .collect::<Vec<_>>()
+                },
+            );
+            for (i, m, c, s) in done {
+                plan.members[i] = m;
+                counts[i] += c;
+                same[i] = same[i].merge(s);
+            }
+            if let Some(p) = prints.as_mut() {
+                for &i in &active {
+                    p.contiguous(i, &tensors[i], &chunk);
+                }
+            }
+            active.retain(|&i| tensors[i].end() > c1);
+            before_len = buf.len().min(SEAM);
+            before[..before_len].copy_from_slice(&buf[buf.len() - before_len..]);
+            feed.recycle(buf);
+        }
+        Ended::Done
+    });
+    match ended {
+        Ended::Done => {}
+        Ended::Stopped => {
             out.stopped = true;
             return out;
         }
-        if let Some(now) = src.bytes.shrunk() {
-            return shrank(out, size, now);
+        Ended::Shrank(now) => return shrank(out, size, now),
+        Ended::Failed(e) => {
+            out.io_error = Some(e);
+            return out;
         }
-        let want = (c1 - c0) as usize;
-        match src.bytes.next_chunk(c0, &mut buf[..want]) {
-            Ok(n) if n == want => {}
-            Ok(n) => {
-                let now = src.bytes.shrunk().unwrap_or(c0 + n as u64);
-                return shrank(out, size, now);
-            }
-            Err(e) => {
-                out.io_error = Some(e);
-                return out;
-            }
-        }
-        let chunk = Chunk::new(c0, &buf[..want], &before[..before_len]);
-        if c0 == 0 && mode == HashMode::Full {
-            let addnet_from = src
-                .safetensors_metadata
-                .and_then(|_| hashes::addnet_start(chunk.bytes, size));
-            file_h = Some(FileHashers::new(size, sha256, addnet_from));
-        }
-        while next < contiguous.len() && tensors[contiguous[next]].start < c1 {
-            active.push(contiguous[next]);
-            next += 1;
-        }
-        // Each job owns its tensor's segment while the chunk is processed.
-        let jobs: Vec<(usize, Option<Member>)> = active
-            .iter()
-            .map(|&i| (i, plan.members[i].take()))
-            .collect();
-        let (_, done) = rayon::join(
-            || {
-                if let Some(h) = file_h.as_mut() {
-                    h.feed(chunk.bytes);
-                }
-            },
-            || {
-                jobs.into_par_iter()
-                    .map(|(i, mut m)| {
-                        let seg = m.as_mut().map(|m| &mut m.segment);
-                        let (c, s) = contiguous_piece(&chunk, &tensors[i], seg);
-                        (i, m, c, s)
-                    })
-                    .collect::<Vec<_>>()
-            },
-        );
-        for (i, m, c, s) in done {
-            plan.members[i] = m;
-            counts[i] += c;
-            same[i] = same[i].merge(s);
-        }
-        if let Some(p) = prints.as_mut() {
-            for &i in &active {
-                p.contiguous(i, &tensors[i], &chunk);
-            }
-        }
-        active.retain(|&i| tensors[i].end() > c1);
-        while next_strided < strided.len() && span(&tensors[strided[next_strided]]).1 <= c1 {
-            let i = strided[next_strided];
-            next_strided += 1;
-            // Gathered from its whole span, read apart from the stream (rare: pickled views).
-            let (lo, hi) = span(&tensors[i]);
-            let mut gathered = vec![0u8; (hi - lo) as usize];
-            match src.bytes.read_at(lo, &mut gathered) {
-                Ok(n) if n == gathered.len() => {}
-                Ok(n) => return shrank(out, size, lo + n as u64),
-                Err(e) => {
-                    out.io_error = Some(e);
-                    return out;
-                }
-            }
-            let mut local = tensors[i].clone();
-            local.start -= lo;
-            let seg = plan.members[i].as_mut().map(|m| &mut m.segment);
-            let (c, s) = strided_tensor(&gathered, &local, seg);
-            counts[i] += c;
-            same[i] = s;
-            if let (Some(p), Some((_, strides))) = (prints.as_mut(), gather_layout(&local)) {
-                p.strided(i, &gathered, &local, strides);
-            }
-        }
-        before_len = want.min(SEAM);
-        before[..before_len].copy_from_slice(&chunk.bytes[want - before_len..]);
-        c0 = c1;
     }
 
     if let Some(h) = file_h {
@@ -312,6 +320,132 @@ pub fn run_pieces(tensors: &[TensorInfo], pieces: &[&[u8]], class: &Classificati
     out.findings
         .extend(values::constant_finding(tensors, &class.roles, &same));
     out
+}
+
+/// How a pass's reading ended.
+enum Ended {
+    Done,
+    Stopped,
+    Shrank(u64),
+    Failed(std::io::Error),
+}
+
+/// What the reader hands the consumers, in file order.
+enum Piece {
+    /// The chunk at this offset (a buffer to recycle).
+    Chunk(u64, Vec<u8>),
+    /// The whole span `[lo, ..)` of strided tensor `i`, after the chunk holding its end.
+    Span(usize, u64, Vec<u8>),
+    /// The object is now this long, shorter than when the scan started.
+    Shrank(u64),
+    Failed(std::io::Error),
+    Stopped,
+}
+
+/// Chunk buffers per pass when the reader runs ahead on its own thread: one being read, one being
+/// consumed, one ready (memory: this many times [`READ_CHUNK`] per file in flight).
+const BUFFERS: usize = 3;
+
+/// Reads a source's chunks in order, and the spans of strided tensors after the chunk holding their end.
+struct Reader<'a> {
+    bytes: &'a mut dyn ChunkSource,
+    size: u64,
+    c0: u64,
+    /// (tensor, span start, span end) by span end.
+    spans: &'a [(usize, u64, u64)],
+    next_span: usize,
+    stop: Option<&'a AtomicBool>,
+}
+
+impl Reader<'_> {
+    /// The next piece, reading a chunk into a buffer from `take` (`None`: no buffer, stop); `None` at the end.
+    fn next(&mut self, take: impl FnOnce() -> Option<Vec<u8>>) -> Option<Piece> {
+        if let Some(&(i, lo, hi)) = self.spans.get(self.next_span) {
+            if hi <= self.c0 {
+                self.next_span += 1;
+                let mut gathered = vec![0u8; (hi - lo) as usize];
+                return Some(match self.bytes.read_at(lo, &mut gathered) {
+                    Ok(n) if n == gathered.len() => Piece::Span(i, lo, gathered),
+                    Ok(n) => Piece::Shrank(self.bytes.shrunk().unwrap_or(lo + n as u64)),
+                    Err(e) => Piece::Failed(e),
+                });
+            }
+        }
+        if self.c0 >= self.size {
+            return None;
+        }
+        if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Some(Piece::Stopped);
+        }
+        if let Some(now) = self.bytes.shrunk() {
+            return Some(Piece::Shrank(now));
+        }
+        let c0 = self.c0;
+        let want = (READ_CHUNK.min(self.size - c0)) as usize;
+        let Some(mut buf) = take() else {
+            return Some(Piece::Stopped);
+        };
+        buf.resize(want, 0);
+        self.c0 += want as u64;
+        Some(match self.bytes.next_chunk(c0, &mut buf) {
+            Ok(n) if n == want => Piece::Chunk(c0, buf),
+            Ok(n) => Piece::Shrank(self.bytes.shrunk().unwrap_or(c0 + n as u64)),
+            Err(e) => Piece::Failed(e),
+        })
+    }
+}
+
+/// The consumers' end of the reader: inline for a file of one chunk, else a thread running ahead.
+enum Feed<'a> {
+    Inline(Reader<'a>, Option<Vec<u8>>),
+    Ahead(
+        std::sync::mpsc::Receiver<Piece>,
+        std::sync::mpsc::Sender<Vec<u8>>,
+    ),
+}
+
+impl<'a> Feed<'a> {
+    fn start<'s>(scope: &'s std::thread::Scope<'s, '_>, mut reader: Reader<'a>) -> Feed<'a>
+    where
+        'a: 's,
+    {
+        if reader.size <= READ_CHUNK {
+            let buf = Vec::with_capacity(reader.size as usize);
+            return Feed::Inline(reader, Some(buf));
+        }
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Piece>(BUFFERS - 1);
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        for _ in 0..BUFFERS {
+            let _ = free_tx.send(Vec::with_capacity(READ_CHUNK as usize));
+        }
+        scope.spawn(move || {
+            // Ends at the end of the data, or when the consumers have gone (a send or a take fails).
+            while let Some(p) = reader.next(|| free_rx.recv().ok()) {
+                let last = !matches!(p, Piece::Chunk(..) | Piece::Span(..));
+                if full_tx.send(p).is_err() || last {
+                    break;
+                }
+            }
+        });
+        Feed::Ahead(full_rx, free_tx)
+    }
+
+    fn next(&mut self) -> Option<Piece> {
+        match self {
+            Feed::Inline(r, spare) => r.next(|| spare.take()),
+            Feed::Ahead(rx, _) => rx.recv().ok(),
+        }
+    }
+
+    /// Gives a consumed chunk's buffer back to the reader.
+    fn recycle(&mut self, buf: Vec<u8>) {
+        match self {
+            Feed::Inline(_, spare) => *spare = Some(buf),
+            Feed::Ahead(_, tx) => {
+                let _ = tx.send(buf);
+            }
+        }
+    }
 }
 
 /// The pass's result for a file that shrank from `size` to `now` bytes under it: a finding, no hash.
@@ -594,8 +728,23 @@ mod tests {
             stop: None,
         };
         let got = run(&mut src, HashMode::Components, false).components["vae"].clone();
-        assert_eq!(got, reference(&[("w", "F32", &[3, 4], c_order)]));
+        assert_eq!(got, reference(&[("w", "F32", &[3, 4], c_order.clone())]));
         assert_eq!(span(&t), (8, 8 + 48));
+        // the same tensor across a chunk boundary of a file read ahead on the reader's thread
+        let pad = READ_CHUNK as usize - 20;
+        let mut far = vec![0u8; pad];
+        far.extend_from_slice(&stored[8..]);
+        far.extend_from_slice(&[1; 100]);
+        t.start = pad as u64;
+        let mut src = Source {
+            bytes: &mut MemorySource(&far),
+            tensors: std::slice::from_ref(&t),
+            class: &c,
+            safetensors_metadata: None,
+            stop: None,
+        };
+        let got = run(&mut src, HashMode::Components, false).components["vae"].clone();
+        assert_eq!(got, reference(&[("w", "F32", &[3, 4], c_order)]));
     }
 
     #[test]
