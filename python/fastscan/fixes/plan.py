@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fastscan import _core
-from fastscan.fixes.cast import FLOATS
 from fastscan.fixes.errors import FixError
 from fastscan.fixes.source import Source
 
@@ -67,6 +66,22 @@ class Plan:
     def data_bytes(self) -> int:
         """Bytes of tensor data in the output."""
         return sum(t.nbytes for t in self.tensors)
+
+    def core_tensors(self) -> list[tuple]:
+        """The tensors as the core's executor takes them (`_core.write_fix`)."""
+        out = []
+        for o in self.tensors:
+            e = o.entry
+            src = (o.src, e["name"], e["dtype"], e["shape"], e["start"], e["len"], e.get("strides"))
+            out.append((o.name, o.dtype, o.shape, o.op, None if o.op == "arange" else src))
+        return out
+
+    def output_size(self) -> int:
+        """Bytes of the file this plan writes."""
+        try:
+            return _core.fix_output_size(self.core_tensors(), list(self.metadata.items()))
+        except ValueError as e:
+            raise FixError(f"cannot write the output: {e}") from None
 
 
 def _rewrites_position_ids(source: Source) -> set[str]:
@@ -127,7 +142,7 @@ def plan_fix(source: Source, clip: bool = False, prune: str | None = None, dtype
             if t["name"] in rewrite:
                 o.op, o.dtype = "arange", "I64"
                 clip_done.append(f"{t['name']} ({t['dtype']})")
-        elif t["dtype"] in FLOATS:
+        elif t["dtype"] in _core.CAST_FROM:
             want = target or ("F32" if t["dtype"] == "F64" else t["dtype"])
             if want != t["dtype"]:
                 o.op, o.dtype = "cast", want
