@@ -163,7 +163,9 @@ def test_clip_resets_position_ids_and_keeps_every_other_byte(bad_clip, tmp_path)
         assert pos.dtype == np.int64 and pos.shape == (1, 77)
         assert (pos[0] == np.arange(77)).all()
         assert f.get_tensor(UNET_T).tobytes() == pattern(size_of(synth.load_layout("sd15"), UNET_T), 1)
-        assert f.metadata() == {"ss_x": "kept"}
+        meta = f.metadata()
+    record = json.loads(meta.pop("fastscan.fix"))
+    assert meta == {"ss_x": "kept"} and [r["command"] for r in record] == ["fix"]
     unchanged_except(bad_clip, out, changed={SD15_POS})
     assert fingerprint(bad_clip) == before
     assert not [n for n in files_in(tmp_path / "in") if n.endswith(writer.TMP_SUFFIX)]
@@ -311,8 +313,7 @@ def test_bf16_bit_patterns():
     nan = (got[5:].astype("<u4") << 16).view("<f4")
     assert all(np.isnan(nan))  # NaN stays NaN (even with a low-bit-only payload)
     assert (
-        _core.cast(np.float32([1.5, -2.0]).tobytes(), "F32", "BF16")
-        == np.uint16([0x3FC0, 0xC000]).tobytes()
+        _core.cast(np.float32([1.5, -2.0]).tobytes(), "F32", "BF16") == np.uint16([0x3FC0, 0xC000]).tobytes()
     )
 
 
@@ -627,13 +628,77 @@ def test_auto_fix_leaves_a_lora_alone(tmp_path):
     assert commands.fix(lora, tmp_path / "o.safetensors").out is None
 
 
-def test_stale_data_hashes_in_metadata_are_dropped(tmp_path):
-    # vae-sd layout carrying sd-scripts' hash of its data region: it no longer holds once data changes
+def test_a_fix_keeps_metadata_recomputes_data_hashes_and_records_itself(tmp_path):
+    # vae-sd layout carrying sd-scripts' hash of its data region: the fix writes the new data's hash
     meta = {"sshs_model_hash": "0" * 64, "modelspec.title": "kept"}
     src = synth.write_layout(tmp_path / "v.safetensors", "vae-sd", metadata=meta)
-    res = commands.fix(src, tmp_path / "o.safetensors", dtype="fp16")
-    assert metadata(tmp_path / "o.safetensors") == {"modelspec.title": "kept"}
+    out = tmp_path / "o.safetensors"
+    res = commands.fix(src, out, dtype="fp16")
+    got = metadata(out)
+    assert got["modelspec.title"] == "kept"
+    with open(out, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        f.seek(8 + n)
+        data = hashlib.sha256()
+        while chunk := f.read(1 << 20):
+            data.update(chunk)
+    assert got["sshs_model_hash"] == data.hexdigest()  # the addnet hash of the output (sd-scripts)
+    assert _core.scan_file(str(out), hash="full", sha256=True)["hashes"]["addnet"] == data.hexdigest()
+    record = json.loads(got["fastscan.fix"])
+    assert [r["command"] for r in record] == ["fix"] and record[0]["source"] == "v.safetensors"
+    assert any("F32 -> F16" in a for a in record[0]["actions"])
     assert any("sshs_model_hash" in a for a in res.actions)
+    # a second fix appends to the record
+    again = tmp_path / "o2.safetensors"
+    commands.fix(out, again, dtype="bf16")
+    assert [r["command"] for r in json.loads(metadata(again)["fastscan.fix"])] == ["fix", "fix"]
+
+
+def test_bake_vae_casts_with_dtype(tmp_path):
+    # sd15 checkpoint layout (F32) and a vae-sd layout (F32): --dtype fp16 gives an all-F16 checkpoint
+    ckpt = synth.write_layout(tmp_path / "c.safetensors", "sd15", metadata={"kept": "yes"})
+    vae = synth.write_layout(tmp_path / "v.safetensors", "vae-sd")
+    out = tmp_path / "o.safetensors"
+    res = commands.bake_vae(ckpt, vae, out, dtype="fp16")
+    d = digests(out)
+    floats = {dt for dt, _, _ in d.values()} - {"I64"}
+    assert floats == {"F16"}
+    assert any("-> F16" in a for a in res.actions)
+    meta = metadata(out)
+    assert meta["kept"] == "yes" and json.loads(meta["fastscan.fix"])[0]["command"] == "bake-vae"
+
+
+def test_the_progress_callback_sees_writing_then_verifying(bad_te, tmp_path):
+    seen = []
+    commands.fix(bad_te, tmp_path / "o.safetensors", clip=True, progress=lambda *a: seen.append(a))
+    stages = [s for s, _, _ in seen]
+    assert stages == sorted(stages, key=["write", "verify"].index) and set(stages) == {"write", "verify"}
+    for stage in ("write", "verify"):
+        done = [d for s, d, _ in seen if s == stage]
+        total = {t for s, _, t in seen if s == stage}
+        assert done == sorted(done) and len(total) == 1 and done[-1] == total.pop()
+
+
+def test_the_cli_progress_bar_draws_on_a_terminal_only(bad_te, tmp_path, monkeypatch):
+    import io
+
+    from fastscan.cli import fix as cli_fix
+
+    assert cli_fix._bar("x").__enter__() is None  # pytest's stderr is no terminal
+    from rich.console import Console
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    buf = Terminal()
+    monkeypatch.setattr(sys, "stderr", buf)
+
+    monkeypatch.setattr(cli_fix, "_console", lambda stderr=False: Console(file=buf, force_terminal=True))
+    with cli_fix._bar("fix bad") as update:
+        update("write", 50, 100)
+        update("verify", 100, 100)
+    assert "fix bad" in buf.getvalue()
 
 
 def test_trailing_bytes_are_dropped_and_the_reference_loader_then_accepts_the_file(tmp_path):

@@ -147,6 +147,7 @@ def fix(
                 [*notes, *p.actions, f"nothing to change in {src_path}; no file written"],
                 unrepairable=bad,
             )
+        planning.record(p, "fix", src)
         st = os.stat(src_path)
         saved = st.st_size - p.output_size()
         if dry_run:
@@ -192,6 +193,7 @@ def convert(
             raise FixError(report["error"]["message"])
         hashes = {"blake3": report["hashes"]["blake3"], "sha256": report["hashes"]["sha256"]}
         p = planning.plan_convert(src, hashes)
+        planning.record(p, "convert", src)
         for f in report.get("findings", []):
             if f.get("severity") == "critical":
                 p.actions.append(f"note: {f['message']} (never executed: only tensor data was copied)")
@@ -214,13 +216,19 @@ def extract(
     _distinct(out_path, src_path)
     with Source(src_path) as src:
         _identified(src, f"extracting {component}", force)
-        p = planning.plan_extract(src, component)
+        p = planning.record(planning.plan_extract(src, component), "extract", src)
         write_verified(p, [src], out_path, overwrite=force, progress=progress)
         return Result(out_path, p.actions)
 
 
 def bake_vae(
-    ckpt: str | os.PathLike, vae: str | os.PathLike, out: str | os.PathLike, *, force: bool = False
+    ckpt: str | os.PathLike,
+    vae: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    dtype: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
 ) -> Result:
     """Writes the checkpoint with its VAE replaced by a standalone VAE's tensors (shapes must match)."""
     ckpt_path, vae_path = _existing(ckpt), _existing(vae)
@@ -230,6 +238,6 @@ def bake_vae(
         if c.table["format"] != "safetensors":
             raise FixError(f"{ckpt_path}: is a {c.table['format']} file; run `fastscan convert` on it first")
         _identified(c, "replacing its VAE", force)
-        p = planning.plan_bake_vae(c, v)
-        write_verified(p, [c, v], out_path, overwrite=force)
+        p = planning.record(planning.plan_bake_vae(c, v, dtype), "bake-vae", c)
+        write_verified(p, [c, v], out_path, overwrite=force, progress=progress)
         return Result(out_path, p.actions)

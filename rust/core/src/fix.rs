@@ -1385,6 +1385,46 @@ mod tests {
         }
     }
 
+    /// A file with one F64 tensor `d` (the reference crate writes it).
+    fn f64_file(dir: &Path) -> PathBuf {
+        use safetensors::tensor::{serialize_to_file, TensorView};
+        let b: Vec<u8> = [1.5f64, 2.5].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let v = TensorView::new(safetensors::Dtype::F64, vec![2], &b).unwrap();
+        let p = dir.join("d.safetensors");
+        serialize_to_file(vec![("d".to_string(), v)], None, &p).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_recheck_refuses_a_problem_kept_or_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let clean = reference_file(dir.path(), "a.safetensors", &[("a", values(4, 1))], None);
+        let d = f64_file(dir.path());
+        let out = dir.path().join("o.safetensors");
+        // dtype.float64 must be gone, but the F64 tensor is copied as it is
+        let mut keep = plan_of(&d, None);
+        keep.gone = vec!["dtype.float64".into()];
+        let e = execute(&keep, &out, false, None, &mut Quiet).unwrap_err();
+        assert!(e.to_string().contains("still reports dtype.float64"), "{e}");
+        // a clean file gains an F64 tensor from a second source: a new problem
+        let mut add = plan_of(&clean, None);
+        let mut more = plan_of(&d, None);
+        more.tensors[0].input.as_mut().unwrap().0 = 1;
+        add.tensors.extend(more.tensors);
+        add.sources.push(d.clone());
+        let e = execute(&add, &out, false, None, &mut Quiet).unwrap_err();
+        assert!(e.to_string().contains("new problems: dtype.float64"), "{e}");
+        // the same two with a cast of the F64 tensor down: both pass
+        add.tensors[1].op = Op::Cast;
+        add.tensors[1].out.dtype = Dtype::F32;
+        add.gone = vec!["dtype.float64".into()];
+        execute(&add, &out, false, None, &mut Quiet).unwrap();
+        assert_eq!(
+            names(dir.path()),
+            vec!["a.safetensors", "d.safetensors", "o.safetensors"]
+        );
+    }
+
     #[test]
     fn bad_plans_and_targets_are_refused_before_writing() {
         let dir = tempfile::tempdir().unwrap();
