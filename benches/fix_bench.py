@@ -1,14 +1,15 @@
-"""Fix throughput against `cp`, and the fix's peak memory (SPEC §9: a pure prune at least half of cp).
+"""Every fix's throughput against `cp` + `sync` of its output, and its peak memory (goal: >= 0.8x, < 150 MB).
 
 Writes a real layout (default: sd15-full-ema, the official v1-5-pruned.safetensors training checkpoint,
 with its F32 tensors stored as F16 so the file is 3.9 GB instead of 7.7 GB) filled with random bytes
-(nothing sparse), then times, with the page cache warm:
-  cp SRC DST; cp SRC DST + sync DST (cp does not fsync, the fix does);
-  fastscan fix SRC -o OUT --prune ema (streaming copy, fsync, re-scan, per-tensor blake3 both sides, rename).
-Each runs in its own child process; peak RSS comes from that child's rusage (os.wait4).
-Needs about 3x the file size free in --dir; everything is deleted afterwards.
+(nothing sparse), then, with the page cache warm, times each fix (prune ema, cast to bf16, clip, convert
+of a torch.save copy, extract unet, bake-vae of the extracted VAE) and `cp OUT COPY && sync COPY` of the
+output that fix wrote: the fix writes, fsyncs, re-reads and verifies its output, so `cp` + `sync` of the
+same bytes is the like-for-like floor. Each runs in its own child process; peak RSS comes from that
+child's rusage (os.wait4). Needs about 4x the file size free in --dir; everything is deleted afterwards.
 
     python benches/fix_bench.py [--dir DIR] [--layout sd15-full-ema] [--full-size] [--runs 2]
+                                [--fixes prune,cast,clip,convert,extract,bake-vae]
 """
 
 from __future__ import annotations
@@ -27,7 +28,29 @@ import numpy as np
 
 from fastscan import synth
 
-FIX = "import sys; from fastscan.fixes import commands; commands.fix(sys.argv[1], sys.argv[2], prune='ema')"
+# Each fix as a child's script: argv[1] the input, argv[2] the output, argv[3] a second input (bake-vae).
+FIXES = {
+    "prune": "commands.fix(sys.argv[1], sys.argv[2], prune='ema')",
+    "cast": "commands.fix(sys.argv[1], sys.argv[2], dtype='bf16')",
+    "clip": "commands.fix(sys.argv[1], sys.argv[2], clip=True)",
+    "convert": "commands.convert(sys.argv[1], sys.argv[2])",
+    "extract": "commands.extract(sys.argv[1], sys.argv[3] or 'unet', sys.argv[2])",
+    "bake-vae": "commands.bake_vae(sys.argv[1], sys.argv[3], sys.argv[2])",
+}
+
+
+def fix_argv(name: str, src: Path, out: Path, other: Path | str | None) -> list[str]:
+    """A child running fix `name`; `other` is bake-vae's VAE, or the component extract writes."""
+    code = f"import sys; from fastscan.fixes import commands; {FIXES[name]}"
+    return [sys.executable, "-c", code, str(src), str(out), str(other or "")]
+
+
+def make_pickle(src: str, dst: str) -> None:
+    """torch.save of the safetensors file's tensors (the convert input; needs torch)."""
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(src), dst)
 
 
 def fill_random(path: Path, seed: int = 0) -> None:
@@ -86,6 +109,7 @@ def main() -> None:
         "--full-size", action="store_true", help="keep the layout's dtypes (7.7 GB for sd15-full-ema)"
     )
     ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--fixes", default=",".join(FIXES), help="comma-separated subset of " + ",".join(FIXES))
     args = ap.parse_args()
 
     lay = copy.deepcopy(synth.load_layout(args.layout))
@@ -96,8 +120,8 @@ def main() -> None:
     need = sum(synth.nbytes(t["dtype"], t["shape"]) for t in lay["tensors"].values())
     root = Path(args.dir) if args.dir else Path("/work" if os.path.isdir("/work") else tempfile.gettempdir())
     free = shutil.disk_usage(root).free
-    if free < 3.2 * need:
-        raise SystemExit(f"{root}: needs {3.2 * need / 1e9:.1f} GB free, has {free / 1e9:.1f} GB")
+    if free < 4.2 * need:
+        raise SystemExit(f"{root}: needs {4.2 * need / 1e9:.1f} GB free, has {free / 1e9:.1f} GB")
     work = Path(tempfile.mkdtemp(prefix="fastscan-fix-bench-", dir=root))
     try:
         src = work / "model.safetensors"
@@ -122,33 +146,36 @@ def main() -> None:
             f"input: {args.layout}{'' if args.full_size else ' (F32 stored as F16)'}, {size / 1e9:.2f} GB, "
             f"{len(lay['tensors'])} tensors; prune drops {ema / 1e9:.2f} GB of EMA"
         )
-        cp_t, cps_t, fix_t, fix_rss = [], [], [], 0
-        for _ in range(args.runs):
-            warm(src)
-            dt, _ = timed(["cp", str(src), str(work / "copy")])
-            cp_t.append(dt)
-            os.unlink(work / "copy")
-            warm(src)
-            dt, _ = timed(["sh", "-c", f"cp '{src}' '{work / 'copy'}' && sync '{work / 'copy'}'"])
-            cps_t.append(dt)
-            os.unlink(work / "copy")
-            warm(src)
-            dt, rss = timed([sys.executable, "-c", FIX, str(src), str(work / "out.safetensors")])
-            fix_t.append(dt)
-            fix_rss = max(fix_rss, rss)
-            os.unlink(work / "out.safetensors")
-        cp_b, cps_b, fix_b = min(cp_t), min(cps_t), min(fix_t)
-        largest = max(synth.nbytes(t["dtype"], t["shape"]) for t in lay["tensors"].values())
-        print(f"cp:            {cp_b:6.2f} s  {size / cp_b / 1e9:5.2f} GB/s")
-        print(f"cp + sync:     {cps_b:6.2f} s  {size / cps_b / 1e9:5.2f} GB/s")
-        print(f"fix --prune:   {fix_b:6.2f} s  {size / fix_b / 1e9:5.2f} GB/s (input bytes / wall time)")
-        print(
-            f"ratio fix/cp: {cp_b / fix_b:.2f}x   fix/(cp+sync): {cps_b / fix_b:.2f}x   (SPEC: >= 0.5x of cp)"
-        )
-        print(
-            f"fix peak RSS: {fix_rss / 1e6:.0f} MB "
-            f"(largest tensor {largest / 1e6:.0f} MB, file {size / 1e9:.2f} GB)"
-        )
+        fixes = [f.strip() for f in args.fixes.split(",") if f.strip()]
+        inputs = {name: src for name in fixes}
+        vae = work / "vae.safetensors"
+        if "bake-vae" in fixes:
+            subprocess.run(fix_argv("extract", src, vae, "vae"), check=True)
+        if "convert" in fixes:
+            inputs["convert"] = work / "model.ckpt"
+            code = "import sys, fix_bench as b; b.make_pickle(sys.argv[1], sys.argv[2])"
+            argv = [sys.executable, "-c", code, str(src), str(inputs["convert"])]
+            subprocess.run(argv, check=True, env=env)
+        print(f"{'fix':10} {'out GB':>7} {'fix s':>7} {'cp+sync s':>9} {'ratio':>6} {'peak RSS':>9}")
+        for name in fixes:
+            fix_t, cps_t, fix_rss, out_size = [], [], 0, 0
+            out = work / "out.safetensors"
+            for _ in range(args.runs):
+                warm(inputs[name])
+                if name == "bake-vae":
+                    warm(vae)
+                dt, rss = timed(fix_argv(name, inputs[name], out, vae if name == "bake-vae" else None))
+                fix_t.append(dt)
+                fix_rss = max(fix_rss, rss)
+                out_size = out.stat().st_size
+                warm(out)
+                dt, _ = timed(["sh", "-c", f"cp '{out}' '{work / 'copy'}' && sync '{work / 'copy'}'"])
+                cps_t.append(dt)
+                os.unlink(work / "copy")
+                os.unlink(out)
+            f_b, c_b = min(fix_t), min(cps_t)
+            row = f"{name:10} {out_size / 1e9:7.2f} {f_b:7.2f} {c_b:9.2f} {c_b / f_b:5.2f}x"
+            print(f"{row} {fix_rss / 1e6:6.0f} MB", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

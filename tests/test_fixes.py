@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import blake3
@@ -24,7 +26,7 @@ from typer.testing import CliRunner
 
 import torchzip
 from fastscan import _core, synth
-from fastscan.fixes import FixError, cast, commands, verify, writer
+from fastscan.fixes import FixError, commands, writer
 
 SD15_POS = "cond_stage_model.transformer.text_model.embeddings.position_ids"
 TE_POS = "text_model.embeddings.position_ids"
@@ -161,7 +163,9 @@ def test_clip_resets_position_ids_and_keeps_every_other_byte(bad_clip, tmp_path)
         assert pos.dtype == np.int64 and pos.shape == (1, 77)
         assert (pos[0] == np.arange(77)).all()
         assert f.get_tensor(UNET_T).tobytes() == pattern(size_of(synth.load_layout("sd15"), UNET_T), 1)
-        assert f.metadata() == {"ss_x": "kept"}
+        meta = f.metadata()
+    record = json.loads(meta.pop("fastscan.fix"))
+    assert meta == {"ss_x": "kept"} and [r["command"] for r in record] == ["fix"]
     unchanged_except(bad_clip, out, changed={SD15_POS})
     assert fingerprint(bad_clip) == before
     assert not [n for n in files_in(tmp_path / "in") if n.endswith(writer.TMP_SUFFIX)]
@@ -304,13 +308,12 @@ def test_dtype_bf16_rounds_to_nearest_even(tmp_path):
 
 def test_bf16_bit_patterns():
     f = np.array([0x3F808000, 0x3F818000, 0x3F808001, 0x7F7FFFFF, 0x7F800000, 0x7FC00001, 0xFF800001], "<u4")
-    got = np.frombuffer(cast.cast_bytes(f.tobytes(), "F32", "BF16"), "<u2")
+    got = np.frombuffer(_core.cast(f.tobytes(), "F32", "BF16"), "<u2")
     assert got[:5].tolist() == [0x3F80, 0x3F82, 0x3F81, 0x7F80, 0x7F80]  # ties to even; max float -> inf
     nan = (got[5:].astype("<u4") << 16).view("<f4")
     assert all(np.isnan(nan))  # NaN stays NaN (even with a low-bit-only payload)
     assert (
-        cast.cast_bytes(np.float32([1.5, -2.0]).tobytes(), "F32", "BF16")
-        == np.uint16([0x3FC0, 0xC000]).tobytes()
+        _core.cast(np.float32([1.5, -2.0]).tobytes(), "F32", "BF16") == np.uint16([0x3FC0, 0xC000]).tobytes()
     )
 
 
@@ -325,42 +328,27 @@ def test_bad_option_values_are_clear_errors(tmp_path):
 # ---------- safety ----------
 
 
-def test_disk_full_leaves_no_output_and_the_input_untouched(bad_te, tmp_path, monkeypatch):
-    calls = []
-
-    def full(fd, data):
-        calls.append(len(data))
-        if len(calls) > 5:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        os.write(fd, data)
-
-    monkeypatch.setattr(writer, "_write", full)
+def test_a_failing_write_leaves_no_output_and_the_input_untouched(bad_te, tmp_path):
+    # A real write error inside the core: the child may not write files larger than 64 kB (RLIMIT_FSIZE;
+    # the kernel fails the write with EFBIG as a full disk fails it with ENOSPC).
     before = fingerprint(bad_te)
     out = tmp_path / "in" / "out.safetensors"  # same folder as the input: the temp file goes there too
-    with pytest.raises(FixError, match="No space left on device"):
-        commands.fix(bad_te, out, clip=True)
+    child = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (64000, 64000))\n"
+        "from fastscan.fixes import FixError, commands\n"
+        "try:\n"
+        "    commands.fix(sys.argv[1], sys.argv[2], clip=True)\n"
+        "except FixError as e:\n"
+        "    print(e)\n"
+        "    sys.exit(3)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", child, str(bad_te), str(out)], capture_output=True, text=True)
+    assert r.returncode == 3, r.stderr
+    assert "File too large" in r.stdout and "no output was left" in r.stdout
     assert files_in(tmp_path / "in") == {"bad.safetensors"}
     assert fingerprint(bad_te) == before
-
-
-def test_a_corrupted_write_is_caught_by_verification(bad_te, tmp_path, monkeypatch):
-    real = writer.write_plan
-
-    def flip_a_bit(fd, plan, sources):
-        written = real(fd, plan, sources)
-        raw, order = writer.header(plan)
-        first = next(o for o in order if o.name == TE_T2)
-        off = 8 + len(raw) + sum(o.nbytes for o in order[: order.index(first)])
-        b = os.pread(fd, 1, off)
-        os.pwrite(fd, bytes([b[0] ^ 1]), off)
-        return written
-
-    monkeypatch.setattr(writer, "write_plan", flip_a_bit)
-    out = tmp_path / "out.safetensors"
-    with pytest.raises(FixError, match=f"tensor {TE_T2} does not hold the bytes written"):
-        commands.fix(bad_te, out, clip=True)
-    assert not out.exists()
-    assert files_in(tmp_path / "in") == {"bad.safetensors"}
 
 
 def test_bad_inputs_are_clear_errors_and_write_nothing(tmp_path):
@@ -412,15 +400,15 @@ def test_in_place_needs_a_verified_backup(bad_te, tmp_path):
         commands.fix(bad_te, in_place=True, backup=bdir, dtype="fp32")
 
 
-def test_in_place_failure_leaves_the_input_as_it_was(bad_te, tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        writer, "_write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full"))
-    )
+def test_in_place_failure_leaves_the_input_as_it_was(bad_te, tmp_path):
+    def full(stage, done, total):
+        raise OSError(errno.ENOSPC, "full")
+
     before = fingerprint(bad_te)
     bdir = tmp_path / "b"
     bdir.mkdir()
     with pytest.raises(FixError, match="full"):
-        commands.fix(bad_te, in_place=True, backup=bdir, clip=True)
+        commands.fix(bad_te, in_place=True, backup=bdir, clip=True, progress=full)
     assert fingerprint(bad_te) == before
     assert files_in(tmp_path / "in") == {"bad.safetensors"}
 
@@ -616,50 +604,19 @@ def test_cli_commands_exit_codes(bad_te, tmp_path):
     assert not (tmp_path / "b.sft").exists() and not (tmp_path / "v.sft").exists()
 
 
-def test_verify_reports_new_problems(tmp_path):
-    # the check set a header-only scan gives: used to refuse outputs with new problems
-    src = synth.write_layout(tmp_path / "e.safetensors", "sd15-full-ema")
-    assert "junk.ema" in verify.scan_checks(src)
-    assert "junk.ema" not in verify.scan_checks(synth.write_layout(tmp_path / "s.safetensors", "sd15"))
-
-
 def test_extract_refuses_a_lora(tmp_path):
     lora = synth.write_layout(tmp_path / "l.safetensors", "lora-sd15-kohya")  # kohya LoRA layout
     with pytest.raises(FixError, match="is a lora file"):
         commands.extract(lora, "text-encoder", tmp_path / "te.safetensors")
 
 
-def test_strided_tensors_are_gathered_contiguous(tmp_path):
-    # Pickle checkpoints can hold non-contiguous views (element strides). Checked here on a plain file
-    # (vae-sd layout, one seeded F32 [512, 4, 3, 3] tensor) with a hand-made transposed entry.
-    from fastscan.fixes.source import Source
-
-    lay = layout("vae-sd")
-    name = "decoder.conv_in.weight"
-    vals = floats("F32", [512, 4, 3, 3], 14)
-    src = synth.write_layout(tmp_path / "v.safetensors", lay, data={name: vals})
-    with Source(src) as s:
-        e = dict(s.by_name[name])
-        arr = np.frombuffer(vals, "<f4").reshape(512, 36)
-        e.update(shape=[36, 512], strides=[1, 36])  # the transpose, as torch would store a .t() view
-        assert s.contiguous(e) == arr.T.copy().tobytes()
-        assert b"".join(bytes(c) for c in s.chunks(e, chunk=1 << 12)) == arr.T.copy().tobytes()
-        e.update(shape=[512, 2], strides=[36, 2])  # every other element of the first 4
-        assert s.contiguous(e) == arr[:, 0:4:2].copy().tobytes()
-
-
-def test_an_input_changed_during_the_fix_is_refused(bad_te, tmp_path, monkeypatch):
-    real = writer.write_plan
-
-    def touch_input(fd, plan, sources):
-        written = real(fd, plan, sources)
+def test_an_input_changed_during_the_fix_is_refused(bad_te, tmp_path):
+    def touch_input(stage, done, total):
         os.utime(bad_te, ns=(1, 1))  # someone rewrote the input meanwhile
-        return written
 
-    monkeypatch.setattr(writer, "write_plan", touch_input)
     out = tmp_path / "o.safetensors"
     with pytest.raises(FixError, match="changed while it was being fixed"):
-        commands.fix(bad_te, out, clip=True)
+        commands.fix(bad_te, out, clip=True, progress=touch_input)
     assert not out.exists() and files_in(tmp_path / "in") == {"bad.safetensors"}
 
 
@@ -671,13 +628,77 @@ def test_auto_fix_leaves_a_lora_alone(tmp_path):
     assert commands.fix(lora, tmp_path / "o.safetensors").out is None
 
 
-def test_stale_data_hashes_in_metadata_are_dropped(tmp_path):
-    # vae-sd layout carrying sd-scripts' hash of its data region: it no longer holds once data changes
+def test_a_fix_keeps_metadata_recomputes_data_hashes_and_records_itself(tmp_path):
+    # vae-sd layout carrying sd-scripts' hash of its data region: the fix writes the new data's hash
     meta = {"sshs_model_hash": "0" * 64, "modelspec.title": "kept"}
     src = synth.write_layout(tmp_path / "v.safetensors", "vae-sd", metadata=meta)
-    res = commands.fix(src, tmp_path / "o.safetensors", dtype="fp16")
-    assert metadata(tmp_path / "o.safetensors") == {"modelspec.title": "kept"}
+    out = tmp_path / "o.safetensors"
+    res = commands.fix(src, out, dtype="fp16")
+    got = metadata(out)
+    assert got["modelspec.title"] == "kept"
+    with open(out, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        f.seek(8 + n)
+        data = hashlib.sha256()
+        while chunk := f.read(1 << 20):
+            data.update(chunk)
+    assert got["sshs_model_hash"] == data.hexdigest()  # the addnet hash of the output (sd-scripts)
+    assert _core.scan_file(str(out), hash="full", sha256=True)["hashes"]["addnet"] == data.hexdigest()
+    record = json.loads(got["fastscan.fix"])
+    assert [r["command"] for r in record] == ["fix"] and record[0]["source"] == "v.safetensors"
+    assert any("F32 -> F16" in a for a in record[0]["actions"])
     assert any("sshs_model_hash" in a for a in res.actions)
+    # a second fix appends to the record
+    again = tmp_path / "o2.safetensors"
+    commands.fix(out, again, dtype="bf16")
+    assert [r["command"] for r in json.loads(metadata(again)["fastscan.fix"])] == ["fix", "fix"]
+
+
+def test_bake_vae_casts_with_dtype(tmp_path):
+    # sd15 checkpoint layout (F32) and a vae-sd layout (F32): --dtype fp16 gives an all-F16 checkpoint
+    ckpt = synth.write_layout(tmp_path / "c.safetensors", "sd15", metadata={"kept": "yes"})
+    vae = synth.write_layout(tmp_path / "v.safetensors", "vae-sd")
+    out = tmp_path / "o.safetensors"
+    res = commands.bake_vae(ckpt, vae, out, dtype="fp16")
+    d = digests(out)
+    floats = {dt for dt, _, _ in d.values()} - {"I64"}
+    assert floats == {"F16"}
+    assert any("-> F16" in a for a in res.actions)
+    meta = metadata(out)
+    assert meta["kept"] == "yes" and json.loads(meta["fastscan.fix"])[0]["command"] == "bake-vae"
+
+
+def test_the_progress_callback_sees_writing_then_verifying(bad_te, tmp_path):
+    seen = []
+    commands.fix(bad_te, tmp_path / "o.safetensors", clip=True, progress=lambda *a: seen.append(a))
+    stages = [s for s, _, _ in seen]
+    assert stages == sorted(stages, key=["write", "verify"].index) and set(stages) == {"write", "verify"}
+    for stage in ("write", "verify"):
+        done = [d for s, d, _ in seen if s == stage]
+        total = {t for s, _, t in seen if s == stage}
+        assert done == sorted(done) and len(total) == 1 and done[-1] == total.pop()
+
+
+def test_the_cli_progress_bar_draws_on_a_terminal_only(bad_te, tmp_path, monkeypatch):
+    import io
+
+    from fastscan.cli import fix as cli_fix
+
+    assert cli_fix._bar("x").__enter__() is None  # pytest's stderr is no terminal
+    from rich.console import Console
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    buf = Terminal()
+    monkeypatch.setattr(sys, "stderr", buf)
+
+    monkeypatch.setattr(cli_fix, "_console", lambda stderr=False: Console(file=buf, force_terminal=True))
+    with cli_fix._bar("fix bad") as update:
+        update("write", 50, 100)
+        update("verify", 100, 100)
+    assert "fix bad" in buf.getvalue()
 
 
 def test_trailing_bytes_are_dropped_and_the_reference_loader_then_accepts_the_file(tmp_path):
@@ -689,7 +710,12 @@ def test_trailing_bytes_are_dropped_and_the_reference_loader_then_accepts_the_fi
     out = tmp_path / "o.safetensors"
     res = commands.fix(src, out)
     assert any("dropped 5 unaccounted" in a for a in res.actions)
-    assert os.path.getsize(out) == os.path.getsize(src) - 5
+
+    def data_bytes(p) -> int:  # the output's header also gains the fastscan.fix record
+        with open(p, "rb") as f:
+            return os.path.getsize(p) - 8 - struct.unpack("<Q", f.read(8))[0]
+
+    assert data_bytes(out) == data_bytes(src) - 5
     with safe_open(str(out), "np") as f:
         assert (f.get_tensor(SD15_POS)[0] == np.arange(77)).all()
     unchanged_except(src, out, changed=set())
@@ -704,60 +730,33 @@ def test_in_place_through_a_symlink_fixes_the_target(bad_te, tmp_path):
     assert link.is_symlink() and digests(bad_te)[TE_POS][0] == "I64"
 
 
-def test_prefetch_keeps_order_passes_errors_and_stops_when_closed():
-    from fastscan.fixes.pipeline import Prefetch
+def test_an_interrupted_fix_leaves_no_partial_output(bad_te, tmp_path):
+    seen = []
 
-    def produce(take):
-        for i in range(20):
-            buf = take(8)
-            buf[:1] = bytes([i])
-            yield i, bytes(buf[:1])
-
-    assert [(i, b[0]) for i, b in Prefetch(produce, depth=2)] == [(i, i) for i in range(20)]
-
-    def failing(take):
-        yield 1
-        raise OSError(errno.EIO, "bad sector")
-
-    with pytest.raises(OSError, match="bad sector"):
-        list(Prefetch(failing))
-    p = Prefetch(produce, depth=2)
-    it = iter(p)
-    assert next(it)[0] == 0
-    it.close()
-    assert not p.thread.is_alive()
-
-
-def test_an_interrupted_fix_leaves_no_partial_output(bad_te, tmp_path, monkeypatch):
-    calls = []
-
-    def interrupted(fd, data):
-        calls.append(1)
-        if len(calls) == 4:
+    def interrupted(stage, done, total):
+        seen.append((stage, done, total))
+        if stage == "write" and done < total:
             raise KeyboardInterrupt  # Ctrl-C in the middle of the data
-        os.write(fd, data)
 
-    monkeypatch.setattr(writer, "_write", interrupted)
     before = fingerprint(bad_te)
     out = tmp_path / "in" / "o.safetensors"
     with pytest.raises(KeyboardInterrupt):
-        commands.fix(bad_te, out, clip=True)
+        commands.fix(bad_te, out, clip=True, progress=interrupted)
+    assert seen and seen[-1][0] == "write" and 0 < seen[-1][1] < seen[-1][2]
     assert files_in(tmp_path / "in") == {"bad.safetensors"}
     assert fingerprint(bad_te) == before
 
 
-def test_an_output_that_appears_while_the_fix_runs_is_never_overwritten(bad_te, tmp_path, monkeypatch):
+def test_an_output_that_appears_while_the_fix_runs_is_never_overwritten(bad_te, tmp_path):
     out = tmp_path / "in" / "out.safetensors"
-    real_write_plan = writer.write_plan
 
-    def intruder(fd, plan, sources):
-        out.write_bytes(b"someone else's file")  # appears after the up-front check passed
-        return real_write_plan(fd, plan, sources)
+    def intruder(stage, done, total):
+        if not out.exists():
+            out.write_bytes(b"someone else's file")  # appears after the up-front check passed
 
-    monkeypatch.setattr(writer, "write_plan", intruder)
     before = fingerprint(bad_te)
     with pytest.raises(FixError, match="already exists"):
-        commands.fix(bad_te, out, clip=True)
+        commands.fix(bad_te, out, clip=True, progress=intruder)
     assert out.read_bytes() == b"someone else's file"
     assert files_in(tmp_path / "in") == {"bad.safetensors", "out.safetensors"}  # no temporary file left
     assert fingerprint(bad_te) == before

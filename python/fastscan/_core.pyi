@@ -1,6 +1,6 @@
 """Typed stubs for `fastscan._core`, the Rust extension (rust/python/src/lib.rs)."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
 from typing import Any, Literal
 
@@ -13,6 +13,7 @@ DTYPE_BITS: dict[str, int]
 WRITER_ORDER: list[str]
 """Dtypes in the reference writer's order, smallest alignment first (it lays data out in reverse)."""
 FLOAT_DTYPES: list[str]
+CAST_FROM: list[str]  # dtypes `cast` and fixes read (fp8 only up)
 """The floating-point dtypes."""
 
 def walk(
@@ -124,6 +125,33 @@ class TempOutput:
         """Names the file `out` and syncs the folder; FileExistsError if `out` exists (unless `overwrite`)."""
     def discard(self) -> None:
         """Closes and removes the file."""
+
+_PlanTensor = tuple[
+    str, str, Sequence[int], str, tuple[int, str, str, Sequence[int], int, int, Sequence[int] | None] | None
+]
+
+def fix_output_size(tensors: Sequence[_PlanTensor], metadata: Sequence[tuple[str, str]]) -> int:
+    """Bytes of the file `write_fix` writes for this plan; ValueError when it cannot be written."""
+
+def write_fix(
+    tensors: Sequence[_PlanTensor],
+    metadata: Sequence[tuple[str, str]],
+    sources: Sequence[_Path],
+    out: _Path,
+    *,
+    gone: Sequence[str] = (),
+    kind: str | None = None,
+    overwrite: bool = False,
+    mode: int | None = None,
+    progress: Callable[[str, int, int], object] | None = None,
+) -> dict[str, Any]:
+    """Writes a planned safetensors file through a fsynced, verified temporary file; {size, metadata}.
+
+    Each tensor: (name, dtype, shape, op copy|cast|arange, (source index, name, dtype, shape, start,
+    len, strides) or None for arange). FileExistsError when `out` exists and not `overwrite`; OSError
+    on a read/write failure; ValueError for a bad plan, a changed input or a failed verification; an
+    exception from `progress(stage, done, total)` (or Ctrl-C) stops the fix and is raised again.
+    """
 
 def sweep_temp(folder: _Path) -> list[str]:
     """Removes the named temporary files in `folder` left by fastscan processes that are gone."""

@@ -1,9 +1,9 @@
 """`fix`, `convert`, `extract` and `bake-vae`: option parsing, the plan, progress and the summary.
 
-The work is in fastscan.fixes.commands, imported when a command runs (it loads numpy) so `fastscan --help`
-stays fast. `fix` and `convert` take files and folders: the plan comes first, then each file with a
-progress indicator, then a summary; the exit code is the worst result (0 done, 1 a file needs a new copy
-or failed, 2 usage).
+The work is in fastscan.fixes.commands (the writing in the core), imported when a command runs so
+`fastscan --help` stays fast. `fix` and `convert` take files and folders: the plan comes first, then each
+file with a byte progress bar on a terminal, then a summary; the exit code is the worst result (0 done,
+1 a file needs a new copy or failed, 2 usage).
 """
 
 from __future__ import annotations
@@ -59,35 +59,58 @@ def _describe(res: Any) -> list[str]:
 
 
 def _call(name: str, *args: Any, **kw: Any) -> Any:
-    """Runs the named function of fastscan.fixes.commands with a spinner on a terminal; exit 2 on FixError."""
+    """Runs the named function of fastscan.fixes.commands with a byte progress bar on a terminal (driven by
+    the core's executor); exit 2 on FixError, 1 when the file needs a new copy."""
     from fastscan.fixes import commands
     from fastscan.fixes.errors import FixError
 
     try:
-        with _busy(f"{name.replace('_', '-')} {args[0]}"):
-            return getattr(commands, name)(*args, **kw)
+        with _bar(f"{name.replace('_', '-')} {args[0]}") as progress:
+            return getattr(commands, name)(*args, **kw, progress=progress)
     except commands.Unrepairable as e:
         raise fail(str(e), EXIT_FINDINGS) from None
     except FixError as e:
         raise fail(str(e)) from None
 
 
-class _busy:
-    """A transient spinner with the elapsed time on stderr while a long fix runs (nothing on a pipe)."""
+class _bar:
+    """A transient byte progress bar on stderr, only on a terminal: the core calls the yielded function
+    with (stage, done, total) as it writes, then as it verifies, the output."""
 
     def __init__(self, label: str) -> None:
-        self.label, self.status = label, None
+        self.label, self.bar, self.task, self.stage = label, None, None, None
 
-    def __enter__(self) -> None:
-        if sys.stderr.isatty():
+    def __enter__(self) -> Any:
+        if not sys.stderr.isatty():
+            return None
+        from rich.markup import escape
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=_console(stderr=True),
+            transient=True,
+        )
+        self.bar.__enter__()
+        self.task = self.bar.add_task(escape(self.label), total=None)
+        return self.update
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        """Shows `done` of `total` bytes of `stage` (write, then verify)."""
+        if stage != self.stage:
             from rich.markup import escape
 
-            self.status = _console(stderr=True).status(f"{escape(self.label)} …")
-            self.status.__enter__()
+            self.stage = stage
+            word = "writing" if stage == "write" else "verifying"
+            self.bar.update(self.task, description=f"{escape(self.label)}: {word}", completed=0)
+        self.bar.update(self.task, completed=done, total=max(total, 1))
 
     def __exit__(self, *exc: Any) -> None:
-        if self.status is not None:
-            self.status.__exit__(*exc)
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
 
 
 def _print_result(res: Any) -> int:
@@ -246,8 +269,8 @@ def convert(
     failures = 0
     for p, out in todo:
         try:
-            with _busy(f"convert {p}"):
-                commands.convert(p, out, force=force)
+            with _bar(f"convert {p}") as progress:
+                commands.convert(p, out, force=force, progress=progress)
             con.print(f"  [green]wrote[/] {out} (verified)", highlight=False)
         except FixError as e:
             failures += 1
@@ -270,6 +293,9 @@ def bake_vae(
     ckpt: Annotated[Path, typer.Argument(help="A checkpoint.", metavar="CKPT")],
     vae: Annotated[Path, typer.Option("--vae", metavar="VAE", help="A standalone VAE file.")],
     output: Annotated[Path, typer.Option("-o", "--output", metavar="OUT", help="File to write.")],
+    dtype: Annotated[
+        Dtype | None, choice(Dtype, "--dtype", help="Cast the output's floating-point tensors.")
+    ] = None,
     force: ForceOpt = False,
 ) -> None:
     """Replace a checkpoint's VAE with a standalone one.
@@ -277,7 +303,8 @@ def bake_vae(
     Every shape is checked; a VAE of another architecture than the checkpoint gets a warning.
     """
     _warn_arch(ckpt, vae)
-    raise typer.Exit(_print_result(_call("bake_vae", ckpt, vae, output, force=force)))
+    kw = {"dtype": dtype.value if dtype else None, "force": force}
+    raise typer.Exit(_print_result(_call("bake_vae", ckpt, vae, output, **kw)))
 
 
 def _warn_arch(ckpt: Path, vae: Path) -> None:

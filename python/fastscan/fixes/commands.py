@@ -12,7 +12,7 @@ from fastscan.fixes import plan as planning
 from fastscan.fixes.backup import backup as make_backup
 from fastscan.fixes.errors import FixError
 from fastscan.fixes.source import Source
-from fastscan.fixes.writer import write_verified
+from fastscan.fixes.writer import Progress, write_verified
 
 
 @dataclass
@@ -92,12 +92,14 @@ def fix(
     backup: str | os.PathLike | None = None,
     force: bool = False,
     dry_run: bool = False,
+    progress: Progress | None = None,
 ) -> Result:
     """Repairs a safetensors file (position_ids, EMA/junk, dtypes); with no option, what the scan advises.
 
     The output keeps the input's permission bits; an `--in-place` backup also keeps its times. Damage no
     fix can repair (truncation, NaN values, a broken header) is listed in `Result.unrepairable`. With
-    `dry_run`, plans and returns without writing.
+    `dry_run`, plans and returns without writing. `progress(stage, done, total)` is called as the core
+    writes and verifies the output.
     """
     src_path = _existing(file)
     if dry_run:
@@ -145,20 +147,19 @@ def fix(
                 [*notes, *p.actions, f"nothing to change in {src_path}; no file written"],
                 unrepairable=bad,
             )
-        from fastscan.fixes.writer import header
-
+        planning.record(p, "fix", src)
         st = os.stat(src_path)
-        saved = st.st_size - (8 + len(header(p)[0]) + p.data_bytes)
+        saved = st.st_size - p.output_size()
         if dry_run:
             return Result(None, [*notes, *p.actions], unrepairable=bad, saved=saved)
         if in_place:
             kept = make_backup(src_path, Path(backup), overwrite=force)
             _keep_stat(kept, st, times=True)
-            write_verified(p, [src], src_path, overwrite=True)
+            write_verified(p, [src], src_path, overwrite=True, progress=progress)
             return Result(src_path, [*notes, *p.actions], kept, bad, saved)
         out_path = Path(out)
         _distinct(out_path, src_path)
-        write_verified(p, [src], out_path, overwrite=force)
+        write_verified(p, [src], out_path, overwrite=force, progress=progress)
         _keep_stat(out_path, st, times=False)
         return Result(out_path, [*notes, *p.actions], unrepairable=bad, saved=saved)
 
@@ -168,7 +169,13 @@ def default_output(file: str | os.PathLike) -> Path:
     return Path(file).with_suffix(".safetensors")
 
 
-def convert(file: str | os.PathLike, out: str | os.PathLike | None = None, *, force: bool = False) -> Result:
+def convert(
+    file: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Result:
     """Converts a pickle checkpoint to safetensors without executing it; records source hashes.
 
     `out` defaults to the input's name with `.safetensors`; the output keeps the input's permission bits.
@@ -186,16 +193,22 @@ def convert(file: str | os.PathLike, out: str | os.PathLike | None = None, *, fo
             raise FixError(report["error"]["message"])
         hashes = {"blake3": report["hashes"]["blake3"], "sha256": report["hashes"]["sha256"]}
         p = planning.plan_convert(src, hashes)
+        planning.record(p, "convert", src)
         for f in report.get("findings", []):
             if f.get("severity") == "critical":
                 p.actions.append(f"note: {f['message']} (never executed: only tensor data was copied)")
-        write_verified(p, [src], out_path, overwrite=force)
+        write_verified(p, [src], out_path, overwrite=force, progress=progress)
         _keep_stat(out_path, os.stat(src_path), times=False)
         return Result(out_path, p.actions)
 
 
 def extract(
-    file: str | os.PathLike, component: str, out: str | os.PathLike, *, force: bool = False
+    file: str | os.PathLike,
+    component: str,
+    out: str | os.PathLike,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
 ) -> Result:
     """Writes one component (vae, unet, text-encoder or an encoder name) alone under its canonical names."""
     src_path = _existing(file)
@@ -203,13 +216,19 @@ def extract(
     _distinct(out_path, src_path)
     with Source(src_path) as src:
         _identified(src, f"extracting {component}", force)
-        p = planning.plan_extract(src, component)
-        write_verified(p, [src], out_path, overwrite=force)
+        p = planning.record(planning.plan_extract(src, component), "extract", src)
+        write_verified(p, [src], out_path, overwrite=force, progress=progress)
         return Result(out_path, p.actions)
 
 
 def bake_vae(
-    ckpt: str | os.PathLike, vae: str | os.PathLike, out: str | os.PathLike, *, force: bool = False
+    ckpt: str | os.PathLike,
+    vae: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    dtype: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
 ) -> Result:
     """Writes the checkpoint with its VAE replaced by a standalone VAE's tensors (shapes must match)."""
     ckpt_path, vae_path = _existing(ckpt), _existing(vae)
@@ -219,6 +238,6 @@ def bake_vae(
         if c.table["format"] != "safetensors":
             raise FixError(f"{ckpt_path}: is a {c.table['format']} file; run `fastscan convert` on it first")
         _identified(c, "replacing its VAE", force)
-        p = planning.plan_bake_vae(c, v)
-        write_verified(p, [c, v], out_path, overwrite=force)
+        p = planning.record(planning.plan_bake_vae(c, v, dtype), "bake-vae", c)
+        write_verified(p, [c, v], out_path, overwrite=force, progress=progress)
         return Result(out_path, p.actions)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fastscan import _core
-from fastscan.fixes.cast import FLOATS
 from fastscan.fixes.errors import FixError
 from fastscan.fixes.source import Source
 
@@ -16,8 +15,10 @@ DTYPE_OPTIONS = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
 PRUNE_OPTIONS = ("ema", "junk", "all")
 TEXT_ENCODERS = ("clip_l", "clip_g", "open_clip_h", "t5xxl")
 COMPONENT_KIND = {"vae": "vae", "unet": "unet", **{t: "text-encoder" for t in TEXT_ENCODERS}}
-# Metadata an edit of the data makes stale (sd-scripts' hashes of the data region).
-STALE_ON_CHANGE = ("sshs_model_hash", "sshs_legacy_hash")
+# The metadata key under which every fix records what it did: a JSON list, one entry per fix applied.
+FIX_KEY = "fastscan.fix"
+# sd-scripts' hashes of the data: the core recomputes them from the bytes it writes (fastscan_core::fix).
+DATA_HASHES = ("sshs_model_hash", "sshs_legacy_hash")
 
 
 def nbytes(dtype: str, shape: list[int]) -> int:
@@ -68,6 +69,22 @@ class Plan:
         """Bytes of tensor data in the output."""
         return sum(t.nbytes for t in self.tensors)
 
+    def core_tensors(self) -> list[tuple]:
+        """The tensors as the core's executor takes them (`_core.write_fix`)."""
+        out = []
+        for o in self.tensors:
+            e = o.entry
+            src = (o.src, e["name"], e["dtype"], e["shape"], e["start"], e["len"], e.get("strides"))
+            out.append((o.name, o.dtype, o.shape, o.op, None if o.op == "arange" else src))
+        return out
+
+    def output_size(self) -> int:
+        """Bytes of the file this plan writes."""
+        try:
+            return _core.fix_output_size(self.core_tensors(), list(self.metadata.items()))
+        except ValueError as e:
+            raise FixError(f"cannot write the output: {e}") from None
+
 
 def _rewrites_position_ids(source: Source) -> set[str]:
     """Names of the position_ids the core's `clip.position-ids` check flags (what `fix --clip` rewrites)."""
@@ -76,6 +93,25 @@ def _rewrites_position_ids(source: Source) -> set[str]:
 
 def _metadata(source: Source) -> dict[str, str]:
     return {k: v if isinstance(v, str) else str(v) for k, v in (source.table.get("metadata") or {}).items()}
+
+
+def record(plan: Plan, command: str, source: Source) -> Plan:
+    """Appends what `command` did to the plan's `fastscan.fix` metadata (kept from earlier fixes) and
+    notes the data hashes the core recomputes."""
+    import json
+
+    try:
+        done = json.loads(plan.metadata.get(FIX_KEY, "[]"))
+    except ValueError:
+        done = []
+    if not isinstance(done, list):
+        done = [done]
+    done.append({"command": command, "source": source.path.name, "actions": list(plan.actions)})
+    plan.metadata[FIX_KEY] = json.dumps(done, separators=(",", ":"), ensure_ascii=False)
+    for key in DATA_HASHES:
+        if key in plan.metadata:
+            plan.actions.append(f"recomputed metadata {key} from the data written")
+    return plan
 
 
 def _fmt_bytes(n: int) -> str:
@@ -97,7 +133,10 @@ def recommend(source: Source) -> dict:
 
 
 def plan_fix(source: Source, clip: bool = False, prune: str | None = None, dtype: str | None = None) -> Plan:
-    """Plans `fix`: reset position_ids, drop EMA/junk, cast floats (F64 always comes down to F32)."""
+    """Plans `fix`: reset position_ids, drop EMA/junk, cast floats (F64 always comes down to F32).
+
+    The input's metadata is kept; `record` adds what was done once the command knows it writes.
+    """
     if prune is not None and prune not in PRUNE_OPTIONS:
         raise FixError(f"--prune must be one of {', '.join(PRUNE_OPTIONS)}, not {prune!r}")
     if dtype is not None and dtype not in DTYPE_OPTIONS:
@@ -127,7 +166,7 @@ def plan_fix(source: Source, clip: bool = False, prune: str | None = None, dtype
             if t["name"] in rewrite:
                 o.op, o.dtype = "arange", "I64"
                 clip_done.append(f"{t['name']} ({t['dtype']})")
-        elif t["dtype"] in FLOATS:
+        elif t["dtype"] in _core.CAST_FROM:
             want = target or ("F32" if t["dtype"] == "F64" else t["dtype"])
             if want != t["dtype"]:
                 o.op, o.dtype = "cast", want
@@ -152,18 +191,7 @@ def plan_fix(source: Source, clip: bool = False, prune: str | None = None, dtype
     if extra > 0:
         gone.add("file.unaccounted-bytes")
         actions.append(f"dropped {extra:,} unaccounted byte(s) that belonged to no tensor")
-    plan = Plan(out, _metadata(source), actions, gone)
-    _drop_stale_metadata(plan, source)
-    return plan
-
-
-def _drop_stale_metadata(plan: Plan, source: Source) -> None:
-    if not plan.changes_anything(source):
-        return
-    for key in STALE_ON_CHANGE:
-        if key in plan.metadata:
-            del plan.metadata[key]
-            plan.actions.append(f"removed metadata {key} (it hashed the old data)")
+    return Plan(out, _metadata(source), actions, gone)
 
 
 def plan_convert(source: Source, hashes: dict[str, str | None]) -> Plan:
@@ -227,13 +255,17 @@ def plan_extract(source: Source, component: str) -> Plan:
     """Plans `extract`: one component alone, under its canonical names (prefix stripped)."""
     comp = pick_component(source, component)
     out = [OutTensor(name, t["dtype"], list(t["shape"]), 0, t) for name, t in component_tensors(source, comp)]
-    meta = {"fastscan.extracted_from": source.path.name, "fastscan.component": comp}
+    meta = {**_metadata(source), "fastscan.extracted_from": source.path.name, "fastscan.component": comp}
     actions = [f"extracted {comp}: {len(out)} tensor(s), {_fmt_bytes(sum(o.nbytes for o in out))}"]
     return Plan(out, meta, actions, set(), COMPONENT_KIND.get(comp))
 
 
-def plan_bake_vae(ckpt: Source, vae: Source) -> Plan:
-    """Plans `bake-vae`: the checkpoint with its VAE tensors from a standalone VAE (shapes must match)."""
+def plan_bake_vae(ckpt: Source, vae: Source, dtype: str | None = None) -> Plan:
+    """Plans `bake-vae`: the checkpoint with its VAE tensors from a standalone VAE (shapes must match);
+    with `dtype`, every float tensor of the output is cast to it (as `fix --dtype`)."""
+    if dtype is not None and dtype not in DTYPE_OPTIONS:
+        raise FixError(f"--dtype must be one of {', '.join(DTYPE_OPTIONS)}, not {dtype!r}")
+    target = DTYPE_OPTIONS.get(dtype) if dtype else None
     if ckpt.table["kind"] != "checkpoint":
         raise FixError(f"{ckpt.path}: is a {ckpt.table['kind']} file, not a checkpoint")
     theirs = {t["canonical"]: t for t in vae.tensors if t["role"] == "component" and t["component"] == "vae"}
@@ -258,6 +290,11 @@ def plan_bake_vae(ckpt: Source, vae: Source) -> Plan:
             )
         used.add(t["canonical"])
         out.append(OutTensor(t["name"], v["dtype"], list(v["shape"]), 1, v))
+    casts: dict[tuple[str, str], int] = {}
+    for o in out if target else []:
+        if o.dtype in _core.CAST_FROM and o.dtype != target and not o.entry["position_ids"]:
+            casts[(o.dtype, target)] = casts.get((o.dtype, target), 0) + 1
+            o.op, o.dtype = "cast", target
     extra = sorted(set(theirs) - used)
     if extra:
         raise FixError(
@@ -268,8 +305,5 @@ def plan_bake_vae(ckpt: Source, vae: Source) -> Plan:
     meta["fastscan.baked_vae"] = vae.path.name
     dtypes = sorted({theirs[c]["dtype"] for c in used})
     actions = [f"replaced {len(used)} VAE tensor(s) with those of {vae.path.name} ({', '.join(dtypes)})"]
-    plan = Plan(out, meta, actions, set(), ckpt.table["kind"])
-    for key in STALE_ON_CHANGE:
-        if plan.metadata.pop(key, None) is not None:
-            plan.actions.append(f"removed metadata {key} (it hashed the old data)")
-    return plan
+    actions += [f"cast {n} tensor(s) {a} -> {b}" for (a, b), n in sorted(casts.items())]
+    return Plan(out, meta, actions, set(), ckpt.table["kind"])

@@ -1,10 +1,17 @@
-//! Casting raw little-endian float tensor bytes between F64, F32, F16 and BF16, rounding to nearest even.
+//! Casting raw little-endian float tensor bytes between F64, F32, F16 and BF16 (fp8 read up), rounding to nearest even.
 
 use crate::dtype::Dtype;
 use half::{bf16, f16};
 
-/// Dtypes a cast reads.
-pub const CAST_FROM: [Dtype; 4] = [Dtype::F64, Dtype::F32, Dtype::F16, Dtype::BF16];
+/// Dtypes a cast reads (fp8 only up: every fp8 value is exact in F16, BF16 and F32).
+pub const CAST_FROM: [Dtype; 6] = [
+    Dtype::F64,
+    Dtype::F32,
+    Dtype::F16,
+    Dtype::BF16,
+    Dtype::F8_E4M3,
+    Dtype::F8_E5M2,
+];
 /// Dtypes a cast writes (F64 only ever comes down).
 pub const CAST_TO: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::BF16];
 
@@ -17,6 +24,28 @@ fn each<const N: usize>(src: &[u8], out: &mut Vec<u8>, f: impl Fn([u8; N], &mut 
     for c in src.chunks_exact(N) {
         f(c.try_into().expect("chunks_exact gives N bytes"), out);
     }
+}
+
+/// The value of an F8_E4M3 byte ("fn" variant: no infinities, S.1111.111 is NaN; bias 7, 3 mantissa bits).
+fn e4m3(b: u8) -> f32 {
+    let (exp, man) = ((b >> 3) & 0xF, (b & 7) as f32);
+    let mag = if b & 0x7F == 0x7F {
+        f32::NAN
+    } else if exp == 0 {
+        man / 8.0 * 2f32.powi(-6)
+    } else {
+        (1.0 + man / 8.0) * 2f32.powi(exp as i32 - 7)
+    };
+    if b & 0x80 != 0 {
+        -mag
+    } else {
+        mag
+    }
+}
+
+/// The value of an F8_E5M2 byte: the top byte of an F16 (same exponent, infinities and NaN).
+fn e5m2(b: u8) -> f32 {
+    f16::from_bits((b as u16) << 8).to_f32()
 }
 
 /// `v` rounded to f32 with round-to-odd: exact values stay, inexact ones truncate and set the last bit.
@@ -59,6 +88,8 @@ pub fn cast(src: &[u8], from: Dtype, to: Dtype, out: &mut Vec<u8>) -> bool {
         }),
         Dtype::F32 => each(src, out, |c, out| put(f32::from_le_bytes(c), out)),
         Dtype::F16 => each(src, out, |c, out| put(f16::from_le_bytes(c).to_f32(), out)),
+        Dtype::F8_E4M3 => each(src, out, |[b], out| put(e4m3(b), out)),
+        Dtype::F8_E5M2 => each(src, out, |[b], out| put(e5m2(b), out)),
         _ => each(src, out, |c, out| put(bf16::from_le_bytes(c).to_f32(), out)),
     }
     true
@@ -152,6 +183,35 @@ mod tests {
             &mut out
         ));
         assert_eq!(u16s(&out), vec![0x7C00]);
+    }
+
+    #[test]
+    fn fp8_reads_up_exactly() {
+        // E4M3: 0x38 = 2^0 * 1.0; 0x01 = smallest subnormal 2^-9; 0x7E = 448 (largest); 0xFF = NaN.
+        // E5M2: 0x3C = 1.0; 0x7C = +Inf; 0x01 = 2^-16.
+        let mut out = vec![];
+        assert!(cast(
+            &[0x38, 0x01, 0x7E, 0xFF, 0xB8],
+            Dtype::F8_E4M3,
+            Dtype::F32,
+            &mut out
+        ));
+        let v: Vec<f32> = out
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(&v[..3], &[1.0, 2f32.powi(-9), 448.0]);
+        assert!(v[3].is_nan());
+        assert_eq!(v[4], -1.0);
+        let mut out = vec![];
+        assert!(cast(
+            &[0x3C, 0x7C, 0x01],
+            Dtype::F8_E5M2,
+            Dtype::F16,
+            &mut out
+        ));
+        assert_eq!(u16s(&out), vec![0x3C00, 0x7C00, 0x0100]);
+        assert!(!cast(&[0x3C], Dtype::F16, Dtype::F8_E5M2, &mut vec![]));
     }
 
     #[test]

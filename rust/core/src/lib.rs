@@ -16,6 +16,7 @@ pub mod diffusers;
 pub mod dtype;
 mod file_kinds;
 pub mod fingerprint;
+pub mod fix;
 pub mod hashes;
 pub mod interop;
 pub mod lineage;

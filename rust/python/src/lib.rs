@@ -569,6 +569,157 @@ impl TempOutput {
     }
 }
 
+/// One planned tensor as Python hands it: (name, dtype, shape, op, source) where source is
+/// (source index, name, dtype, shape, start, len, strides) or None for `arange`.
+type PyPlanTensor = (
+    String,
+    String,
+    Vec<u64>,
+    String,
+    Option<(usize, String, String, Vec<u64>, u64, u64, Option<Vec<u64>>)>,
+);
+
+fn dtype_of(s: &str) -> PyResult<fastscan_core::dtype::Dtype> {
+    fastscan_core::dtype::Dtype::parse(s)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown dtype {s}")))
+}
+
+fn fix_plan(
+    tensors: Vec<PyPlanTensor>,
+    metadata: Vec<(String, String)>,
+    sources: Vec<PathBuf>,
+    gone: Vec<String>,
+    kind: Option<String>,
+) -> PyResult<fastscan_core::fix::Plan> {
+    use fastscan_core::fix::{Op, Plan, PlanTensor};
+    use fastscan_core::tensor::TensorInfo;
+    use fastscan_core::writer::OutTensor;
+    let tensors = tensors
+        .into_iter()
+        .map(|(name, dtype, shape, op, src)| {
+            let op = match op.as_str() {
+                "copy" => Op::Copy,
+                "cast" => Op::Cast,
+                "arange" => Op::Arange,
+                _ => return Err(PyValueError::new_err(format!("{name}: unknown op {op}"))),
+            };
+            let input = match src {
+                None => None,
+                Some((i, n, d, sh, start, len, strides)) => Some((
+                    i,
+                    TensorInfo {
+                        name: n,
+                        dtype: dtype_of(&d)?,
+                        shape: sh,
+                        start,
+                        len,
+                        strides,
+                    },
+                )),
+            };
+            Ok(PlanTensor {
+                out: OutTensor {
+                    name,
+                    dtype: dtype_of(&dtype)?,
+                    shape,
+                },
+                op,
+                input,
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(Plan {
+        tensors,
+        metadata,
+        sources,
+        gone,
+        kind,
+    })
+}
+
+/// Passes the executor's progress to a Python callable `(stage, done, total)`; keeps the first
+/// exception it raises (or a pending signal's, such as Ctrl-C) to raise once the fix has stopped.
+struct PyObserver {
+    callback: Option<Py<PyAny>>,
+    error: Option<PyErr>,
+}
+
+impl fastscan_core::fix::Observer for PyObserver {
+    fn progress(
+        &mut self,
+        stage: fastscan_core::fix::Stage,
+        done: u64,
+        total: u64,
+    ) -> Result<(), fastscan_core::fix::FixError> {
+        let stage = match stage {
+            fastscan_core::fix::Stage::Write => "write",
+            fastscan_core::fix::Stage::Verify => "verify",
+        };
+        let r = Python::attach(|py| -> PyResult<()> {
+            py.check_signals()?;
+            if let Some(cb) = &self.callback {
+                cb.call1(py, (stage, done, total))?;
+            }
+            Ok(())
+        });
+        r.map_err(|e| {
+            self.error = Some(e);
+            fastscan_core::fix::FixError::Stopped
+        })
+    }
+}
+
+/// Bytes of the file `write_fix` would write for this plan (ValueError when it cannot be written).
+#[pyfunction]
+fn fix_output_size(tensors: Vec<PyPlanTensor>, metadata: Vec<(String, String)>) -> PyResult<u64> {
+    let plan = fix_plan(tensors, metadata, vec![], vec![], None)?;
+    fastscan_core::fix::output_size(&plan).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// Writes a planned safetensors file through a fsynced, verified temporary file (see
+/// fastscan_core::fix): returns {size, metadata}. FileExistsError when `out` exists (or appears)
+/// and not `overwrite`; OSError on a read/write failure; ValueError for a bad plan, a changed
+/// input or a failed verification; an exception raised by `progress(stage, done, total)` (or
+/// Ctrl-C) stops the fix and is raised again. Nothing is left behind on any error.
+#[pyfunction]
+#[pyo3(signature = (tensors, metadata, sources, out, *, gone=vec![], kind=None, overwrite=false, mode=None, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn write_fix<'py>(
+    py: Python<'py>,
+    tensors: Vec<PyPlanTensor>,
+    metadata: Vec<(String, String)>,
+    sources: Vec<PathBuf>,
+    out: PathBuf,
+    gone: Vec<String>,
+    kind: Option<String>,
+    overwrite: bool,
+    mode: Option<u32>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    use fastscan_core::fix::FixError;
+    let plan = fix_plan(tensors, metadata, sources, gone, kind)?;
+    let mut obs = PyObserver {
+        callback: progress,
+        error: None,
+    };
+    let r = py.detach(|| fastscan_core::fix::execute(&plan, &out, overwrite, mode, &mut obs));
+    match r {
+        Ok(w) => {
+            let v = serde_json::json!({"size": w.size, "metadata": w.metadata});
+            pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
+        }
+        Err(FixError::Stopped) => Err(obs
+            .error
+            .take()
+            .unwrap_or_else(|| PyValueError::new_err("stopped"))),
+        Err(e @ FixError::Exists(_)) => {
+            Err(pyo3::exceptions::PyFileExistsError::new_err(e.to_string()))
+        }
+        Err(e @ FixError::Io(..)) => Err(PyOSError::new_err(e.to_string())),
+        Err(e) => Err(PyValueError::new_err(e.to_string())),
+    }
+}
+
 /// Removes the temporary files left in `folder` by fastscan processes that are gone; returns them.
 #[pyfunction]
 fn sweep_temp(folder: PathBuf) -> Vec<OsString> {
@@ -685,9 +836,16 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .map(|d| d.name())
         .collect();
     m.add("FLOAT_DTYPES", floats)?;
+    let cast_from: Vec<&str> = fastscan_core::cast::CAST_FROM
+        .iter()
+        .map(|d| d.name())
+        .collect();
+    m.add("CAST_FROM", cast_from)?;
     m.add_function(wrap_pyfunction!(pickle_imports, m)?)?;
     m.add_class::<Scanner>()?;
     m.add_class::<TempOutput>()?;
     m.add_function(wrap_pyfunction!(sweep_temp, m)?)?;
+    m.add_function(wrap_pyfunction!(write_fix, m)?)?;
+    m.add_function(wrap_pyfunction!(fix_output_size, m)?)?;
     Ok(())
 }

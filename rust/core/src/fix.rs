@@ -1,0 +1,1457 @@
+//! The fix executor: a planned safetensors file written in one streamed pass, fsynced, verified, renamed.
+//!
+//! A [`Plan`] lists the output tensors in any order, each copied, cast or rewritten (`position_ids`
+//! as int64 `0..n-1`) from a tensor of one of its source files. [`execute`] writes it through an
+//! unnamed temporary file in the output's folder ([`crate::atomic`]): header, then the data in the
+//! reference writer's order, read ahead on a thread, written in large `pwrite`s with early writeback,
+//! holes of a sparse input kept as holes. Each tensor's BLAKE3 is taken while writing; after fsync
+//! the file is parsed again, must hold exactly the planned table, metadata and bytes (re-read and
+//! hashed), must no longer show the checks the fix removes and no new ones; the sources must be
+//! unchanged. Only then does it get its name. Any failure leaves nothing behind.
+
+use crate::atomic::TempOutput;
+use crate::cast::{can_cast, cast};
+use crate::dtype::Dtype;
+use crate::report::Severity;
+use crate::tensor::TensorInfo;
+use crate::writer::{serialize_header, OutTensor, Serialized};
+use rustc_hash::{FxHashMap, FxHashSet};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+/// Bytes read, cast and written at a time; peak memory is a few of these.
+pub const CHUNK: usize = 8 << 20;
+/// Smaller runs of zeros in a sparse input are read as data.
+const MIN_HOLE: u64 = 64 << 10;
+/// Output bytes between two starts of the kernel's writeback.
+const WRITEBACK_STEP: u64 = 64 << 20;
+/// Read buffers in flight between the reader thread and the writer.
+const IN_FLIGHT: usize = 3;
+/// The metadata key of sd-scripts' hash of the data region (recomputed when present).
+pub const SSHS_MODEL_HASH: &str = "sshs_model_hash";
+/// The metadata key of sd-scripts' legacy (AutoV1-style) hash (recomputed when present).
+pub const SSHS_LEGACY_HASH: &str = "sshs_legacy_hash";
+
+/// What a planned tensor's bytes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// The source tensor's bytes as they are (C-contiguous).
+    Copy,
+    /// The source tensor's elements cast to the output dtype (see [`crate::cast`]).
+    Cast,
+    /// int64 `0..n-1` along the last dimension (a `position_ids` reset); reads nothing.
+    Arange,
+}
+
+/// One output tensor: its name, dtype and shape, and where its bytes come from.
+#[derive(Clone, Debug)]
+pub struct PlanTensor {
+    pub out: OutTensor,
+    pub op: Op,
+    /// Index into [`Plan::sources`] and the source tensor (`None` for [`Op::Arange`]).
+    pub input: Option<(usize, TensorInfo)>,
+}
+
+/// A whole output file and what the verification must see in it.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub tensors: Vec<PlanTensor>,
+    /// `__metadata__` in the order to write it. `sshs_model_hash`/`sshs_legacy_hash` values are
+    /// replaced by the hashes of the data written.
+    pub metadata: Vec<(String, String)>,
+    /// Input files; the first is the one whose checks the output is compared with.
+    pub sources: Vec<PathBuf>,
+    /// Checks that must no longer fire on the output.
+    pub gone: Vec<String>,
+    /// The kind the output must be identified as, when the fix decides it.
+    pub kind: Option<String>,
+}
+
+/// Where a running fix is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Writing the data region.
+    Write,
+    /// Reading the output back to verify it.
+    Verify,
+}
+
+/// Told what the executor does; can stop it.
+pub trait Observer {
+    /// `done` of `total` bytes of `stage`; an error stops the fix (nothing is left).
+    fn progress(&mut self, _stage: Stage, _done: u64, _total: u64) -> Result<(), FixError> {
+        Ok(())
+    }
+    /// The written, fsynced temporary file, before it is verified (tests corrupt it here).
+    fn written(&mut self, _file: &File) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An observer that observes nothing.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// Why a fix wrote nothing.
+#[derive(Debug)]
+pub enum FixError {
+    /// The plan cannot be written (bad dtype pair, duplicate name, a source too short...).
+    Plan(String),
+    /// The output folder is missing, or the output exists and may not be replaced.
+    Target(String),
+    /// The output already exists (possibly appeared while writing) and overwriting is off.
+    Exists(PathBuf),
+    /// Reading or writing failed.
+    Io(String, io::Error),
+    /// A source file changed while the fix ran.
+    Changed(PathBuf),
+    /// The written file is not what was planned.
+    Verify(String),
+    /// The observer stopped the fix.
+    Stopped,
+}
+
+impl fmt::Display for FixError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FixError::Plan(m) | FixError::Target(m) => f.write_str(m),
+            FixError::Exists(p) => write!(
+                f,
+                "{}: already exists (use --force to overwrite)",
+                p.display()
+            ),
+            FixError::Io(what, e) => write!(f, "{what}: {e}; no output was left"),
+            FixError::Changed(p) => write!(
+                f,
+                "{}: the file changed while it was being fixed; nothing was written",
+                p.display()
+            ),
+            FixError::Verify(m) => write!(
+                f,
+                "verification of the output failed, nothing was written: {m}"
+            ),
+            FixError::Stopped => f.write_str("stopped; nothing was written"),
+        }
+    }
+}
+
+/// What a finished fix wrote.
+#[derive(Debug)]
+pub struct Written {
+    /// Bytes of the output file.
+    pub size: u64,
+    /// The metadata written (hashes filled in).
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Size, modification time and inode: what says a file was not rewritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp(u64, i64, i64, u64);
+
+fn stamp(m: &std::fs::Metadata) -> Stamp {
+    Stamp(m.len(), m.mtime(), m.mtime_nsec(), m.ino())
+}
+
+/// One source file, open.
+struct Source {
+    path: PathBuf,
+    file: File,
+    stamp: Stamp,
+}
+
+/// A piece of one tensor's output bytes.
+enum Piece {
+    Data(Vec<u8>),
+    /// That many zero bytes, stored as a hole.
+    Hole(u64),
+    /// The tensor is complete.
+    End,
+}
+
+/// lseek `SEEK_DATA`/`SEEK_HOLE` clamped to `end`; where holes are unknown, everything is data.
+fn seek(file: &File, pos: u64, whence: libc::c_int, end: u64) -> u64 {
+    // SAFETY: lseek on an open descriptor has no memory effects; errors are returned as -1.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), pos as libc::off_t, whence) };
+    if r >= 0 {
+        return (r as u64).clamp(pos, end);
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENXIO) => end, // no data after pos
+        _ if whence == libc::SEEK_DATA => pos,
+        _ => end,
+    }
+}
+
+/// Splits bytes `pos..end` of `file` into holes (aligned to 8 bytes from `base`, at least
+/// [`MIN_HOLE`]) and runs of data, calling `each(is_hole, from, to)`.
+fn pieces(
+    file: &File,
+    mut pos: u64,
+    end: u64,
+    base: u64,
+    each: &mut dyn FnMut(bool, u64, u64) -> io::Result<()>,
+) -> io::Result<()> {
+    let down = |x: u64| base + (x - base) / 8 * 8;
+    let up = |x: u64| base + (x - base).div_ceil(8) * 8;
+    while pos < end {
+        let d = seek(file, pos, libc::SEEK_DATA, end);
+        let hole_end = if d < end { down(d) } else { end };
+        if hole_end > pos && hole_end - pos >= MIN_HOLE {
+            each(true, pos, hole_end)?;
+            pos = hole_end;
+            continue;
+        }
+        let (mut stop, mut q) = (end, d.max(pos));
+        while q < end {
+            let h = seek(file, q, libc::SEEK_HOLE, end);
+            if h >= end {
+                break;
+            }
+            let nd = seek(file, h, libc::SEEK_DATA, end);
+            let (hs, he) = (up(h), if nd < end { down(nd) } else { end });
+            if he > hs && he - hs >= MIN_HOLE {
+                stop = hs;
+                break;
+            }
+            if nd <= q {
+                break;
+            }
+            q = nd;
+        }
+        each(false, pos, stop)?;
+        pos = stop;
+    }
+    Ok(())
+}
+
+/// Calls `each` with a tensor's bytes as stored (`Some(bytes)`) or holes (`None`, with their
+/// length), at most [`CHUNK`] at a time. `take` gives the buffers to read into.
+fn stored_bytes(
+    src: &Source,
+    t: &TensorInfo,
+    take: &mut dyn FnMut() -> Vec<u8>,
+    each: &mut dyn FnMut(Result<Vec<u8>, u64>) -> io::Result<()>,
+) -> io::Result<()> {
+    let read = |buf: &mut Vec<u8>, from: u64, n: u64| -> io::Result<()> {
+        buf.resize(n as usize, 0);
+        src.file.read_exact_at(buf, from).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                io::Error::other(format!(
+                    "{}: file ended inside tensor {} (truncated while fixing?)",
+                    src.path.display(),
+                    t.name
+                ))
+            } else {
+                e
+            }
+        })
+    };
+    if let Some(strides) = t
+        .strides
+        .as_deref()
+        .filter(|s| !is_c_contiguous(&t.shape, s))
+    {
+        let (a, b) = crate::datapass::span(t);
+        let mut raw = vec![];
+        read(&mut raw, a, b - a)?;
+        let whole = gather(&raw, t, strides);
+        for c in whole.chunks(CHUNK) {
+            let mut buf = take();
+            buf.clear();
+            buf.extend_from_slice(c);
+            each(Ok(buf))?;
+        }
+        return Ok(());
+    }
+    let (start, len) = (t.start, t.len);
+    let mut off = 0;
+    while off < len {
+        let n = (CHUNK as u64).min(len - off);
+        pieces(
+            &src.file,
+            start + off,
+            start + off + n,
+            start,
+            &mut |hole, a, b| {
+                if hole {
+                    return each(Err(b - a));
+                }
+                let mut buf = take();
+                read(&mut buf, a, b - a)?;
+                each(Ok(buf))
+            },
+        )?;
+        // drop-behind: these pages of the input are not needed again
+        // SAFETY: posix_fadvise only advises the kernel about an open descriptor's page cache.
+        unsafe {
+            libc::posix_fadvise(
+                src.file.as_raw_fd(),
+                (start + off) as libc::off_t,
+                n as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            );
+        }
+        off += n;
+    }
+    Ok(())
+}
+
+fn is_c_contiguous(shape: &[u64], strides: &[u64]) -> bool {
+    if strides.len() != shape.len() {
+        return false;
+    }
+    let mut expect = 1;
+    for (d, s) in shape.iter().zip(strides).rev() {
+        if *d != 1 && *s != expect {
+            return false;
+        }
+        expect *= d;
+    }
+    true
+}
+
+/// The elements of a strided tensor in C order; `raw` holds its span (from `t.start`).
+fn gather(raw: &[u8], t: &TensorInfo, strides: &[u64]) -> Vec<u8> {
+    let es = (t.dtype.bits() / 8) as usize;
+    let mut out = Vec::with_capacity(t.len as usize);
+    if t.elements() == 0 || strides.len() != t.shape.len() {
+        return out;
+    }
+    let nd = t.shape.len();
+    let mut idx = vec![0u64; nd];
+    loop {
+        let base: u64 = idx.iter().zip(strides).map(|(i, s)| i * s).sum();
+        if nd == 0 {
+            out.extend_from_slice(&raw[..es]);
+            return out;
+        }
+        for k in 0..t.shape[nd - 1] {
+            let at = ((base + k * strides[nd - 1]) as usize) * es;
+            out.extend_from_slice(&raw[at..at + es]);
+        }
+        let mut d = nd - 1;
+        loop {
+            if d == 0 {
+                return out;
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < t.shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// int64 `0..n-1` along the last dimension of `shape`, repeated over the others.
+fn arange(shape: &[u64]) -> Vec<u8> {
+    let n = shape.last().copied().unwrap_or(1);
+    let rows: u64 = shape.iter().rev().skip(1).product();
+    (0..rows)
+        .flat_map(|_| (0..n as i64).flat_map(|i| i.to_le_bytes()))
+        .collect()
+}
+
+static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+
+fn feed_zeros(h: &mut impl FnMut(&[u8]), mut n: u64) {
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64);
+        h(&ZEROS[..k as usize]);
+        n -= k;
+    }
+}
+
+/// BLAKE3 of one tensor's bytes; a tensor that is all holes costs one hash per size (cached).
+#[derive(Default)]
+struct TensorHash {
+    h: Option<blake3::Hasher>,
+    zeros: u64,
+}
+
+impl TensorHash {
+    fn data(&mut self, d: &[u8]) {
+        let zeros = self.zeros;
+        let h = self.h.get_or_insert_with(|| {
+            let mut h = blake3::Hasher::new();
+            feed_zeros(
+                &mut |z| {
+                    h.update(z);
+                },
+                zeros,
+            );
+            h
+        });
+        if d.len() >= 1 << 20 {
+            h.update_rayon(d);
+        } else {
+            h.update(d);
+        }
+    }
+
+    fn hole(&mut self, n: u64) {
+        match &mut self.h {
+            None => self.zeros += n,
+            Some(h) => feed_zeros(
+                &mut |z| {
+                    h.update(z);
+                },
+                n,
+            ),
+        }
+    }
+
+    fn finish(self, cache: &mut FxHashMap<u64, blake3::Hash>) -> blake3::Hash {
+        match self.h {
+            Some(h) => h.finalize(),
+            None => *cache.entry(self.zeros).or_insert_with(|| {
+                let mut h = blake3::Hasher::new();
+                feed_zeros(
+                    &mut |z| {
+                        h.update(z);
+                    },
+                    self.zeros,
+                );
+                h.finalize()
+            }),
+        }
+    }
+}
+
+/// The output file as it is written: small pieces gathered into one large `pwrite`.
+struct Out<'a> {
+    file: &'a File,
+    /// File offset where `stage` begins.
+    pos: u64,
+    stage: Vec<u8>,
+    /// Writeback has been started up to here.
+    flushed: u64,
+}
+
+impl Out<'_> {
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.stage.is_empty() {
+            self.file.write_all_at(&self.stage, self.pos)?;
+            self.pos += self.stage.len() as u64;
+            self.stage.clear();
+            self.writeback();
+        }
+        Ok(())
+    }
+
+    fn direct(&mut self, d: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(d, self.pos)?;
+        self.pos += d.len() as u64;
+        self.writeback();
+        Ok(())
+    }
+
+    fn put(&mut self, d: &[u8]) -> io::Result<()> {
+        if self.stage.len() + d.len() > CHUNK {
+            self.flush()?;
+        }
+        self.stage.extend_from_slice(d);
+        Ok(())
+    }
+
+    fn skip(&mut self, n: u64) -> io::Result<()> {
+        self.flush()?;
+        self.pos += n;
+        Ok(())
+    }
+
+    /// Starts the kernel's writeback of each finished step, so the final fsync has little to wait for.
+    fn writeback(&mut self) {
+        if self.pos - self.flushed >= WRITEBACK_STEP {
+            // SAFETY: sync_file_range only starts writeback of an open descriptor's range.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    self.flushed as libc::off64_t,
+                    (self.pos - self.flushed) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.flushed = self.pos;
+        }
+    }
+}
+
+/// Hashes of the data region a fix recomputes in the metadata.
+struct RegionHashes {
+    sha256: Option<Sha256>,
+    /// Offsets of the legacy hash's 64 KiB in the data region, and the bytes seen there.
+    legacy: Option<(u64, u64, Vec<u8>)>,
+    pos: u64,
+}
+
+impl RegionHashes {
+    fn feed(&mut self, d: &[u8]) {
+        if let Some(h) = &mut self.sha256 {
+            h.update(d);
+        }
+        let end = self.pos + d.len() as u64;
+        if let Some((a, b, got)) = &mut self.legacy {
+            let (x, y) = ((*a).max(self.pos), (*b).min(end));
+            if x < y {
+                got.extend_from_slice(&d[(x - self.pos) as usize..(y - self.pos) as usize]);
+            }
+        }
+        self.pos = end;
+    }
+
+    fn zeros(&mut self, n: u64) {
+        if self.sha256.is_none() && self.legacy.is_none() {
+            self.pos += n;
+            return;
+        }
+        feed_zeros(&mut |z| self.feed(z), n);
+    }
+}
+
+const AUTOV1_AT: u64 = 0x10_0000;
+const AUTOV1_LEN: u64 = 0x1_0000;
+
+/// The metadata with `sshs_*` values replaced by placeholders of their final length.
+fn with_placeholders(meta: &[(String, String)]) -> Vec<(String, String)> {
+    meta.iter()
+        .map(|(k, v)| match k.as_str() {
+            SSHS_MODEL_HASH => (k.clone(), "0".repeat(64)),
+            SSHS_LEGACY_HASH => (k.clone(), "0".repeat(8)),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect()
+}
+
+fn has(meta: &[(String, String)], key: &str) -> bool {
+    meta.iter().any(|(k, _)| k == key)
+}
+
+/// Checks the plan and opens its sources.
+fn open_sources(plan: &Plan) -> Result<Vec<Source>, FixError> {
+    let mut out = vec![];
+    for p in &plan.sources {
+        let file = File::open(p).map_err(|e| FixError::Plan(format!("{}: {e}", p.display())))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| FixError::Plan(format!("{}: {e}", p.display())))?;
+        out.push(Source {
+            path: p.clone(),
+            file,
+            stamp: stamp(&meta),
+        });
+    }
+    for t in &plan.tensors {
+        let name = &t.out.name;
+        match (&t.op, &t.input) {
+            (Op::Arange, _) if t.out.dtype != Dtype::I64 => {
+                return Err(FixError::Plan(format!(
+                    "{name}: position_ids are written as I64"
+                )))
+            }
+            (Op::Arange, _) => {}
+            (_, None) => return Err(FixError::Plan(format!("{name}: no source tensor"))),
+            (op, Some((s, x))) => {
+                let src = out
+                    .get(*s)
+                    .ok_or_else(|| FixError::Plan(format!("{name}: no source {s}")))?;
+                let (_, end) = crate::datapass::span(x);
+                if end > src.stamp.0 {
+                    return Err(FixError::Plan(format!(
+                        "{}: truncated: tensor {} needs bytes up to {end}, the file has {}",
+                        src.path.display(),
+                        x.name,
+                        src.stamp.0
+                    )));
+                }
+                let fits = match op {
+                    Op::Copy => x.dtype == t.out.dtype && x.shape == t.out.shape,
+                    _ => can_cast(x.dtype, t.out.dtype) && x.shape == t.out.shape,
+                };
+                if !fits {
+                    return Err(FixError::Plan(format!(
+                        "{name}: cannot {} {} {:?} to {} {:?}",
+                        if *op == Op::Copy { "copy" } else { "cast" },
+                        x.dtype,
+                        x.shape,
+                        t.out.dtype,
+                        t.out.shape
+                    )));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Names of the warning-or-worse checks of a file's header-level scan (`None` if it cannot be opened).
+fn serious_checks(path: &Path) -> Option<FxHashSet<String>> {
+    let t = crate::table::open_table(path).ok()?;
+    Some(
+        t.findings
+            .iter()
+            .filter(|f| f.severity >= Severity::Warning)
+            .map(|f| f.check.to_string())
+            .collect(),
+    )
+}
+
+fn check_target(out: &Path, overwrite: bool, need: u64) -> Result<(), FixError> {
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(FixError::Target(format!(
+            "{}: no such folder for the output",
+            dir.display()
+        )));
+    }
+    if out.is_dir() {
+        return Err(FixError::Target(format!("{}: is a folder", out.display())));
+    }
+    if out.exists() && !overwrite {
+        return Err(FixError::Exists(out.to_path_buf()));
+    }
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))
+        .map_err(|_| FixError::Target("output folder contains a NUL byte".into()))?;
+    // SAFETY: statvfs fills the zeroed struct we own from a valid NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 {
+        let free = st.f_bavail as u64 * st.f_frsize as u64;
+        if free < need {
+            return Err(FixError::Target(format!(
+                "{}: needs {need} bytes free for the output, has {free}",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The output's header for `meta`, or why it cannot be written.
+fn header(plan: &Plan, meta: &[(String, String)]) -> Result<Serialized, FixError> {
+    let outs: Vec<OutTensor> = plan.tensors.iter().map(|t| t.out.clone()).collect();
+    serialize_header(&outs, Some(meta).filter(|m| !m.is_empty()))
+        .map_err(|e| FixError::Plan(format!("cannot write the output: {e}")))
+}
+
+/// Bytes of the output file `plan` makes.
+pub fn output_size(plan: &Plan) -> Result<u64, FixError> {
+    let h = header(plan, &with_placeholders(&plan.metadata))?;
+    Ok(8 + h.json.len() as u64 + h.data_len())
+}
+
+/// Writes `plan` to `out` through a verified temporary file (permissions `mode`, default 0o666 less
+/// the umask); never replaces an existing `out` unless `overwrite`. On any error nothing is left.
+pub fn execute(
+    plan: &Plan,
+    out: &Path,
+    overwrite: bool,
+    mode: Option<u32>,
+    observer: &mut dyn Observer,
+) -> Result<Written, FixError> {
+    let sources = open_sources(plan)?;
+    let placeholders = with_placeholders(&plan.metadata);
+    let head = header(plan, &placeholders)?;
+    let data_len = head.data_len();
+    let size = 8 + head.json.len() as u64 + data_len;
+    check_target(out, overwrite, size)?;
+    let before = match sources.first() {
+        Some(s) => serious_checks(&s.path).unwrap_or_default(),
+        None => FxHashSet::default(),
+    };
+    let io_err = |e: io::Error| FixError::Io(format!("{}", out.display()), e);
+    // BLAKE3 of n zero bytes, by n: shared by the writer and the verifier (sparse inputs have many).
+    let mut zero_cache = FxHashMap::default();
+    let tmp = TempOutput::create(out, mode).map_err(io_err)?;
+    let file = tmp.file();
+    let order: Vec<&PlanTensor> = head.order.iter().map(|&i| &plan.tensors[i]).collect();
+
+    // sd-scripts' hashes: of the data region, and of 64 KiB at 1 MiB of the file it would write
+    // with only the `ss_*` metadata.
+    let legacy_head = if has(&plan.metadata, SSHS_LEGACY_HASH) {
+        let ss: Vec<(String, String)> = plan
+            .metadata
+            .iter()
+            .filter(|(k, _)| k.starts_with("ss_"))
+            .cloned()
+            .collect();
+        let h = header(plan, &ss)?;
+        let mut bytes = (h.json.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&h.json);
+        Some(bytes)
+    } else {
+        None
+    };
+    let mut region = RegionHashes {
+        sha256: has(&plan.metadata, SSHS_MODEL_HASH).then(Sha256::new),
+        legacy: legacy_head.as_ref().map(|h| {
+            let hl = h.len() as u64;
+            (
+                AUTOV1_AT.saturating_sub(hl),
+                (AUTOV1_AT + AUTOV1_LEN).saturating_sub(hl),
+                vec![],
+            )
+        }),
+        pos: 0,
+    };
+
+    let mut run = || -> Result<Vec<blake3::Hash>, FixError> {
+        file.write_all_at(&(head.json.len() as u64).to_le_bytes(), 0)
+            .map_err(io_err)?;
+        file.write_all_at(&head.json, 8).map_err(io_err)?;
+        let mut o = Out {
+            file,
+            pos: 8 + head.json.len() as u64,
+            stage: Vec::with_capacity(CHUNK),
+            flushed: 0,
+        };
+        let mut hashes = Vec::with_capacity(order.len());
+        let (free_tx, free_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
+        for _ in 0..IN_FLIGHT {
+            let _ = free_tx.send(Vec::with_capacity(CHUNK));
+        }
+        let (tx, rx) = sync_channel::<io::Result<Piece>>(IN_FLIGHT);
+        std::thread::scope(|s| -> Result<(), FixError> {
+            let reader = {
+                let order = &order;
+                let sources = &sources;
+                s.spawn(move || produce(order, sources, free_rx, tx))
+            };
+            let mut th = TensorHash::default();
+            let mut done = 0u64;
+            let mut last = 0u64;
+            let result = (|| -> Result<(), FixError> {
+                for piece in rx.iter() {
+                    match piece.map_err(io_err)? {
+                        Piece::Data(d) => {
+                            let n = d.len() as u64;
+                            if d.len() >= CHUNK / 2 {
+                                o.flush().map_err(io_err)?;
+                                let (w, ()) = rayon::join(
+                                    || o.direct(&d),
+                                    || {
+                                        th.data(&d);
+                                        region.feed(&d);
+                                    },
+                                );
+                                w.map_err(io_err)?;
+                            } else {
+                                th.data(&d);
+                                region.feed(&d);
+                                o.put(&d).map_err(io_err)?;
+                            }
+                            let _ = free_tx.try_send(d);
+                            done += n;
+                        }
+                        Piece::Hole(n) => {
+                            th.hole(n);
+                            region.zeros(n);
+                            o.skip(n).map_err(io_err)?;
+                            done += n;
+                        }
+                        Piece::End => {
+                            hashes.push(std::mem::take(&mut th).finish(&mut zero_cache));
+                        }
+                    }
+                    if done - last >= CHUNK as u64 || done == data_len {
+                        observer.progress(Stage::Write, done, data_len)?;
+                        last = done;
+                    }
+                }
+                o.flush().map_err(io_err)?;
+                Ok(())
+            })();
+            drop(rx); // stops the reader if we stopped early
+            drop(free_tx);
+            let read = reader.join().unwrap_or(Ok(()));
+            result?;
+            read.map_err(io_err)?;
+            if hashes.len() != order.len() {
+                return Err(FixError::Verify("the reader stopped early".into()));
+            }
+            observer.progress(Stage::Write, data_len, data_len)?;
+            Ok(())
+        })?;
+        Ok(hashes)
+    };
+    let hashes = match run() {
+        Ok(h) => h,
+        Err(e) => {
+            tmp.discard();
+            return Err(e);
+        }
+    };
+
+    // The hashes the metadata carries, now that the data is known.
+    let mut metadata = plan.metadata.clone();
+    for (k, v) in metadata.iter_mut() {
+        if k == SSHS_MODEL_HASH {
+            if let Some(h) = region.sha256.take() {
+                *v = format!("{:x}", h.finalize());
+            }
+        } else if k == SSHS_LEGACY_HASH {
+            if let (Some(lh), Some((_, _, got))) = (&legacy_head, &region.legacy) {
+                let mut h = Sha256::new();
+                let hl = lh.len() as u64;
+                if hl > AUTOV1_AT {
+                    h.update(&lh[AUTOV1_AT as usize..(AUTOV1_AT + AUTOV1_LEN).min(hl) as usize]);
+                }
+                h.update(got);
+                *v = format!("{:x}", h.finalize())[..8].to_string();
+            }
+        }
+    }
+    let mut finish = || -> Result<(), FixError> {
+        if metadata != placeholders {
+            let real = header(plan, &metadata)?;
+            if real.json.len() != head.json.len() {
+                return Err(FixError::Verify("the header changed length".into()));
+            }
+            file.write_all_at(&real.json, 8).map_err(io_err)?;
+        }
+        file.set_len(size).map_err(io_err)?;
+        file.sync_all().map_err(io_err)?;
+        observer.written(file).map_err(io_err)?;
+        let want = Expected {
+            order: &order,
+            hashes: &hashes,
+            metadata: &metadata,
+            size,
+            before: &before,
+        };
+        verify(plan, &tmp, &want, &mut zero_cache, observer)?;
+        for s in &sources {
+            let now = std::fs::metadata(&s.path).map(|m| stamp(&m)).ok();
+            if now != Some(s.stamp) {
+                return Err(FixError::Changed(s.path.clone()));
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = finish() {
+        tmp.discard();
+        return Err(e);
+    }
+    tmp.commit(out, overwrite).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            FixError::Exists(out.to_path_buf())
+        } else {
+            io_err(e)
+        }
+    })?;
+    Ok(Written { size, metadata })
+}
+
+/// Reads (and casts) each tensor's bytes in data order, sending them to the writer.
+fn produce(
+    order: &[&PlanTensor],
+    sources: &[Source],
+    free: Receiver<Vec<u8>>,
+    tx: SyncSender<io::Result<Piece>>,
+) -> io::Result<()> {
+    let mut take = || free.recv().unwrap_or_default();
+    let stopped = || io::Error::other("stopped");
+    let res = (|| -> io::Result<()> {
+        for t in order {
+            match (&t.op, &t.input) {
+                (Op::Arange, _) => {
+                    tx.send(Ok(Piece::Data(arange(&t.out.shape))))
+                        .map_err(|_| stopped())?;
+                }
+                (op, Some((s, x))) => {
+                    let ratio = (t.out.dtype.bits(), x.dtype.bits());
+                    let mut send = |p: Result<Vec<u8>, u64>| -> io::Result<()> {
+                        let piece = match p {
+                            Err(n) => Piece::Hole(n * ratio.0 / ratio.1),
+                            Ok(d) if *op == Op::Cast => {
+                                let mut c = Vec::with_capacity(
+                                    d.len() / ratio.1 as usize * ratio.0 as usize,
+                                );
+                                cast(&d, x.dtype, t.out.dtype, &mut c);
+                                Piece::Data(c)
+                            }
+                            Ok(d) => Piece::Data(d),
+                        };
+                        tx.send(Ok(piece)).map_err(|_| stopped())
+                    };
+                    stored_bytes(&sources[*s], x, &mut take, &mut send)?;
+                }
+                (_, None) => return Err(io::Error::other("a tensor without a source")),
+            }
+            tx.send(Ok(Piece::End)).map_err(|_| stopped())?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = res {
+        let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+    }
+    Ok(())
+}
+
+/// What the written file must hold.
+struct Expected<'a> {
+    /// The planned tensors in data order, and the BLAKE3 of each as written.
+    order: &'a [&'a PlanTensor],
+    hashes: &'a [blake3::Hash],
+    metadata: &'a [(String, String)],
+    size: u64,
+    /// The first source's warning-or-worse checks.
+    before: &'a FxHashSet<String>,
+}
+
+/// Checks the fsynced temporary file against the plan (see the module doc).
+fn verify(
+    plan: &Plan,
+    tmp: &TempOutput,
+    want: &Expected,
+    zero_cache: &mut FxHashMap<u64, blake3::Hash>,
+    observer: &mut dyn Observer,
+) -> Result<(), FixError> {
+    let Expected {
+        order,
+        hashes,
+        metadata,
+        size,
+        before,
+    } = *want;
+    let bad = |m: String| FixError::Verify(m);
+    let t = crate::table::open_table(&tmp.path()).map_err(|e| bad(format!("re-scan: {e}")))?;
+    if t.format != crate::sniff::Format::Safetensors {
+        return Err(bad(format!("output reads as {:?}", t.format)));
+    }
+    if t.size != size {
+        return Err(bad(format!("output has {} bytes, planned {size}", t.size)));
+    }
+    if t.tensors.len() != order.len() {
+        return Err(bad(format!(
+            "output has {} tensors, planned {}",
+            t.tensors.len(),
+            order.len()
+        )));
+    }
+    for (got, want) in t.tensors.iter().zip(order) {
+        let w = &want.out;
+        if got.name != w.name || got.dtype != w.dtype || got.shape != w.shape {
+            return Err(bad(format!(
+                "tensor table differs from the plan at {}",
+                w.name
+            )));
+        }
+    }
+    if t.unaccounted_bytes() != 0 {
+        return Err(bad(format!("{} unaccounted bytes", t.unaccounted_bytes())));
+    }
+    let got_meta: Vec<(String, String)> = t
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    let mut want_meta = metadata.to_vec();
+    want_meta.sort();
+    if got_meta != want_meta {
+        return Err(bad("metadata differs from the plan".into()));
+    }
+    if let Some(k) = &plan.kind {
+        if t.class.kind != k.as_str() {
+            return Err(bad(format!(
+                "output is a {} file, expected {k}",
+                t.class.kind
+            )));
+        }
+    }
+    let after: FxHashSet<String> = t
+        .findings
+        .iter()
+        .filter(|f| f.severity >= Severity::Warning)
+        .map(|f| f.check.to_string())
+        .collect();
+    let mut still: Vec<&String> = plan.gone.iter().filter(|g| after.contains(*g)).collect();
+    still.sort();
+    if !still.is_empty() {
+        let names: Vec<&str> = still.iter().map(|s| s.as_str()).collect();
+        return Err(bad(format!(
+            "the re-scan still reports {}",
+            names.join(", ")
+        )));
+    }
+    let mut new: Vec<&str> = after
+        .iter()
+        .filter(|a| !before.contains(*a))
+        .map(|s| s.as_str())
+        .collect();
+    new.sort();
+    if !new.is_empty() {
+        return Err(bad(format!(
+            "the re-scan reports new problems: {}",
+            new.join(", ")
+        )));
+    }
+    // Re-read every tensor's bytes and compare with what was hashed while writing.
+    let src = Source {
+        path: tmp.path(),
+        file: t
+            .file
+            .ok_or_else(|| bad("re-scan: the output has no file to re-read".into()))?,
+        stamp: Stamp(size, 0, 0, 0),
+    };
+    let total: u64 = t.tensors.iter().map(|x| x.len).sum();
+    let (mut done, mut last) = (0u64, 0u64);
+    let spare = std::cell::Cell::new(Vec::with_capacity(CHUNK));
+    for ((x, want), p) in t.tensors.iter().zip(hashes).zip(order) {
+        let mut th = TensorHash::default();
+        let mut arange_ok = true;
+        let mut at = 0usize;
+        let expect = (p.op == Op::Arange).then(|| arange(&p.out.shape));
+        stored_bytes(&src, x, &mut || spare.take(), &mut |piece| {
+            match piece {
+                Ok(d) => {
+                    th.data(&d);
+                    if let Some(e) = &expect {
+                        arange_ok &= e.get(at..at + d.len()) == Some(&d[..]);
+                    }
+                    at += d.len();
+                    done += d.len() as u64;
+                    spare.set(d);
+                }
+                Err(n) => {
+                    th.hole(n);
+                    arange_ok &= expect.is_none() || n == 0;
+                    at += n as usize;
+                    done += n;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| bad(format!("re-read: {e}")))?;
+        if th.finish(zero_cache) != *want {
+            return Err(bad(format!(
+                "tensor {} does not hold the bytes written",
+                x.name
+            )));
+        }
+        if !arange_ok {
+            let n = p.out.shape.last().copied().unwrap_or(1);
+            return Err(bad(format!("{} is not 0..{}", x.name, n.saturating_sub(1))));
+        }
+        if done - last >= CHUNK as u64 {
+            observer.progress(Stage::Verify, done, total)?;
+            last = done;
+        }
+    }
+    observer.progress(Stage::Verify, total, total)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::open_table;
+
+    /// A safetensors file of F32 tensors `(name, values)` written by the reference `safetensors` crate.
+    fn reference_file(
+        dir: &Path,
+        name: &str,
+        tensors: &[(&str, Vec<f32>)],
+        meta: Option<Vec<(String, String)>>,
+    ) -> PathBuf {
+        use safetensors::tensor::{serialize_to_file, TensorView};
+        let bytes: Vec<(String, Vec<u8>, usize)> = tensors
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    v.len(),
+                )
+            })
+            .collect();
+        let views: Vec<(String, TensorView)> = bytes
+            .iter()
+            .map(|(n, b, len)| {
+                (
+                    n.clone(),
+                    TensorView::new(safetensors::Dtype::F32, vec![*len], b).unwrap(),
+                )
+            })
+            .collect();
+        let p = dir.join(name);
+        let meta = meta.map(|m| m.into_iter().collect());
+        serialize_to_file(views, meta, &p).unwrap();
+        p
+    }
+
+    /// A plan copying every tensor of `path`, or casting it to `cast_to`.
+    fn plan_of(path: &Path, cast_to: Option<Dtype>) -> Plan {
+        let t = open_table(path).unwrap();
+        let meta = t
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        Plan {
+            tensors: t
+                .tensors
+                .iter()
+                .map(|x| PlanTensor {
+                    out: OutTensor {
+                        name: x.name.clone(),
+                        dtype: cast_to.unwrap_or(x.dtype),
+                        shape: x.shape.clone(),
+                    },
+                    op: if cast_to.is_some() {
+                        Op::Cast
+                    } else {
+                        Op::Copy
+                    },
+                    input: Some((0, x.clone())),
+                })
+                .collect(),
+            metadata: meta,
+            sources: vec![path.to_path_buf()],
+            ..Plan::default()
+        }
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as f32 / 1e6)
+            .collect()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_copy_is_the_reference_writers_file_and_a_cast_is_each_value_cast() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = values(3 << 20, 7); // 12 MiB: more than one chunk
+        let src = reference_file(
+            dir.path(),
+            "a.safetensors",
+            &[("b", big.clone()), ("a", values(5, 1))],
+            None,
+        );
+        let out = dir.path().join("o.safetensors");
+        execute(&plan_of(&src, None), &out, false, None, &mut Quiet).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&src).unwrap());
+
+        let out16 = dir.path().join("h.safetensors");
+        execute(
+            &plan_of(&src, Some(Dtype::F16)),
+            &out16,
+            false,
+            None,
+            &mut Quiet,
+        )
+        .unwrap();
+        let bytes = std::fs::read(&out16).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let b = st.tensor("b").unwrap();
+        assert_eq!(b.dtype(), safetensors::Dtype::F16);
+        let got: Vec<u16> = b
+            .data()
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        let want: Vec<u16> = big
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_bits())
+            .collect();
+        assert!(got == want);
+    }
+
+    #[test]
+    fn sshs_hashes_are_recomputed_from_the_data_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = vec![
+            ("sshs_model_hash".to_string(), "stale".to_string()),
+            ("sshs_legacy_hash".to_string(), "stale".to_string()),
+            ("ss_network_dim".to_string(), "4".to_string()),
+        ];
+        let src = reference_file(
+            dir.path(),
+            "a.safetensors",
+            &[("w", values(1 << 20, 3))],
+            Some(meta),
+        );
+        let out = dir.path().join("o.safetensors");
+        let mut plan = plan_of(&src, Some(Dtype::F16));
+        plan.metadata.push(("fastscan.fix".into(), "[]".into()));
+        let w = execute(&plan, &out, false, None, &mut Quiet).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        // the addnet hash: sha256 of everything after the header
+        let model = format!("{:x}", Sha256::digest(&bytes[8 + n..]));
+        // the legacy hash: sha256 of 64 KiB at 1 MiB of the same file with only ss_* metadata,
+        // as the reference crate writes it
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let only_ss: std::collections::HashMap<String, String> =
+            [("ss_network_dim".to_string(), "4".to_string())].into();
+        let ss_file = safetensors::tensor::serialize(st.tensors(), Some(only_ss)).unwrap();
+        let legacy = format!("{:x}", Sha256::digest(&ss_file[0x100000..0x110000]))[..8].to_string();
+        let meta: std::collections::BTreeMap<_, _> = w.metadata.into_iter().collect();
+        assert_eq!(meta["sshs_model_hash"], model);
+        assert_eq!(meta["sshs_legacy_hash"], legacy);
+        let t = open_table(&out).unwrap();
+        assert_eq!(t.metadata["sshs_model_hash"], model.as_str());
+        assert_eq!(t.metadata["fastscan.fix"], "[]");
+    }
+
+    struct Corrupt(PathBuf, u8);
+    impl Observer for Corrupt {
+        fn written(&mut self, file: &File) -> io::Result<()> {
+            match self.1 {
+                0 => {
+                    // flip one bit of the last byte (inside the data region)
+                    let end = file.metadata()?.len() - 1;
+                    let mut b = [0u8];
+                    file.read_exact_at(&mut b, end)?;
+                    file.write_all_at(&[b[0] ^ 1], end)
+                }
+                1 => {
+                    // someone rewrites the input meanwhile
+                    let f = File::options().write(true).open(&self.0)?;
+                    f.set_modified(std::time::SystemTime::UNIX_EPOCH)
+                }
+                _ => std::fs::write(&self.0, b"someone else's file"),
+            }
+        }
+    }
+
+    #[test]
+    fn verification_catches_a_changed_byte_a_changed_input_and_an_output_that_appeared() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = reference_file(
+            dir.path(),
+            "a.safetensors",
+            &[("a", values(100, 1)), ("z", values(300, 2))],
+            None,
+        );
+        let before = std::fs::read(&src).unwrap();
+        let out = dir.path().join("o.safetensors");
+        let plan = plan_of(&src, None);
+        let e = execute(&plan, &out, false, None, &mut Corrupt(src.clone(), 0)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("tensor z does not hold the bytes written"),
+            "{e}"
+        );
+        assert_eq!(names(dir.path()), vec!["a.safetensors"]);
+        let e = execute(&plan, &out, false, None, &mut Corrupt(src.clone(), 1)).unwrap_err();
+        assert!(matches!(e, FixError::Changed(_)), "{e}");
+        assert_eq!(std::fs::read(&src).unwrap(), before);
+        let src = reference_file(dir.path(), "b.safetensors", &[("a", values(100, 1))], None);
+        let plan = plan_of(&src, None);
+        let e = execute(&plan, &out, false, None, &mut Corrupt(out.clone(), 2)).unwrap_err();
+        assert!(matches!(e, FixError::Exists(_)), "{e}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"someone else's file");
+        assert_eq!(
+            names(dir.path()),
+            vec!["a.safetensors", "b.safetensors", "o.safetensors"]
+        );
+    }
+
+    struct StopAt(u64);
+    impl Observer for StopAt {
+        fn progress(&mut self, stage: Stage, done: u64, total: u64) -> Result<(), FixError> {
+            assert!(done <= total);
+            if stage == Stage::Write && done >= self.0 {
+                return Err(FixError::Stopped);
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stopped_fix_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = reference_file(
+            dir.path(),
+            "a.safetensors",
+            &[("a", values(5 << 20, 1))],
+            None,
+        );
+        let out = dir.path().join("o.safetensors");
+        let e = execute(&plan_of(&src, None), &out, false, None, &mut StopAt(1)).unwrap_err();
+        assert!(matches!(e, FixError::Stopped));
+        assert_eq!(names(dir.path()), vec!["a.safetensors"]);
+    }
+
+    #[test]
+    fn holes_stay_holes_and_strided_tensors_are_gathered() {
+        let dir = tempfile::tempdir().unwrap();
+        // a sparse file: one 4 MiB F32 tensor of zeros stored as a hole, then a 3x2 tensor
+        let p = dir.path().join("s.safetensors");
+        let small: Vec<u8> = (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let outs = [
+            OutTensor {
+                name: "h".into(),
+                dtype: Dtype::F32,
+                shape: vec![1 << 20],
+            },
+            OutTensor {
+                name: "m".into(),
+                dtype: Dtype::F32,
+                shape: vec![3, 2],
+            },
+        ];
+        let head = serialize_header(&outs, None).unwrap();
+        let base = 8 + head.json.len() as u64;
+        let f = File::create(&p).unwrap();
+        f.write_all_at(&(head.json.len() as u64).to_le_bytes(), 0)
+            .unwrap();
+        f.write_all_at(&head.json, 8).unwrap();
+        f.write_all_at(&small, base + head.offsets[1].0).unwrap();
+        f.set_len(base + head.data_len()).unwrap();
+        drop(f);
+        let t = open_table(&p).unwrap();
+        let mut m = t.tensors.iter().find(|x| x.name == "m").unwrap().clone();
+        m.shape = vec![2, 3];
+        m.strides = Some(vec![1, 2]); // the transpose of a [3, 2] row-major tensor
+        let h = t.tensors.iter().find(|x| x.name == "h").unwrap().clone();
+        let plan = Plan {
+            tensors: vec![
+                PlanTensor {
+                    out: OutTensor {
+                        name: "h".into(),
+                        dtype: Dtype::F16,
+                        shape: h.shape.clone(),
+                    },
+                    op: Op::Cast,
+                    input: Some((0, h)),
+                },
+                PlanTensor {
+                    out: OutTensor {
+                        name: "mt".into(),
+                        dtype: Dtype::F32,
+                        shape: vec![2, 3],
+                    },
+                    op: Op::Copy,
+                    input: Some((0, m)),
+                },
+                PlanTensor {
+                    out: OutTensor {
+                        name: "pos".into(),
+                        dtype: Dtype::I64,
+                        shape: vec![1, 4],
+                    },
+                    op: Op::Arange,
+                    input: None,
+                },
+            ],
+            sources: vec![p.clone()],
+            ..Plan::default()
+        };
+        let out = dir.path().join("o.safetensors");
+        execute(&plan, &out, false, None, &mut Quiet).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mt: Vec<f32> = st
+            .tensor("mt")
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(mt, vec![0.0, 2.0, 4.0, 1.0, 3.0, 5.0]);
+        let pos: Vec<i64> = st
+            .tensor("pos")
+            .unwrap()
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(pos, vec![0, 1, 2, 3]);
+        assert!(st.tensor("h").unwrap().data().iter().all(|&b| b == 0));
+        // the 2 MiB of F16 zeros were not written out as data blocks
+        let blocks = std::fs::metadata(&out).unwrap().blocks() * 512;
+        let sparse_src = std::fs::metadata(&p).unwrap().blocks() * 512;
+        if sparse_src < 1 << 20 {
+            assert!(blocks < 1 << 20, "output takes {blocks} bytes on disk");
+        }
+    }
+
+    /// A file with one F64 tensor `d` (the reference crate writes it).
+    fn f64_file(dir: &Path) -> PathBuf {
+        use safetensors::tensor::{serialize_to_file, TensorView};
+        let b: Vec<u8> = [1.5f64, 2.5].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let v = TensorView::new(safetensors::Dtype::F64, vec![2], &b).unwrap();
+        let p = dir.join("d.safetensors");
+        serialize_to_file(vec![("d".to_string(), v)], None, &p).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_recheck_refuses_a_problem_kept_or_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let clean = reference_file(dir.path(), "a.safetensors", &[("a", values(4, 1))], None);
+        let d = f64_file(dir.path());
+        let out = dir.path().join("o.safetensors");
+        // dtype.float64 must be gone, but the F64 tensor is copied as it is
+        let mut keep = plan_of(&d, None);
+        keep.gone = vec!["dtype.float64".into()];
+        let e = execute(&keep, &out, false, None, &mut Quiet).unwrap_err();
+        assert!(e.to_string().contains("still reports dtype.float64"), "{e}");
+        // a clean file gains an F64 tensor from a second source: a new problem
+        let mut add = plan_of(&clean, None);
+        let mut more = plan_of(&d, None);
+        more.tensors[0].input.as_mut().unwrap().0 = 1;
+        add.tensors.extend(more.tensors);
+        add.sources.push(d.clone());
+        let e = execute(&add, &out, false, None, &mut Quiet).unwrap_err();
+        assert!(e.to_string().contains("new problems: dtype.float64"), "{e}");
+        // the same two with a cast of the F64 tensor down: both pass
+        add.tensors[1].op = Op::Cast;
+        add.tensors[1].out.dtype = Dtype::F32;
+        add.gone = vec!["dtype.float64".into()];
+        execute(&add, &out, false, None, &mut Quiet).unwrap();
+        assert_eq!(
+            names(dir.path()),
+            vec!["a.safetensors", "d.safetensors", "o.safetensors"]
+        );
+    }
+
+    #[test]
+    fn bad_plans_and_targets_are_refused_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = reference_file(dir.path(), "a.safetensors", &[("a", values(4, 1))], None);
+        let mut plan = plan_of(&src, None);
+        plan.tensors[0].out.dtype = Dtype::I8;
+        let out = dir.path().join("o.safetensors");
+        assert!(matches!(
+            execute(&plan, &out, false, None, &mut Quiet),
+            Err(FixError::Plan(_))
+        ));
+        let plan = plan_of(&src, None);
+        let e = execute(
+            &plan,
+            &dir.path().join("nope/o.safetensors"),
+            false,
+            None,
+            &mut Quiet,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no such folder"), "{e}");
+        assert!(matches!(
+            execute(&plan, &src, false, None, &mut Quiet),
+            Err(FixError::Exists(_))
+        ));
+        assert_eq!(names(dir.path()), vec!["a.safetensors"]);
+    }
+}
