@@ -1,11 +1,11 @@
-"""Header-only scan benchmark (SPEC §9): `fastscan DIR --json --hash none` vs a Python `safetensors` loop.
+"""Header-only scan benchmark (contract §9): `fastscan DIR --json --hash none` vs a Python `safetensors` loop.
 
 Builds a library of thousands of sparse files from real layouts (sd15, sdxl, lora, embedding, vae; see
 ../shared/data/layouts), then times, with a warm page cache:
   - fastscan: the CLI as a subprocess, process start and JSON output included;
   - safetensors: an in-process loop that walks the directory and, for every file, opens it with
     `safetensors.safe_open(path, "np")` and reads `keys()` and `metadata()`.
-Prints both times, files/s and the ratio (SPEC §9 asks for >= 3x).
+Prints both times, files/s and the ratio (contract §9 asks for >= 3x).
 
     python benches/header_scan.py [--files 3000] [--repeat 3] [--dir DIR] [--jobs 0]
 """
@@ -124,7 +124,7 @@ def main() -> None:
         print(f"safetensors safe_open loop (keys + metadata, in-process):   best {s_best:.3f} s, "
               f"median {s_med:.3f} s, {a.files / s_best:,.0f} files/s")  # fmt: skip
         print(f"ratio (safetensors / fastscan): best {s_best / f_best:.2f}x, median {s_med / f_med:.2f}x "
-              f"(SPEC §9: >= 3x)")  # fmt: skip
+              f"(contract §9: >= 3x)")  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="fastscan-bench-cache-") as c:
             db = Path(c) / "scan.sqlite3"
             first, _ = fastscan_cli(d, a.jobs, db)

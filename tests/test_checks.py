@@ -1,4 +1,4 @@
-"""Every header-level check of SPEC §4: a fixture that fires it (built from a real layout, named in each
+"""Every header-level check of contract §4: a fixture that fires it (built from a real layout, named in each
 test) and the clean real layouts on which it stays silent. header.invalid and file.* are in test_header.py.
 """
 

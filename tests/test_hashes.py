@@ -1,4 +1,4 @@
-"""File hashes (SPEC §5) and the canonical component hash v1 (docs/component-hash.md).
+"""File hashes (contract §5) and the canonical component hash v1 (docs/component-hash.md).
 
 Every expected value is computed here independently, with `hashlib` and the `blake3` package over the
 file's bytes, and compared with what the Rust data pass reports. Fixtures come from the real layouts
@@ -25,7 +25,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "component-hash.md"
 
 
 def py_file_hashes(path: Path) -> dict:
-    """SPEC §5 file hashes computed from the file's bytes with hashlib and blake3."""
+    """contract §5 file hashes computed from the file's bytes with hashlib and blake3."""
     b = path.read_bytes()
     sha = hashlib.sha256(b).hexdigest()
     (n,) = struct.unpack("<Q", b[:8])
@@ -301,7 +301,7 @@ def test_components_mode_hashes_components_only(vae_pair):
 
 
 def test_vae_in_a_torch_checkpoint_hashes_like_safetensors(vae_pair, tmp_path):
-    """SPEC §5: a VAE in a .ckpt and the same VAE in a .safetensors hash alike.
+    """contract §5: a VAE in a .ckpt and the same VAE in a .safetensors hash alike.
 
     The .ckpt is the sd15 layout written as a PyTorch zip checkpoint (tests/torchzip.py), with the
     same VAE bytes; one 1x1-conv weight is stored transposed (non-contiguous strides, as torch saves a

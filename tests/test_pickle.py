@@ -1,4 +1,4 @@
-"""Pickle checkpoints: read without running them, flag code, list tensors (SPEC §2, §4).
+"""Pickle checkpoints: read without running them, flag code, list tensors (contract §2, §4).
 
 The exploit corpus (../shared/data/pickle-corpus, picklescan's test data) is only ever read as bytes.
 Clean checkpoints are written by tests/torchzip.py (real PyTorch zip / legacy format, no torch) from the
@@ -147,7 +147,7 @@ def test_deflated_pickle_entry_is_scanned(tmp_path):
 
 
 def test_zip_without_pickle_is_unknown_not_an_error(tmp_path):
-    # SPEC §2: anything that is not a model format is reported as `unknown` and skipped without error.
+    # contract §2: anything that is not a model format is reported as `unknown` and skipped without error.
     p = tmp_path / "notes.zip"
     p.write_bytes(_deflated_zip({"readme.txt": b"hello"}))
     r = _core.scan_file(str(p), hash="none")

@@ -1,4 +1,4 @@
-"""values.nan-inf (SPEC §4): NaN and ±Inf counted per floating tensor in the data pass; values.constant.
+"""values.nan-inf (contract §4): NaN and ±Inf counted per floating tensor in the data pass; values.constant.
 
 Expected counts come from numpy (`isnan` / `isinf`) on the very bytes written. Fixtures are the real
 standalone SD VAE layout (shared/data/layouts/vae-sd.json, F32), some tensors re-typed where a test

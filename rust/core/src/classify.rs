@@ -1,4 +1,4 @@
-//! What a file is (kind, arch) and which component each tensor belongs to (SPEC §3).
+//! What a file is (kind, arch) and which component each tensor belongs to (contract §3).
 
 use crate::report::Identification;
 use crate::tensor::TensorInfo;

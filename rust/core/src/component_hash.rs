@@ -1,4 +1,4 @@
-//! Canonical component hash, version 1 (SPEC §5; contract in docs/component-hash.md).
+//! Canonical component hash, version 1 (contract §5; contract in docs/component-hash.md).
 //!
 //! The hash is BLAKE3 over a *virtual stream*: the component's tensors sorted by canonical name, each
 //! one framed (name, 0x00, dtype, 0x00, ndim, dims, data length) and followed by its data. The file is
@@ -241,7 +241,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Lays out every component's stream (SPEC §5: component tensors only, sorted by canonical name).
+    /// Lays out every component's stream (contract §5: component tensors only, sorted by canonical name).
     pub fn new(tensors: &[TensorInfo], class: &Classification) -> Plan {
         let mut by_comp: BTreeMap<&'static str, Vec<(&str, usize)>> = BTreeMap::new();
         for (i, (t, role)) in tensors.iter().zip(&class.roles).enumerate() {

@@ -1,4 +1,4 @@
-//! The one pass over a file's bytes that feeds every hasher and value check (SPEC §5).
+//! The one pass over a file's bytes that feeds every hasher and value check (contract §5).
 //!
 //! The bytes come from a [`ChunkSource`] (a local file, bytes in memory, a remote object) in large
 //! chunks, in order, into reused buffers. Each chunk goes to every consumer at once as `(offset,

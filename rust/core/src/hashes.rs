@@ -1,4 +1,4 @@
-//! Whole-file hashes (SPEC §5: blake3, sha256, autov1, autov2, addnet), fed chunk by chunk in file order.
+//! Whole-file hashes (contract §5: blake3, sha256, autov1, autov2, addnet), fed chunk by chunk in file order.
 
 use crate::report::{Finding, Hashes, Severity};
 use serde_json::{json, Value};

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// How serious a finding is (SPEC §4).
+/// How serious a finding is (contract §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -40,7 +40,7 @@ impl Finding {
     }
 }
 
-/// How well a file matched the rule it was identified by (SPEC §3, docs/report-schema.md).
+/// How well a file matched the rule it was identified by (contract §3, docs/report-schema.md).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Identification {
     /// Share of the rule's keys present with the rule's shape, 0..1.
@@ -65,11 +65,11 @@ pub struct ComponentReport {
     pub bytes: u64,
     /// dtype name -> bytes
     pub dtypes: BTreeMap<String, u64>,
-    /// Canonical component hash v1 (SPEC §5), when hashes were asked for.
+    /// Canonical component hash v1 (contract §5), when hashes were asked for.
     pub blake3: Option<String>,
 }
 
-/// Whole-file hashes (SPEC §5); absent ones are null.
+/// Whole-file hashes (contract §5); absent ones are null.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Hashes {
     pub blake3: Option<String>,

@@ -1,4 +1,4 @@
-//! The safetensors header: parsing and every structural rule of the reference reader (SPEC §4, §10).
+//! The safetensors header: parsing and every structural rule of the reference reader (contract §4, §10).
 
 use crate::dtype::Dtype;
 use crate::report::{Finding, Severity};

@@ -1,4 +1,4 @@
-//! The checks of SPEC §4 that run on a file's tensor table (header-level; the data pass adds its own).
+//! The checks of contract §4 that run on a file's tensor table (header-level; the data pass adds its own).
 
 use crate::classify::{Classification, Role};
 use crate::report::Finding;

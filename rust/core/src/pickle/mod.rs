@@ -1,4 +1,4 @@
-//! Legacy PyTorch pickle checkpoints, read without executing them (SPEC §2, §4).
+//! Legacy PyTorch pickle checkpoints, read without executing them (contract §2, §4).
 //!
 //! [`zip`] finds the pickles of a PyTorch zip checkpoint, [`reader`] walks each pickle's opcodes
 //! ([`opcodes`]) without importing or calling anything, [`imports`] judges every import, and
