@@ -31,9 +31,10 @@ def scan_file(
 
 def scan_plan(
     roots: Sequence[_Path], follow_links: bool = False, jobs: int = 0
-) -> tuple[list[tuple[str, int]], list[dict[str, Any]]]:
+) -> tuple[list[tuple[str, int]], list[dict[str, Any]], int]:
     """What a scan of `roots` covers, walked as `Scanner` walks them: ([(path, size)] of each file or
-    diffusers folder to scan, [report] of each unreadable path, as the scan gives it)."""
+    diffusers folder to scan, [report] of each unreadable path, as the scan gives it, the number of
+    symlinks inside directories not followed)."""
 
 def read_tensors(path: _Path) -> dict[str, Any]:
     """The core's `open_table`: format, kind, arch, size, header_len, unaccounted_bytes, metadata, the

@@ -84,7 +84,8 @@ class ClusterScan(StoppableScan):
         self._client = _connect(distributed, cluster) if self._own else cluster
         self._open = True
         try:
-            files, failed = _core.scan_plan(self.roots, follow_links=follow_links, jobs=jobs)
+            files, failed, skipped = _core.scan_plan(self.roots, follow_links=follow_links, jobs=jobs)
+            self.skipped_links = skipped  # links inside directories not followed, as locally
             self._failed = [FileReport.from_dict(d) for d in failed]
             self._files_total = len(files) + len(failed)
             self._bytes_total = sum(size for _, size in files)

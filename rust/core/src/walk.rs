@@ -69,13 +69,27 @@ pub fn mtime_of(meta: &std::fs::Metadata) -> f64 {
 /// FIFOs, sockets and devices are never opened; symlinks are followed only with `follow_links`,
 /// and then loops are reported, not followed.
 pub fn walk(roots: &[PathBuf], follow_links: bool, threads: usize) -> (Vec<Entry>, Vec<WalkError>) {
+    let (files, errors, _) = walk_counting(roots, follow_links, threads);
+    (files, errors)
+}
+
+/// [`walk`], also counting the symlinks inside directories it did not follow (as the streaming scan
+/// counts them for `summary.skipped_links`).
+pub fn walk_counting(
+    roots: &[PathBuf],
+    follow_links: bool,
+    threads: usize,
+) -> (Vec<Entry>, Vec<WalkError>, u64) {
     let files = Mutex::new(Vec::new());
     let errors = Mutex::new(Vec::new());
+    let skipped = std::sync::atomic::AtomicU64::new(0);
     walk_stream(roots, follow_links, threads, &|found| {
         match found {
             Found::File(e) => files.lock().unwrap().push(e),
             Found::Error(e) => errors.lock().unwrap().push(e),
-            Found::SkippedLink(_) => {}
+            Found::SkippedLink(_) => {
+                skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         true
     });
@@ -83,7 +97,7 @@ pub fn walk(roots: &[PathBuf], follow_links: bool, threads: usize) -> (Vec<Entry
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let mut errors = errors.into_inner().unwrap();
     errors.sort_by(|a, b| a.path.cmp(&b.path));
-    (files, errors)
+    (files, errors, skipped.into_inner())
 }
 
 /// Walks `roots` in parallel, handing each file and unreadable path to `emit` as it is found (each

@@ -128,7 +128,8 @@ fn export<'py>(
 }
 
 /// What a scan of `roots` covers, walked as `Scanner` walks them: ([(path, size)] of each file or
-/// diffusers folder to scan, [report]) with the report of each unreadable path, as the scan gives it.
+/// diffusers folder to scan, [report] of each unreadable path as the scan gives it, the number of
+/// symlinks inside directories not followed).
 #[pyfunction]
 #[pyo3(signature = (roots, follow_links=false, jobs=0))]
 #[allow(clippy::type_complexity)]
@@ -137,8 +138,9 @@ fn scan_plan<'py>(
     roots: Vec<PathBuf>,
     follow_links: bool,
     jobs: usize,
-) -> PyResult<(Vec<(OsString, u64)>, Vec<Bound<'py, PyAny>>)> {
-    let (files, errors) = py.detach(|| fastscan_core::walk::walk(&roots, follow_links, jobs));
+) -> PyResult<(Vec<(OsString, u64)>, Vec<Bound<'py, PyAny>>, u64)> {
+    let (files, errors, skipped) =
+        py.detach(|| fastscan_core::walk::walk_counting(&roots, follow_links, jobs));
     let failed = errors
         .iter()
         .map(|e| to_py(py, &e.report()))
@@ -147,7 +149,7 @@ fn scan_plan<'py>(
         .into_iter()
         .map(|e| (e.path.into_os_string(), e.size))
         .collect();
-    Ok((files, failed))
+    Ok((files, failed, skipped))
 }
 
 /// The one place core errors become Python exceptions: OSError for I/O, ValueError for a file that is
