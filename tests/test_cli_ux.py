@@ -263,6 +263,35 @@ def test_library_and_problems_count_files_the_same_way():
     assert "files with problems: 0 crit, 2 err" in text and "1 unreadable" in text
 
 
+def test_problems_list_each_file_under_its_own_severity(demo_scan):
+    """The demo's SDXL fine-tune with exact F16 position_ids has an info `clip.position-ids`; the drifted
+    SD1.5 files an error one. Each sits under a row of its own severity, never an info file under err."""
+    from rich.console import Console
+
+    from fastscan.render import print_problems
+
+    sev_of = {
+        f.path.rsplit("/", 1)[-1]: x.severity
+        for f in demo_scan.files
+        for x in f.findings
+        if x.check == "clip.position-ids"
+    }
+    assert "info" in sev_of.values() and "error" in sev_of.values()  # the demo holds both kinds
+    con = Console(record=True, width=120)
+    print_problems(demo_scan, con)
+    row_sev = None
+    listed = {}
+    for line in con.export_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] == "clip.position-ids":
+            row_sev = {"err": "error", "info": "info", "warn": "warning", "crit": "critical"}[parts[0]]
+        elif parts and parts[0] in ("crit", "err", "warn", "info"):
+            row_sev = None
+        elif row_sev and len(parts) == 1:
+            listed[parts[0].rsplit("/", 1)[-1]] = row_sev
+    assert listed == sev_of
+
+
 def test_rendering_20k_files_is_linear():
     from rich.console import Console
 

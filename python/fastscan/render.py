@@ -242,18 +242,20 @@ def totals_line(report: Report) -> str:
 
 
 def _problem_rows(report: Report) -> list[tuple[str, str, list[str], int]]:
-    """(severity, check, files, bytes pruning saves) per check that fired, worst first. Linear in findings."""
-    rows: dict[str, tuple[str, dict[str, None], list[int]]] = {}
+    """(severity, check, files, bytes pruning saves) per check and severity that fired, worst first (a
+    check whose files differ in severity, such as `clip.position-ids`, gets a row per severity: an info
+    finding is never listed under an error). Linear in findings."""
+    rows: dict[tuple[str, str], tuple[dict[str, None], list[int]]] = {}
     for f in report.files:
         if f.error is not None:
-            r = rows.setdefault(f"unreadable ({f.error.kind})", ("error", {}, [0]))
-            r[1][f.path] = None
+            r = rows.setdefault(("error", f"unreadable ({f.error.kind})"), ({}, [0]))
+            r[0][f.path] = None
         for x in f.findings:
-            r = rows.setdefault(x.check, (x.severity, {}, [0]))
-            if f.path not in r[1]:
-                r[1][f.path] = None
-                r[2][0] += f.wasted_bytes.get(CHECK_WASTE.get(x.check, ""), 0)
-    out = [(sev, check, list(files), saved[0]) for check, (sev, files, saved) in rows.items()]
+            r = rows.setdefault((x.severity, x.check), ({}, [0]))
+            if f.path not in r[0]:
+                r[0][f.path] = None
+                r[1][0] += f.wasted_bytes.get(CHECK_WASTE.get(x.check, ""), 0)
+    out = [(sev, check, list(files), saved[0]) for (sev, check), (files, saved) in rows.items()]
     out.sort(key=lambda r: (-SEVERITY_RANK.get(r[0], 0), r[1]))
     return out
 
