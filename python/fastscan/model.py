@@ -44,7 +44,7 @@ def _extra(d: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in known}
 
 
-@dataclass
+@dataclass(slots=True)
 class Finding:
     """One problem found in a file."""
 
@@ -68,7 +68,7 @@ class Finding:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Component:
     """Totals of one component (unet, vae, clip_l, ...) of a file."""
 
@@ -93,7 +93,7 @@ _HASH_NAMES = ("blake3", "sha256", "autov1", "autov2", "addnet")
 _HASH_SET = frozenset(_HASH_NAMES)
 
 
-@dataclass
+@dataclass(slots=True)
 class Hashes:
     """Whole-file hashes (lowercase hex); the ones not computed are None."""
 
@@ -115,7 +115,7 @@ class Hashes:
         return {**{k: getattr(self, k) for k in _HASH_NAMES}, **self.extra}
 
 
-@dataclass
+@dataclass(slots=True)
 class FileError:
     """Why a file could not be read at all (`kind`: io, loop, format, ...)."""
 
@@ -149,7 +149,7 @@ _FILE_FIELDS = (
 _FILE_SET = frozenset(_FILE_FIELDS)
 
 
-@dataclass
+@dataclass(slots=True)
 class FileReport:
     """Everything fastscan knows about one file."""
 
