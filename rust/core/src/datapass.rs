@@ -522,7 +522,11 @@ fn gather_layout(t: &TensorInfo) -> Option<(u64, &[u64])> {
     Some((bits / 8, strides))
 }
 
-fn is_c_contiguous(shape: &[u64], strides: &[u64]) -> bool {
+/// True when `strides` (in elements) lay out `shape` in C order: the tensor's bytes are contiguous.
+pub(crate) fn is_c_contiguous(shape: &[u64], strides: &[u64]) -> bool {
+    if strides.len() != shape.len() {
+        return false;
+    }
     let mut expect = 1;
     for (d, s) in shape.iter().zip(strides).rev() {
         if *d != 1 && *s != expect {

@@ -11,6 +11,7 @@
 
 use crate::atomic::TempOutput;
 use crate::cast::{can_cast, cast};
+use crate::datapass::is_c_contiguous;
 use crate::dtype::Dtype;
 use crate::report::Severity;
 use crate::tensor::TensorInfo;
@@ -300,20 +301,6 @@ fn stored_bytes(
         off += n;
     }
     Ok(())
-}
-
-fn is_c_contiguous(shape: &[u64], strides: &[u64]) -> bool {
-    if strides.len() != shape.len() {
-        return false;
-    }
-    let mut expect = 1;
-    for (d, s) in shape.iter().zip(strides).rev() {
-        if *d != 1 && *s != expect {
-            return false;
-        }
-        expect *= d;
-    }
-    true
 }
 
 /// The elements of a strided tensor in C order; `raw` holds its span (from `t.start`).
