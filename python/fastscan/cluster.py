@@ -12,7 +12,6 @@ in-flight files, which the scheduler runs again elsewhere. Reports come back as 
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Any
 
 from fastscan import _core
@@ -100,7 +99,7 @@ class ClusterScan(StoppableScan):
         """Submits one task per file, biggest first; returns {future: (path, size)}."""
         _wait_for_workers(self._client)
         order = sorted(files, key=lambda f: -f[1])
-        token = uuid.uuid4().hex[:12]
+        token = os.urandom(6).hex()
         futures: dict[Any, tuple[str, int]] = {}
         for start in range(0, len(order), BATCH):
             batch = order[start : start + BATCH]
