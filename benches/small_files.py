@@ -1,13 +1,18 @@
-"""Many small files (LoRAs, embeddings): files per second of a hashing scan against b3sum on the same files.
+"""Many small files (LoRAs, embeddings): files per second of a hashing scan against b3sum and the limit.
 
 Writes a library of real-layout files filled with random bytes (lora-sd15-kohya: 19 MB, embedding-sd15
 and embedding-sdxl: 25-66 KB; see ../shared/data/layouts) to the temp dir, warms the page cache, then
-times, median of `--repeat`:
+times, median of `--repeat` runs (interleaved, so load elsewhere hits every contender alike):
   - fastscan: `fastscan DIR --json --hash full --no-cache` (CLI start included), and `--hash components`;
-  - b3sum over every file (one process, all files; or the `blake3` package in-process when b3sum is absent).
-Prints files/s, GB/s and the ratios. The library is deleted at the end.
+  - the peer: b3sum over every file (one process, all files, one after another: `apt-get install b3sum`;
+    without it the `blake3` package in-process, a weaker peer);
+  - the limit (issue 13): max(read, bytes x streams / (BLAKE3 per core x cores)) plus the peer's own
+    per-file overhead (b3sum over as many empty files), where read is `cat` of every file, BLAKE3 per
+    core is measured here on one thread, and streams is 2 for `--hash full`, 1 for `--hash components`.
+    "of limit" is limit / time.
+Prints a table ready for the README. The library is deleted at the end.
 
-    python benches/small_files.py [--loras 100] [--embeddings 1000] [--repeat 3]
+    python benches/small_files.py [--loras 100] [--embeddings 1000] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -36,65 +41,100 @@ def write_random(path: Path, layout: str, seed: int) -> int:
     return path.stat().st_size
 
 
-def median(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def blake3_per_core() -> float:
+    """Bytes/s of BLAKE3 on one thread (best of 3 over 64 MiB in memory)."""
+    buf = os.urandom(64 << 20)
+    return max(len(buf) / timed(lambda: blake3.blake3(buf).digest()) for _ in range(3))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--loras", type=int, default=100)
     ap.add_argument("--embeddings", type=int, default=1000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
 
     d = Path(tempfile.mkdtemp(prefix="fastscan-small-"))
     try:
+        lib, empty = d / "lib", d / "empty"
+        lib.mkdir()
+        empty.mkdir()
         total, files = 0, []
         for i in range(a.loras):
-            p = d / f"lora-{i:04d}.safetensors"
+            p = lib / f"lora-{i:04d}.safetensors"
             total += write_random(p, "lora-sd15-kohya", i)
             files.append(p)
         for i in range(a.embeddings):
             layout = "embedding-sd15" if i % 2 else "embedding-sdxl"
-            p = d / f"emb-{i:05d}.safetensors"
+            p = lib / f"emb-{i:05d}.safetensors"
             total += write_random(p, layout, 10_000 + i)
             files.append(p)
+        n = len(files)
+        names = [str(p) for p in files]
+        empties = [str(empty / f"{i:05d}") for i in range(n)]
+        for p in empties:
+            Path(p).touch()
         for p in files:  # warm the page cache
             p.read_bytes()
-        n = len(files)
-        print(f"library: {n} files ({a.loras} LoRAs, {a.embeddings} embeddings), {total / 1e9:.2f} GB, "
-              f"{os.cpu_count()} CPUs")  # fmt: skip
 
         b3sum = shutil.which("b3sum")
-        names = [str(p) for p in files]
+        peer = "b3sum" if b3sum else "blake3 package"
 
-        def run_b3() -> None:
-            if b3sum:
-                subprocess.run([b3sum, "--no-names", *names], stdout=subprocess.DEVNULL, check=True)
-            else:
-                for p in names:
-                    blake3.blake3(max_threads=blake3.blake3.AUTO).update_mmap(p)
-
-        def run_fastscan(mode: str):
+        def b3(paths: list[str]):
             def go() -> None:
-                cmd = [sys.executable, "-m", "fastscan", str(d), "--json", "--hash", mode, "--no-cache"]
+                if b3sum:
+                    subprocess.run([b3sum, "--no-names", *paths], stdout=subprocess.DEVNULL, check=True)
+                else:
+                    for p in paths:
+                        blake3.blake3(max_threads=blake3.blake3.AUTO).update_mmap(p)
+
+            return go
+
+        def fastscan(mode: str):
+            def go() -> None:
+                cmd = [sys.executable, "-m", "fastscan", str(lib), "--json", "--hash", mode, "--no-cache"]
                 subprocess.run(cmd, stdout=subprocess.DEVNULL, check=False)
 
             return go
 
-        peer = "b3sum" if b3sum else "blake3 package"
-        t_peer = median(run_b3, a.repeat)
-        rows = [(peer, t_peer)]
-        for mode in ("full", "components"):
-            rows.append((f"fastscan --hash {mode} (CLI)", median(run_fastscan(mode), a.repeat)))
-        for name, t in rows:
-            print(f"{name:34s} {t:7.3f} s  {n / t:8,.0f} files/s  {total / t / 1e9:6.2f} GB/s  "
-                  f"ratio to {peer}: {t_peer / t:.2f}x")  # fmt: skip
+        def cat() -> None:
+            subprocess.run(["cat", *names], stdout=subprocess.DEVNULL, check=True)
+
+        contenders = {
+            "cat": cat,
+            "peer overhead": b3(empties),
+            peer: b3(names),
+            "fastscan --hash full": fastscan("full"),
+            "fastscan --hash components": fastscan("components"),
+        }
+        runs: dict[str, list[float]] = {k: [] for k in contenders}
+        for _ in range(a.repeat):
+            for k, fn in contenders.items():
+                runs[k].append(timed(fn))
+        t = {k: statistics.median(v) for k, v in runs.items()}
+        per_core = blake3_per_core()
+        cores = os.cpu_count() or 1
+
+        def limit(streams: int) -> float:
+            return max(t["cat"], total * streams / (per_core * cores)) + t["peer overhead"]
+
+        limits = {peer: limit(1), "fastscan --hash full": limit(2), "fastscan --hash components": limit(1)}
+        print(f"library: {n} files ({a.loras} LoRAs, {a.embeddings} embeddings), {total / 1e9:.2f} GB, "
+              f"warm page cache, {cores} CPUs, median of {a.repeat}, load average {os.getloadavg()[0]:.1f}; "
+              f"read (cat) {t['cat']:.3f} s, BLAKE3 {per_core / 2**30:.2f} GiB/s per core, "
+              f"{peer} per-file overhead {t['peer overhead']:.3f} s for {n} empty files")  # fmt: skip
+        print(f"| contender | s | files/s | GB/s | vs {peer} | limit s | of limit |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for k in (peer, "fastscan --hash full", "fastscan --hash components"):
+            s, lim = t[k], limits[k]
+            print(f"| {k} | {s:.3f} | {n / s:,.0f} | {total / s / 1e9:.2f} | {t[peer] / s:.2f}x "
+                  f"| {lim:.3f} | {lim / s:.2f} |")  # fmt: skip
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
