@@ -183,8 +183,8 @@ pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: boo
             if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
                 return Ended::Stopped;
             }
-            let (c0, buf) = match piece {
-                Piece::Chunk(c0, buf) => (c0, buf),
+            let (c0, buf, n) = match piece {
+                Piece::Chunk(c0, buf, n) => (c0, buf, n),
                 Piece::Span(i, lo, gathered) => {
                     let mut local = tensors[i].clone();
                     local.start -= lo;
@@ -202,7 +202,8 @@ pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: boo
                 Piece::Failed(e) => return Ended::Failed(e),
                 Piece::Stopped => return Ended::Stopped,
             };
-            let chunk = Chunk::new(c0, &buf, &before[..before_len]);
+            let bytes = &buf.0[..n];
+            let chunk = Chunk::new(c0, bytes, &before[..before_len]);
             let c1 = chunk.end();
             if c0 == 0 && mode == HashMode::Full {
                 let addnet_from = src
@@ -246,8 +247,8 @@ pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: boo
                 }
             }
             active.retain(|&i| tensors[i].end() > c1);
-            before_len = buf.len().min(SEAM);
-            before[..before_len].copy_from_slice(&buf[buf.len() - before_len..]);
+            before_len = n.min(SEAM);
+            before[..before_len].copy_from_slice(&bytes[n - before_len..]);
             feed.recycle(buf);
         }
         Ended::Done
@@ -332,8 +333,8 @@ enum Ended {
 
 /// What the reader hands the consumers, in file order.
 enum Piece {
-    /// The chunk at this offset (a buffer to recycle).
-    Chunk(u64, Vec<u8>),
+    /// The chunk at this offset: its first `n` bytes of a buffer to recycle.
+    Chunk(u64, Buf, usize),
     /// The whole span `[lo, ..)` of strided tensor `i`, after the chunk holding its end.
     Span(usize, u64, Vec<u8>),
     /// The object is now this long, shorter than when the scan started.
@@ -345,6 +346,37 @@ enum Piece {
 /// Chunk buffers per pass when the reader runs ahead on its own thread: one being read, one being
 /// consumed, one ready (memory: this many times [`READ_CHUNK`] per file in flight).
 const BUFFERS: usize = 3;
+
+/// Chunk buffers kept between passes, so that a library of small files does not allocate and fault
+/// in fresh buffers for every file (24 MiB per file of more than one chunk).
+static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// Most buffers the pool keeps: those of one pass per core, and never more than 96 MiB.
+fn pool_max() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (BUFFERS * cores).min(12)
+}
+
+/// A [`READ_CHUNK`]-long buffer taken from the pool (or made); it goes back to the pool when dropped,
+/// wherever the pass left it (the reader's channel, a consumer, an early return).
+struct Buf(Vec<u8>);
+
+impl Buf {
+    fn take() -> Buf {
+        let pooled = POOL.lock().ok().and_then(|mut p| p.pop());
+        Buf(pooled.unwrap_or_else(|| vec![0u8; READ_CHUNK as usize]))
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        if let Ok(mut p) = POOL.lock() {
+            if p.len() < pool_max() {
+                p.push(v);
+            }
+        }
+    }
+}
 
 /// Reads a source's chunks in order, and the spans of strided tensors after the chunk holding their end.
 struct Reader<'a> {
@@ -359,7 +391,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     /// The next piece, reading a chunk into a buffer from `take` (`None`: no buffer, stop); `None` at the end.
-    fn next(&mut self, take: impl FnOnce() -> Option<Vec<u8>>) -> Option<Piece> {
+    fn next(&mut self, take: impl FnOnce() -> Option<Buf>) -> Option<Piece> {
         if let Some(&(i, lo, hi)) = self.spans.get(self.next_span) {
             if hi <= self.c0 {
                 self.next_span += 1;
@@ -385,10 +417,9 @@ impl Reader<'_> {
         let Some(mut buf) = take() else {
             return Some(Piece::Stopped);
         };
-        buf.resize(want, 0);
         self.c0 += want as u64;
-        Some(match self.bytes.next_chunk(c0, &mut buf) {
-            Ok(n) if n == want => Piece::Chunk(c0, buf),
+        Some(match self.bytes.next_chunk(c0, &mut buf.0[..want]) {
+            Ok(n) if n == want => Piece::Chunk(c0, buf, n),
             Ok(n) => Piece::Shrank(self.bytes.shrunk().unwrap_or(c0 + n as u64)),
             Err(e) => Piece::Failed(e),
         })
@@ -397,10 +428,10 @@ impl Reader<'_> {
 
 /// The consumers' end of the reader: inline for a file of one chunk, else a thread running ahead.
 enum Feed<'a> {
-    Inline(Reader<'a>, Option<Vec<u8>>),
+    Inline(Reader<'a>, Option<Buf>),
     Ahead(
         std::sync::mpsc::Receiver<Piece>,
-        std::sync::mpsc::Sender<Vec<u8>>,
+        std::sync::mpsc::Sender<Buf>,
     ),
 }
 
@@ -410,13 +441,12 @@ impl<'a> Feed<'a> {
         'a: 's,
     {
         if reader.size <= READ_CHUNK {
-            let buf = Vec::with_capacity(reader.size as usize);
-            return Feed::Inline(reader, Some(buf));
+            return Feed::Inline(reader, Some(Buf::take()));
         }
         let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Piece>(BUFFERS - 1);
-        let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Buf>();
         for _ in 0..BUFFERS {
-            let _ = free_tx.send(Vec::with_capacity(READ_CHUNK as usize));
+            let _ = free_tx.send(Buf::take());
         }
         scope.spawn(move || {
             // Ends at the end of the data, or when the consumers have gone (a send or a take fails).
@@ -438,7 +468,7 @@ impl<'a> Feed<'a> {
     }
 
     /// Gives a consumed chunk's buffer back to the reader.
-    fn recycle(&mut self, buf: Vec<u8>) {
+    fn recycle(&mut self, buf: Buf) {
         match self {
             Feed::Inline(_, spare) => *spare = Some(buf),
             Feed::Ahead(_, tx) => {
@@ -1045,6 +1075,42 @@ mod tests {
             let w = v[i as usize] as f64;
             assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()));
         }
+    }
+
+    #[test]
+    fn pooled_buffers_are_bounded_and_their_old_bytes_never_read() {
+        // a pass over a file of ones leaves its buffers in the pool full of ones...
+        let ones = vec![1u8; 2 * READ_CHUNK as usize + 100];
+        let t1 = [tensor("x", Dtype::F32, &[ones.len() as u64 / 4], 0)];
+        let c = class(vec![vae(0)]);
+        let mut src = Source {
+            bytes: &mut MemorySource(&ones),
+            tensors: &t1,
+            class: &c,
+            safetensors_metadata: None,
+            stop: None,
+        };
+        run(&mut src, HashMode::Full, false);
+        // ...then shorter files of other bytes hash as themselves, inline and read ahead
+        for len in [1000usize, READ_CHUNK as usize + 7] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let t = [tensor("x", Dtype::U8, &[len as u64], 0)];
+            let mut src = Source {
+                bytes: &mut MemorySource(&data),
+                tensors: &t,
+                class: &c,
+                safetensors_metadata: None,
+                stop: None,
+            };
+            let dp = run(&mut src, HashMode::Full, false);
+            let want = blake3::hash(&data).to_hex().to_string();
+            assert_eq!(dp.hashes.blake3.as_deref(), Some(want.as_str()));
+        }
+        // the pool never keeps more than its bound, however many buffers were out at once
+        let out: Vec<Buf> = (0..pool_max() + 5).map(|_| Buf::take()).collect();
+        assert!(out.iter().all(|b| b.0.len() == READ_CHUNK as usize));
+        drop(out);
+        assert!(POOL.lock().unwrap().len() <= pool_max());
     }
 
     #[test]
