@@ -288,6 +288,46 @@ pub fn list(
     })
 }
 
+/// The report of a root URL that cannot be listed (or an object that cannot be found): the error.
+pub fn listing_failed(url: &str, message: String) -> FileReport {
+    FileReport {
+        path: url.to_string(),
+        kind: "unknown",
+        arch: "unknown",
+        error: Some(FileError {
+            kind: ErrorKind::Io,
+            message,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Scans the one object `url` names (a task of a clustered scan: the client listed it). With `etag`,
+/// the ETag the client's listing gave, every read is pinned to it: an object overwritten since that
+/// listing is `file.changed`, as in a scan on one machine.
+pub fn scan_url(
+    url: &str,
+    endpoint: Option<&str>,
+    etag: Option<&str>,
+    opts: &ScanOptions,
+) -> FileReport {
+    let mut found = None;
+    let listed = list(url, endpoint, &mut |o| {
+        found = (o.url == url).then_some(o);
+        false
+    });
+    match (listed, found) {
+        (Ok(()), Some(mut obj)) => {
+            if let Some(e) = etag {
+                obj.etag = Some(e.to_string());
+            }
+            scan_object(&obj, opts)
+        }
+        (Ok(()), None) => listing_failed(url, format!("{url}: no such object")),
+        (Err(message), _) => listing_failed(url, message),
+    }
+}
+
 /// Why a read of an object failed.
 #[derive(Debug)]
 enum ReadError {
