@@ -441,3 +441,43 @@ def test_a_data_pass_streams_a_large_object_in_bounded_memory(store: Store) -> N
     assert f["hashes"]["blake3"] == local.hashes.blake3 and f["components"] == local.to_dict()["components"]
     peak = int(p.stderr.strip().splitlines()[-1]) * 1024
     assert peak < 200 << 20, peak
+
+
+def _as_remote(text: str, local: Path, remote: str) -> object:
+    """A command's JSON output about local files, with their paths named as the objects holding them."""
+    return json.loads(text.replace(f"{local}/", remote))
+
+
+def test_dedupe_runs_on_objects_as_on_their_local_copies(store: Store, tmp_path: Path) -> None:
+    prefix = f"s3://{BUCKET}/dup/"
+    for name, src in [
+        ("a.safetensors", "cloneofsimo-lora_lora_disney.safetensors"),
+        ("b.safetensors", "cloneofsimo-lora_lora_disney.safetensors"),
+        ("c.safetensors", "cloneofsimo-lora_lora_disney_inpainting.safetensors"),
+        ("d.pt", "cloneofsimo-lora_lora_disney.pt"),
+    ]:
+        shutil.copyfile(REAL / src, tmp_path / name)
+        store.put(f"dup/{name}", REAL / src)
+    remote = _cli("dedupe", prefix, "--json", "--no-cache", "--endpoint-url", store.endpoint, env=KEYS)
+    local = _cli("dedupe", str(tmp_path), "--json", "--no-cache")
+    assert remote.returncode == local.returncode == 0, remote.stderr
+    got = json.loads(remote.stdout)
+    assert got == _as_remote(local.stdout, tmp_path, prefix)
+    identical = [g for g in got["duplicates"] if g["type"] == "identical-files"]
+    assert [sorted(g["files"]) for g in identical] == [[f"{prefix}a.safetensors", f"{prefix}b.safetensors"]]
+    # Objects are never replaced: an action on URLs is refused before anything is read.
+    refused = _cli(
+        "dedupe", prefix, "--action", "delete", "--apply", "--endpoint-url", store.endpoint, env=KEYS
+    )
+    assert refused.returncode == 2 and "local files only" in refused.stderr, refused.stderr
+    assert store.s3.head_object(Bucket=BUCKET, Key="dup/b.safetensors")["ContentLength"] > 0
+
+
+def test_lineage_runs_on_objects_as_on_their_local_copies(store: Store) -> None:
+    url = f"s3://{BUCKET}/big/{BIG_LAYOUT_FILE}"
+    remote = _cli("lineage", url, "--json", "--no-cache", "--endpoint-url", store.endpoint, env=KEYS)
+    local = _cli("lineage", str(store.local / "big" / BIG_LAYOUT_FILE), "--json", "--no-cache")
+    assert remote.returncode == local.returncode == 0, remote.stderr
+    got = json.loads(remote.stdout)
+    assert got == _as_remote(local.stdout, store.local / "big", f"s3://{BUCKET}/big/")
+    assert [m["path"] for m in got["models"]] == [url]
