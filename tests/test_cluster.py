@@ -125,6 +125,103 @@ def test_lost_worker_costs_only_its_files(client, library):
     assert ("processing", "memory") in moves[lost:], story
 
 
+# Credentials of the test S3 server: in the workers' environment (as a deployment gives them), never in
+# a task.
+S3_KEYS = {
+    "AWS_ACCESS_KEY_ID": "testing-key-id",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret",
+    "AWS_REGION": "us-east-1",
+}
+
+
+def _set_env(values: dict) -> None:
+    os.environ.update(values)
+
+
+@pytest.fixture
+def s3(client):
+    """A moto S3 server on the loopback address holding the real files under `real/`: (endpoint, bucket)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    old = {k: os.environ.get(k) for k in S3_KEYS}
+    os.environ.update(S3_KEYS)
+    try:
+        s3c = boto3.client("s3", endpoint_url=endpoint)
+        s3c.create_bucket(Bucket="models")
+        for p in sorted(REAL.iterdir()):
+            if p.name != "README.md":
+                s3c.upload_file(str(p), "models", f"real/{p.name}")
+        client.run(_set_env, S3_KEYS)
+        yield endpoint, "models"
+    finally:
+        server.stop()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_clustered_scan_of_a_bucket_through_an_endpoint_equals_the_local_one(client, s3):
+    endpoint, bucket = s3
+    url = f"s3://{bucket}/real/"
+    for hash in ("none", "full"):
+        clustered = _comparable(ScanRun([url], cluster=client, hash=hash, endpoint_url=endpoint).drive())
+        local = _comparable(ScanRun([url], hash=hash, endpoint_url=endpoint, cache=False).drive())
+        assert clustered == local, hash
+        assert len(clustered["files"]) == len([p for p in REAL.iterdir() if p.name != "README.md"])
+        assert all(f["error"] is None for f in clustered["files"]), clustered["files"]
+        assert all(f["path"].startswith(url) for f in clustered["files"])
+    # The files' local scan: same hashes (the workers really read the objects through the endpoint).
+    by_name = {Path(f["path"]).name: f for f in clustered["files"]}
+    for f in ScanRun([REAL], hash="full").drive().files:
+        if f.path.endswith("README.md"):
+            continue
+        assert by_name[Path(f.path).name]["hashes"]["blake3"] == f.hashes.blake3
+
+
+def test_a_worker_lost_on_every_try_is_a_worker_error_and_the_scan_carries_on(client, library):
+    big = library / "clean-vae.safetensors"  # the biggest: its task is the first, key rank 0
+    small = [p for p in library.iterdir() if p.is_file() and p.stat().st_size < 20_000_000]
+
+    def allowed_failures(n, dask_scheduler):
+        old = dask_scheduler.allowed_failures
+        dask_scheduler.allowed_failures = n
+        return old
+
+    old = client.run_on_scheduler(allowed_failures, 0)  # the first loss of its worker fails the task
+    try:
+        run = ScanRun([big, *small], cluster=client, hash="full")
+        _kill_worker_running(client, "-0")
+        report = run.drive()
+    finally:
+        client.run_on_scheduler(allowed_failures, old)
+    by_path = {f.path: f for f in report.files}
+    assert len(by_path) == 1 + len(small)
+    lost = by_path[str(big)]
+    assert lost.error is not None and lost.error.kind == "worker", lost.error
+    assert str(big) in lost.error.message and lost.size == big.stat().st_size
+    # The killed worker's other tasks (queued on it) may be lost with it; every other file is scanned.
+    gone = {p for p, f in by_path.items() if f.error is not None and f.error.kind == "worker"}
+    rest = [p for p in by_path if p not in gone]
+    assert len(rest) >= len(small) // 2, gone
+    local = {f.path: f.to_dict() for f in ScanRun(rest, hash="full").drive().files}
+    assert {p: by_path[p].to_dict() for p in rest} == local
+
+
 BLOCK_DISTRIBUTED = """
 import importlib.abc, sys
 class _Hide(importlib.abc.MetaPathFinder):

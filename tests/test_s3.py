@@ -34,6 +34,9 @@ SMALL_DEMO = 64 << 20
 # memory and reads the whole value for each ranged GET, so the demo's 2 GB checkpoints are too heavy
 # for it on a shared 2-core test machine; the budget (header + 64 KiB) does not depend on the size.
 BIG_LAYOUT_FILE = "clean-vae.safetensors"
+# A PyTorch zip checkpoint of real size: the SD VAE's layout saved by torch (one storage record per
+# tensor, as an SD checkpoint holds them), 335 MB.
+BIG_CKPT = "big/vae-sd.ckpt"
 # HTTP response headers per request, on top of the bodies counted against the budget.
 HTTP_OVERHEAD = 2048
 
@@ -201,8 +204,24 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         big.parent.mkdir()
         shutil.copyfile(lib / BIG_LAYOUT_FILE, big)  # sparse on both sides
         st.put(f"big/{BIG_LAYOUT_FILE}", big)
+        _write_torch_ckpt(local / BIG_CKPT)
+        st.put(BIG_CKPT, local / BIG_CKPT)
         yield st
     server.stop()
+
+
+def _write_torch_ckpt(path: Path) -> None:
+    """torch.save of {"state_dict": the vae-sd layout}: zeros, except a distinct value in each tensor."""
+    import torch
+
+    from fastscan import synth
+
+    sd = {}
+    for i, (name, t) in enumerate(synth.load_layout("vae-sd")["tensors"].items()):
+        assert t["dtype"] == "F32"
+        sd[name] = torch.zeros(t["shape"], dtype=torch.float32)
+        sd[name].view(-1)[0] = float(i + 1)
+    torch.save({"state_dict": sd}, path)
 
 
 def _comparable(r: fastscan.FileReport, path: str) -> dict:
@@ -259,6 +278,44 @@ def test_header_only_scan_reads_the_header_and_at_most_64_kib(
     assert store.proxy.sent <= budget, (store.proxy.sent, budget)
     local = fastscan.scan(path, hash="none")
     assert _comparable(f, "") == _comparable(local.files[0], "")
+
+
+def test_header_only_scan_of_a_ckpt_reads_its_directory_and_pickle_not_its_tensors(store: Store) -> None:
+    import zipfile
+
+    path = store.local / BIG_CKPT
+    size = path.stat().st_size
+    assert size > 300 << 20
+    with zipfile.ZipFile(path) as z:
+        infos = z.infolist()
+        # What a reader of the structure needs besides the tensors (storage records `*/data/N`): the
+        # entries' bytes, a local header each (name, extra field and slack), the directory and the tail.
+        storage = [i for i in infos if i.filename.rsplit("/", 2)[-2:-1] == ["data"]]
+        assert len(storage) == 248
+        other = sum(i.compress_size for i in infos if i not in storage)
+        directory = sum(46 + len(i.filename) + len(i.extra) + len(i.comment) for i in infos)
+    structure = other + directory + len(infos) * (30 + 64 + 256 + 4096) + (64 << 10) + 22 + 65535 + 20
+    store.proxy.reset()
+    r = store.scan(f"s3://{BUCKET}/{BIG_CKPT}", hash="none")
+    (f,) = r.files
+    local = fastscan.scan(path, hash="none").files[0]
+    assert _comparable(f, "") == _comparable(local, "")
+    assert f.kind == "vae" and f.tensors == 248 and f.error is None
+    budget = structure + HTTP_OVERHEAD * len(store.proxy.requests)
+    assert store.proxy.sent <= budget, (store.proxy.sent, budget)
+    assert store.proxy.sent < size // 100, (store.proxy.sent, size)
+
+
+def test_a_hashing_scan_of_a_ckpt_streams_it_once_and_equals_the_local_scan(store: Store) -> None:
+    path = store.local / BIG_CKPT
+    size = path.stat().st_size
+    store.proxy.reset()
+    (f,) = store.scan(f"s3://{BUCKET}/{BIG_CKPT}", hash="full").files
+    local = fastscan.scan(path, hash="full").files[0]
+    assert _comparable(f, "") == _comparable(local, "")
+    assert f.hashes.blake3 and len(f.components) >= 1
+    # Read once: the tensors' bytes are not fetched twice (no copy to a file, then a second pass).
+    assert store.proxy.sent < size + (8 << 20), (store.proxy.sent, size)
 
 
 def _head(p: Path) -> bytes:
@@ -338,7 +395,10 @@ def test_cli_dry_run_lists_objects_and_the_bytes_a_scan_reads(store: Store) -> N
     assert {f["path"]: f["size"] for f in plan["files"]} == want
     for f in plan["files"]:
         st = f["path"].endswith(".safetensors")
-        assert f["bytes_to_read"] == (min(f["size"], 64 << 10) if st else f["size"])
+        torch_zip = f["path"].endswith((".pt", ".pth"))
+        # A zip's end record lies in its last 22 + 65535 (comment) + 20 (zip64 locator) bytes.
+        first = 64 << 10 if st else (22 + 65535 + 20 if torch_zip else f["size"])
+        assert f["bytes_to_read"] == min(f["size"], first)
     assert plan["summary"]["size"] == sum(want.values())
     text = _cli("scan", prefix, "--dry-run", "--endpoint-url", store.endpoint, env=KEYS)
     assert text.returncode == 0
@@ -381,3 +441,43 @@ def test_a_data_pass_streams_a_large_object_in_bounded_memory(store: Store) -> N
     assert f["hashes"]["blake3"] == local.hashes.blake3 and f["components"] == local.to_dict()["components"]
     peak = int(p.stderr.strip().splitlines()[-1]) * 1024
     assert peak < 200 << 20, peak
+
+
+def _as_remote(text: str, local: Path, remote: str) -> object:
+    """A command's JSON output about local files, with their paths named as the objects holding them."""
+    return json.loads(text.replace(f"{local}/", remote))
+
+
+def test_dedupe_runs_on_objects_as_on_their_local_copies(store: Store, tmp_path: Path) -> None:
+    prefix = f"s3://{BUCKET}/dup/"
+    for name, src in [
+        ("a.safetensors", "cloneofsimo-lora_lora_disney.safetensors"),
+        ("b.safetensors", "cloneofsimo-lora_lora_disney.safetensors"),
+        ("c.safetensors", "cloneofsimo-lora_lora_disney_inpainting.safetensors"),
+        ("d.pt", "cloneofsimo-lora_lora_disney.pt"),
+    ]:
+        shutil.copyfile(REAL / src, tmp_path / name)
+        store.put(f"dup/{name}", REAL / src)
+    remote = _cli("dedupe", prefix, "--json", "--no-cache", "--endpoint-url", store.endpoint, env=KEYS)
+    local = _cli("dedupe", str(tmp_path), "--json", "--no-cache")
+    assert remote.returncode == local.returncode == 0, remote.stderr
+    got = json.loads(remote.stdout)
+    assert got == _as_remote(local.stdout, tmp_path, prefix)
+    identical = [g for g in got["duplicates"] if g["type"] == "identical-files"]
+    assert [sorted(g["files"]) for g in identical] == [[f"{prefix}a.safetensors", f"{prefix}b.safetensors"]]
+    # Objects are never replaced: an action on URLs is refused before anything is read.
+    refused = _cli(
+        "dedupe", prefix, "--action", "delete", "--apply", "--endpoint-url", store.endpoint, env=KEYS
+    )
+    assert refused.returncode == 2 and "local files only" in refused.stderr, refused.stderr
+    assert store.s3.head_object(Bucket=BUCKET, Key="dup/b.safetensors")["ContentLength"] > 0
+
+
+def test_lineage_runs_on_objects_as_on_their_local_copies(store: Store) -> None:
+    url = f"s3://{BUCKET}/big/{BIG_LAYOUT_FILE}"
+    remote = _cli("lineage", url, "--json", "--no-cache", "--endpoint-url", store.endpoint, env=KEYS)
+    local = _cli("lineage", str(store.local / "big" / BIG_LAYOUT_FILE), "--json", "--no-cache")
+    assert remote.returncode == local.returncode == 0, remote.stderr
+    got = json.loads(remote.stdout)
+    assert got == _as_remote(local.stdout, store.local / "big", f"s3://{BUCKET}/big/")
+    assert [m["path"] for m in got["models"]] == [url]

@@ -24,17 +24,23 @@ def walk(
     Paths are as `os.fsdecode` gives them: bytes that are not UTF-8 come as surrogate escapes."""
 
 def scan_file(
-    path: _Path, hash: _HashMode = "full", sha256: bool = False, fingerprint: bool = False
+    path: _Path,
+    hash: _HashMode = "full",
+    sha256: bool = False,
+    fingerprint: bool = False,
+    endpoint_url: str | None = None,
+    etag: str | None = None,
 ) -> dict[str, Any]:
-    """Scans one file (or diffusers folder) and returns its report as a dict (the file object of the JSON
-    report), the same report a multi-file scan makes of it."""
+    """Scans one file (or diffusers folder, or object URL) and returns its report as a dict (the file
+    object of the JSON report), the same report a multi-file scan makes of it. An object is read through
+    `endpoint_url`, pinned to `etag` when given (its listing's)."""
 
 def scan_plan(
-    roots: Sequence[_Path], follow_links: bool = False, jobs: int = 0
-) -> tuple[list[tuple[str, int]], list[dict[str, Any]], int]:
-    """What a scan of `roots` covers, walked as `Scanner` walks them: ([(path, size)] of each file or
-    diffusers folder to scan, [report] of each unreadable path, as the scan gives it, the number of
-    symlinks inside directories not followed)."""
+    roots: Sequence[_Path], follow_links: bool = False, jobs: int = 0, endpoint_url: str | None = None
+) -> tuple[list[tuple[str, int, str | None]], list[dict[str, Any]], int]:
+    """What a scan of `roots` covers, walked and listed as `Scanner` does: ([(path or URL, size, ETag or
+    None)] of each file, diffusers folder or object to scan, [report] of each unreadable path or
+    unlistable root, as the scan gives it, the number of symlinks inside directories not followed)."""
 
 def read_tensors(path: _Path) -> dict[str, Any]:
     """The core's `open_table`: format, kind, arch, size, header_len, unaccounted_bytes, metadata, the

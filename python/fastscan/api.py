@@ -181,6 +181,7 @@ def iter_scan(
             jobs=jobs,
             follow_links=follow_links,
             fingerprint=fingerprint,
+            endpoint_url=endpoint_url,
         )
     opts = {
         "hash": hash,

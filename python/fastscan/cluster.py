@@ -32,9 +32,20 @@ class ClusterError(RuntimeError):
     worker that cannot run fastscan. The message says what to do."""
 
 
-def scan_task(path: str, hash: str, sha256: bool, fingerprint: bool) -> dict[str, Any]:
-    """One file's scan on a worker: the core's report as plain data. Pure and safe to run again."""
-    return _core.scan_file(path, hash=hash, sha256=sha256, fingerprint=fingerprint)
+def scan_task(
+    path: str,
+    etag: str | None,
+    hash: str,
+    sha256: bool,
+    fingerprint: bool,
+    endpoint_url: str | None = None,
+) -> dict[str, Any]:
+    """One file's (or object's) scan on a worker: the core's report as plain data. Pure and safe to run
+    again. An object is read at the ETag the client's listing gave (`etag`), through `endpoint_url`;
+    credentials come from the worker's own environment, never from the task."""
+    return _core.scan_file(
+        path, hash=hash, sha256=sha256, fingerprint=fingerprint, endpoint_url=endpoint_url, etag=etag
+    )
 
 
 def _distributed() -> Any:
@@ -62,6 +73,7 @@ class ClusterScan(StoppableScan):
     `cluster` is a `distributed.Client` (used as it is, left open) or a scheduler address such as
     `tcp://host:8786` (a client is opened, and closed with the scan). Submits every task at once; iterate
     to receive each `FileReport` as it finishes. Unreadable paths found by the walk come first.
+    Object-store URLs are listed here (through `endpoint_url`) and each object scanned on a worker.
     """
 
     def __init__(
@@ -74,6 +86,7 @@ class ClusterScan(StoppableScan):
         jobs: int,
         follow_links: bool,
         fingerprint: bool,
+        endpoint_url: str | None = None,
     ) -> None:
         distributed = _distributed()
         self._killed = distributed.KilledWorker
@@ -83,19 +96,27 @@ class ClusterScan(StoppableScan):
         self._client = _connect(distributed, cluster) if self._own else cluster
         self._open = True
         try:
-            files, failed, skipped = _core.scan_plan(self.roots, follow_links=follow_links, jobs=jobs)
+            files, failed, skipped = _core.scan_plan(
+                self.roots, follow_links=follow_links, jobs=jobs, endpoint_url=endpoint_url
+            )
             self.skipped_links = skipped  # links inside directories not followed, as locally
             self._failed = [FileReport.from_dict(d) for d in failed]
             self._files_total = len(files) + len(failed)
-            self._bytes_total = sum(size for _, size in files)
+            self._bytes_total = sum(size for _, size, _ in files)
             self._scanned = 0
-            self._futures = self._submit(files, hash, sha256, fingerprint) if files else {}
+            options = {
+                "hash": hash,
+                "sha256": sha256,
+                "fingerprint": fingerprint,
+                "endpoint_url": endpoint_url,
+            }
+            self._futures = self._submit(files, options) if files else {}
             self._done = distributed.as_completed(list(self._futures), loop=self._client.loop)
         except BaseException:
             self.close()
             raise
 
-    def _submit(self, files: list[tuple[str, int]], hash: str, sha256: bool, fingerprint: bool) -> dict:
+    def _submit(self, files: list[tuple[str, int, str | None]], options: dict[str, Any]) -> dict:
         """Submits one task per file, biggest first; returns {future: (path, size)}."""
         _wait_for_workers(self._client)
         order = sorted(files, key=lambda f: -f[1])
@@ -106,14 +127,13 @@ class ClusterScan(StoppableScan):
             keys = [f"fastscan-scan-{token}-{start + i}" for i in range(len(batch))]
             got = self._client.map(
                 scan_task,
-                [p for p, _ in batch],
-                hash=hash,
-                sha256=sha256,
-                fingerprint=fingerprint,
+                [p for p, _, _ in batch],
+                [etag for _, _, etag in batch],
+                **options,
                 key=keys,
                 priority=-(start // BATCH),
             )
-            futures.update(zip(got, batch, strict=True))
+            futures.update(zip(got, [(p, size) for p, size, _ in batch], strict=True))
         return futures
 
     @property

@@ -34,9 +34,13 @@ def scan_fingerprints(
     jobs: int = 0,
     cache: bool | PathLike | None = True,
     progress: Callable[[Progress], object] | None = None,
+    endpoint_url: str | None = None,
 ) -> Scanned:
-    """Scans with component hashes and fingerprints (one data pass, cached); keeps the model files."""
-    run = ScanRun(paths, hash="components", jobs=jobs, cache=cache, fingerprint=True)
+    """Scans with component hashes and fingerprints (one data pass, cached); keeps the model files.
+    Paths may be object-store URLs (`endpoint_url` as for `fastscan.scan`)."""
+    run = ScanRun(
+        paths, hash="components", jobs=jobs, cache=cache, fingerprint=True, endpoint_url=endpoint_url
+    )
     report = run.drive(progress=progress)
     out = Scanned([], cache_warning=run.cache_warning)
     for f in report.files:

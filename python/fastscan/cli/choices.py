@@ -162,3 +162,12 @@ JobsOpt = Annotated[int, jobs_option()]
 NoCacheOpt = Annotated[
     bool, typer.Option("--no-cache", help="Read every file again; do not use the scan cache.")
 ]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint-url",
+        metavar="URL",
+        help="S3-compatible service for s3:// URLs (default: $AWS_ENDPOINT_URL, else AWS). "
+        "Credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.",
+    ),
+]

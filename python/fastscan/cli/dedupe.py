@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fastscan.cli.choices import DedupeAction, JobsOpt, NoCacheOpt, bounded_jobs, choice
+from fastscan.cli.choices import DedupeAction, EndpointOpt, JobsOpt, NoCacheOpt, bounded_jobs, choice
 from fastscan.cli.errors import EXIT_FINDINGS, EXIT_OK, closed_pipe, fail
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
@@ -48,6 +48,7 @@ def command(
     ] = True,
     jobs: JobsOpt = 0,
     no_cache: NoCacheOpt = False,
+    endpoint_url: EndpointOpt = None,
 ) -> None:
     """Find duplicate models; link or delete redundant copies.
 
@@ -55,11 +56,23 @@ def command(
     encoder) shared by several files. `--action` replaces redundant identical copies (a dry run unless
     `--apply`).
     """
+    from fastscan import _core
     from fastscan.api import scan
     from fastscan.dedupe import find_duplicates
 
+    if action is not DedupeAction.report and any(_core.is_url(p) for p in paths):
+        # Objects are never changed in place; links and deletions are for files on this machine.
+        raise fail(
+            "--action works on local files only: duplicates in object storage are reported, not replaced"
+        )
     try:
-        report = scan(paths, hash="full", jobs=bounded_jobs(jobs), cache=None if no_cache else True)
+        report = scan(
+            paths,
+            hash="full",
+            jobs=bounded_jobs(jobs),
+            cache=None if no_cache else True,
+            endpoint_url=endpoint_url,
+        )
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
     report.duplicates = find_duplicates((f.to_dict() for f in report.files), keep=keep)

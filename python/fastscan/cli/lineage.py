@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from fastscan.cli.choices import EndpointOpt
+
 
 def similar_command(
     files: Annotated[list[str], typer.Argument(help="Two or more model files to compare.", metavar="FILE")],
@@ -44,6 +46,7 @@ def lineage_command(
     dot: Annotated[bool, typer.Option("--dot", help="Print the family graph for Graphviz.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Threads (0: every core).")] = 0,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Read every file again.")] = False,
+    endpoint_url: EndpointOpt = None,
 ) -> None:
     """Which models are the same model underneath: same weights, nearest, merge recipes, blended VAEs."""
     from fastscan.cli.errors import fail
@@ -58,9 +61,11 @@ def lineage_command(
             from fastscan.render import progress_bar
 
             with progress_bar(Console(stderr=True)) as update:
-                scanned = scan_fingerprints(paths, jobs=jobs, cache=not no_cache, progress=update)
+                scanned = scan_fingerprints(
+                    paths, jobs=jobs, cache=not no_cache, progress=update, endpoint_url=endpoint_url
+                )
         else:
-            scanned = scan_fingerprints(paths, jobs=jobs, cache=not no_cache)
+            scanned = scan_fingerprints(paths, jobs=jobs, cache=not no_cache, endpoint_url=endpoint_url)
         doc = lineage(scanned.reports)
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from fastscan.cli.choices import (
+    EndpointOpt,
     FailOn,
     HashMode,
     HashOpt,
@@ -74,15 +75,7 @@ def command(
             "tcp://host:8786); needs the cluster extra.",
         ),
     ] = None,
-    endpoint_url: Annotated[
-        str | None,
-        typer.Option(
-            "--endpoint-url",
-            metavar="URL",
-            help="S3-compatible service for s3:// URLs (default: $AWS_ENDPOINT_URL, else AWS). "
-            "Credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.",
-        ),
-    ] = None,
+    endpoint_url: EndpointOpt = None,
     dry_run: Annotated[
         bool,
         typer.Option(

@@ -116,16 +116,7 @@ pub fn scan_stream<F>(
                 if let Err(message) = listed {
                     progress.files_found.fetch_add(1, Ordering::Relaxed);
                     progress.files_scanned.fetch_add(1, Ordering::Relaxed);
-                    let r = FileReport {
-                        path: url.to_string(),
-                        kind: "unknown",
-                        arch: "unknown",
-                        error: Some(report::FileError {
-                            kind: report::ErrorKind::Io,
-                            message,
-                        }),
-                        ..Default::default()
-                    };
+                    let r = remote::listing_failed(url, message);
                     send(serde_json::to_value(r).unwrap_or_default());
                 }
             }

@@ -3,8 +3,11 @@
 //! A root URL is listed (paginated by the store) into [`Object`]s: URL, size, ETag. The header of a
 //! safetensors object costs at most two ranged GETs (the first [`FIRST_READ`] bytes, then the rest of
 //! the header if it is longer); its data pass reads one streamed GET through the data pass's chunk
-//! source ([`Stream`]), resumed at the offset reached after a transient error. The containers of
-//! pickle-based files are for now streamed once to a temporary file and scanned as a local file. Every
+//! source ([`Stream`]), resumed at the offset reached after a transient error. A PyTorch zip (`.ckpt`)
+//! is read the same way: its end record, central directory, local headers and pickles by ranged GETs
+//! into a sparse image ([`Sparse`]), never its tensors' bytes, then the same streamed data pass. Other
+//! pickle-based containers (and zips without a usable directory) are streamed once to a temporary file
+//! and scanned as a local file. Every
 //! read after the listing carries `If-Match: <ETag>`, so an object overwritten during the scan is a
 //! `file.changed` finding, never a mix of two versions. Credentials come from the standard
 //! environment and are never written anywhere.
@@ -285,6 +288,46 @@ pub fn list(
     })
 }
 
+/// The report of a root URL that cannot be listed (or an object that cannot be found): the error.
+pub fn listing_failed(url: &str, message: String) -> FileReport {
+    FileReport {
+        path: url.to_string(),
+        kind: "unknown",
+        arch: "unknown",
+        error: Some(FileError {
+            kind: ErrorKind::Io,
+            message,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Scans the one object `url` names (a task of a clustered scan: the client listed it). With `etag`,
+/// the ETag the client's listing gave, every read is pinned to it: an object overwritten since that
+/// listing is `file.changed`, as in a scan on one machine.
+pub fn scan_url(
+    url: &str,
+    endpoint: Option<&str>,
+    etag: Option<&str>,
+    opts: &ScanOptions,
+) -> FileReport {
+    let mut found = None;
+    let listed = list(url, endpoint, &mut |o| {
+        found = (o.url == url).then_some(o);
+        false
+    });
+    match (listed, found) {
+        (Ok(()), Some(mut obj)) => {
+            if let Some(e) = etag {
+                obj.etag = Some(e.to_string());
+            }
+            scan_object(&obj, opts)
+        }
+        (Ok(()), None) => listing_failed(url, format!("{url}: no such object")),
+        (Err(message), _) => listing_failed(url, message),
+    }
+}
+
 /// Why a read of an object failed.
 #[derive(Debug)]
 enum ReadError {
@@ -326,7 +369,130 @@ impl Object {
     }
 }
 
+/// Gap between two wanted ranges of an object under which one ranged GET reads both (and the gap).
+const MERGE_GAP: u64 = 4 << 10;
+/// Longest single ranged GET of a piecewise fetch (longer ranges are split: bounded memory).
+const PIECE_MAX: u64 = 8 << 20;
+/// Ranged GETs of one piecewise fetch in flight at once.
+const PIECES_IN_FLIGHT: usize = 8;
+
+/// An object's bytes fetched piecewise by ranged GETs: an anonymous map of the object's length whose
+/// pages cost memory only once written (the fetched ranges), zeros elsewhere; every read pinned to
+/// the listed ETag.
+struct Sparse<'a> {
+    obj: &'a Object,
+    map: memmap2::MmapMut,
+    /// Ranges fetched, sorted and disjoint.
+    done: Vec<(u64, u64)>,
+}
+
+impl Sparse<'_> {
+    /// The parts of `start..end` not fetched yet.
+    fn missing(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut at = start;
+        for &(a, b) in &self.done {
+            if b <= at {
+                continue;
+            }
+            if a >= end {
+                break;
+            }
+            if a > at {
+                out.push((at, a));
+            }
+            at = at.max(b);
+        }
+        if at < end {
+            out.push((at, end));
+        }
+        out
+    }
+}
+
+impl crate::pickle::zip::Pieces for Sparse<'_> {
+    fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    fn fetch(&mut self, ranges: &[(u64, u64)]) -> std::io::Result<()> {
+        let size = self.obj.size;
+        let mut want: Vec<(u64, u64)> = ranges
+            .iter()
+            .map(|&(off, len)| (off.min(size), off.saturating_add(len).min(size)))
+            .flat_map(|(a, b)| self.missing(a, b))
+            .collect();
+        want.sort_unstable();
+        let mut gets: Vec<(u64, u64)> = Vec::new();
+        for (a, b) in want {
+            match gets.last_mut() {
+                Some(last) if a <= last.1 + MERGE_GAP && b - last.0 <= PIECE_MAX => {
+                    last.1 = last.1.max(b)
+                }
+                _ => {
+                    let mut a = a;
+                    while b - a > PIECE_MAX {
+                        gets.push((a, a + PIECE_MAX));
+                        a += PIECE_MAX;
+                    }
+                    gets.push((a, b));
+                }
+            }
+        }
+        let obj = self.obj;
+        let map = &mut self.map;
+        runtime().block_on(async {
+            let mut bodies = futures::stream::iter(gets.iter().map(|&(a, b)| async move {
+                let r = obj
+                    .store
+                    .get_opts(&obj.location, obj.options(a..b))
+                    .await
+                    .map_err(read_error)?;
+                let bytes = r.bytes().await.map_err(read_error)?;
+                if bytes.len() as u64 != b - a {
+                    return Err(ReadError::Other(format!(
+                        "asked for {} bytes at {a}, the store sent {}",
+                        b - a,
+                        bytes.len()
+                    )));
+                }
+                Ok((a, bytes))
+            }))
+            .buffer_unordered(PIECES_IN_FLIGHT);
+            while let Some(got) = bodies.next().await {
+                let (a, bytes) = got.map_err(std::io::Error::other)?;
+                map[a as usize..a as usize + bytes.len()].copy_from_slice(&bytes);
+            }
+            Ok::<(), std::io::Error>(())
+        })?;
+        self.done.extend(gets);
+        self.done.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.done.len());
+        for &(a, b) in &self.done {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        self.done = merged;
+        Ok(())
+    }
+}
+
 impl ReadAt for Object {
+    fn pieces(&self) -> Option<Box<dyn crate::pickle::zip::Pieces + '_>> {
+        let map = memmap2::MmapOptions::new()
+            .len(usize::try_from(self.size).ok()?)
+            .no_reserve_swap()
+            .map_anon()
+            .ok()?;
+        Some(Box::new(Sparse {
+            obj: self,
+            map,
+            done: Vec::new(),
+        }))
+    }
+
     fn read_at(&self, off: u64, len: u64) -> std::io::Result<Vec<u8>> {
         if len == 0 {
             return Ok(Vec::new());
@@ -358,14 +524,16 @@ fn is_changed(e: &std::io::Error) -> bool {
 }
 
 /// Bytes a scan of a file named `name` of `size` bytes reads, at least: all of it for a data pass (and,
-/// remotely, for containers other than safetensors), else the first read (a header longer than it
-/// costs one more read).
+/// remotely, for containers other than safetensors and PyTorch zips), else the first read of a
+/// safetensors object (a header longer than it costs one more read), or the tail holding a zip's end
+/// record (its directory, local headers and pickles cost more reads).
 pub fn bytes_to_read(name: &str, size: u64, opts: &ScanOptions) -> u64 {
     let st = name.ends_with(".safetensors") || name.ends_with(".sft");
-    if opts.hash == crate::HashMode::None && st {
-        size.min(FIRST_READ)
-    } else {
-        size
+    let zip = [".ckpt", ".pt", ".pth"].iter().any(|e| name.ends_with(e));
+    match opts.hash {
+        crate::HashMode::None if st => size.min(FIRST_READ),
+        crate::HashMode::None if zip => size.min(crate::pickle::zip::TAIL_LEN),
+        _ => size,
     }
 }
 
@@ -431,8 +599,9 @@ fn changed(obj: &Object) -> Finding {
     )
 }
 
-/// The scan of a safetensors object: its header by ranged reads, then (when asked) the data pass over
-/// one streamed GET ([`Stream`]); `Ok(false)` when the format needs the whole object in a file.
+/// The scan of a safetensors or PyTorch zip object: its header (or directory and pickles) by ranged
+/// reads, then (when asked) the data pass over one streamed GET ([`Stream`]); `Ok(false)` when the
+/// format needs the whole object in a file.
 fn by_ranges(obj: &Object, opts: &ScanOptions, r: &mut FileReport) -> std::io::Result<bool> {
     let head = obj.read_at(0, obj.size.min(FIRST_READ))?;
     match open_table_at(obj, &head, obj.size, obj.name()) {

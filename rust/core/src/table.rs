@@ -124,6 +124,12 @@ impl From<std::io::Error> for OpenError {
 pub trait ReadAt: Sync {
     /// Exactly `len` bytes from offset `off` (an error if fewer exist).
     fn read_at(&self, off: u64, len: u64) -> std::io::Result<Vec<u8>>;
+
+    /// The file's bytes to be fetched piecewise (a zip archive's directory and pickles, by ranged
+    /// reads), when this source fetches that way; `None` when the file must be read whole instead.
+    fn pieces(&self) -> Option<Box<dyn crate::pickle::zip::Pieces + '_>> {
+        None
+    }
 }
 
 impl ReadAt for File {
@@ -183,9 +189,11 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
 }
 
 /// [`open_table`] over ranged reads of a file that is not mapped (an object in a store), given its
-/// first bytes `head` (at least [`HEAD_LEN`], or the whole file). Only safetensors are read this way
-/// (their header is all a header-level scan needs): `Ok(None)` for any other model format, whose
-/// container the caller must read whole.
+/// first bytes `head` (at least [`HEAD_LEN`], or the whole file). Safetensors are read this way (their
+/// header is all a header-level scan needs), and PyTorch zip archives when `src` fetches
+/// [`ReadAt::pieces`] (their directory, local headers and pickles, never the storage records):
+/// `Ok(None)` for any other model format, or a zip without a usable directory, whose container the
+/// caller must read whole.
 pub fn open_table_at(
     src: &dyn ReadAt,
     head: &[u8],
@@ -217,6 +225,26 @@ pub fn open_table_at(
                 h.tensors,
                 f,
                 h.metadata,
+            )))
+        }
+        Format::TorchZip => {
+            let Some(mut pieces) = src.pieces() else {
+                return Ok(None);
+            };
+            if !pickle::fetch_zip_scanned(&mut *pieces)? {
+                return Ok(None);
+            }
+            let p =
+                pickle::scan(pieces.bytes(), format).map_err(|e| OpenError::Pickle(format, e))?;
+            drop(pieces);
+            Ok(Some(judge(
+                src,
+                size,
+                format,
+                0,
+                p.tensors,
+                p.findings,
+                BTreeMap::new(),
             )))
         }
         _ => Ok(None),

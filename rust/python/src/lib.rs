@@ -1,6 +1,7 @@
 //! `fastscan._core`: the Python face of fastscan-core. Plain data in, plain dicts out.
 
 use fastscan_core::cache::Cache;
+use fastscan_core::remote;
 use fastscan_core::{scan_stream, FileReport, HashMode, OpenError, Progress, ScanOptions};
 use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
@@ -75,17 +76,31 @@ fn walk(
 
 /// Scans one file (or diffusers folder) with the core's threads and returns its report as a dict, the
 /// same report a multi-file scan makes of it (`fingerprint`: lineage fingerprints, as `Scanner`).
+///
+/// `path` may be an object's URL (`endpoint_url` as for `Scanner`): with `etag` (its listing's), every
+/// read is pinned to that version.
 #[pyfunction]
-#[pyo3(signature = (path, hash="full", sha256=false, fingerprint=false))]
+#[pyo3(signature = (path, hash="full", sha256=false, fingerprint=false, endpoint_url=None, etag=None))]
 fn scan_file<'py>(
     py: Python<'py>,
     path: PathBuf,
     hash: &str,
     sha256: bool,
     fingerprint: bool,
+    endpoint_url: Option<String>,
+    etag: Option<String>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let opts = options_with(hash, sha256, fingerprint)?;
-    let v = py.detach(|| fastscan_core::cache::scan_cached(&path, &opts, None));
+    let v = py.detach(|| match path.to_str().filter(|u| remote::is_url(u)) {
+        Some(url) => serde_json::to_value(remote::scan_url(
+            url,
+            endpoint_url.as_deref(),
+            etag.as_deref(),
+            &opts,
+        ))
+        .unwrap_or_default(),
+        None => fastscan_core::cache::scan_cached(&path, &opts, None),
+    });
     json_to_py(py, &v)
 }
 
@@ -127,27 +142,53 @@ fn export<'py>(
     pythonize::pythonize(py, &outcomes).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
-/// What a scan of `roots` covers, walked as `Scanner` walks them: ([(path, size)] of each file or
-/// diffusers folder to scan, [report] of each unreadable path as the scan gives it, the number of
-/// symlinks inside directories not followed).
+/// What a scan of `roots` covers, walked and listed as `Scanner` walks and lists them: ([(path or URL,
+/// size, ETag or None)] of each file, diffusers folder or object to scan, [report] of each unreadable
+/// path or unlistable root as the scan gives it, the number of symlinks inside directories not followed).
 #[pyfunction]
-#[pyo3(signature = (roots, follow_links=false, jobs=0))]
+#[pyo3(signature = (roots, follow_links=false, jobs=0, endpoint_url=None))]
 #[allow(clippy::type_complexity)]
 fn scan_plan<'py>(
     py: Python<'py>,
     roots: Vec<PathBuf>,
     follow_links: bool,
     jobs: usize,
-) -> PyResult<(Vec<(OsString, u64)>, Vec<Bound<'py, PyAny>>, u64)> {
-    let (files, errors, skipped) =
-        py.detach(|| fastscan_core::walk::walk_counting(&roots, follow_links, jobs));
-    let failed = errors
-        .iter()
-        .map(|e| to_py(py, &e.report()))
-        .collect::<PyResult<_>>()?;
-    let files = files
+    endpoint_url: Option<String>,
+) -> PyResult<(
+    Vec<(OsString, u64, Option<String>)>,
+    Vec<Bound<'py, PyAny>>,
+    u64,
+)> {
+    let (urls, paths): (Vec<PathBuf>, Vec<PathBuf>) = roots
         .into_iter()
-        .map(|e| (e.path.into_os_string(), e.size))
+        .partition(|r| r.to_str().is_some_and(remote::is_url));
+    let (objects, unlisted, (files, errors, skipped)) = py.detach(|| {
+        let mut objects = Vec::new();
+        let mut unlisted = Vec::new();
+        for url in urls.iter().filter_map(|u| u.to_str()) {
+            let listed = remote::list(url, endpoint_url.as_deref(), &mut |o| {
+                objects.push((OsString::from(o.url), o.size, o.etag));
+                true
+            });
+            if let Err(message) = listed {
+                unlisted.push(remote::listing_failed(url, message));
+            }
+        }
+        let walked = fastscan_core::walk::walk_counting(&paths, follow_links, jobs);
+        (objects, unlisted, walked)
+    });
+    let failed = unlisted
+        .iter()
+        .map(|r| to_py(py, r))
+        .chain(errors.iter().map(|e| to_py(py, &e.report())))
+        .collect::<PyResult<_>>()?;
+    let files = objects
+        .into_iter()
+        .chain(
+            files
+                .into_iter()
+                .map(|e| (e.path.into_os_string(), e.size, None)),
+        )
         .collect();
     Ok((files, failed, skipped))
 }
@@ -355,7 +396,7 @@ fn pickle_imports<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAn
 /// True when `root` is an object-store URL (s3://, gs://, az://, https://...) rather than a local path.
 #[pyfunction]
 fn is_url(root: &str) -> bool {
-    fastscan_core::remote::is_url(root)
+    remote::is_url(root)
 }
 
 /// What a scan of `roots` would read, reading nothing: ([(path or URL, size, bytes read at least)],

@@ -836,6 +836,33 @@ fn is_storage_record(name: &str) -> bool {
     dir == "data" && !file.is_empty() && file.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// A storage record not named as a pickle: its bytes are placed as tensors, never read by [`scan`].
+fn never_read(e: &zip::Entry) -> bool {
+    !(is_pickle_name(&e.name) || is_pickle_name(&e.local_name)) && is_storage_record(&e.name)
+}
+
+/// Fetches through `p` every byte [`scan`] reads of a PyTorch zip archive: its structure and the data
+/// of every entry but the storage records (the tensors' bytes, placed by offset and never read).
+/// `Ok(false)` when the archive must be read whole (it has no usable central directory).
+pub fn fetch_zip_scanned(p: &mut dyn zip::Pieces) -> std::io::Result<bool> {
+    let Some(archive) = zip::fetch_directory(p)? else {
+        return Ok(false);
+    };
+    let len = p.bytes().len() as u64;
+    let data: Vec<(u64, u64)> = archive
+        .entries
+        .iter()
+        .filter(|e| !never_read(e))
+        .map(|e| {
+            let start = e.data_start.min(len);
+            (start, e.data_end().min(len) - start)
+        })
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    p.fetch(&data)?;
+    Ok(true)
+}
+
 fn scan_zip(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, PickleError> {
     let archive = zip::read(data).map_err(PickleError::Container)?;
     if let Some(needs) = archive.needs {
@@ -881,7 +908,7 @@ fn scan_zip(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, PickleErr
     let mut tensors = Vec::new();
     for (i, e) in archive.entries.iter().enumerate() {
         let named = is_pickle_name(&e.name) || is_pickle_name(&e.local_name);
-        if !named && Some(i) != main_idx && is_storage_record(&e.name) {
+        if Some(i) != main_idx && never_read(e) {
             continue;
         }
         let (body, cut) = match zip::contents(data, e, MAX_INFLATED) {
@@ -991,6 +1018,84 @@ mod tests {
         assert_eq!(&z[t.start as usize..t.end() as usize], b"ABCDEFGHIJKL");
         let checks: Vec<_> = s.findings.iter().map(|f| f.check).collect();
         assert_eq!(checks, ["format.legacy-pickle"]);
+    }
+
+    /// An archive fetched piecewise from bytes in memory, recording what was fetched.
+    struct Fetched<'a> {
+        whole: &'a [u8],
+        image: Vec<u8>,
+        got: Vec<(u64, u64)>,
+    }
+
+    impl zip::Pieces for Fetched<'_> {
+        fn bytes(&self) -> &[u8] {
+            &self.image
+        }
+        fn fetch(&mut self, ranges: &[(u64, u64)]) -> std::io::Result<()> {
+            for &(off, len) in ranges {
+                let (a, b) = (off as usize, (off + len) as usize);
+                self.image[a..b].copy_from_slice(&self.whole[a..b]);
+                self.got.push((off, len));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_zip_fetched_piecewise_scans_as_the_whole_and_its_tensors_are_never_fetched() {
+        let tensor = vec![b'Z'; 300_000];
+        let z = zip::tests::build(&[
+            ("archive/data.pkl", "archive/data.pkl", CKPT_PKL, 0),
+            ("archive/data/0", "archive/data/0", &tensor, 0),
+            ("archive/version", "archive/version", b"3\n", 0),
+        ]);
+        let mut p = Fetched {
+            whole: &z,
+            image: vec![0; z.len()],
+            got: Vec::new(),
+        };
+        assert!(fetch_zip_scanned(&mut p).unwrap());
+        let (piecewise, whole) = (
+            scan(&p.image, Format::TorchZip).unwrap(),
+            scan(&z, Format::TorchZip).unwrap(),
+        );
+        let table = |s: &PickleScan| -> Vec<(String, u64, u64)> {
+            s.tensors
+                .iter()
+                .map(|t| (t.name.clone(), t.start, t.end()))
+                .collect()
+        };
+        assert_eq!(table(&piecewise), table(&whole));
+        assert_eq!(piecewise.tensors.len(), 1);
+        let checks = |s: &PickleScan| -> Vec<&str> { s.findings.iter().map(|f| f.check).collect() };
+        assert_eq!(checks(&piecewise), checks(&whole));
+        // Of the tensor's bytes before the archive's tail (which holds the end record), only the few a
+        // local header's read runs on into (256 bytes of slack each, for a longer extra field) are fetched.
+        let t = &whole.tensors[0];
+        let never = t.start..z.len() as u64 - zip::TAIL_LEN;
+        assert!(never.end > never.start + 200_000);
+        let inside: u64 = p
+            .got
+            .iter()
+            .map(|&(off, len)| {
+                (off + len)
+                    .min(never.end)
+                    .saturating_sub(off.max(never.start))
+            })
+            .sum();
+        assert!(
+            inside <= 3 * 256,
+            "{inside} bytes of the tensor fetched: {:?}",
+            p.got
+        );
+        // Without its end record the local headers would be walked through the whole archive.
+        let cut = &z[..z.len() - 22];
+        let mut p = Fetched {
+            whole: cut,
+            image: vec![0; cut.len()],
+            got: Vec::new(),
+        };
+        assert!(!fetch_zip_scanned(&mut p).unwrap());
     }
 
     #[test]

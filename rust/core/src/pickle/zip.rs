@@ -79,7 +79,18 @@ struct Directory {
     count: u64,
 }
 
-fn find_directory(d: &[u8]) -> Option<Directory> {
+/// What the end records say: the directory's offset and entry count, and where the end records start
+/// (the zip64 record when there is one, else the end-of-directory record).
+struct End {
+    offset: u64,
+    count: u64,
+    records_at: u64,
+}
+
+/// Bytes at the end of an archive that hold its end record (whatever its comment) and a zip64 locator.
+pub const TAIL_LEN: u64 = 22 + 65535 + 20;
+
+fn end_records(d: &[u8]) -> Option<End> {
     if d.len() < 22 {
         return None;
     }
@@ -87,17 +98,35 @@ fn find_directory(d: &[u8]) -> Option<Directory> {
     let eocd = (lowest..=d.len() - 22)
         .rev()
         .find(|&p| &d[p..p + 4] == EOCD_SIG)?;
-    let mut count = u16_at(d, eocd + 10)? as u64;
-    let mut offset = u32_at(d, eocd + 16)? as u64;
-    if eocd >= 20 && &d[eocd - 20..eocd - 16] == ZIP64_LOCATOR_SIG {
-        let z = u64_at(d, eocd - 12)?;
+    let mut end = End {
+        count: u16_at(d, eocd + 10)? as u64,
+        offset: u32_at(d, eocd + 16)? as u64,
+        records_at: eocd as u64,
+    };
+    if let Some(z) = zip64_record(d, eocd) {
         if sig_at(d, z, ZIP64_EOCD_SIG) {
             let z = z as usize;
-            count = u64_at(d, z + 32)?;
-            offset = u64_at(d, z + 48)?;
+            end = End {
+                count: u64_at(d, z + 32)?,
+                offset: u64_at(d, z + 48)?,
+                records_at: z as u64,
+            };
         }
     }
-    sig_at(d, offset, CENTRAL_SIG).then_some(Directory { offset, count })
+    Some(end)
+}
+
+/// The offset of the zip64 end record the locator before the end record at `eocd` points at, if any.
+fn zip64_record(d: &[u8], eocd: usize) -> Option<u64> {
+    (eocd >= 20 && &d[eocd - 20..eocd - 16] == ZIP64_LOCATOR_SIG).then(|| u64_at(d, eocd - 12))?
+}
+
+fn find_directory(d: &[u8]) -> Option<Directory> {
+    let end = end_records(d)?;
+    sig_at(d, end.offset, CENTRAL_SIG).then_some(Directory {
+        offset: end.offset,
+        count: end.count,
+    })
 }
 
 /// Reads the zip64 extra field (0x0001) values that replace 0xFFFFFFFF fields, in order.
@@ -138,10 +167,26 @@ fn local_header(d: &[u8], off: u64) -> Option<(u64, String)> {
     ))
 }
 
-fn read_central(d: &[u8], dir: &Directory, a: &mut Archive) -> bool {
+/// One record of the central directory, before its local header is read.
+struct Central {
+    name: String,
+    method: u16,
+    flags: u16,
+    /// Size, compressed size, local header offset (zip64 values applied).
+    vals: [u64; 3],
+    /// Bytes of the record's name and extra field (the local header's are usually the same).
+    name_extra: u64,
+}
+
+/// The records of the central directory, in order (at most `dir.count`, stopping at the first
+/// unreadable one).
+fn central(d: &[u8], dir: &Directory) -> Vec<Central> {
+    let mut out = Vec::new();
     let mut p = dir.offset as usize;
-    let mut n = 0u64;
-    while n < dir.count && sig_at(d, p as u64, CENTRAL_SIG) && a.entries.len() < MAX_ENTRIES {
+    while (out.len() as u64) < dir.count
+        && sig_at(d, p as u64, CENTRAL_SIG)
+        && out.len() < MAX_ENTRIES
+    {
         let (
             Some(flags),
             Some(method),
@@ -177,27 +222,105 @@ fn read_central(d: &[u8], dir: &Directory, a: &mut Archive) -> bool {
             [size == u32::MAX, csize == u32::MAX, off == u32::MAX],
             &mut vals,
         );
-        let name = String::from_utf8_lossy(name).into_owned();
-        match local_header(d, vals[2]) {
+        out.push(Central {
+            name: String::from_utf8_lossy(name).into_owned(),
+            method,
+            flags,
+            vals,
+            name_extra: (nl + el) as u64,
+        });
+        p += 46 + nl + el + cl;
+    }
+    out
+}
+
+fn read_central(d: &[u8], dir: &Directory, a: &mut Archive) -> bool {
+    for c in central(d, dir) {
+        let [size, compressed_size, header_offset] = c.vals;
+        match local_header(d, header_offset) {
             Some((data_start, local_name)) => a.entries.push(Entry {
-                name,
+                name: c.name,
                 local_name,
-                method,
-                flags,
-                compressed_size: vals[1],
-                size: vals[0],
-                header_offset: vals[2],
+                method: c.method,
+                flags: c.flags,
+                compressed_size,
+                size,
+                header_offset,
                 data_start,
             }),
             None => a.problems.push(format!(
-                "entry {name}: no local header at offset {}",
-                vals[2]
+                "entry {}: no local header at offset {header_offset}",
+                c.name
             )),
         }
-        p += 46 + nl + el + cl;
-        n += 1;
     }
     !a.entries.is_empty() || dir.count == 0
+}
+
+/// An archive read piece by piece (an object in a store): its bytes as far as fetched.
+pub trait Pieces {
+    /// The whole archive's length of bytes: the fetched ranges in place, zeros elsewhere.
+    fn bytes(&self) -> &[u8];
+    /// Fetches the ranges `(offset, length)`, each within the archive, into place.
+    fn fetch(&mut self, ranges: &[(u64, u64)]) -> std::io::Result<()>;
+}
+
+/// Bytes fetched with each local header beyond its fixed part and the name and extra field its central
+/// record gives (a local extra field is sometimes longer: PyTorch pads it to align the data).
+const LOCAL_SLACK: u64 = 256;
+
+/// Fetches through `p` the structure [`read`] looks at, and nothing else: the end records, the central
+/// directory and every local header (the entries' data is left to the caller). `Ok(None)` when the
+/// archive has no usable central directory: [`read`] would walk its local headers through the whole
+/// archive, so it must be read whole.
+pub fn fetch_directory(p: &mut dyn Pieces) -> std::io::Result<Option<Archive>> {
+    let len = p.bytes().len() as u64;
+    let tail = len.saturating_sub(TAIL_LEN);
+    p.fetch(&[(tail, len - tail)])?;
+    let Some(eocd) = end_records(p.bytes()).map(|e| e.records_at) else {
+        return Ok(None);
+    };
+    // The end records as found so far: a zip64 record before the tail is fetched, then read again.
+    if let Some(z) = zip64_record(p.bytes(), eocd as usize).filter(|&z| z < tail && z < len) {
+        p.fetch(&[(z, 56.min(len - z))])?;
+    }
+    let Some(end) = end_records(p.bytes()) else {
+        return Ok(None);
+    };
+    let from = end.offset.min(tail);
+    if from < tail {
+        // The directory runs from its offset to the end records (its bytes past them are in the tail).
+        p.fetch(&[(from, tail - from)])?;
+    }
+    let Some(dir) = find_directory(p.bytes()) else {
+        return Ok(None);
+    };
+    let records = central(p.bytes(), &dir);
+    let headers: Vec<(u64, u64)> = records
+        .iter()
+        .filter(|c| c.vals[2] < len)
+        .map(|c| {
+            let at = c.vals[2];
+            (at, (30 + c.name_extra + LOCAL_SLACK).min(len - at))
+        })
+        .collect();
+    p.fetch(&headers)?;
+    // A local header longer than its central record said: fetch the rest of it.
+    let d = p.bytes();
+    let longer: Vec<(u64, u64)> = headers
+        .iter()
+        .filter(|&&(at, n)| sig_at(d, at, LOCAL_SIG) && n >= 30)
+        .filter_map(|&(at, n)| {
+            let o = at as usize;
+            let need = 30 + u16_at(d, o + 26)? as u64 + u16_at(d, o + 28)? as u64;
+            (need > n).then(|| (at + n, (need - n).min(len - at - n)))
+        })
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    if !longer.is_empty() {
+        p.fetch(&longer)?;
+    }
+    Ok(read(p.bytes()).ok().filter(|a| !a.recovered))
 }
 
 /// Walks local headers from the start of the file (no usable central directory).
