@@ -255,7 +255,8 @@ def test_the_validator_rejects_what_the_schema_excludes(tmp_path):
 
 
 def test_real_reports_validate_and_survive_the_model_round_trip(tmp_path):
-    reports = list(_core.Scanner([_library(tmp_path)], hash="components", fingerprint=True, follow_links=True))
+    lib = _library(tmp_path)
+    reports = list(_core.Scanner([lib], hash="components", fingerprint=True, follow_links=True))
     assert len(reports) == 6
     seen = set()
     for r in reports:
