@@ -100,6 +100,12 @@ def command(
         _dry_run(paths, hash.value, follow_links, endpoint_url, json_out)
         return
     mode = "jsonl" if jsonl else "json" if (json_out or output) else "table"
+    show_table = mode == "table" or output is not None
+    digest = None
+    if show_table:  # made (render imported) before the scan starts, so Ctrl-C always meets the handler
+        from fastscan.render import Digest
+
+        digest = Digest(keep_affected=files or fmt is TableFormat.tsv)
     try:
         run = ScanRun(
             paths,
@@ -120,12 +126,6 @@ def command(
     except OSError as e:
         raise fail(f"cannot write {output}: {e.strerror}") from None
 
-    show_table = mode == "table" or output is not None
-    digest = None
-    if show_table:
-        from fastscan.render import Digest
-
-        digest = Digest(keep_affected=files or fmt is TableFormat.tsv)
     show_progress = sys.stderr.isatty() and not (
         mode == "jsonl" and sink is sys.stdout and sys.stdout.isatty()
     )
