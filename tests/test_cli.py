@@ -473,3 +473,46 @@ def test_details_lines_inline_short_values_and_list_long_ones():
         "    - lora_unet_block_1.lora_down.weight",
         "    - lora_unet_block_2.lora_down.weight",
     ]
+
+
+def test_tables_from_the_streamed_digest_equal_the_tables_of_the_whole_report(layout_lib, tmp_path):
+    """Table mode keeps no file report: its digest, fed in any order, prints what the report's files do."""
+    import dataclasses
+    import io
+    import random
+
+    from rich.console import Console
+
+    import fastscan
+    from fastscan import render
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(9):  # more files per problem row than the table shows
+        p = synth.write_layout(lib / f"cut{i}.safetensors", "embedding-sd15")
+        os.truncate(p, p.stat().st_size - 1000)
+    (lib / "dir.safetensors").mkdir()
+    synth.write_layout(lib / "ema.safetensors", "sd15-full-ema")
+    report = fastscan.scan([layout_lib, lib], hash="none", cache=False)
+    assert len(report.files) > 20
+    files = list(report.files)
+    random.Random(7).shuffle(files)
+    slim = dataclasses.replace(report, files=[])
+
+    def text(rep, digest=None, **kw):
+        out = io.StringIO()
+        con = Console(file=out, width=120, no_color=True, highlight=False)
+        render.print_report(rep, con, digest=digest, **kw)
+        return out.getvalue()
+
+    for all_files in (False, True):
+        streamed = render.Digest(keep_affected=all_files)
+        for f in files:
+            streamed.add(f)
+        want = text(report, files=all_files)
+        assert ("cut8.safetensors" in want) == all_files and "… and 3 more" in want
+        assert text(slim, streamed, files=all_files) == want
+    tsv, want_tsv = io.StringIO(), io.StringIO()
+    render.write_tsv(slim, tsv, render.Digest.of(files, keep_affected=True))
+    render.write_tsv(report, want_tsv)
+    assert tsv.getvalue() == want_tsv.getvalue()

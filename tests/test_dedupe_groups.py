@@ -68,3 +68,30 @@ def test_a_damaged_file_is_never_same_weights_and_never_kept_over_a_healthy_copy
     assert find_duplicates([c, d, e], keep="newest")[0]["keep"] == "d"
     assert find_duplicates([c, d, e], keep="path:d")[0]["keep"] == "d"
     assert find_duplicates([c, d, e], keep="path:c")[0]["keep"] == "e"  # c is damaged: a healthy copy wins
+
+
+def test_the_scan_reports_duplicates_as_dedupe_does(tmp_path):
+    """The scan's `duplicates` keep the oldest healthy copy (docs/report-schema.md), and component hashes
+    alone (`--hash components`) already group the same weights."""
+    import os
+
+    import fastscan
+    from fastscan import synth
+
+    lay = synth.load_layout("vae-sd")["tensors"]
+    for name, when in (("a", 2_000_000_000), ("b", 1_000_000_000), ("c", 1_500_000_000)):
+        synth.write_safetensors(tmp_path / f"{name}.safetensors", lay)
+        os.utime(tmp_path / f"{name}.safetensors", (when, when))
+    # c: the same weights with other metadata (not an identical file)
+    synth.write_safetensors(tmp_path / "c.safetensors", lay, metadata={"note": "re-saved"})
+    os.utime(tmp_path / "c.safetensors", (1_500_000_000, 1_500_000_000))
+
+    full = fastscan.scan(tmp_path, hash="full", cache=False).duplicates
+    ident = [g for g in full if g["type"] == "identical-files"]
+    assert [(g["files"], g["keep"]) for g in ident] == [
+        ([str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")], str(tmp_path / "b.safetensors"))
+    ]
+    comps = fastscan.scan(tmp_path, hash="components", cache=False).duplicates
+    assert [g["type"] for g in comps] == ["same-weights"]
+    assert comps[0]["keep"] == str(tmp_path / "b.safetensors")
+    assert not [g for g in comps if g["type"] == "identical-files"]

@@ -2,10 +2,137 @@
 
 from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
+
+from typing_extensions import NotRequired
 
 _Path = str | PathLike[str]
 _HashMode = Literal["none", "components", "full"]
+
+# The report's file object, as the core writes it: these match docs/report.schema.json (generated from
+# rust/core/src/report.rs), which tests/test_schema.py checks field by field, optionality included.
+# `X | None`: always present, may be null; `NotRequired[...]`: absent unless it applies.
+
+Severity = Literal["info", "warning", "error", "critical"]
+ErrorKind = Literal["io", "loop", "format", "worker"]
+Format = Literal[
+    "safetensors",
+    "torch-zip",
+    "torch-legacy",
+    "torch-tar",
+    "pickle",
+    "npy",
+    "npz",
+    "diffusers",
+    "state-dict",
+    "unknown",
+]
+
+class FindingDict(TypedDict):
+    check: str
+    severity: Severity
+    message: str
+    details: Any
+
+class ComponentReportDict(TypedDict):
+    tensors: int
+    bytes: int
+    dtypes: dict[str, int]
+    blake3: str | None
+
+class HashesDict(TypedDict):
+    blake3: str | None
+    sha256: str | None
+    autov1: str | None
+    autov2: str | None
+    addnet: str | None
+
+class FileErrorDict(TypedDict):
+    kind: ErrorKind
+    message: str
+
+class IdentificationDict(TypedDict):
+    score: float
+    matched: int
+    of: int
+    missing: list[str]
+    missing_count: int
+    extra: int
+    confident: bool
+    threshold: float
+
+class MergeDict(TypedDict):
+    method: str | None
+    calcmode: str | None
+    multipliers: dict[str, Any]
+
+class ParentDict(TypedDict):
+    role: str
+    name: str | None
+    sha256: str | None
+    legacy_hash: str | None
+    merged: bool
+
+class TrainingDict(TypedDict):
+    network_module: str | None
+    network_dim: str | None
+    network_alpha: str | None
+    epochs: str | None
+    steps: str | None
+    resolution: str | None
+    output_name: str | None
+
+class ProvenanceDict(TypedDict):
+    tools: list[str]
+    merge: MergeDict | None
+    parents: list[ParentDict]
+    base_model: str | None
+    training: TrainingDict | None
+    keys: list[str]
+
+class PartDict(TypedDict):
+    path: str
+    component: str
+    role: str
+    size: int
+    format: str
+    kind: str
+    arch: str
+    tensors: int
+
+class EntryDict(TypedDict):
+    name: str
+    n: int
+    block: str
+
+class ComponentPrintDict(TypedDict):
+    tensors: list[EntryDict]
+    samples: str
+
+class FingerprintDict(TypedDict):
+    version: str
+    components: dict[str, ComponentPrintDict]
+
+class FileReportDict(TypedDict):
+    path: str
+    path_b64: NotRequired[str]
+    size: int
+    mtime: float
+    format: Format
+    kind: str
+    arch: str
+    tensors: int
+    dtypes: dict[str, int]
+    components: dict[str, ComponentReportDict]
+    hashes: HashesDict
+    metadata: dict[str, Any]
+    provenance: ProvenanceDict | None
+    findings: list[FindingDict]
+    wasted_bytes: dict[str, int]
+    identification: IdentificationDict | None
+    error: FileErrorDict | None
+    parts: NotRequired[list[PartDict]]
+    fingerprint: NotRequired[FingerprintDict]
 
 __version__: str
 DTYPE_BITS: dict[str, int]
@@ -30,14 +157,14 @@ def scan_file(
     fingerprint: bool = False,
     endpoint_url: str | None = None,
     etag: str | None = None,
-) -> dict[str, Any]:
+) -> FileReportDict:
     """Scans one file (or diffusers folder, or object URL) and returns its report as a dict (the file
     object of the JSON report), the same report a multi-file scan makes of it. An object is read through
     `endpoint_url`, pinned to `etag` when given (its listing's)."""
 
 def scan_plan(
     roots: Sequence[_Path], follow_links: bool = False, jobs: int = 0, endpoint_url: str | None = None
-) -> tuple[list[tuple[str, int, str | None]], list[dict[str, Any]], int]:
+) -> tuple[list[tuple[str, int, str | None]], list[FileReportDict], int]:
     """What a scan of `roots` covers, walked and listed as `Scanner` does: ([(path or URL, size, ETag or
     None)] of each file, diffusers folder or object to scan, [report] of each unreadable path or
     unlistable root, as the scan gives it, the number of symlinks inside directories not followed)."""
@@ -55,7 +182,7 @@ def safetensors_header(
 def cast(raw: Any, src: str, dst: str) -> bytes:
     """Float tensor bytes of dtype `src` as `dst` (round to nearest even); ValueError for other pairs."""
 
-def similar(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def similar(reports: Sequence[FileReportDict]) -> dict[str, Any]:
     """`fastscan.similar/1` from reports with fingerprints; ValueError naming a file without one."""
 
 def similar_exact(paths: Sequence[_Path], archs: Sequence[str]) -> dict[str, Any]:
@@ -64,18 +191,18 @@ def similar_exact(paths: Sequence[_Path], archs: Sequence[str]) -> dict[str, Any
 LINEAGE_FAMILY_MIN: float
 """Similarity at or above which two models are one family (docs/lineage.md)."""
 
-def lineage(reports: Sequence[dict[str, Any]], exhaustive: bool = False, screen: int = 48) -> dict[str, Any]:
+def lineage(reports: Sequence[FileReportDict], exhaustive: bool = False, screen: int = 48) -> dict[str, Any]:
     """`fastscan.lineage/1` from scan reports with fingerprints (docs/lineage.md)."""
 
 def export(
-    format: str, reports: Sequence[dict[str, Any]], force: bool = False, webui_cache: _Path | None = None
+    format: str, reports: Sequence[FileReportDict], force: bool = False, webui_cache: _Path | None = None
 ) -> list[dict[str, Any]]:
     """Writes the reports' hashes as another tool keeps them (`a1111` into `webui_cache`, `civitai-info`,
     `cm-info` sidecars), atomically; [{model, path, status, message}] (docs/hash-interop.md)."""
 
 _RawTensor = tuple[str, str, Sequence[int], int, int]
 
-def scan_memory(tensors: Sequence[_RawTensor], data: bool = True) -> dict[str, Any]:
+def scan_memory(tensors: Sequence[_RawTensor], data: bool = True) -> FileReportDict:
     """The report of tensors in memory: (name, dtype, shape, address, nbytes), each address valid and
     contiguous for the whole call (fastscan.torch passes live CPU tensors). ValueError on a bad size."""
 
@@ -85,7 +212,7 @@ def read_memory(tensors: Sequence[_RawTensor]) -> dict[str, Any]:
 def pickle_imports(data: bytes) -> list[dict[str, Any]]:
     """Every import of every pickle in a raw stream (never loaded): module, name, opcode, pos, used..."""
 
-class Scanner(Iterator[dict[str, Any]]):
+class Scanner(Iterator[FileReportDict]):
     """Walks roots and scans what it finds in parallel in the background; iterating yields each report
     dict as it finishes. At most a few dozen reports wait in its bounded queue."""
 
@@ -114,7 +241,7 @@ class Scanner(Iterator[dict[str, Any]]):
         """Starts the scan; `cache` is a database path serving unchanged files (OSError if unusable);
         `fingerprint` adds each file's lineage fingerprint (docs/fingerprint.md) to its report."""
     def __iter__(self) -> Scanner: ...
-    def __next__(self) -> dict[str, Any]: ...
+    def __next__(self) -> FileReportDict: ...
     def close(self) -> None:
         """Stops every thread of the scan and waits for them; iteration then ends."""
 

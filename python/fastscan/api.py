@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from fastscan import _core
-from fastscan.dedupe import find_duplicates
+from fastscan.dedupe import DAMAGING, find_duplicates
 from fastscan.model import FileReport, Report, Summary
 
 if TYPE_CHECKING:
@@ -284,10 +284,19 @@ class ScanRun:
 
 
 def _dedupe_record(r: FileReport) -> dict:
-    """The part of a file object duplicate grouping reads (path, size, hashes, component hashes)."""
+    """The part of a file object duplicate grouping reads: path, size, mtime (which copy to keep), the
+    damaging findings' severities (a damaged copy is not kept), hashes and component hashes."""
     comps = {k: {"blake3": c.blake3, "bytes": c.bytes} for k, c in r.components.items()}
     path = r.to_dict()["path"]
-    return {"path": path, "size": r.size, "hashes": {"blake3": r.hashes.blake3}, "components": comps}
+    damage = [{"severity": f.severity} for f in r.findings if f.severity in DAMAGING]
+    return {
+        "path": path,
+        "size": r.size,
+        "mtime": r.mtime,
+        "findings": damage,
+        "hashes": {"blake3": r.hashes.blake3},
+        "components": comps,
+    }
 
 
 def scan(

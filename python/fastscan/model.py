@@ -12,7 +12,10 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from fastscan._core import FingerprintDict, PartDict, ProvenanceDict
 
 SCHEMA = "fastscan.report/1"
 SEVERITIES = ("info", "warning", "error", "critical")
@@ -127,6 +130,47 @@ class FileError:
         return {"kind": self.kind, "message": self.message}
 
 
+@dataclass(slots=True)
+class Identification:
+    """How well a file matched the rule that gave its kind/arch (decided by the core)."""
+
+    score: float
+    matched: int
+    of: int
+    missing: list[str]
+    missing_count: int
+    extra: int
+    confident: bool
+    threshold: float
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Identification:
+        """Builds an identification from its report dict."""
+        return cls(
+            float(d["score"]),
+            int(d["matched"]),
+            int(d["of"]),
+            list(d["missing"]),
+            int(d["missing_count"]),
+            int(d["extra"]),
+            bool(d["confident"]),
+            float(d["threshold"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The identification as it appears in the JSON report."""
+        return {
+            "score": self.score,
+            "matched": self.matched,
+            "of": self.of,
+            "missing": self.missing,
+            "missing_count": self.missing_count,
+            "extra": self.extra,
+            "confident": self.confident,
+            "threshold": self.threshold,
+        }
+
+
 _FILE_FIELDS = (
     "path",
     "path_b64",
@@ -143,8 +187,10 @@ _FILE_FIELDS = (
     "provenance",
     "findings",
     "wasted_bytes",
+    "identification",
     "error",
     "parts",
+    "fingerprint",
 )
 _FILE_SET = frozenset(_FILE_FIELDS)
 
@@ -165,18 +211,23 @@ class FileReport:
     hashes: Hashes = field(default_factory=Hashes)
     metadata: dict[str, Any] = field(default_factory=dict)
     # What the metadata says about how the model was made (merge recipe, parents, base model, training).
-    provenance: dict[str, Any] | None = None
+    provenance: ProvenanceDict | None = None
     findings: list[Finding] = field(default_factory=list)
     wasted_bytes: dict[str, int] = field(default_factory=dict)
+    # How sure the kind/arch is (None for kinds identified by their own markers: LoRA, embedding, ...).
+    identification: Identification | None = None
     error: FileError | None = None
     # The files of a diffusers folder (empty for a single file).
-    parts: list[dict[str, Any]] = field(default_factory=list)
+    parts: list[PartDict] = field(default_factory=list)
+    # Lineage fingerprint (docs/fingerprint.md), only when the scan was asked for it.
+    fingerprint: FingerprintDict | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FileReport:
         """Builds a file report from the dict `_core.scan_file` returns."""
         err = d.get("error")
+        ident = d.get("identification")
         return cls(
             path=_path_from(d),
             size=int(d.get("size") or 0),
@@ -192,8 +243,10 @@ class FileReport:
             provenance=d.get("provenance"),
             findings=[Finding.from_dict(f) for f in d.get("findings") or []],
             wasted_bytes=dict(d.get("wasted_bytes") or {}),
+            identification=Identification.from_dict(ident) if ident else None,
             error=FileError(err["kind"], err["message"]) if err else None,
             parts=list(d.get("parts") or []),
+            fingerprint=d.get("fingerprint"),
             extra=_extra(d, _FILE_SET),
         )
 
@@ -236,6 +289,9 @@ class FileReport:
             "wasted_bytes": self.wasted_bytes,
             "error": self.error.to_dict() if self.error else None,
             **({"parts": self.parts} if self.parts else {}),
+            # after `parts`, where these came out before they were typed: the JSON text is unchanged
+            "identification": self.identification.to_dict() if self.identification else None,
+            **({"fingerprint": self.fingerprint} if self.fingerprint is not None else {}),
             **self.extra,
         }
 

@@ -11,7 +11,8 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from bisect import insort
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -177,7 +178,75 @@ def _file_severities(f: FileReport) -> set[str]:
     return sevs
 
 
-def summary_table(report: Report) -> Table:
+class Digest:
+    """What the scan's tables print, gathered one report at a time as the scan streams them: counts per
+    kind/arch, the problem rows (each with its first `shown` paths, None: all) and, when `keep_affected`,
+    the path, error and findings of each file that has any (`--files`, `--format tsv`). No report is
+    kept whole, so the table mode's memory does not grow with the library's healthy files."""
+
+    def __init__(self, *, shown: int | None = FILES_SHOWN, keep_affected: bool = False) -> None:
+        self.shown = shown
+        self.keep_affected = keep_affected
+        self.groups: dict[tuple[str, str], dict[str, int]] = {}
+        self.file_counts = dict.fromkeys(WORST_FIRST, 0)
+        self.unreadable = 0
+        # (severity, check) -> [files, bytes pruning saves, the first paths in path order]
+        self.rows: dict[tuple[str, str], list[Any]] = {}
+        self.affected: list[FileReport] = []
+
+    @classmethod
+    def of(cls, files: Iterable[FileReport], **kw: Any) -> Digest:
+        """The digest of reports already at hand."""
+        d = cls(**kw)
+        for f in files:
+            d.add(f)
+        return d
+
+    def add(self, f: FileReport) -> None:
+        """Counts one more file report."""
+        sevs = _file_severities(f)
+        g = self.groups.get((f.kind, f.arch))
+        if g is None:
+            g = self.groups[(f.kind, f.arch)] = dict.fromkeys(_GROUP_KEYS, 0)
+        g["files"] += 1
+        g["bytes"] += f.size
+        g["wasted"] += sum(f.wasted_bytes.values())
+        for s in sevs:
+            g[s] += 1
+            self.file_counts[s] += 1
+        self.unreadable += f.error is not None
+        rows: dict[tuple[str, str], int] = {}
+        if f.error is not None:
+            rows[("error", f"unreadable ({f.error.kind})")] = 0
+        for x in f.findings:
+            rows.setdefault((x.severity, x.check), f.wasted_bytes.get(CHECK_WASTE.get(x.check, ""), 0))
+        for key, saved in rows.items():
+            r = self.rows.setdefault(key, [0, 0, []])
+            r[0] += 1
+            r[1] += saved
+            insort(r[2], f.path)
+            if self.shown is not None and len(r[2]) > self.shown:
+                r[2].pop()
+        if self.keep_affected and rows:
+            self.affected.append(FileReport(path=f.path, error=f.error, findings=f.findings))
+
+    def problem_rows(self) -> list[tuple[str, str, int, int, list[str]]]:
+        """(severity, check, files, bytes pruning saves, first paths) per check and severity that fired,
+        worst first (a check whose files differ in severity, such as `clip.position-ids`, gets a row per
+        severity: an info finding is never listed under an error)."""
+        out = [(sev, check, n, saved, paths) for (sev, check), (n, saved, paths) in self.rows.items()]
+        out.sort(key=lambda r: (-SEVERITY_RANK.get(r[0], 0), r[1]))
+        return out
+
+
+_GROUP_KEYS = ("files", "bytes", "wasted", *WORST_FIRST)
+
+
+def _digest(report: Report, digest: Digest | None, **kw: Any) -> Digest:
+    return digest if digest is not None else Digest.of(report.files, **kw)
+
+
+def summary_table(report: Report, digest: Digest | None = None) -> Table:
     """Files by kind and arch: count, size, files with a problem of each severity, wasted bytes."""
     t = Table(title="Library", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     t.add_column("kind", no_wrap=True)
@@ -187,23 +256,13 @@ def summary_table(report: Report) -> Table:
     for s in WORST_FIRST:
         t.add_column(f"[{SEVERITY_STYLE[s]}]{SEVERITY_ABBR[s]}[/]", justify="right", no_wrap=True)
     t.add_column("wasted", justify="right", no_wrap=True, min_width=SIZE_WIDTH)
-    keys = ["files", "bytes", "wasted", *WORST_FIRST]
-    groups: dict[tuple[str, str], dict[str, int]] = {}
-    for f in report.files:
-        g = groups.get((f.kind, f.arch))
-        if g is None:
-            g = groups[(f.kind, f.arch)] = dict.fromkeys(keys, 0)
-        g["files"] += 1
-        g["bytes"] += f.size
-        g["wasted"] += sum(f.wasted_bytes.values())
-        for s in _file_severities(f):
-            g[s] = g.get(s, 0) + 1
+    groups = _digest(report, digest).groups
 
     def row(g: dict[str, int]) -> list[str]:
         counts = [str(g[s]) if g[s] else "" for s in WORST_FIRST]
         return [str(g["files"]), size(g["bytes"]), *counts, size(g["wasted"]) if g["wasted"] else ""]
 
-    total = dict.fromkeys(keys, 0)
+    total = dict.fromkeys(_GROUP_KEYS, 0)
     for (kind, arch), g in sorted(groups.items()):
         t.add_row(escape(kind), escape(arch), *row(g))
         for k in total:
@@ -216,14 +275,10 @@ def summary_table(report: Report) -> Table:
 LEGEND = "crit/err/warn/info: files with a finding of that severity (unreadable ones count as err)"
 
 
-def totals_line(report: Report) -> str:
+def totals_line(report: Report, digest: Digest | None = None) -> str:
     """Two lines, counting files as the tables do: files with problems and unreadable; wasted bytes."""
-    counts = dict.fromkeys(WORST_FIRST, 0)
-    unreadable = 0
-    for f in report.files:
-        for s in _file_severities(f):
-            counts[s] += 1
-        unreadable += f.error is not None
+    d = _digest(report, digest)
+    counts, unreadable = d.file_counts, d.unreadable
     probs = ", ".join(f"{counts[s]} {_sev(s)}" for s in WORST_FIRST)
     first = f"files with problems: {probs}"
     if unreadable:
@@ -241,42 +296,26 @@ def totals_line(report: Report) -> str:
     return f"{first}\n{second}"
 
 
-def _problem_rows(report: Report) -> list[tuple[str, str, list[str], int]]:
-    """(severity, check, files, bytes pruning saves) per check and severity that fired, worst first (a
-    check whose files differ in severity, such as `clip.position-ids`, gets a row per severity: an info
-    finding is never listed under an error). Linear in findings."""
-    rows: dict[tuple[str, str], tuple[dict[str, None], list[int]]] = {}
-    for f in report.files:
-        if f.error is not None:
-            r = rows.setdefault(("error", f"unreadable ({f.error.kind})"), ({}, [0]))
-            r[0][f.path] = None
-        for x in f.findings:
-            r = rows.setdefault((x.severity, x.check), ({}, [0]))
-            if f.path not in r[0]:
-                r[0][f.path] = None
-                r[1][0] += f.wasted_bytes.get(CHECK_WASTE.get(x.check, ""), 0)
-    out = [(sev, check, list(files), saved[0]) for (sev, check), (files, saved) in rows.items()]
-    out.sort(key=lambda r: (-SEVERITY_RANK.get(r[0], 0), r[1]))
-    return out
-
-
-def print_problems(report: Report, console: Console, *, all_files: bool = False) -> bool:
+def print_problems(
+    report: Report, console: Console, *, all_files: bool = False, digest: Digest | None = None
+) -> bool:
     """Files grouped by the check that fired (worst first), each file on its own line; False when none."""
-    rows = _problem_rows(report)
+    d = digest if digest is not None and not all_files else Digest.of(report.files, shown=None)
+    rows = d.problem_rows()
     if not rows:
         return False
     width = console.width
     check_w = max(len("check"), *(len(r[1]) for r in rows))
-    files_w = max(len("files"), *(len(str(len(r[2]))) for r in rows))
+    files_w = max(len("files"), *(len(str(r[2])) for r in rows))
     console.print("\n[italic]Problems[/]", highlight=False)
     head = f"{'sev':<4}  {'check':<{check_w}}  {'files':>{files_w}}  {'saves':>{SIZE_WIDTH}}"
     console.print(f"[bold]{head}[/]", highlight=False)
     indent = "      "
-    for sev, check, files, saved in rows:
+    for sev, check, n, saved, files in rows:
         pad = " " * (4 - len(SEVERITY_ABBR.get(sev, sev)))
         saves = size(saved) if saved else ""
         console.print(
-            f"{_sev(sev)}{pad}  {escape(check):<{check_w}}  {len(files):>{files_w}}  {saves:>{SIZE_WIDTH}}",
+            f"{_sev(sev)}{pad}  {escape(check):<{check_w}}  {n:>{files_w}}  {saves:>{SIZE_WIDTH}}",
             highlight=False,
         )
         shown = files if all_files else files[:FILES_SHOWN]
@@ -284,10 +323,8 @@ def print_problems(report: Report, console: Console, *, all_files: bool = False)
             console.print(
                 indent + escape(elide(short_path(p, report.roots), width - len(indent))), highlight=False
             )
-        if len(files) > len(shown):
-            console.print(
-                f"{indent}… and {len(files) - len(shown)} more (--files lists them all)", highlight=False
-            )
+        if n > len(shown):
+            console.print(f"{indent}… and {n - len(shown)} more (--files lists them all)", highlight=False)
     return True
 
 
@@ -317,9 +354,9 @@ def _quote(s: str) -> str:
 FILES_PER_PRINT = 256
 
 
-def print_files(report: Report, console: Console) -> None:
+def print_files(report: Report, console: Console, digest: Digest | None = None) -> None:
     """Every affected file, worst first: its findings and what to do about it."""
-    affected = [f for f in report.files if f.findings or f.error is not None]
+    affected = list(_digest(report, digest, keep_affected=True).affected)
     affected.sort(key=lambda f: (-SEVERITY_RANK.get(f.worst or "info", 0), f.path))
     if not affected:
         return
@@ -349,18 +386,24 @@ def print_files(report: Report, console: Console) -> None:
         console.print("\n".join(block), highlight=False, overflow="fold", emoji=False)
 
 
-def print_report(report: Report, console: Console, *, files: bool = False) -> None:
-    """The scan's human summary: library table, legend, totals, problems, duplicates line, file listing."""
-    console.print(summary_table(report))
+def print_report(
+    report: Report, console: Console, *, files: bool = False, digest: Digest | None = None
+) -> None:
+    """The scan's human summary: library table, legend, totals, problems, duplicates line, file listing.
+
+    Read from `digest` when given (a scan that kept no file report; it must keep the affected files for
+    `files`), else from `report.files`."""
+    digest = _digest(report, digest, keep_affected=files)
+    console.print(summary_table(report, digest))
     console.print(f"[dim]{LEGEND}[/]", highlight=False)
-    console.print(totals_line(report), highlight=False)
-    if not print_problems(report, console, all_files=False):
+    console.print(totals_line(report, digest), highlight=False)
+    if not print_problems(report, console, all_files=False, digest=digest):
         console.print("[green]no problems found[/]")
     dup = duplicates_line(report)
     if dup:
         console.print(escape(dup), highlight=False)
     if files:
-        print_files(report, console)
+        print_files(report, console, digest)
     console.print(f"[dim]{report.summary.files} files in {report.elapsed_s:.2f} s[/]", highlight=False)
 
 
@@ -368,10 +411,10 @@ def _tsv_field(s: str) -> str:
     return s.replace("\t", " ").replace("\n", " ")
 
 
-def write_tsv(report: Report, out: IO[str]) -> None:
+def write_tsv(report: Report, out: IO[str], digest: Digest | None = None) -> None:
     """One tab-separated line per finding (and unreadable file): path, severity, check, action, message."""
     out.write("path\tseverity\tcheck\taction\tmessage\n")
-    for f in report.files:
+    for f in sorted(_digest(report, digest, keep_affected=True).affected, key=lambda f: f.path):
         if f.error is not None:
             out.write(
                 "\t".join(
@@ -443,13 +486,13 @@ def print_file(f: FileReport, console: Console, *, all_metadata: bool = False) -
         ("dtypes", _dtypes(f.dtypes)),
     ]:
         head.add_row(k, escape(v))
-    ident = f.extra.get("identification")
+    ident = f.identification
     if ident:
-        verdict = "confident" if ident["confident"] else f"not confident (below {ident['threshold']:.0%})"
+        verdict = "confident" if ident.confident else f"not confident (below {ident.threshold:.0%})"
         head.add_row(
             "identification",
-            f"{ident['score']:.1%} of {ident['of']} reference keys, {verdict}"
-            + (f"; {ident['missing_count']} missing" if ident["missing_count"] else ""),
+            f"{ident.score:.1%} of {ident.of} reference keys, {verdict}"
+            + (f"; {ident.missing_count} missing" if ident.missing_count else ""),
         )
     if f.error is not None:
         head.add_row("error", f"[bold red]{escape(f.error.kind)}[/]: {escape(f.error.message)}")

@@ -93,6 +93,12 @@ def command(
         _dry_run(paths, hash.value, follow_links, endpoint_url, json_out)
         return
     mode = "jsonl" if jsonl else "json" if (json_out or output) else "table"
+    show_table = mode == "table" or output is not None
+    digest = None
+    if show_table:  # made (render imported) before the scan starts, so Ctrl-C always meets the handler
+        from fastscan.render import Digest
+
+        digest = Digest(keep_affected=files or fmt is TableFormat.tsv)
     try:
         run = ScanRun(
             paths,
@@ -101,7 +107,8 @@ def command(
             jobs=bounded_jobs(jobs),
             follow_links=follow_links,
             cache=not no_cache,
-            keep_files=not (mode == "jsonl" and output is None),  # --jsonl alone streams in constant memory
+            # only the JSON document holds every file; the tables read a digest made as the scan goes
+            keep_files=mode == "json",
             cluster=cluster,
             endpoint_url=endpoint_url,
         )
@@ -112,13 +119,12 @@ def command(
     except OSError as e:
         raise fail(f"cannot write {output}: {e.strerror}") from None
 
-    show_table = mode == "table" or output is not None
     show_progress = sys.stderr.isatty() and not (
         mode == "jsonl" and sink is sys.stdout and sys.stdout.isatty()
     )
     try:
         try:
-            report = _run(run, mode, sink, show_progress)
+            report = _run(run, mode, sink, show_progress, digest)
             if mode == "json":  # indented for a person at a terminal, compact for programs
                 report.write_json(sink, indent=2 if sink.isatty() else None)
                 sink.write("\n")
@@ -129,7 +135,7 @@ def command(
         if run.cache_warning:
             warn(run.cache_warning)
         if show_table:
-            _print_human(report, fmt, files)
+            _print_human(report, fmt, files, digest)
     except KeyboardInterrupt:
         raise fail("interrupted", EXIT_INTERRUPTED) from None
     except ClusterError as e:
@@ -168,26 +174,29 @@ def _dry_run(
         raise typer.Exit(2)
 
 
-def _print_human(report: Any, fmt: TableFormat, files: bool) -> None:
+def _print_human(report: Any, fmt: TableFormat, files: bool, digest: Any) -> None:
     from fastscan import render
 
     if fmt is TableFormat.tsv:
-        render.write_tsv(report, sys.stdout)
+        render.write_tsv(report, sys.stdout, digest)
         sys.stdout.flush()
         return
     console = render.stdout_console()
-    render.print_report(report, console, files=files)
+    render.print_report(report, console, files=files, digest=digest)
     sys.stdout.flush()
 
 
-def _run(run: Any, mode: str, sink: Any, show_progress: bool) -> Any:
-    """Drives the scan (progress bar when asked), streaming lines for --jsonl; returns the Report."""
+def _run(run: Any, mode: str, sink: Any, show_progress: bool, digest: Any) -> Any:
+    """Drives the scan (progress bar when asked), streaming lines for --jsonl and feeding the tables'
+    digest; returns the Report."""
 
-    def line(r: Any) -> None:
-        sink.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
-        sink.flush()
+    def on_file(r: Any) -> None:
+        if digest is not None:
+            digest.add(r)
+        if mode == "jsonl":
+            sink.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+            sink.flush()
 
-    on_file = line if mode == "jsonl" else None
     if show_progress:
         from fastscan.render import progress_bar, stderr_console
 

@@ -225,7 +225,6 @@ pub fn finish(segments: &[&Segment], total: u64) -> Option<blake3::Hash> {
 
 /// Where one tensor sits in the component streams.
 pub struct Member {
-    pub component: usize,
     pub segment: Segment,
 }
 
@@ -256,7 +255,7 @@ impl Plan {
             order: Vec::new(),
             members: (0..tensors.len()).map(|_| None).collect(),
         };
-        for (c, (name, mut list)) in by_comp.into_iter().enumerate() {
+        for (name, mut list) in by_comp {
             list.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
             let frames: Vec<Vec<u8>> = list
                 .iter()
@@ -273,7 +272,6 @@ impl Plan {
             let mut at = 0;
             for (&(_, i), f) in list.iter().zip(&frames) {
                 plan.members[i] = Some(Member {
-                    component: c,
                     segment: Segment::new(at, f, tensors[i].len, total),
                 });
                 at += f.len() as u64 + tensors[i].len;

@@ -23,7 +23,7 @@ const MAX_JSON: u64 = 16 << 20;
 const WEIGHT_EXTS: [&str; 4] = ["safetensors", "bin", "ckpt", "pt"];
 
 /// One file of a diffusers folder, as listed in the folder's report.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Part {
     /// Path relative to the folder (`unet/diffusion_pytorch_model.safetensors`).
     pub path: String,

@@ -21,7 +21,7 @@ pub const RATE: u64 = 16384;
 pub const MIN_SAMPLES: u64 = 64;
 
 /// One sampled tensor of a component: its canonical name, element count and merge block.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Entry {
     pub name: String,
     pub n: u64,
@@ -29,7 +29,7 @@ pub struct Entry {
 }
 
 /// A component's fingerprint: tensors sorted by canonical name, their samples concatenated.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ComponentPrint {
     pub tensors: Vec<Entry>,
     /// Little-endian `f32` samples of every tensor in `tensors` order, base64 (RFC 4648, padded).
@@ -37,7 +37,7 @@ pub struct ComponentPrint {
 }
 
 /// A file's fingerprint: component name -> component fingerprint.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Fingerprint {
     pub version: String,
     pub components: BTreeMap<String, ComponentPrint>,

@@ -2,41 +2,45 @@
 //!
 //! Formats are recognised by their bytes ([`sniff`]), parsed into a tensor table ([`safetensors`],
 //! [`pickle`]), classified by component ([`classify`]), checked ([`checks`]) and hashed in one pass
-//! over the data ([`datapass`]). [`scan::scan_file`] runs all of it on one file; [`scan_stream`] on
+//! over the data ([`datapass`]). [`scan_file`] runs all of it on one file; [`scan_stream`] on
 //! what a walk of the roots finds, as it finds it.
+//!
+//! The report ([`FileReport`] and the types it holds) is re-exported here; the modules that only
+//! build it (scan, report, hashes, values, provenance, fingerprint, diffusers, npy, sidecar checks,
+//! component hashes) are private. The public modules are those the binding, benches and tests use.
 
 pub mod atomic;
 pub mod cache;
 pub mod cast;
 pub mod checks;
 pub mod classify;
-pub mod component_hash;
+mod component_hash;
 pub mod datapass;
-pub mod diffusers;
+mod diffusers;
 pub mod dtype;
 mod file_kinds;
-pub mod fingerprint;
+mod fingerprint;
 pub mod fix;
-pub mod hashes;
+mod hashes;
 pub mod interop;
 pub mod lineage;
 pub mod mapguard;
 pub mod memory;
-pub mod npy;
+mod npy;
 pub mod pickle;
-pub mod provenance;
+mod provenance;
 pub mod remote;
-pub mod report;
+mod report;
 pub mod safetensors;
-pub mod scan;
-pub mod sidecar_check;
+mod scan;
+mod sidecar_check;
 pub mod similarity;
 pub mod sniff;
 pub mod source;
 mod standalone;
 pub mod table;
 pub mod tensor;
-pub mod values;
+mod values;
 pub mod walk;
 pub mod writer;
 
@@ -45,7 +49,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use datapass::HashMode;
-pub use report::FileReport;
+// The report and every type it holds (docs/report.schema.json is generated from them).
+pub use diffusers::Part;
+pub use fingerprint::Fingerprint;
+pub use provenance::Provenance;
+pub use report::{
+    file_schema, path_fields, ComponentReport, ErrorKind, FileError, FileReport, Finding, Hashes,
+    Identification, Severity,
+};
 pub use scan::{scan_file, ScanOptions};
 pub use table::{open_table, OpenError, Table};
 

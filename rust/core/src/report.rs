@@ -1,11 +1,12 @@
 //! Plain-data results of a scan: what crosses to Python and into the JSON report.
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// How serious a finding is (contract §4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -15,7 +16,7 @@ pub enum Severity {
 }
 
 /// One problem found in a file.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Finding {
     pub check: &'static str,
     pub severity: Severity,
@@ -41,7 +42,7 @@ impl Finding {
 }
 
 /// How well a file matched the rule it was identified by (contract §3, docs/report-schema.md).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
 pub struct Identification {
     /// Share of the rule's keys present with the rule's shape, 0..1.
     pub score: f64,
@@ -59,7 +60,7 @@ pub struct Identification {
 }
 
 /// Per-component totals of a file.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
 pub struct ComponentReport {
     pub tensors: u64,
     pub bytes: u64,
@@ -70,7 +71,7 @@ pub struct ComponentReport {
 }
 
 /// Whole-file hashes (contract §5); absent ones are null.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
 pub struct Hashes {
     pub blake3: Option<String>,
     pub sha256: Option<String>,
@@ -80,7 +81,7 @@ pub struct Hashes {
 }
 
 /// What kind of failure kept a file from being read at all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ErrorKind {
     /// It cannot be opened or read (permissions, a dangling link, it changed while read).
@@ -89,10 +90,25 @@ pub enum ErrorKind {
     Loop,
     /// A container too damaged to parse.
     Format,
+    /// `--cluster`: every Dask worker that scanned the file was lost before it finished (written by
+    /// the Python cluster driver, never by the core itself).
+    Worker,
+}
+
+impl ErrorKind {
+    /// The report's name for this kind (`io`, `loop`, `format`, `worker`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Io => "io",
+            ErrorKind::Loop => "loop",
+            ErrorKind::Format => "format",
+            ErrorKind::Worker => "worker",
+        }
+    }
 }
 
 /// Why a file could not be read at all.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct FileError {
     pub kind: ErrorKind,
     pub message: String,
@@ -133,11 +149,12 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 /// Everything fastscan knows about one file.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
 pub struct FileReport {
     pub path: String,
     /// The path's bytes in base64 when they are not UTF-8 (see [`path_fields`]).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")] // absent, never null
     pub path_b64: Option<String>,
     pub size: u64,
     pub mtime: f64,
@@ -163,12 +180,42 @@ pub struct FileReport {
     pub parts: Vec<crate::diffusers::Part>,
     /// Lineage fingerprint (docs/fingerprint.md), only when the scan was asked for it.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "crate::fingerprint::Fingerprint")] // absent, never null
     pub fingerprint: Option<crate::fingerprint::Fingerprint>,
+}
+
+/// The JSON Schema (draft 2020-12) of a file object, generated from [`FileReport`] and the types it
+/// holds; committed as docs/report.schema.json (a test fails when the two differ).
+pub fn file_schema() -> String {
+    // The serialize contract: a field is required when it is always written (null or not).
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .for_serialize()
+        .into_generator()
+        .into_root_schema_for::<FileReport>();
+    let mut s = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+    s.push('\n');
+    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regenerates the schema and compares it with the committed file; `FASTSCAN_BLESS=1` rewrites it.
+    #[test]
+    fn committed_schema_is_generated_from_the_types() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/report.schema.json");
+        let want = file_schema();
+        if std::env::var_os("FASTSCAN_BLESS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let got = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            got == want,
+            "docs/report.schema.json differs from the Rust types: run FASTSCAN_BLESS=1 cargo test -p fastscan-core committed_schema"
+        );
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {

@@ -1,7 +1,7 @@
 //! Recognising a file's format by its first bytes, never its name.
 
 /// A file format fastscan knows (kebab-case in reports: `torch-zip`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     Safetensors,

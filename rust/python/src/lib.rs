@@ -53,7 +53,6 @@ fn walk(
     Vec<(OsString, u64, f64)>,
     Vec<(OsString, &'static str, String)>,
 ) {
-    use fastscan_core::report::ErrorKind;
     let (files, errors) = py.detach(|| fastscan_core::walk::walk(&roots, follow_links, jobs));
     (
         files
@@ -62,14 +61,7 @@ fn walk(
             .collect(),
         errors
             .into_iter()
-            .map(|e| {
-                let kind = match e.kind {
-                    ErrorKind::Io => "io",
-                    ErrorKind::Loop => "loop",
-                    ErrorKind::Format => "format",
-                };
-                (e.path.into_os_string(), kind, e.message)
-            })
+            .map(|e| (e.path.into_os_string(), e.kind.name(), e.message))
             .collect(),
     )
 }

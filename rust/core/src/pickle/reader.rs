@@ -217,13 +217,31 @@ struct Machine<'a> {
     proto: u8,
 }
 
-type Step = Result<(), String>;
+/// Why the machine stopped at an opcode.
+#[derive(Debug)]
+enum StepError {
+    /// A memory limit was reached (the pickle may be fine: listing stops, imports are still checked).
+    Limit(String),
+    /// The pickle is malformed at this opcode.
+    Invalid(String),
+}
 
-/// Marks an error as a memory limit reached (not a malformed pickle).
-const LIMIT: &str = "limit: ";
+impl From<&str> for StepError {
+    fn from(why: &str) -> Self {
+        StepError::Invalid(why.to_string())
+    }
+}
 
-fn over_limit(why: impl std::fmt::Display) -> String {
-    format!("{LIMIT}{why}")
+impl From<String> for StepError {
+    fn from(why: String) -> Self {
+        StepError::Invalid(why)
+    }
+}
+
+type Step = Result<(), StepError>;
+
+fn over_limit(why: impl std::fmt::Display) -> StepError {
+    StepError::Limit(why.to_string())
 }
 
 /// The memo: a vector for the dense indices picklers write, a map for anything else.
@@ -278,7 +296,7 @@ impl Memo {
 }
 
 impl<'a> Machine<'a> {
-    fn alloc(&mut self, o: Obj<'a>) -> Result<Id, String> {
+    fn alloc(&mut self, o: Obj<'a>) -> Result<Id, StepError> {
         if self.objs.len() >= self.limits.max_objects {
             return Err(over_limit(format!(
                 "more than {} values",
@@ -327,21 +345,21 @@ impl<'a> Machine<'a> {
         self.marks.last().copied().unwrap_or(0)
     }
 
-    fn pop(&mut self) -> Result<Id, String> {
+    fn pop(&mut self) -> Result<Id, StepError> {
         if self.stack.len() <= self.floor() {
             return Err("stack underflow".into());
         }
         Ok(self.stack.pop().unwrap())
     }
 
-    fn top(&self) -> Result<Id, String> {
+    fn top(&self) -> Result<Id, StepError> {
         if self.stack.len() <= self.floor() {
             return Err("stack underflow".into());
         }
         Ok(*self.stack.last().unwrap())
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<Id>, String> {
+    fn pop_mark(&mut self) -> Result<Vec<Id>, StepError> {
         let m = self.marks.pop().ok_or("no MARK on the stack")?;
         Ok(self.stack.split_off(m))
     }
@@ -439,7 +457,13 @@ impl<'a> Machine<'a> {
 
     /// What calling `callable(*args)` gives, for the few callables a checkpoint uses; `how` is the
     /// opcode that calls it.
-    fn call(&mut self, callable: Id, args: Id, depth: u8, how: &'static str) -> Result<Id, String> {
+    fn call(
+        &mut self,
+        callable: Id,
+        args: Id,
+        depth: u8,
+        how: &'static str,
+    ) -> Result<Id, StepError> {
         self.mark_used(callable, how);
         self.mark_inside(args, "argument of a call");
         let Some((module, name)) = self.global_name(callable) else {
@@ -511,7 +535,7 @@ impl<'a> Machine<'a> {
     }
 
     /// `('storage', torch.XStorage, key, location, numel[, view_metadata])` becomes a storage.
-    fn persistent(&mut self, pid: Id) -> Result<Id, String> {
+    fn persistent(&mut self, pid: Id) -> Result<Id, StepError> {
         self.mark_inside(pid, "persistent id (passed to persistent_load)");
         let items = self
             .tuple_items(pid)
@@ -590,7 +614,7 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn step(&mut self, op: &Op<'a>, pos: usize, next: usize) -> Result<Option<Id>, String> {
+    fn step(&mut self, op: &Op<'a>, pos: usize, next: usize) -> Result<Option<Id>, StepError> {
         match op {
             Op::Mark => {
                 if self.marks.len() >= self.limits.max_stack {
@@ -955,9 +979,9 @@ pub fn run(data: &[u8], start: usize, limits: Limits) -> Run<'_> {
                     Ok(Some(r)) => root = Some(r),
                     Ok(None) => {}
                     Err(why) => {
-                        match why.strip_prefix(LIMIT) {
-                            Some(l) => limited = Some(format!("{l} (at byte {pos})")),
-                            None => error = Some((pos, why)),
+                        match why {
+                            StepError::Limit(l) => limited = Some(format!("{l} (at byte {pos})")),
+                            StepError::Invalid(why) => error = Some((pos, why)),
                         }
                         // The failed opcode is replayed lexically (its memo slot, its string), unless
                         // the machine already recorded its import.
