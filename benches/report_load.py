@@ -2,57 +2,29 @@
 
 The library is the demo library (`fastscan demo`: 23 files, most of them with findings) scanned once
 header-only, its file objects replicated under new paths into a `fastscan.report/1` document of N files
-(what `fastscan report scan.json` renders), as the tests do. Each page is opened 3 times in Debian's
-headless Chromium (selenium + chromedriver); the load time is the navigation's `loadEventEnd` (HTML
-parsed, table laid out, script run), the median of the 3 printed with the machine's load average.
+(what `fastscan report scan.json` renders), with the tests' `tests/report_fixtures.py`. Each page is
+opened 3 times in Debian's headless Chromium (selenium + chromedriver); the load time is the
+navigation's `loadEventEnd` (HTML parsed, table laid out, script run), the median of the 3 printed with
+the machine's load average.
 
     python benches/report_load.py [N ...]
 """
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.report_fixtures import big_report, demo_report, fastscan  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 RUNS = 3
-
-
-def fastscan(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastscan", *args], capture_output=True, text=True)
-
-
-def demo_scan(d: Path) -> dict:
-    """The demo library's header-only JSON report."""
-    from fastscan.demo import write_library
-
-    write_library(d / "demo")
-    out = d / "scan.json"
-    r = fastscan("scan", str(d / "demo"), "--hash", "none", "--json", "-o", str(out), "--no-cache")
-    assert r.returncode in (0, 1), r.stderr
-    return json.loads(out.read_text())
-
-
-def library(doc: dict, n: int, out: Path) -> Path:
-    """`doc`'s files replicated into a report of `n` files (its summary summed by the model's `Summary`)."""
-    from fastscan.model import FileReport, Summary
-
-    base = doc["files"]
-    files = []
-    for i in range(n):
-        f = dict(base[i % len(base)])
-        f["path"] = f"library/copy{i // len(base):04d}/{os.path.basename(f['path'])}"
-        files.append(f)
-    big = {**doc, "files": files, "duplicates": []}
-    big["summary"] = Summary.of(FileReport.from_dict(f) for f in files).to_dict()
-    out.write_text(json.dumps(big))
-    return out
 
 
 def browser():
@@ -78,11 +50,11 @@ def load_ms(driver, page: Path) -> float:
 def main(sizes: list[int]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        doc = demo_scan(d)
+        demo = demo_report(d)
         driver = browser()
         try:
             for n in sizes:
-                src = library(doc, n, d / f"lib{n}.json")
+                src = big_report(demo["json"], d / f"lib{n}.json", n)
                 page = d / f"lib{n}.html"
                 r = fastscan("report", str(src), "-o", str(page))
                 assert r.returncode == 0, r.stderr
