@@ -358,6 +358,42 @@ def test_demo_page_draws_clip_offsets(browser, demo, tmp_path):
     print(f"screenshot: {shot}")
 
 
+def test_without_javascript_the_overview_and_a_plain_table_show(browser, demo):
+    browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+    try:
+        open_page(browser, demo["page"])
+        got = browser.execute_cdp_cmd(
+            "Runtime.evaluate",
+            {
+                "expression": "[[...document.querySelectorAll('#plain tbody tr')].map(r => r.cells[0].title),"
+                " document.getElementById('plain').offsetHeight,"
+                " getComputedStyle(document.getElementById('scripted')).display,"
+                " document.querySelectorAll('#overview svg.bars g.bar').length]",
+                "returnByValue": True,
+            },
+        )["result"]["value"]
+    finally:
+        browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
+    paths, height, scripted, bars_drawn = got
+    assert paths == [f["path"] for f in demo["report"]["files"]]
+    assert height > 0 and scripted == "none" and bars_drawn > 0
+
+
+def test_print_layout_keeps_the_table_and_drops_the_controls(browser, demo):
+    open_page(browser, demo["page"])
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:
+        got = browser.execute_script(
+            "return [document.getElementById('files').offsetHeight,"
+            " getComputedStyle(document.querySelector('.tools')).display,"
+            " getComputedStyle(document.querySelector('nav')).display]"
+        )
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+    assert got[0] > 0 and got[1:] == ["none", "none"]
+    assert visible_rows(browser) == len(demo["report"]["files"])
+
+
 def test_findings_show_what_to_do(browser, demo):
     open_page(browser, demo["page"])
     pickle = os.path.join(demo["dir"], "code-running-pickle.ckpt")

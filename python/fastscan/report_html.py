@@ -592,13 +592,13 @@ def file_table(
     total = len(rows)
     html = (
         '<section id="files-section"><h2>Files</h2>'
-        '<div class="js-only"><p class="tools"><label>Filter <input id="filter" type="search" '
+        '<div id="scripted"><p class="tools"><label>Filter <input id="filter" type="search" '
         'placeholder="path, kind, arch, check…" '
         f'autocomplete="off"></label> <span id="shown">{total}</span> of {total} files match. Click a column '
         "heading to sort, a path to open the file's details.</p>"
         f'<div class="scroll"><table id="files">{COLS}<thead><tr>{head}</tr></thead><tbody></tbody></table>'
         '</div><p><button id="more" type="button" hidden></button></p></div>'
-        "<noscript><style>.js-only{display:none}</style><p>Without JavaScript: every file, no sorting, "
+        "<noscript><style>#scripted{display:none}</style><p>Without JavaScript: every file, no sorting, "
         "filtering nor details (the JSON report holds them all).</p>"
         '<table id="plain" class="grid"><thead><tr><th>path</th><th>kind</th><th>arch</th><th>size</th>'
         f"<th>findings</th></tr></thead><tbody>{''.join(plain)}</tbody></table></noscript></section>"
@@ -927,7 +927,7 @@ border:2px solid}
 .edge.near{stroke-dasharray:2 3}
 .edge.same{stroke:#8a8f99;stroke-width:3;opacity:.6}.elabel{font-size:10px;fill:var(--muted)}
 marker path{fill:var(--muted)}footer{color:var(--muted);font-size:12px;margin-top:30px}
-@media print{nav,.tools,.js-only{display:none}body{font-size:11px;background:#fff;color:#000}
+@media print{nav,.tools,#more{display:none}body{font-size:11px;background:#fff;color:#000}
 #files>thead th{position:static}details.file{break-inside:avoid}
 .chart{break-inside:avoid}
 a{color:inherit;text-decoration:none}pre{max-height:none}.mv{max-height:none}}
