@@ -20,6 +20,7 @@ from tests.report_fixtures import COPY_NAME, big_report, demo_report, fastscan, 
 
 from fastscan.lineage import lineage as lineage_doc
 from fastscan.lineage import scan_fingerprints
+from fastscan.report_html import TABLE_PAGE
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +50,33 @@ def bars(page: str, title: str) -> dict[str, float]:
 
 
 def rows(page: str) -> list[str]:
-    body = re.search(r'<table id="files">.*?<tbody>(.*?)</tbody>', page, re.S).group(1)
+    """The rows of the plain table, the one read without JavaScript."""
+    body = re.search(r'<table id="plain"[^>]*>.*?<tbody>(.*?)</tbody>', page, re.S).group(1)
     return re.findall(r"<tr.*?</tr>", body, re.S)
+
+
+def data(page: str) -> dict:
+    """The JSON document the script builds the table and the details from."""
+    text = re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S).group(1)
+    return json.loads(text)
 
 
 def all_files(d) -> list[str]:
     return [os.path.join(r, n) for r, _, ns in os.walk(d) for n in ns]
 
 
-def test_every_file_has_a_row_and_a_details_element(lib):
+def test_every_file_has_a_row_and_details(lib):
     page = lib["page"].read_text()
     files = all_files(lib["models"])
     assert len(rows(page)) == len(files)
-    assert page.count('<details class="file"') == len(files)
     for p in files:
-        assert f'title="{html.escape(p)}">{html.escape(os.path.relpath(p, lib["models"]))}</a></td>' in page
+        assert f'<td title="{html.escape(p)}">{html.escape(os.path.relpath(p, lib["models"]))}</td>' in page
+    doc = data(page)
+    assert sorted(r[0] for r in doc["rows"]) == sorted(files)
+    assert [len(r[0]) - r[1] for r in doc["rows"]] == [
+        len(os.path.relpath(r[0], lib["models"])) for r in doc["rows"]
+    ]
+    assert len(doc["files"]) == len(files)
 
 
 def test_names_are_escaped(lib):
@@ -157,20 +170,6 @@ def test_clip_offsets_chart_per_token(demo):
     )
 
 
-def test_findings_show_what_to_do(demo):
-    page = demo["page"].read_text()
-    details = section(page, "details")
-    pickle = os.path.join(demo["dir"], "code-running-pickle.ckpt")
-    block = next(b for b in details.split('<details class="file"') if f'title="{pickle}"' in b)
-    assert "delete it (never load it with torch.load)" in block
-    assert "fastscan fix" not in block  # nothing to run on a pickle that runs code
-    ema = os.path.join(demo["dir"], "ema-left-in-sd15-full-ema.safetensors")
-    block = next(b for b in details.split('<details class="file"') if f'title="{ema}"' in b)
-    assert f"what to do: <code>fastscan fix {ema}</code>" in block
-    truncated = os.path.join(demo["dir"], "truncated-download-sd15.safetensors")
-    assert re.search(rf'title="{re.escape(truncated)}".*?re-download it', details, re.S)
-
-
 def test_findings_by_severity_are_the_reports(demo):
     page = demo["page"].read_text()
     want = {k: v for k, v in demo["report"]["summary"]["findings"].items() if v}
@@ -236,8 +235,27 @@ def errors(driver) -> list[dict]:
 
 
 def visible_rows(driver) -> int:
+    """Rows of files in the table (not the rows holding an opened file's details)."""
     return driver.execute_script(
-        "return [...document.querySelectorAll('#files tbody tr')].filter(r => !r.hidden).length"
+        "return [...document.querySelectorAll('#files tbody tr:not(.more)')].filter(r => !r.hidden).length"
+    )
+
+
+def matching(driver) -> int:
+    return int(driver.find_element("id", "shown").text)
+
+
+def open_details(driver, path: str) -> str:
+    """Clicks `path` in the table; the HTML of the details opened under its row."""
+    from selenium.webdriver.common.by import By
+
+    link = next(
+        a for a in driver.find_elements(By.CSS_SELECTOR, "#files tbody a") if a.get_attribute("title") == path
+    )
+    ident = link.get_attribute("href").split("#")[1]
+    link.click()
+    return driver.execute_script(
+        f"const d = document.getElementById('{ident}'); return d && d.open ? d.innerHTML : null"
     )
 
 
@@ -280,7 +298,7 @@ def test_lineage_page_loads_renders_charts_and_filters(browser, lib, tmp_path):
     # sorting by size: the rows' sizes in order
     browser.find_element(By.XPATH, "//table[@id='files']//th[text()='size']").click()
     sizes = browser.execute_script(
-        "return [...document.querySelectorAll('#files tbody tr')].map(r => +r.cells[3].dataset.v)"
+        "return [...document.querySelectorAll('#files tbody tr:not(.more)')].map(r => +r.cells[3].dataset.v)"
     )
     assert sizes == sorted(os.path.getsize(p) for p in files)
     # a row opens its file's details
@@ -340,46 +358,110 @@ def test_demo_page_draws_clip_offsets(browser, demo, tmp_path):
     print(f"screenshot: {shot}")
 
 
+def test_without_javascript_the_overview_and_a_plain_table_show(browser, demo):
+    browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+    try:
+        open_page(browser, demo["page"])
+        got = browser.execute_cdp_cmd(
+            "Runtime.evaluate",
+            {
+                "expression": "[[...document.querySelectorAll('#plain tbody tr')].map(r => r.cells[0].title),"
+                " document.getElementById('plain').offsetHeight,"
+                " getComputedStyle(document.getElementById('scripted')).display,"
+                " document.querySelectorAll('#overview svg.bars g.bar').length]",
+                "returnByValue": True,
+            },
+        )["result"]["value"]
+    finally:
+        browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
+    paths, height, scripted, bars_drawn = got
+    assert paths == [f["path"] for f in demo["report"]["files"]]
+    assert height > 0 and scripted == "none" and bars_drawn > 0
+
+
+def test_print_layout_keeps_the_table_and_drops_the_controls(browser, demo):
+    open_page(browser, demo["page"])
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:
+        got = browser.execute_script(
+            "return [document.getElementById('files').offsetHeight,"
+            " getComputedStyle(document.querySelector('.tools')).display,"
+            " getComputedStyle(document.querySelector('nav')).display]"
+        )
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+    assert got[0] > 0 and got[1:] == ["none", "none"]
+    assert visible_rows(browser) == len(demo["report"]["files"])
+
+
+def test_findings_show_what_to_do(browser, demo):
+    open_page(browser, demo["page"])
+    pickle = os.path.join(demo["dir"], "code-running-pickle.ckpt")
+    block = open_details(browser, pickle)
+    assert "delete it (never load it with torch.load)" in block
+    assert "fastscan fix" not in block  # nothing to run on a pickle that runs code
+    ema = os.path.join(demo["dir"], "ema-left-in-sd15-full-ema.safetensors")
+    assert f"what to do: <code>fastscan fix {ema}</code>" in open_details(browser, ema)
+    truncated = os.path.join(demo["dir"], "truncated-download-sd15.safetensors")
+    assert "what to do: re-download it" in open_details(browser, truncated)
+    assert errors(browser) == []
+
+
 def load_ms(driver) -> float:
     return driver.execute_script(
         "const n = performance.getEntriesByType('navigation')[0]; return n.loadEventEnd - n.startTime"
     )
 
 
-# The load time is printed, not asserted: on a machine shared by parallel builds a 10,000-file page took
-# 13-35 s while the small demo page took 0.1-0.6 s, so no bound (nor a calibration against the demo
-# page, tried) is stable enough to assert without making the suite flaky.
+# The load time is printed, not asserted: on a machine shared by parallel builds load times vary tenfold,
+# so no bound is stable enough to assert without making the suite flaky (benches/report_load.py measures
+# it). What is asserted is what makes the page light: its size, and a table that holds a page of rows
+# while filtering and sorting run over all of them.
 
 
-def test_ten_thousand_files_load(browser, demo, tmp_path):
+def test_ten_thousand_files(browser, demo, tmp_path):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    open_page(browser, demo["page"])
-    calm = load_ms(browser)
     big = big_report(demo["json"], tmp_path / "big.json")
+    doc = json.loads(big.read_text())
     page = tmp_path / "big.html"
     r = fastscan("report", str(big), "-o", str(page))
     assert r.returncode == 0, r.stderr
+    text = page.read_text()
+    assert len(text.encode()) < 6_000_000
+    assert len(rows(text)) == 10_000  # without JavaScript, every file in the plain table
     open_page(browser, page)
-    assert errors(browser) == []
-    assert visible_rows(browser) == 10_000
     ms = load_ms(browser)
     print(
-        f"10,000-file report ({page.stat().st_size} bytes) loaded in {ms:.0f} ms (demo page: {calm:.0f} ms)"
+        f"10,000-file report ({page.stat().st_size} bytes) loaded in {ms:.0f} ms "
+        f"(load average {os.getloadavg()[0]:.1f})"
     )
-    assert ms > 0
+    assert errors(browser) == []
+    assert browser.execute_script("return document.getElementById('files').hasAttribute('data-ready')")
+    assert matching(browser) == 10_000
+    assert visible_rows(browser) == TABLE_PAGE
+    browser.execute_script("document.getElementById('more').scrollIntoView()")
+    WebDriverWait(browser, 5).until(lambda d: visible_rows(d) == 2 * TABLE_PAGE)
+    shot = tmp_path / "big-report.png"
+    browser.execute_script("document.getElementById('files-section').scrollIntoView()")
+    assert browser.save_screenshot(str(shot))
+    print(f"screenshot: {shot}")
+    # sorting runs over every row: the largest of the 10,000 files comes first
+    size = browser.find_element(By.XPATH, "//table[@id='files']//th[text()='size']")
+    size.click()
+    size.click()
+    first = browser.execute_script("return +document.querySelector('#files tbody tr').cells[3].dataset.v")
+    assert first == max(f["size"] for f in doc["files"])
     k = len(demo["report"]["files"])
     set_filter(browser, "copy0042/")
-    assert visible_rows(browser) == k  # the 43rd copy of the demo's files
-    # over 1,000 files a file's details are built when its row is opened
-    j = next(
-        i for i, f in enumerate(demo["report"]["files"]) if f["path"].endswith("code-running-pickle.ckpt")
-    )
-    ident = f"f-{42 * k + j}"  # big_report keeps the demo's order, copy after copy
-    browser.find_element(By.CSS_SELECTOR, f"#files tbody a[href='#{ident}']").click()
-    opened = browser.execute_script(
-        f"const d = document.getElementById('{ident}');"
-        " return d && d.open && d.querySelector('.body').textContent"
-    )
-    assert opened and "pickle.dangerous-import" in opened
+    assert visible_rows(browser) == matching(browser) == k  # the 43rd copy of the demo's files
+    set_filter(browser, "pickle.dangerous-import")
+    want = sum(any(x["check"] == "pickle.dangerous-import" for x in f["findings"]) for f in doc["files"])
+    assert matching(browser) == want > TABLE_PAGE
+    set_filter(browser, "copy0042/")
+    pickle = "library/copy0042/code-running-pickle.ckpt"
+    assert pickle in {f["path"] for f in doc["files"]}
+    opened = open_details(browser, pickle)
+    assert opened and "pickle.dangerous-import" in opened and "delete it" in opened
     assert errors(browser) == []

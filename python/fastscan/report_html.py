@@ -4,8 +4,10 @@
 the core for lineage and similarities; `load` reads a `fastscan.report/1` JSON document made elsewhere.
 `page` only presents: every number on the page is one the core (or the duplicate grouping) put in the
 report, the lineage document or the similarity documents. Nothing on the page fetches anything: no
-network, no fonts, no libraries (a Content-Security-Policy forbids it); the overview, tables and details
-work without JavaScript, which adds sorting, filtering and opening a file's details from its row.
+network, no fonts, no libraries (a Content-Security-Policy forbids it). The overview, duplicates, CLIP and
+lineage sections are HTML and inline SVG; the file table and every file's details are one compact JSON
+document the page's script turns into HTML when shown (a page of rows at a time, details when opened), so
+10,000 files make a light page; without JavaScript a plain table lists every file.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from fastscan.render import DUPLICATE_TITLES, reclaimable, short_path, size
 HEATMAP_MAX = 40  # models of one kind and arch drawn in a similarity heatmap (pairs grow as n²)
 ALSO_IN_SHOWN = 8  # other files listed for a shared component
 DETAILS_CHARS = 2000  # characters of a finding's details shown (JSON), the rest summarised
-LAZY_DETAILS_CHARS = 600  # the same, when details are stored as data (over INLINE_DETAILS_MAX files)
+LAZY_DETAILS_CHARS = 600  # the same (and of a metadata value) above FULL_DETAILS_MAX files
 CLIP_CHARTS = 40  # CLIP offset charts drawn; the other files with the finding are listed
-# Above this many files, file details are stored as data and built when opened (a page of 10,000 files
-# loads fast); up to it they are plain HTML, readable without JavaScript.
-INLINE_DETAILS_MAX = 1000
+# Up to this many files, details keep DETAILS_CHARS of each finding's details and printing opens every
+# file's details; above it the page stays light (a file's details are built when it is opened, always).
+FULL_DETAILS_MAX = 1000
 WASTE_CAUSES = {"ema": "EMA weights", "junk": "junk keys", "float64": "float64", "duplicates": "duplicates"}
 
 
@@ -162,17 +164,21 @@ def _num(v: float) -> str:
     return f"{v:.2f}".rstrip("0").rstrip(".") if v == v else "0"
 
 
-_ROOTS: list[str] = []
+@dataclass(frozen=True)
+class View:
+    """How the sections name files: relative to the scan roots, linked by index (`#f-INDEX` opens the
+    file's row and details)."""
 
+    roots: Sequence[str]
+    ids: Mapping[str, int]
 
-def short(path: str) -> str:
-    """`path` as shown: relative to the scan root it was found under (the full path is its tooltip)."""
-    return short_path(path, _ROOTS)
+    def short(self, path: str) -> str:
+        """`path` as shown: relative to the scan root it was found under (the full path is its tooltip)."""
+        return short_path(path, list(self.roots))
 
-
-def _link(path: str, ids: Mapping[str, int]) -> str:
-    """A link to a file's details, showing its short path (the full path on hover)."""
-    return f'<a href="#f-{ids.get(path, "")}" title="{_e(path)}">{_e(short(path))}</a>'
+    def link(self, path: str) -> str:
+        """A link to a file's details, showing its short path (the full path on hover)."""
+        return f'<a href="#f-{self.ids.get(path, "")}" title="{_e(path)}">{_e(self.short(path))}</a>'
 
 
 def _files_of(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -502,11 +508,44 @@ def _worst(f: Mapping[str, Any]) -> str | None:
 COLS = "<colgroup>" + "".join(f'<col style="width:{w}%">' for w in (34, 8, 7, 8, 8, 25, 10)) + "</colgroup>"
 
 
-def file_table(report: Mapping[str, Any], redundant: Mapping[str, tuple[int, str]]) -> str:
-    """Every file, one row each; the path links to the file's details."""
-    rows = []
+class Texts:
+    """Each distinct text of the page's data once: a text is written as its index (a library repeats its
+    kinds, dtypes, component names, findings and what to do)."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def __call__(self, s: Any) -> int:
+        return self.index.setdefault(str(s), len(self.index))
+
+
+TABLE_PAGE = 200  # rows the script adds to the table at a time (the next ones when the end is in view)
+COLUMNS = (
+    ("path", "text"),
+    ("kind", "text"),
+    ("arch", "text"),
+    ("size", "num"),
+    ("dtypes", "text"),
+    ("findings", "num"),
+    ("reclaimable", "num"),
+)
+
+
+def file_table(
+    report: Mapping[str, Any], redundant: Mapping[str, tuple[int, str]], view: View, t: Texts
+) -> tuple[str, list[list[Any]]]:
+    """The Files section and its rows as data.
+
+    The script builds the table from the rows (a page at a time, sorted and filtered over every row): a
+    table of 10,000 rows of HTML took seconds to lay out. Without JavaScript a plain table lists every
+    file (path, kind, arch, size, findings). A row: [path, characters of the path not shown (the scan
+    root), kind, arch, size, size as shown, dtypes, severity rank, findings cell, reclaimable bytes,
+    reclaimable cell, worst severity]; texts as `Texts` indices, cells as HTML.
+    """
+    rows: list[list[Any]] = []
+    plain = []
     rank = {s: i + 1 for i, s in enumerate(SEVERITIES)}
-    for i, f in enumerate(_files_of(report)):
+    for f in _files_of(report):
         path = f["path"]
         counts: dict[str, int] = defaultdict(int)
         for x in f.get("findings") or []:
@@ -525,186 +564,186 @@ def file_table(report: Mapping[str, Any], redundant: Mapping[str, tuple[int, str
         else:
             reclaim = size(waste) if waste else ""
         worst = _worst(f)
+        found = f"{badges} <small>{_e(checks)}</small>" if badges else ""
+        shown = view.short(path)
+        kind, arch, n = f.get("kind", ""), f.get("arch", ""), f.get("size", 0)
         rows.append(
-            f'<tr class="w-{worst or "none"}"><td class="p">'
-            f'<a href="#f-{i}" title="{_e(path)}">{_e(short(path))}</a></td>'
-            f"<td>{_e(f.get('kind', ''))}</td><td>{_e(f.get('arch', ''))}</td>"
-            f'<td class="n" data-v="{f.get("size", 0)}">{size(f.get("size", 0))}</td><td>{_e(dtypes)}</td>'
-            f'<td data-v="{rank.get(worst, 0) if worst else 0}">{badges} <small>{_e(checks)}</small></td>'
-            f'<td class="n" data-v="{waste}">{reclaim}</td></tr>'
+            [
+                path,
+                len(path) - len(shown),
+                t(kind),
+                t(arch),
+                n,
+                t(size(n)),
+                t(dtypes),
+                rank.get(worst, 0) if worst else 0,
+                t(found),
+                waste,
+                t(reclaim),
+                t(worst or "none"),
+            ]
         )
-    head = "".join(
-        f'<th data-type="{t}" scope="col">{name}</th>'
-        for name, t in (
-            ("path", "text"),
-            ("kind", "text"),
-            ("arch", "text"),
-            ("size", "num"),
-            ("dtypes", "text"),
-            ("findings", "num"),
-            ("reclaimable", "num"),
+        findings = len(f.get("findings") or []) + (1 if f.get("error") else 0)
+        plain.append(
+            f'<tr><td title="{_e(path)}">{_e(shown)}</td><td>{_e(kind)}</td><td>{_e(arch)}</td>'
+            f"<td>{size(n)}</td><td>{findings or ''}</td></tr>"
         )
-    )
-    n = len(rows)
-    return (
+    head = "".join(f'<th data-type="{t}">{name}</th>' for name, t in COLUMNS)
+    total = len(rows)
+    html = (
         '<section id="files-section"><h2>Files</h2>'
-        '<p class="tools"><label>Filter <input id="filter" type="search" '
+        '<div id="scripted"><p class="tools"><label>Filter <input id="filter" type="search" '
         'placeholder="path, kind, arch, check…" '
-        f'autocomplete="off"></label> <span id="shown">{n}</span> of {n} files shown. '
-        '<span class="js-only">Click a column heading to sort.</span></p>'
-        f'<div class="scroll"><table id="files">{COLS}<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
-        "</tbody></table></div></section>"
+        f'autocomplete="off"></label> <span id="shown">{total}</span> of {total} files match. Click a column '
+        "heading to sort, a path to open the file's details.</p>"
+        f'<div class="scroll"><table id="files">{COLS}<thead><tr>{head}</tr></thead><tbody></tbody></table>'
+        '</div><p><button id="more" type="button" hidden></button></p></div>'
+        "<noscript><style>#scripted{display:none}</style><p>Without JavaScript: every file, no sorting, "
+        "filtering nor details (the JSON report holds them all).</p>"
+        '<table id="plain" class="grid"><thead><tr><th>path</th><th>kind</th><th>arch</th><th>size</th>'
+        f"<th>findings</th></tr></thead><tbody>{''.join(plain)}</tbody></table></noscript></section>"
     )
+    return html, rows
 
 
-def _table(rows: Iterable[tuple[str, str]], klass: str = "kv") -> str:
-    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<table class="{klass}">{body}</table>' if body else ""
+def _clipped(value: Any, limit: int) -> list[Any]:
+    """`[text]`, or `[first limit characters, characters in all]` when longer: compact JSON for values
+    that are not text (the page pretty-prints it when whole)."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return [text] if len(text) <= limit else [text[:limit], len(text)]
 
 
-def _finding(f: Mapping[str, Any], path: str, limit: int) -> str:
+def _finding(f: Mapping[str, Any], path: str, limit: int) -> tuple[Any, ...]:
+    """[severity, check, message, what to do, how it is shown (0 text, 1 command, 2 command with the CLIP
+    chart), details (`_clipped`)]."""
     r = remedy(f["check"], f["severity"])
-    todo = how(r, path)
-    todo_html = f"<code>{_e(todo)}</code>" if r in (Remedy.fix, Remedy.convert) else _e(todo)
-    if r is Remedy.fix and f["check"] == "clip.position-ids":
-        todo_html += ' · <a href="#clip">offset chart</a>'
-    details = json.dumps(f.get("details"), indent=1, ensure_ascii=False)
-    if len(details) > limit:
-        details = details[:limit] + f"\n… ({len(details)} characters in all; see the JSON report)"
-    return (
-        f"<li>{_sev_badge(f['severity'])} <b>{_e(f['check'])}</b>: {_e(f.get('message', ''))}"
-        f'<div class="todo">what to do: {todo_html}</div>'
-        f"<details><summary>details</summary><pre>{_e(details)}</pre></details></li>"
-    )
+    shown = 0
+    if r in (Remedy.fix, Remedy.convert):
+        shown = 2 if r is Remedy.fix and f["check"] == "clip.position-ids" else 1
+    details = _clipped(f.get("details"), limit)
+    return f["severity"], f["check"], f.get("message", ""), how(r, path), shown, details
 
 
-def _provenance(p: Mapping[str, Any]) -> str:
-    rows = [("written by", _e(", ".join(p.get("tools") or [])))]
+def _provenance(p: Mapping[str, Any]) -> list[list[str]]:
+    rows = [["written by", ", ".join(p.get("tools") or [])]]
     merge = p.get("merge")
     if merge:
         mult = ", ".join(f"{k} {v}" for k, v in (merge.get("multipliers") or {}).items())
-        rows.append(
-            (
-                "merge",
-                _e(" ".join(x for x in (merge.get("method"), merge.get("calcmode")) if x))
-                + (f" ({_e(mult)})" if mult else ""),
-            )
-        )
+        method = " ".join(x for x in (merge.get("method"), merge.get("calcmode")) if x)
+        rows.append(["merge", method + (f" ({mult})" if mult else "")])
     for q in p.get("parents") or []:
         ids = " ".join(x for x in (q.get("sha256"), q.get("legacy_hash")) if x)
-        rows.append((_e(q.get("role", "parent")), _e(f"{q.get('name') or ''} {ids}".strip())))
+        rows.append([q.get("role", "parent"), f"{q.get('name') or ''} {ids}".strip()])
     if p.get("base_model"):
-        rows.append(("base model", _e(p["base_model"])))
+        rows.append(["base model", str(p["base_model"])])
     for k, v in (p.get("training") or {}).items():
         if v is not None:
-            rows.append((_e(k), _e(v)))
-    return _table(rows)
+            rows.append([str(k), str(v)])
+    return rows
 
 
-def file_details(
-    report: Mapping[str, Any], redundant: Mapping[str, tuple[int, str]], ids: Mapping[str, int]
+def file_data(
+    report: Mapping[str, Any],
+    redundant: Mapping[str, tuple[int, str]],
+    view: View,
+    t: Texts,
+    rows: list[list[Any]],
 ) -> str:
-    """One closed `<details>` per file: facts, hashes, components (and where else they occur), findings,
-    metadata, provenance."""
-    lazy = len(_files_of(report)) > INLINE_DETAILS_MAX
-    bodies: list[str] = []
-    where: dict[str, list[str]] = defaultdict(list)
-    for f in _files_of(report):
+    """Every file's details as one compact JSON document, built into HTML by the page's script when the
+    file is opened (pre-rendered, the details of 10,000 files were 16 MB of HTML).
+
+    `{"rows": [...], "files": [...], "text": [...], "shared": [[index, ...], ...], "also": n, "print": n,
+    "page": n}`: the table's rows (`file_table`), then one object per file, in the same order, with what
+    its row does not show (formatted here: sizes, commands). Every text is an index into `text` (`Texts`).
+    `page`: rows added to the table at a time. `shared`: the files sharing a component (its
+    canonical hash), referred to from each component. `also`: the other files listed for a shared
+    component; `print`: the most files printed with their details. A file's keys: `fa` format, size,
+    tensors, dtypes; `id` identification; `cp` [index, path] of the copy to keep; `er` why unreadable;
+    `h` hashes [name, value]; `k` components [name, tensors, size, dtypes, BLAKE3, shared group or -1];
+    `x` findings (`_finding`); `pa` parts; `m` metadata [key, value, length when clipped]; `pr`
+    provenance [label, value].
+    """
+    files = _files_of(report)
+    limit = DETAILS_CHARS if len(files) <= FULL_DETAILS_MAX else LAZY_DETAILS_CHARS
+    where: dict[str, list[int]] = defaultdict(list)
+    for i, f in enumerate(files):
         for name, c in (f.get("components") or {}).items():
             if name not in NOT_WEIGHTS and c.get("blake3"):
-                where[c["blake3"]].append(f["path"])
+                where[c["blake3"]].append(i)
+    shared = [ids for ids in where.values() if len(ids) > 1]
+    group = {h: g for g, h in enumerate(h for h, ids in where.items() if len(ids) > 1)}
     out = []
-    for i, f in enumerate(_files_of(report)):
+    for f in files:
         path = f["path"]
-        worst = _worst(f)
-        facts = [
-            ("format", _e(f.get("format", ""))),
-            ("kind / arch", _e(f"{f.get('kind', '')} / {f.get('arch', '')}")),
-            ("size", f"{size(f.get('size', 0))} ({f.get('size', 0)} bytes)"),
-            ("tensors", _e(f.get("tensors", 0))),
-            ("dtypes", _e(", ".join(f"{k} {size(v)}" for k, v in (f.get("dtypes") or {}).items()))),
-        ]
+        d: dict[str, Any] = {
+            "fa": [
+                t(f.get("format", "")),
+                t(f"{size(f.get('size', 0))} ({f.get('size', 0)} bytes)"),
+                t(f.get("tensors", 0)),
+                t(", ".join(f"{k} {size(v)}" for k, v in (f.get("dtypes") or {}).items())),
+            ],
+        }
         ident = f.get("identification")
         if ident:
-            facts.append(
-                ("identification", _e(f"score {ident['score']} ({ident['matched']} of {ident['of']} keys)"))
-            )
+            d["id"] = t(f"score {ident['score']} ({ident['matched']} of {ident['of']} keys)")
         copy = redundant.get(path)
         if copy:
-            facts.append(
-                ("copy", f'a redundant copy of <a href="#f-{ids.get(copy[1], "")}">{_e(copy[1])}</a>')
-            )
+            d["cp"] = [view.ids.get(copy[1], -1), t(copy[1])]
         if f.get("error"):
-            facts.append(("unreadable", _e(f"{f['error'].get('kind')}: {f['error'].get('message')}")))
-        hashes = [(_e(k), f"<code>{_e(v)}</code>") for k, v in (f.get("hashes") or {}).items() if v]
-        comps = []
-        for name, c in (f.get("components") or {}).items():
-            h = c.get("blake3")
-            others = [p for p in where.get(h, []) if p != path] if h else []
-            also = ", ".join(f'<a href="#f-{ids[p]}">{_e(_base(p))}</a>' for p in others[:ALSO_IN_SHOWN])
-            if len(others) > ALSO_IN_SHOWN:
-                also += f" and {len(others) - ALSO_IN_SHOWN} more"
-            comps.append(
-                f'<tr><td>{_e(name)}</td><td class="n">{c.get("tensors", 0)}</td>'
-                f'<td class="n">{size(c.get("bytes", 0))}</td><td>{_e(", ".join(c.get("dtypes") or {}))}</td>'
-                f"<td><code>{_e(h or '')}</code></td><td>{also}</td></tr>"
-            )
-        comp_html = (
-            '<table class="grid"><tr><th>component</th><th>tensors</th><th>bytes</th><th>dtypes</th>'
-            f"<th>BLAKE3 (canonical)</th><th>also in</th></tr>{''.join(comps)}</table>"
-            if comps
-            else ""
-        )
-        findings = "".join(
-            _finding(x, path, LAZY_DETAILS_CHARS if lazy else DETAILS_CHARS) for x in f.get("findings") or []
-        )
-        meta = [
-            (_e(k), f'<div class="mv">{_e(v if isinstance(v, str) else json.dumps(v))}</div>')
-            for k, v in (f.get("metadata") or {}).items()
+            d["er"] = t(f"{f['error'].get('kind')}: {f['error'].get('message')}")
+        hashes = [[t(k), t(v)] for k, v in (f.get("hashes") or {}).items() if v]
+        if hashes:
+            d["h"] = hashes
+        comps = [
+            [
+                t(name),
+                t(c.get("tensors", 0)),
+                t(size(c.get("bytes", 0))),
+                t(", ".join(c.get("dtypes") or {})),
+                t(c.get("blake3") or ""),
+                group.get(c.get("blake3") or "", -1) if name not in NOT_WEIGHTS else -1,
+            ]
+            for name, c in (f.get("components") or {}).items()
         ]
+        if comps:
+            d["k"] = comps
+        findings = []
+        for x in f.get("findings") or []:
+            sev, check, message, todo, shown, details = _finding(x, path, limit)
+            findings.append([t(sev), t(check), t(message), t(todo), shown, t(details[0]), *details[1:]])
+        if findings:
+            d["x"] = findings
         parts = [
-            f"<tr><td>{_e(p.get('path'))}</td><td>{_e(p.get('component'))}</td><td>{_e(p.get('role'))}</td>"
-            f'<td class="n">{size(p.get("size", 0))}</td></tr>'
+            [t(p.get("path")), t(p.get("component")), t(p.get("role")), t(size(p.get("size", 0)))]
             for p in f.get("parts") or []
         ]
-        body = [_table(facts)]
-        if hashes:
-            body.append("<h4>Hashes</h4>" + _table(hashes))
-        if comp_html:
-            body.append("<h4>Components</h4>" + comp_html)
-        if findings:
-            body.append(f'<h4>Findings</h4><ul class="findings">{findings}</ul>')
         if parts:
-            body.append(
-                '<h4>Parts</h4><table class="grid"><tr><th>file</th><th>component</th><th>role</th>'
-                f"<th>size</th></tr>{''.join(parts)}</table>"
-            )
+            d["pa"] = parts
+        meta = []
+        for k, v in (f.get("metadata") or {}).items():
+            value = _clipped(v, limit)
+            meta.append([t(k), t(value[0]), *value[1:]])
         if meta:
-            body.append("<h4>Metadata</h4>" + _table(meta))
+            d["m"] = meta
         if f.get("provenance"):
-            body.append("<h4>Provenance</h4>" + _provenance(f["provenance"]))
-        badge = _sev_badge(worst) if worst else ""
-        summary = f'{badge} <span title="{_e(path)}">{_e(short(path))}</span>'
-        if lazy:
-            bodies.append([summary, "".join(body)])
-        else:
-            out.append(
-                f'<details class="file" id="f-{i}"><summary>{summary}</summary>'
-                f'<div class="body">{"".join(body)}</div></details>'
-            )
-    note = ""
-    if lazy:
-        # JSON inside <script>: `</` written `<\/` and `<!--` `\u003c!--`, so nothing ends or bends it
-        data = json.dumps(bodies, ensure_ascii=False).replace("</", "<\\/").replace("<!--", "\\u003c!--")
-        out.append(f'<div id="lazy"></div><script type="application/json" id="bodies">{data}</script>')
-        note = (
-            f"<p>{len(bodies)} files: a file's details are built when its row is opened, "
-            "which needs JavaScript.</p>"
-        )
-    return f'<section id="details"><h2>File details</h2>{note}{"".join(out)}</section>'
+            d["pr"] = [[t(k), t(v)] for k, v in _provenance(f["provenance"])]
+        out.append(d)
+    doc = {
+        "rows": rows,
+        "files": out,
+        "text": list(t.index),
+        "shared": shared,
+        "also": ALSO_IN_SHOWN,
+        "print": FULL_DETAILS_MAX,
+        "page": TABLE_PAGE,
+    }
+    data = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    # JSON inside <script>: `</` written `<\/` and `<!--` `\u003c!--`, so nothing ends or bends it
+    data = data.replace("</", "<\\/").replace("<!--", "\\u003c!--")
+    return f'<script type="application/json" id="data">{data}</script>'
 
 
-def duplicates_section(report: Mapping[str, Any], ids: Mapping[str, int]) -> str:
+def duplicates_section(report: Mapping[str, Any], view: View) -> str:
     """The duplicate groups, largest reclaimable first, the copy to keep marked."""
     groups = report.get("duplicates") or []
     if not groups:
@@ -727,7 +766,7 @@ def duplicates_section(report: Mapping[str, Any], ids: Mapping[str, int]) -> str
         for p in g["files"]:
             mark = ' <span class="keep">keep</span>' if p == g.get("keep") else ""
             mark += ' <span class="sev error">damaged</span>' if p in damaged else ""
-            lis.append(f"<li>{_link(p, ids)}{mark}</li>")
+            lis.append(f"<li>{view.link(p)}{mark}</li>")
         items.append(f'<div class="group {_e(g["type"])}"><p>{head}</p><ul>{"".join(lis)}</ul></div>')
     total = reclaimable(groups)
     return (
@@ -737,7 +776,7 @@ def duplicates_section(report: Mapping[str, Any], ids: Mapping[str, int]) -> str
     )
 
 
-def clip_section(report: Mapping[str, Any], ids: Mapping[str, int]) -> str:
+def clip_section(report: Mapping[str, Any], view: View) -> str:
     """A chart of the offset per token position for every CLIP `position_ids` finding with values."""
     figs = []
     more: list[str] = []
@@ -747,7 +786,7 @@ def clip_section(report: Mapping[str, Any], ids: Mapping[str, int]) -> str:
                 continue
             d = x.get("details") or {}
             if len(figs) >= CLIP_CHARTS and d.get("offset"):
-                more.append(f'<a href="#f-{ids[f["path"]]}">{_e(_base(f["path"]))}</a>')
+                more.append(f'<a href="#f-{view.ids[f["path"]]}">{_e(_base(f["path"]))}</a>')
                 continue
             chart = offsets_chart(d)
             if chart is None:
@@ -756,7 +795,7 @@ def clip_section(report: Mapping[str, Any], ids: Mapping[str, int]) -> str:
             cmd = how(remedy(x["check"], x["severity"]), f["path"])
             figs.append(
                 f'<figure class="clip">{chart}<figcaption>{_sev_badge(x["severity"])} '
-                f'<a href="#f-{ids[f["path"]]}" title="{_e(f["path"])}">{_e(short(f["path"]))}</a>: '
+                f"{view.link(f['path'])}: "
                 f"<code>{_e(d.get('tensor', ''))}</code> "
                 f"({_e(d.get('encoder', ''))}, {_e(d.get('dtype', ''))}): "
                 f"{len(d.get('offset') or [])} inexact position(s), {broken} misread by truncation, "
@@ -774,7 +813,7 @@ def clip_section(report: Mapping[str, Any], ids: Mapping[str, int]) -> str:
     )
 
 
-def lineage_section(lib: Library, ids: Mapping[str, int]) -> str:
+def lineage_section(lib: Library, view: View) -> str:
     """Families as graphs, per-block weights of block merges, recipes, similarity heatmaps."""
     doc = lib.lineage
     if doc is None:
@@ -783,18 +822,18 @@ def lineage_section(lib: Library, ids: Mapping[str, int]) -> str:
         return '<section id="lineage"><h2>Lineage</h2><p>No model files with weights.</p></section>'
     out = ['<section id="lineage"><h2>Lineage</h2>']
     for k, fam in enumerate(doc["families"], 1):
-        out.append(f"<h3>Family {k} ({len(fam)} models)</h3>" + family_graph(doc, fam, ids))
+        out.append(f"<h3>Family {k} ({len(fam)} models)</h3>" + family_graph(doc, fam, view.ids))
     alone = [m["path"] for m in doc["models"] if not any(m["path"] in fam for fam in doc["families"])]
     if alone:
         out.append(
             "<p>Related to no other model: "
-            + ", ".join(f'<a href="#f-{ids.get(p, "")}">{_e(_base(p))}</a>' for p in alone)
+            + ", ".join(f'<a href="#f-{view.ids.get(p, "")}">{_e(_base(p))}</a>' for p in alone)
             + "</p>"
         )
     merges = [m for m in doc["models"] if m.get("merge")]
     if merges:
         rows = "".join(
-            f"<tr><td>{_link(m['path'], ids)}</td><td>{_e(recipe_text(m['merge']))}</td></tr>" for m in merges
+            f"<tr><td>{view.link(m['path'])}</td><td>{_e(recipe_text(m['merge']))}</td></tr>" for m in merges
         )
         out.append(
             '<h3>Merges</h3><table class="grid"><tr><th>model</th><th>recipe (from the weights)</th></tr>'
@@ -803,7 +842,7 @@ def lineage_section(lib: Library, ids: Mapping[str, int]) -> str:
     for m in merges:
         if m["merge"].get("blocks"):
             out.append(
-                f'<figure class="chart wide"><figcaption>{_e(short(m["path"]))}: weights per block'
+                f'<figure class="chart wide"><figcaption>{_e(view.short(m["path"]))}: weights per block'
                 "</figcaption>"
                 f"{block_chart(m)}</figure>"
             )
@@ -854,16 +893,18 @@ background:var(--muted);white-space:nowrap}.sev.critical{background:var(--crit)}
 .sev.error{background:var(--err)}
 .sev.warning{background:var(--warn)}.sev.info{background:var(--info)}
 .keep{color:#fff;background:#2e7d32;padding:0 5px;border-radius:3px;font-size:11px}
-.scroll{overflow-x:auto}table{border-collapse:collapse}#files{width:100%}
-#files th,#files td,.grid th,.grid td{padding:3px 8px;border-bottom:1px solid var(--line);text-align:left;
-vertical-align:top}#files th{position:sticky;top:0;background:var(--bg);cursor:pointer;user-select:none}
-#files th[aria-sort=ascending]::after{content:" ▲"}#files th[aria-sort=descending]::after{content:" ▼"}
-#files{table-layout:fixed}#files td{overflow-wrap:anywhere}
-#files td.p{word-break:break-all}td.n{text-align:right;white-space:nowrap}
-#files small{color:var(--muted)}.kv th{text-align:left;padding:2px 12px 2px 0;color:var(--muted);
+.scroll{overflow-x:auto}table{border-collapse:collapse}#files{width:100%;table-layout:fixed}
+#files>*>tr>th,#files>tbody>tr>td,.grid th,.grid td{padding:3px 8px;border-bottom:1px solid var(--line);
+text-align:left;vertical-align:top}#files>thead th{position:sticky;top:0;background:var(--bg);cursor:pointer;
+user-select:none}#files th[aria-sort=ascending]::after{content:" ▲"}
+#files th[aria-sort=descending]::after{content:" ▼"}#files>tbody>tr>td{overflow-wrap:anywhere}
+#files>tbody>tr>td:first-child{word-break:break-all}#files>tbody>tr>td:nth-child(4),
+#files>tbody>tr>td:nth-child(7),td.n{text-align:right;white-space:nowrap}
+#files small{color:var(--muted)}#files>tbody>tr.more>td{padding:0 0 8px;text-align:left;
+white-space:normal}.kv th{text-align:left;padding:2px 12px 2px 0;color:var(--muted);
 font-weight:500;vertical-align:top;white-space:nowrap}.kv td{padding:2px 0;word-break:break-all}
 .mv{max-height:8em;overflow:auto}details.file{border:1px solid var(--line);border-radius:5px;margin:4px 0;
-background:var(--card);content-visibility:auto;contain-intrinsic-size:auto 34px}
+background:var(--card)}
 details.file>summary{padding:5px 8px;cursor:pointer;word-break:break-all}
 details.file .body{padding:4px 12px 10px}
 details.file:target{outline:2px solid var(--accent)}.findings{padding-left:18px}.findings li{margin:6px 0}
@@ -886,67 +927,156 @@ border:2px solid}
 .edge.near{stroke-dasharray:2 3}
 .edge.same{stroke:#8a8f99;stroke-width:3;opacity:.6}.elabel{font-size:10px;fill:var(--muted)}
 marker path{fill:var(--muted)}footer{color:var(--muted);font-size:12px;margin-top:30px}
-@media print{nav,.tools,.js-only{display:none}body{font-size:11px;background:#fff;color:#000}
-#files th{position:static}details.file{content-visibility:visible;break-inside:avoid}
+@media print{nav,.tools,#more{display:none}body{font-size:11px;background:#fff;color:#000}
+#files>thead th{position:static}details.file{break-inside:avoid}
 .chart{break-inside:avoid}
 a{color:inherit;text-decoration:none}pre{max-height:none}.mv{max-height:none}}
 """
 
 SCRIPT = """
 (function(){
-var table=document.getElementById('files');
-if(table){
-  var body=table.tBodies[0],rows=Array.prototype.slice.call(body.rows),
-      input=document.getElementById('filter'),
-      shown=document.getElementById('shown'),timer=null,texts=null;
-  var apply=function(){
-    var terms=input.value.toLowerCase().split(/\\s+/).filter(Boolean),n=0;
-    if(!texts){texts=new Map();rows.forEach(function(r){texts.set(r,r.textContent.toLowerCase());});}
-    rows.forEach(function(r){var t=texts.get(r),ok=terms.every(function(q){return t.indexOf(q)>=0;});
-      r.hidden=!ok;if(ok)n++;});
-    shown.textContent=n;table.setAttribute('data-filtered',input.value);
-  };
-  input.addEventListener('input',function(){clearTimeout(timer);timer=setTimeout(apply,120);});
-  Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th,col){
-    th.addEventListener('click',function(){
-      var dir=th.getAttribute('aria-sort')==='ascending'?-1:1,num=th.dataset.type==='num';
-      Array.prototype.forEach.call(table.tHead.rows[0].cells,function(h){h.removeAttribute('aria-sort');});
-      th.setAttribute('aria-sort',dir>0?'ascending':'descending');
-      var key=function(r){var c=r.cells[col];return num?Number(c.dataset.v||0):c.textContent.toLowerCase();};
-      var keyed=rows.map(function(r){return [key(r),r];});
-      keyed.sort(function(a,b){return a[0]<b[0]?-dir:a[0]>b[0]?dir:0;});
-      var frag=document.createDocumentFragment();
-      keyed.forEach(function(k){frag.appendChild(k[1]);});
-      body.appendChild(frag);rows=keyed.map(function(k){return k[1];});
-    });
+var table=document.getElementById('files'),dataEl=document.getElementById('data');
+if(!table||!dataEl)return;
+var d=JSON.parse(dataEl.textContent),R=d.rows,T=d.text,body=table.tBodies[0],
+    input=document.getElementById('filter'),shown=document.getElementById('shown'),
+    more=document.getElementById('more'),timer=null,plain=null,lower=null,
+    order=R.map(function(r,i){return i;}),match=order,limit=d.page,opened={},rowEl={};
+var esc=function(s){return String(s).replace(/[&<>"']/g,function(c){return '&#'+c.charCodeAt(0)+';';});};
+var E=function(k){return esc(T[k]);};
+var base=function(p){var s=p.replace(/\\/+$/,'');return s.slice(s.lastIndexOf('/')+1)||p;};
+var badge=function(s){return '<span class="sev '+esc(s)+'">'+esc(s)+'</span>';};
+var link=function(i,text){return '<a href="#f-'+i+'">'+esc(text)+'</a>';};
+var kv=function(rs){
+  return rs.length?'<table class="kv">'+rs.map(function(r){
+    return '<tr><th>'+esc(r[0])+'</th><td>'+r[1]+'</td></tr>';
+  }).join('')+'</table>':'';
+};
+var grid=function(head,num,rs){
+  return '<table class="grid"><tr>'+head.map(function(h){return '<th>'+h+'</th>';}).join('')+'</tr>'+
+    rs.map(function(r){
+      return '<tr>'+r.map(function(c,k){
+        return (num.indexOf(k)>=0?'<td class="n">':'<td>')+c+'</td>';
+      }).join('')+'</tr>';
+    }).join('')+'</table>';
+};
+var whole=function(text,n){return n?text+'\\n\\u2026 ('+n+' characters in all; see the JSON report)':text;};
+var pretty=function(text,n){
+  if(n)return whole(text,n);
+  try{return JSON.stringify(JSON.parse(text),null,1);}catch(e){return text;}
+};
+var FACTS=['format','size','tensors','dtypes'];
+var build=function(i){
+  var f=d.files[i],out=[],facts=f.fa.map(function(v,k){return [FACTS[k],E(v)];});
+  if(f.id!=null)facts.push(['identification',E(f.id)]);
+  if(f.cp)facts.push(['copy','a redundant copy of '+(f.cp[0]<0?E(f.cp[1]):link(f.cp[0],T[f.cp[1]]))]);
+  if(f.er!=null)facts.push(['unreadable',E(f.er)]);
+  out.push(kv(facts));
+  if(f.h)out.push('<h4>Hashes</h4>'+kv(f.h.map(function(h){return [T[h[0]],'<code>'+E(h[1])+'</code>'];})));
+  if(f.k)out.push('<h4>Components</h4>'+grid(
+    ['component','tensors','bytes','dtypes','BLAKE3 (canonical)','also in'],[1,2],f.k.map(function(c){
+      var others=c[5]<0?[]:d.shared[c[5]].filter(function(j){return j!==i;}),
+          also=others.slice(0,d.also).map(function(j){return link(j,base(R[j][0]));}).join(', ');
+      if(others.length>d.also)also+=' and '+(others.length-d.also)+' more';
+      return [E(c[0]),E(c[1]),E(c[2]),E(c[3]),'<code>'+E(c[4])+'</code>',also];
+    })));
+  if(f.x)out.push('<h4>Findings</h4><ul class="findings">'+f.x.map(function(x){
+    var todo=x[4]?'<code>'+E(x[3])+'</code>':E(x[3]);
+    if(x[4]===2)todo+=' \\u00b7 <a href="#clip">offset chart</a>';
+    return '<li>'+badge(T[x[0]])+' <b>'+E(x[1])+'</b>: '+E(x[2])+'<div class="todo">what to do: '+todo+
+      '</div><details><summary>details</summary><pre>'+esc(pretty(T[x[5]],x[6]))+'</pre></details></li>';
+  }).join('')+'</ul>');
+  if(f.pa)out.push('<h4>Parts</h4>'+
+    grid(['file','component','role','size'],[3],f.pa.map(function(p){return p.map(E);})));
+  if(f.m)out.push('<h4>Metadata</h4>'+kv(f.m.map(function(m){
+    return [T[m[0]],'<div class="mv">'+esc(whole(T[m[1]],m[2]))+'</div>'];
+  })));
+  if(f.pr)out.push('<h4>Provenance</h4>'+kv(f.pr.map(function(p){return [T[p[0]],E(p[1])];})));
+  return out.join('');
+};
+var short=function(r){return r[0].slice(r[1]);};
+var rowHtml=function(i){
+  var r=R[i];
+  return '<tr class="w-'+E(r[11])+'" data-i="'+i+'"><td><a href="#f-'+i+'" title="'+esc(r[0])+'">'+
+    esc(short(r))+'</a></td><td>'+E(r[2])+'</td><td>'+E(r[3])+'</td><td data-v="'+r[4]+'">'+E(r[5])+
+    '</td><td>'+E(r[6])+'</td><td data-v="'+r[7]+'">'+T[r[8]]+'</td><td data-v="'+r[9]+'">'+T[r[10]]+
+    '</td></tr>';
+};
+var detail=function(i){
+  if(!opened[i]){
+    var tr=document.createElement('tr'),w=T[R[i][11]];
+    tr.className='more';
+    tr.innerHTML='<td colspan="7"><details class="file" id="f-'+i+'" open><summary>'+
+      (w!=='none'?badge(w)+' ':'')+esc(R[i][0])+'</summary><div class="body">'+build(i)+
+      '</div></details></td>';
+    opened[i]=tr;
+  }
+  opened[i].firstChild.firstChild.open=true;
+  return opened[i];
+};
+var place=function(i){var r=rowEl[i];if(r&&opened[i])body.insertBefore(opened[i],r.nextSibling);};
+var render=function(){
+  body.innerHTML=match.slice(0,limit).map(rowHtml).join('');
+  rowEl={};Array.prototype.forEach.call(body.rows,function(r){rowEl[r.getAttribute('data-i')]=r;});
+  Object.keys(opened).forEach(place);
+  shown.textContent=match.length;
+  var left=match.length-Math.min(limit,match.length);
+  more.hidden=!left;more.textContent='Show '+Math.min(left,d.page)+' more ('+left+' not shown)';
+};
+var text=function(k){
+  if(!plain)plain={};
+  if(!(k in plain)){
+    var el=document.createElement('div');el.innerHTML=T[k];plain[k]=el.textContent.toLowerCase();
+  }
+  return plain[k];
+};
+var apply=function(){
+  var terms=input.value.toLowerCase().split(/\\s+/).filter(Boolean);
+  if(!lower)lower=R.map(function(r){
+    return [short(r).toLowerCase(),text(r[2]),text(r[3]),text(r[5]),text(r[6]),text(r[8]),text(r[10])]
+      .join(' ');
   });
-}
-var bodies=null,data=function(){
-  if(!bodies){var el=document.getElementById('bodies');bodies=el?JSON.parse(el.textContent):[];}
-  return bodies;
+  match=order.filter(function(i){var t=lower[i];return terms.every(function(q){return t.indexOf(q)>=0;});});
+  limit=d.page;render();table.setAttribute('data-filtered',input.value);
 };
-var fill=function(d){
-  var b=data()[+d.id.slice(2)];
-  if(d.querySelector('.body')||!b)return;
-  var div=document.createElement('div');div.className='body';div.innerHTML=b[1];d.appendChild(div);
-};
-var make=function(id){
-  var m=/^f-(\\d+)$/.exec(id),box=document.getElementById('lazy'),b=m&&data()[+m[1]];
-  if(!b||!box)return null;
-  var d=document.createElement('details');d.className='file';d.id=id;
-  d.innerHTML='<summary>'+b[0]+'</summary>';box.appendChild(d);return d;
-};
-document.addEventListener('toggle',function(e){
-  var d=e.target;if(d.open&&d.classList&&d.classList.contains('file'))fill(d);
-},true);
-var openTarget=function(){
-  var id=decodeURIComponent(location.hash.slice(1)),el=id&&(document.getElementById(id)||make(id));
-  if(el&&el.tagName==='DETAILS'){fill(el);el.open=true;el.scrollIntoView();}
-};
-window.addEventListener('hashchange',openTarget);openTarget();
-window.addEventListener('beforeprint',function(){
-  document.querySelectorAll('details.file').forEach(function(d){fill(d);d.open=true;});
+input.addEventListener('input',function(){clearTimeout(timer);timer=setTimeout(apply,120);});
+more.addEventListener('click',function(){limit+=d.page;render();});
+if(window.IntersectionObserver)new IntersectionObserver(function(es){
+  if(es[0].isIntersecting&&!more.hidden){limit+=d.page;render();}
+},{rootMargin:'400px'}).observe(more);
+var KEYS=[function(r){return short(r).toLowerCase();},function(r){return text(r[2]);},
+  function(r){return text(r[3]);},function(r){return r[4];},function(r){return text(r[6]);},
+  function(r){return r[7];},function(r){return r[9];}];
+Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th,col){
+  th.addEventListener('click',function(){
+    var dir=th.getAttribute('aria-sort')==='ascending'?-1:1,key=KEYS[col];
+    Array.prototype.forEach.call(table.tHead.rows[0].cells,function(h){h.removeAttribute('aria-sort');});
+    th.setAttribute('aria-sort',dir>0?'ascending':'descending');
+    var keyed=R.map(function(r,i){return [key(r),i];});
+    keyed.sort(function(a,b){return a[0]<b[0]?-dir:a[0]>b[0]?dir:a[1]-b[1];});
+    order=keyed.map(function(k){return k[1];});apply();
+  });
 });
+var go=function(i){
+  if(!rowEl[i]){input.value=short(R[i]);apply();}
+  if(!rowEl[i]){input.value='';match=order;limit=order.indexOf(i)+1;render();}
+  detail(i);place(i);history.replaceState(null,'','#f-'+i);rowEl[i].scrollIntoView();
+};
+document.addEventListener('click',function(e){
+  var a=e.target.closest?e.target.closest('a'):null,m=a&&/^#f-(\\d+)$/.exec(a.getAttribute('href')||'');
+  if(!m||!R[+m[1]])return;
+  var i=+m[1];e.preventDefault();
+  if(a.parentNode.parentNode!==rowEl[i])go(i);
+  else if(opened[i]){opened[i].remove();delete opened[i];}
+  else{detail(i);place(i);history.replaceState(null,'','#f-'+i);}
+});
+window.addEventListener('beforeprint',function(){
+  if(R.length>d.print)return;
+  limit=R.length;render();match.forEach(function(i){detail(i);place(i);});
+});
+render();
+var fromHash=function(){var m=/^#f-(\\d+)$/.exec(location.hash);if(m&&R[+m[1]])go(+m[1]);};
+window.addEventListener('hashchange',fromHash);fromHash();
+table.setAttribute('data-ready','');
 })();
 """
 
@@ -956,21 +1086,22 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'
 def page(lib: Library) -> str:
     """The whole HTML document of `lib`."""
     report = lib.report
-    _ROOTS[:] = list(report.get("roots") or [])
-    ids = {f["path"]: i for i, f in enumerate(_files_of(report))}
+    files = _files_of(report)
+    view = View(list(report.get("roots") or []), {f["path"]: i for i, f in enumerate(files)})
     redundant = _redundant(report.get("duplicates") or [])
-    roots = ", ".join(report.get("roots") or [])
+    roots = ", ".join(view.roots)
     version = (report.get("tool") or {}).get("version", "")
-    clip = clip_section(report, ids)
-    lineage = lineage_section(lib, ids)
+    clip = clip_section(report, view)
+    lineage = lineage_section(lib, view)
     nav = [("overview", "Overview"), ("files-section", "Files"), ("duplicates", "Duplicates")]
     if clip:
         nav.append(("clip", "CLIP position_ids"))
     if lineage:
         nav.append(("lineage", "Lineage"))
-    nav.append(("details", "File details"))
     nav_html = "".join(f'<a href="#{a}">{t}</a>' for a, t in nav)
     warnings = "".join(f'<p class="meta">warning: {_e(w)}</p>' for w in lib.warnings)
+    texts = Texts()
+    table, rows = file_table(report, redundant, view, texts)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
@@ -980,10 +1111,10 @@ def page(lib: Library) -> str:
         f'<header><h1>Library report</h1><div class="meta">{_e(roots)} · '
         f"scanned {_e(report.get('started', ''))} · fastscan {_e(version)} · {_e(report.get('schema', ''))}"
         f"</div>{warnings}<nav>{nav_html}</nav></header>"
-        f"<main>{overview(report)}{file_table(report, redundant)}{duplicates_section(report, ids)}"
+        f"<main>{overview(report)}{table}{duplicates_section(report, view)}"
         f"{clip}{lineage}"
-        f"{file_details(report, redundant, ids)}"
-        f"<footer>Made by fastscan {_e(version)} from {len(ids)} file(s). "
+        f"<footer>Made by fastscan {_e(version)} from {len(files)} file(s). "
         "Self-contained: no network.</footer>"
-        f"</main><script>{SCRIPT}</script></body></html>\n"
+        f"</main>{file_data(report, redundant, view, texts, rows)}"
+        f"<script>{SCRIPT}</script></body></html>\n"
     )
