@@ -6,7 +6,8 @@ be. A family is a random base; fine-tunes that drift from it by different amount
 two or three fine-tunes; add-difference merges; block-weighted merges; light further fine-tunes of
 merges; exact twins (`.ckpt` copies). Checkpoints carry their family's VAE, some a standalone VAE of
 the library, and one per family a blend of two standalone VAEs. A second arch (other tensor names)
-and unrelated models complete it. Seeded: the same arguments give the same reports.
+and unrelated models complete it. Seeded: the same arguments give the same reports. Each report
+carries the generator's ground truth under `truth` (how the model was made; the core ignores it).
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def library(n_models: int, seed: int = 0, family_size: int = 100) -> list[dict[s
     rng = np.random.default_rng(seed)
     reports: list[dict[str, Any]] = []
 
-    def add(name: str, model: dict[str, np.ndarray], arch: str, kind: str = "checkpoint") -> None:
+    def add(
+        name: str, model: dict[str, np.ndarray], arch: str, kind: str = "checkpoint", truth: Any = None
+    ) -> None:
         reports.append(
             {
                 "path": f"/lib/{name}",
@@ -79,6 +82,8 @@ def library(n_models: int, seed: int = 0, family_size: int = 100) -> list[dict[s
                 "arch": arch,
                 "metadata": {},
                 "fingerprint": _fingerprint(model, arch),
+                # the generator's ground truth (the core ignores it): how the model was made
+                "truth": truth,
             }
         )
 
@@ -91,16 +96,23 @@ def library(n_models: int, seed: int = 0, family_size: int = 100) -> list[dict[s
         base = _random(rng, arch)
         members: list[dict[str, np.ndarray]] = []
         fts: list[dict[str, np.ndarray]] = []
+        ft_paths: list[str] = []
+        paths: list[str] = []
 
         def put(
             kind: str,
             m: dict[str, np.ndarray],
+            truth: Any = None,
             fam: int = fam,
             arch: str = arch,
             members: list[dict[str, np.ndarray]] = members,
-        ) -> None:
+            paths: list[str] = paths,
+        ) -> str:
             members.append(m)
-            add(f"f{fam}/{kind}{len(members):03d}.safetensors", m, arch)
+            name = f"f{fam}/{kind}{len(members):03d}.safetensors"
+            paths.append(f"/lib/{name}")
+            add(name, m, arch, truth=truth)
+            return paths[-1]
 
         put("base", base)
         size = min(family_size, n_models - len(reports))
@@ -116,7 +128,7 @@ def library(n_models: int, seed: int = 0, family_size: int = 100) -> list[dict[s
                 if rng.random() < 0.2:
                     m["vae"] = vaes[int(rng.integers(len(vaes)))]
                 fts.append(m)
-                put("ft", m)
+                ft_paths.append(put("ft", m))
             elif roll < 0.65:
                 k = int(rng.integers(2, 4))
                 pick = rng.choice(len(fts), size=k, replace=False)
@@ -124,31 +136,52 @@ def library(n_models: int, seed: int = 0, family_size: int = 100) -> list[dict[s
                 w = np.maximum(w, 0.1)
                 w /= w.sum()
                 put(
-                    "mix", {c: _f16(sum(wi * fts[p][c] for wi, p in zip(w, pick, strict=True))) for c in base}
+                    "mix",
+                    {c: _f16(sum(wi * fts[p][c] for wi, p in zip(w, pick, strict=True))) for c in base},
+                    {
+                        "method": "weighted-sum",
+                        "parents": {ft_paths[p]: float(wi) for wi, p in zip(w, pick, strict=True)},
+                    },
                 )
             elif roll < 0.75:
                 a, b = rng.choice(len(fts), size=2, replace=False)
                 f = rng.uniform(0.3, 1.0)
-                put("add", {c: _f16(fts[a][c] + f * (fts[b][c] - base[c])) for c in base})
+                put(
+                    "add",
+                    {c: _f16(fts[a][c] + f * (fts[b][c] - base[c])) for c in base},
+                    {
+                        "method": "add-difference",
+                        "parents": {ft_paths[a]: 1.0, ft_paths[b]: f},
+                        "base": paths[0],
+                    },
+                )
             elif roll < 0.82:
                 a, b = rng.choice(len(fts), size=2, replace=False)
                 wb = rng.uniform(0.1, 0.9, len(BLOCKS))
                 m = {c: _f16(0.5 * fts[a][c] + 0.5 * fts[b][c]) for c in base}
                 m["unet"] = _f16(wb[blocks] * fts[a]["unet"] + (1 - wb[blocks]) * fts[b]["unet"])
-                put("block", m)
+                put("block", m, {"method": "block-weighted", "parents": {ft_paths[a]: 0.5, ft_paths[b]: 0.5}})
             elif roll < 0.88:
-                src = members[int(rng.integers(len(members)))]
+                si = int(rng.integers(len(members)))
+                src = members[si]
                 put(
                     "light",
                     {
                         c: v if c == "vae" else _f16(v + 0.01 * rng.standard_normal(v.size))
                         for c, v in src.items()
                     },
+                    {"method": "light", "of": paths[si]},
                 )
             elif roll < 0.95:
                 i = int(rng.integers(len(members)))
                 members.append(members[i])
-                add(f"f{fam}/twin{len(members):03d}.ckpt", members[i], arch)
+                paths.append(paths[i])
+                add(
+                    f"f{fam}/twin{len(members):03d}.ckpt",
+                    members[i],
+                    arch,
+                    truth={"method": "twin", "of": paths[i]},
+                )
             else:
                 m = dict(base)
                 m["vae"] = _f16(0.6 * vaes[0] + 0.4 * vaes[1])

@@ -515,6 +515,43 @@ def test_screen_equals_exhaustive():
             assert m["merge"] is None, m["path"]
 
 
+@pytest.mark.parametrize("mirror", [False, True], ids=["alone", "with-mirror"])
+def test_ninety_ten_merges_among_many_near_base_fine_tunes(tmp_path, mirror):
+    """Issue 12: a 90/10 weighted sum of a strong fine-tune A (drift 0.3) and a light one B (drift 0.05)
+    in a family with ten lighter fine-tunes (drift 0.03, all nearer the merge than B). B was not among
+    the 8 most similar candidates, so: alone, the merge came out as A 0.90 + base 0.10 (fit 0.97: any
+    near-base model shrinks A's delta by 10%, leaving far more than rounding); with its 10/90 mirror in
+    the library, each came out as its main parent + 0.11 of the other merge (exact, but a recipe of
+    merges). The recipe must be A 0.9 + B 0.1 (B explains what A leaves), the mirror B 0.9 + A 0.1,
+    and the models they are made of are no merges. Parents stored fp16, merges computed in fp32 and
+    stored fp16."""
+    rng = np.random.default_rng(90)
+    base = random_model(rng)
+    a = fine_tune(base, rng, 0.3)
+    b = fine_tune(base, rng, 0.05)
+    near = [fine_tune(base, rng, 0.03) for _ in range(10)]
+    p = {
+        "base": write(tmp_path / "base.safetensors", base),
+        "a": write(tmp_path / "a.safetensors", a),
+        "b": write(tmp_path / "b.safetensors", b),
+        "m91": write(tmp_path / "m91.safetensors", weighted([(0.9, a), (0.1, b)])),
+    }
+    if mirror:
+        p["m19"] = write(tmp_path / "m19.safetensors", weighted([(0.1, a), (0.9, b)]))
+    for i, f in enumerate(near):
+        p[f"near{i}"] = write(tmp_path / f"near{i}.safetensors", f)
+    doc = by_path(lineage_doc(scan_fingerprints([tmp_path], cache=tmp_path / "cache.sqlite3").reports))
+    for merge, wa in (("m91", 0.9), ("m19", 0.1))[: 1 + mirror]:
+        got = doc[p[merge]]["merge"]
+        assert got is not None, merge
+        w = {q["path"]: q["weight"] for q in got["parents"]}
+        assert (got["method"], got["blocks"]) == ("weighted-sum", None), merge
+        assert w == {p["a"]: pytest.approx(wa, abs=0.02), p["b"]: pytest.approx(1 - wa, abs=0.02)}, merge
+    for k in p:
+        if not k.startswith("m"):
+            assert doc[p[k]]["merge"] is None, k
+
+
 def test_bake_vae_warns_for_a_vae_of_another_arch(tmp_path):
     """SD1 and SDXL VAEs have the same shapes: the warning comes from the weights (fingerprints). An
     SDXL VAE (names and shapes from the sdxl layout, its own weights) into an SD1 checkpoint warns; a

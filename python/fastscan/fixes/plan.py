@@ -195,7 +195,8 @@ def plan_fix(source: Source, clip: bool = False, prune: str | None = None, dtype
 
 
 def plan_convert(source: Source, hashes: dict[str, str | None]) -> Plan:
-    """Plans `convert`: every tensor of a pickle checkpoint as is; metadata records the source's hashes."""
+    """Plans `convert`: every tensor of a pickle checkpoint as is; metadata keeps its scalar extras and
+    records the source's hashes."""
     if source.table["format"] == "safetensors":
         raise FixError(
             f"{source.path}: already safetensors; convert reads pickle checkpoints (.ckpt/.pt/.bin)"
@@ -209,7 +210,9 @@ def plan_convert(source: Source, hashes: dict[str, str | None]) -> Plan:
             raise FixError(f"{source.path}: tensor name {t['name']} appears twice")
         seen.add(t["name"])
         out.append(OutTensor(t["name"], t["dtype"], list(t["shape"]), 0, t))
-    meta = {"format": "pt", "fastscan.source": source.path.name}
+    # the checkpoint's scalar extras (epoch, global_step, ...) under the keys the core gives them
+    meta = dict(source.table.get("convert_metadata") or [])
+    meta.update({"format": "pt", "fastscan.source": source.path.name})
     meta.update({f"fastscan.source_{k}": v for k, v in hashes.items() if v})
     actions = [f"converted {len(out)} tensor(s) from {source.table['format']} without executing its pickle"]
     return Plan(out, meta, actions, {"format.legacy-pickle"})

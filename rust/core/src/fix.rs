@@ -39,6 +39,34 @@ pub const SSHS_MODEL_HASH: &str = "sshs_model_hash";
 /// The metadata key of sd-scripts' legacy (AutoV1-style) hash (recomputed when present).
 pub const SSHS_LEGACY_HASH: &str = "sshs_legacy_hash";
 
+/// Prefix of the metadata keys fastscan writes; a pickle extra of that name is moved under [`CKPT_PREFIX`].
+const OWN_PREFIX: &str = "fastscan.";
+/// Where `convert` puts a pickle extra whose name is a key it writes itself (`format`, `fastscan.*`,
+/// `sshs_*`).
+pub const CKPT_PREFIX: &str = "fastscan.ckpt.";
+
+/// The `__metadata__` entries `convert` writes for a checkpoint's scalar pickle extras (`epoch`,
+/// `global_step`, ...; docs/fixes.md): each under its own name, as the checkpoint's dict names it,
+/// except names `convert` writes itself (`format`, `fastscan.*`, `sshs_*`), which go under
+/// `fastscan.ckpt.<name>`.
+pub fn extras_metadata(extras: &[(String, String)]) -> Vec<(String, String)> {
+    extras
+        .iter()
+        .map(|(k, v)| {
+            let own = k == "format"
+                || k.starts_with(OWN_PREFIX)
+                || k == SSHS_MODEL_HASH
+                || k == SSHS_LEGACY_HASH;
+            let key = if own {
+                format!("{CKPT_PREFIX}{k}")
+            } else {
+                k.clone()
+            };
+            (key, v.clone())
+        })
+        .collect()
+}
+
 /// What a planned tensor's bytes are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {

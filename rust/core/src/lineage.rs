@@ -16,10 +16,22 @@ pub const SCHEMA: &str = "fastscan.lineage/1";
 const CANDIDATES: usize = 8;
 /// ...and the most similar merges.
 const MERGE_CANDIDATES: usize = 2;
+/// Most similar models (not merges) among which the candidates are chosen ([`pick`]).
+const POOL: usize = 24;
 /// Most parents a weighted sum is fitted with.
 const MAX_PARENTS: usize = 3;
 /// Share of the model's difference from its nearest candidate a recipe must explain.
 pub const FIT_MIN: f64 = 0.95;
+/// Most residual a recipe may leave, in units of the model's own rounding noise (each sample rounded
+/// once to the grid its values lie on: bf16, fp16 or f32). A merge computed from its stored parents
+/// and stored once leaves about 1; computed in the stored dtype (each product and the sum rounded)
+/// about 2 to 3. A recipe that only explains most of the distance to the nearest candidate (a 90/10
+/// merge fitted with a wrong second parent: any model near the base shrinks the first parent's
+/// delta by 10%) leaves far more.
+pub const NOISE_MAX: f64 = 4.0;
+/// Least noise floor, relative to the model's squared norm (values exact in f32 still leave the
+/// error of the f64 arithmetic of the fit).
+const FLOOR_MIN: f64 = 1e-10;
 /// Smallest weight a parent of a weighted sum may have.
 const WEIGHT_MIN: f64 = 0.02;
 /// How far weights may sum from 1 (and add-difference terms from their pattern).
@@ -134,6 +146,42 @@ struct Merge {
 struct Gram {
     blocks: Vec<(String, Vec<Vec<f64>>, usize)>,
     total: Vec<Vec<f64>>,
+    /// The target's rounding noise ([`rounding_noise`]): what a recipe's residual is compared with.
+    floor: f64,
+}
+
+/// Mantissa bits of the grid all `values` lie on: 7 (bf16), 10 (fp16) or 23 (f32).
+fn grid_bits(values: &[f64]) -> u32 {
+    let all = |on: fn(f32) -> bool| values.iter().all(|&v| on(v as f32));
+    if all(|f| half::bf16::from_f32(f).to_f32() == f) {
+        7
+    } else if all(|f| half::f16::from_f32(f).to_f32() == f) {
+        10
+    } else {
+        23
+    }
+}
+
+/// Expected squared error of rounding each of `values` once to the grid they lie on: `Σ ulp²/12`
+/// (bf16, fp16 or f32, whichever holds every value; fp16 subnormals have the ulp 2⁻²⁴), at least
+/// [`FLOOR_MIN`] of their squared norm.
+fn rounding_noise(values: &[f64]) -> f64 {
+    let bits = grid_bits(values);
+    let min_exp = if bits == 10 { -14 } else { -126 };
+    let mut noise = 0.0;
+    let mut norm = 0.0;
+    for &v in values {
+        norm += v * v;
+        let a = (v as f32).abs();
+        let e = if a > 0.0 {
+            (((a.to_bits() >> 23) & 0xFF) as i32 - 127).max(min_exp)
+        } else {
+            min_exp
+        };
+        let ulp = 2f64.powi(e - bits as i32);
+        noise += ulp * ulp / 12.0;
+    }
+    noise.max(FLOOR_MIN * norm)
 }
 
 impl Gram {
@@ -190,7 +238,15 @@ impl Gram {
             }
         }
         blocks.sort_by(|a, b| a.0.cmp(&b.0));
-        Some(Gram { blocks, total })
+        let own_values: Vec<f64> = own
+            .iter()
+            .flat_map(|x| t.sampled.of(x).iter().copied())
+            .collect();
+        Some(Gram {
+            blocks,
+            total,
+            floor: rounding_noise(&own_values),
+        })
     }
 }
 
@@ -293,6 +349,7 @@ fn weighted_sum(gram: &Gram, pen: &[bool]) -> Option<Merge> {
             if w.iter().all(|&x| x >= WEIGHT_MIN)
                 && sums_to_one(&w)
                 && f >= FIT_MIN
+                && r <= NOISE_MAX * gram.floor
                 && better(p, f, best.as_ref())
             {
                 let m = Merge {
@@ -342,7 +399,11 @@ fn block_weighted(gram: &Gram, pen: &[bool]) -> Option<Merge> {
                 blocks.insert(name.clone(), s.iter().copied().zip(w).collect::<Vec<_>>());
             }
             let f = 1.0 - resid / reference;
-            if f < FIT_MIN || peak.iter().any(|&p| p < WEIGHT_MIN) || counted == 0 {
+            if f < FIT_MIN
+                || resid > NOISE_MAX * gram.floor
+                || peak.iter().any(|&p| p < WEIGHT_MIN)
+                || counted == 0
+            {
                 continue;
             }
             let p = penalty(pen, &s);
@@ -378,7 +439,7 @@ fn add_difference(gram: &Gram, accept: &dyn Fn(&Merge) -> bool) -> Option<Merge>
     for s in subsets(k, 3) {
         let Some((w, r)) = fit(g, &s) else { continue };
         let f = 1.0 - r / reference;
-        if f < FIT_MIN {
+        if f < FIT_MIN || r > NOISE_MAX * gram.floor {
             continue;
         }
         let role = |pred: &dyn Fn(f64) -> bool| (0..3).find(|&i| pred(w[i]));
@@ -391,7 +452,9 @@ fn add_difference(gram: &Gram, accept: &dyn Fn(&Merge) -> bool) -> Option<Merge>
         } else {
             (others[1], others[0])
         };
-        if w[b] < WEIGHT_MIN || (w[b] + w[c]).abs() > SUM_TOL {
+        // the factor is A1111's multiplier, at most 1: a larger one is the same relation read
+        // backwards (`B = C + (T − A)/a` makes any parent of an add-difference look like one)
+        if w[b] < WEIGHT_MIN || w[b] > 1.0 + SUM_TOL || (w[b] + w[c]).abs() > SUM_TOL {
             continue;
         }
         let m = Merge {
@@ -406,6 +469,56 @@ fn add_difference(gram: &Gram, accept: &dyn Fn(&Merge) -> bool) -> Option<Merge>
         }
     }
     best
+}
+
+/// Up to [`CANDIDATES`] of `pool` (comparable models that have every tensor of `t`, most similar
+/// first) as candidate parents of `t`: the nearest, then in turn the next most similar and the next
+/// that explains most of what the nearest leaves (`⟨t − a, x − a⟩² / |x − a|²` for nearest `a`):
+/// a 90/10 merge's second parent is far from the merge (further than many of its family) but
+/// explains its difference from the first.
+fn pick(t: &Model, pool: &[usize], models: &[Model]) -> Vec<usize> {
+    let Some(&a) = pool.first() else {
+        return Vec::new();
+    };
+    // dot products over t's tensors (every candidate has them all, in the same order)
+    let dot = |x: &Model, y: &Model| -> f64 {
+        t.sampled
+            .shared(&x.sampled)
+            .iter()
+            .zip(t.sampled.shared(&y.sampled))
+            .map(|((_, p), (_, q))| {
+                x.sampled
+                    .of(p)
+                    .iter()
+                    .zip(y.sampled.of(q))
+                    .map(|(u, v)| u * v)
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let am = &models[a];
+    let (ta, aa) = (dot(t, am), dot(am, am));
+    let mut gains: Vec<(f64, usize)> = pool[1..]
+        .iter()
+        .map(|&j| {
+            let x = &models[j];
+            let ax = dot(am, x);
+            let u = dot(t, x) - ta - ax + aa;
+            let v = dot(x, x) - 2.0 * ax + aa;
+            (if u > 0.0 && v > 0.0 { u * u / v } else { 0.0 }, j)
+        })
+        .collect();
+    gains.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+    let mut out = vec![a];
+    let (mut by_cos, mut by_gain) = (pool[1..].iter().copied(), gains.into_iter().map(|g| g.1));
+    while out.len() < CANDIDATES.min(pool.len()) {
+        for next in [by_cos.next(), by_gain.next()].into_iter().flatten() {
+            if out.len() < CANDIDATES && !out.contains(&next) {
+                out.push(next);
+            }
+        }
+    }
+    out
 }
 
 /// Union-find over model indices.
@@ -844,12 +957,13 @@ pub fn lineage_with(reports: &[Value], opts: Options) -> Result<Value, String> {
             .into_iter()
             .filter(|&j| m.covered_by(&models[j], None))
             .collect();
-        let mut cands: Vec<usize> = ranked
+        let pool: Vec<usize> = ranked
             .iter()
             .copied()
             .filter(|&j| !merges[j])
-            .take(CANDIDATES)
+            .take(POOL)
             .collect();
+        let mut cands = pick(m, &pool, &models);
         cands.extend(
             ranked
                 .iter()
@@ -1095,6 +1209,7 @@ mod tests {
             Gram {
                 blocks: vec![("BASE".into(), total.clone(), 1)],
                 total,
+                floor: rounding_noise(&v[0]),
             }
         };
         let m = weighted_sum(
@@ -1113,6 +1228,71 @@ mod tests {
         .is_none());
         // the base is not a merge of its fine-tunes
         assert!(weighted_sum(&g(vec![base, f1, f2, f3]), &[]).is_none());
+    }
+
+    #[test]
+    fn rounding_noise_follows_the_grid_values_lie_on() {
+        let ulp2 = |e: i32| 2f64.powi(2 * e) / 12.0;
+        // fp16 (not bf16: 1 + 2^-10 needs 10 mantissa bits), all in [1, 2): ulp 2^-10
+        let f16s = [1.0, 1.5, 1.0 + 2f64.powi(-10), -1.25];
+        assert_eq!(grid_bits(&f16s), 10);
+        assert!((rounding_noise(&f16s) - 4.0 * ulp2(-10)).abs() < 1e-20);
+        // bf16 values: ulp 2^-7 in [1, 2), 2^-6 in [2, 4)
+        let bf = [1.0, -1.5, 3.0];
+        assert_eq!(grid_bits(&bf), 7);
+        assert!((rounding_noise(&bf) - (2.0 * ulp2(-7) + ulp2(-6))).abs() < 1e-20);
+        // f32 values: the f32 noise is below the floor of 1e-10 of the squared norm
+        let f32s = [1.0 + 2f64.powi(-20), 2.0];
+        assert_eq!(grid_bits(&f32s), 23);
+        assert_eq!(
+            rounding_noise(&f32s),
+            FLOOR_MIN * f32s.iter().map(|x| x * x).sum::<f64>()
+        );
+    }
+
+    #[test]
+    fn a_ninety_ten_merge_needs_its_second_parent() {
+        let f16 = |v: Vec<f64>| -> Vec<f64> {
+            v.into_iter()
+                .map(|x| half::f16::from_f64(x).to_f64())
+                .collect()
+        };
+        let base = f16(noise(4000, 7));
+        let ft = |s: u64, d: f64| {
+            f16(base
+                .iter()
+                .zip(noise(4000, s))
+                .map(|(x, e)| x + d * e)
+                .collect())
+        };
+        let (a, b, c, d) = (ft(8, 0.3), ft(9, 0.05), ft(10, 0.03), ft(11, 0.03));
+        let m = f16(a.iter().zip(&b).map(|(x, y)| 0.9 * x + 0.1 * y).collect());
+        let g = |v: Vec<&Vec<f64>>| {
+            let total = gram(&v.iter().map(|x| (*x).clone()).collect::<Vec<_>>());
+            Gram {
+                blocks: vec![("BASE".into(), total.clone(), 1)],
+                total,
+                floor: rounding_noise(v[0]),
+            }
+        };
+        // without B, A with two near-base models explains most of the distance to A, not to rounding
+        let wrong = g(vec![&m, &a, &c, &d]);
+        let (w, r) = fit(&wrong.total, &[1, 2, 3]).unwrap();
+        let reference = nearest_distance(&wrong.total).unwrap();
+        assert!(
+            1.0 - r / reference > FIT_MIN && w.iter().all(|&x| x > WEIGHT_MIN),
+            "{w:?}"
+        );
+        assert!(weighted_sum(&wrong, &[]).is_none());
+        // with B: A 0.9, B 0.1
+        let right = weighted_sum(&g(vec![&m, &a, &c, &d, &b]), &[]).unwrap();
+        assert_eq!(right.parents.len(), 2);
+        assert_eq!((right.parents[0].0, right.parents[1].0), (1, 4));
+        assert!(
+            (right.parents[0].1 - 0.9).abs() < 0.01,
+            "{:?}",
+            right.parents
+        );
     }
 
     #[test]

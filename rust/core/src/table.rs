@@ -44,6 +44,9 @@ pub struct Table {
     pub findings: Vec<Finding>,
     /// Bytes pruning would save, by cause.
     pub wasted: BTreeMap<String, u64>,
+    /// Scalars next to the state dict of a pickle checkpoint (`epoch`, `global_step`, ...), as text
+    /// ([`crate::pickle::tensors::scalar_extras`]); empty for other formats.
+    pub pickle_extras: Vec<(String, String)>,
 }
 
 impl Table {
@@ -154,6 +157,7 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
         .extension()
         .is_some_and(|e| e == "safetensors" || e == "sft");
     let format = sniff(&head, named_st);
+    let mut extras = Vec::new();
     let (tensors, findings, metadata, header_len) = match format {
         Format::Unknown | Format::Diffusers | Format::StateDict => {
             return Err(OpenError::NotAModel(format))
@@ -179,12 +183,14 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
                 return Err(changed_while_read().into());
             }
             let p = p.map_err(|e| OpenError::Pickle(format, e))?;
+            extras = p.extras;
             (p.tensors, p.findings, BTreeMap::new(), 0)
         }
     };
     let mut t = judge(&file, size, format, header_len, tensors, findings, metadata);
     t.mtime = crate::walk::mtime_of(&meta);
     t.file = Some(file);
+    t.pickle_extras = extras;
     Ok(t)
 }
 
@@ -285,6 +291,7 @@ fn judge(
         metadata,
         findings,
         wasted: outcome.wasted,
+        pickle_extras: Vec::new(),
     }
 }
 

@@ -199,7 +199,7 @@ fn open_error(path: &std::path::Path, e: OpenError) -> PyErr {
 }
 
 /// Opens a file as the core judges it: {format, kind, arch, size, header_len, unaccounted_bytes, metadata,
-/// findings, tensors: [{name, dtype, shape, start, len, span, strides, role, component, canonical,
+/// findings, convert_metadata (the [key, value] pairs `convert` writes for a checkpoint's pickle extras), tensors: [{name, dtype, shape, start, len, span, strides, role, component, canonical,
 /// position_ids, prune}]}; raises ValueError/OSError naming the file when it cannot be read.
 #[pyfunction]
 fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
@@ -212,6 +212,7 @@ fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAn
         serde_json::json!({
             "format": t.format, "size": t.size, "header_len": t.header_len,
             "unaccounted_bytes": t.unaccounted_bytes(), "metadata": t.metadata, "findings": t.findings,
+            "convert_metadata": fastscan_core::fix::extras_metadata(&t.pickle_extras),
         }),
     );
     json_to_py(py, &v)

@@ -24,6 +24,8 @@ use std::collections::{BTreeMap, HashMap};
 pub struct PickleScan {
     pub tensors: Vec<TensorInfo>,
     pub findings: Vec<Finding>,
+    /// Scalars next to the state dict in the main pickle's root dict ([`tensors::scalar_extras`]).
+    pub extras: Vec<(String, String)>,
 }
 
 /// Most bytes of a deflated zip entry held in memory (zip bombs): past them, tensors are not listed and
@@ -109,9 +111,11 @@ pub fn scan(bytes: &[u8], format: Format) -> Result<PickleScan, PickleError> {
         | Format::StateDict
         | Format::Unknown => return Err(PickleError::NotPickleBased(format)),
     };
+    let extras = std::mem::take(&mut c.extras);
     Ok(PickleScan {
         tensors,
         findings: c.finish(format),
+        extras,
     })
 }
 
@@ -151,6 +155,8 @@ struct Collector {
     invalid: Vec<serde_json::Value>,
     limited: Vec<serde_json::Value>,
     findings: Vec<Finding>,
+    /// Scalars of the main pickle's root dict (the first pickle whose tensors are placed).
+    extras: Vec<(String, String)>,
 }
 
 impl Collector {
@@ -375,6 +381,9 @@ fn place_all(
     c: &mut Collector,
     entry: Option<&str>,
 ) -> Vec<TensorInfo> {
+    if c.extras.is_empty() {
+        c.extras = tensors::scalar_extras(run);
+    }
     let mut out = Vec::new();
     for (name, t) in tensors::named_tensors(run) {
         match locate(&t.storage).and_then(|(start, len)| tensors::place(&name, t, start, len)) {

@@ -79,6 +79,52 @@ fn named<'r, T>(run: &'r Run, pick: impl Fn(&'r Obj) -> Option<T>) -> Vec<(Strin
     out
 }
 
+/// Most top-level scalars kept as extras (a checkpoint has a handful: `epoch`, `global_step`, ...).
+pub const MAX_EXTRAS: usize = 64;
+/// Longest extra name kept, in bytes (longer ones are left out).
+pub const MAX_EXTRA_KEY: usize = 256;
+/// Longest extra string value kept, in bytes (longer ones are left out).
+pub const MAX_EXTRA_TEXT: usize = 4096;
+
+/// The scalars next to the state dict in the root dict (`epoch`, `global_step`,
+/// `pytorch-lightning_version`, ...), in pickle order, as text: ints in decimal, floats as the
+/// shortest decimal that reads back the same value (`nan`, `inf`, `-inf` when not finite), bools
+/// `true`/`false`, strings as they are.
+/// Only string keys and int, float, bool or string values of the root dict itself; at most
+/// [`MAX_EXTRAS`], names up to [`MAX_EXTRA_KEY`] bytes, strings up to [`MAX_EXTRA_TEXT`] bytes.
+pub fn scalar_extras(run: &Run) -> Vec<(String, String)> {
+    let Some(Obj::Dict(pairs)) = run.root.map(|r| run.get(r)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in pairs {
+        let Obj::Str(key) = run.get(*k) else {
+            continue;
+        };
+        let text = match run.get(*v) {
+            Obj::Int(i) => i.to_string(),
+            Obj::Bool(b) => b.to_string(),
+            Obj::Float(f) if f.is_nan() => "nan".into(),
+            Obj::Float(f) if f.is_infinite() => if *f > 0.0 { "inf" } else { "-inf" }.into(),
+            Obj::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or_else(|| f.to_string(), |n| n.to_string())
+            }
+            Obj::Str(s) if s.len() <= MAX_EXTRA_TEXT => s.to_string(),
+            _ => continue,
+        };
+        if key.len() > MAX_EXTRA_KEY {
+            continue;
+        }
+        // a key set twice keeps its last value, as unpickling the dict would
+        if let Some(i) = out.iter().position(|(k, _)| k == key.as_ref()) {
+            out[i].1 = text;
+        } else if out.len() < MAX_EXTRAS {
+            out.push((key.to_string(), text));
+        }
+    }
+    out
+}
+
 fn key_text(o: &Obj) -> Option<String> {
     match o {
         Obj::Str(s) => Some(s.to_string()),
@@ -208,6 +254,31 @@ mod tests {
             shape,
             stride,
         }
+    }
+
+    #[test]
+    fn scalar_extras_are_the_root_dicts_scalars() {
+        // pickle.dumps({'epoch': 3, 'global_step': 1000, 'lr': 1.5e-05,
+        //   'pytorch-lightning_version': '1.6.0', 'flag': True, 'state_dict': {}, 'hparams': {'a': 1},
+        //   'none': None, 'big': 2**70, 'nan': float('nan')}, protocol=2)
+        let data = b"\x80\x02\x7d\x71\x00\x28\x58\x05\x00\x00\x00\x65\x70\x6f\x63\x68\x71\x01\x4b\x03\x58\x0b\x00\x00\x00\x67\x6c\x6f\x62\x61\x6c\x5f\x73\x74\x65\x70\x71\x02\x4d\xe8\x03\x58\x02\x00\x00\x00\x6c\x72\x71\x03\x47\x3e\xef\x75\x10\x4d\x55\x1d\x69\x58\x19\x00\x00\x00\x70\x79\x74\x6f\x72\x63\x68\x2d\x6c\x69\x67\x68\x74\x6e\x69\x6e\x67\x5f\x76\x65\x72\x73\x69\x6f\x6e\x71\x04\x58\x05\x00\x00\x00\x31\x2e\x36\x2e\x30\x71\x05\x58\x04\x00\x00\x00\x66\x6c\x61\x67\x71\x06\x88\x58\x0a\x00\x00\x00\x73\x74\x61\x74\x65\x5f\x64\x69\x63\x74\x71\x07\x7d\x71\x08\x58\x07\x00\x00\x00\x68\x70\x61\x72\x61\x6d\x73\x71\x09\x7d\x71\x0a\x58\x01\x00\x00\x00\x61\x71\x0b\x4b\x01\x73\x58\x04\x00\x00\x00\x6e\x6f\x6e\x65\x71\x0c\x4e\x58\x03\x00\x00\x00\x62\x69\x67\x71\x0d\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x40\x58\x03\x00\x00\x00\x6e\x61\x6e\x71\x0e\x47\x7f\xf8\x00\x00\x00\x00\x00\x00\x75\x2e";
+        let run = crate::pickle::reader::run(data, 0, crate::pickle::reader::Limits::default());
+        let got = scalar_extras(&run);
+        let want: Vec<(String, String)> = [
+            ("epoch", "3"),
+            ("global_step", "1000"),
+            ("lr", "0.000015"),
+            ("pytorch-lightning_version", "1.6.0"),
+            ("flag", "true"),
+            ("nan", "nan"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        // a root that is no dict (a bare list) has no extras
+        let list = crate::pickle::reader::run(b"\x80\x02]q\x00K\x01a.", 0, Default::default());
+        assert!(scalar_extras(&list).is_empty());
     }
 
     #[test]
