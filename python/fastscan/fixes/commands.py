@@ -36,7 +36,7 @@ _SEVERITY = {"critical": 0, "error": 1}
 
 
 def _beyond_repair(findings: list[dict]) -> list[str]:
-    """The error and critical findings no fix repairs, as `check: message`, worst first (as a scan lists them)."""
+    """The error and critical findings no fix repairs, as `check: message`, worst first (as a scan does)."""
     bad = [f for f in findings if f["severity"] in _SEVERITY and remedy(f["check"]) is not Remedy.fix]
     bad.sort(key=lambda f: (_SEVERITY[f["severity"]], f["check"]))
     return [f"{f['check']}: {f['message']}" for f in bad]
@@ -176,7 +176,8 @@ def fix(
         _distinct(out_path, src_path)
         written = write_verified(p, [src], out_path, overwrite=force, progress=progress)
         _keep_stat(out_path, st, times=False)
-        return Result(out_path, [*notes, *p.actions], unrepairable=_written_unrepairable(src, written), saved=saved)
+        bad = _written_unrepairable(src, written)
+        return Result(out_path, [*notes, *p.actions], unrepairable=bad, saved=saved)
 
 
 def default_output(file: str | os.PathLike) -> Path:

@@ -315,7 +315,14 @@ mod tests {
     fn the_block_casts_equal_halfs_element_wise_conversions() {
         let all16: Vec<u8> = (0..=u16::MAX).flat_map(|x| x.to_le_bytes()).collect();
         let mut f32_bits: Vec<u32> = (0..=u16::MAX as u32)
-            .flat_map(|hi| [hi << 16, (hi << 16) | 0x8000, (hi << 16) | 0x8001, (hi << 16) | 0x7FFF])
+            .flat_map(|hi| {
+                [
+                    hi << 16,
+                    (hi << 16) | 0x8000,
+                    (hi << 16) | 0x8001,
+                    (hi << 16) | 0x7FFF,
+                ]
+            })
             .collect();
         f32_bits.extend((0..200_000u32).map(|i| i.wrapping_mul(2654435761)));
         let all32: Vec<u8> = f32_bits.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -347,7 +354,10 @@ mod tests {
             let mut got = vec![];
             assert!(cast(src, from, to, &mut got));
             let first_diff = got.iter().zip(&want).position(|(a, b)| a != b);
-            assert!(got.len() == want.len() && first_diff.is_none(), "{from} -> {to}: {first_diff:?}");
+            assert!(
+                got.len() == want.len() && first_diff.is_none(),
+                "{from} -> {to}: {first_diff:?}"
+            );
         }
     }
 

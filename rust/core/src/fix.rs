@@ -614,7 +614,9 @@ fn value_findings(table: &Table, order: &[&PlanTensor], read: &[(Counts, Same)])
             }
         }
     }
-    let mut out: Vec<Finding> = values::finding(&table.tensors, &counts).into_iter().collect();
+    let mut out: Vec<Finding> = values::finding(&table.tensors, &counts)
+        .into_iter()
+        .collect();
     out.extend(values::constant_finding(
         &table.tensors,
         &table.class.roles,
@@ -1278,6 +1280,36 @@ mod tests {
             .map(|v| half::f16::from_f32(*v).to_bits())
             .collect();
         assert!(got == want);
+    }
+
+    #[test]
+    fn the_reader_reports_nan_in_the_tensors_it_read_and_not_in_those_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bad = values(4096, 5);
+        bad[7] = f32::NAN;
+        bad[9] = f32::INFINITY;
+        let src = reference_file(
+            dir.path(),
+            "a.safetensors",
+            &[("bad", bad), ("good", values(4096, 6))],
+            None,
+        );
+        let out = dir.path().join("o.safetensors");
+        for cast_to in [None, Some(Dtype::F16)] {
+            let w = execute(&plan_of(&src, cast_to), &out, true, None, &mut Quiet).unwrap();
+            let f = &w.source_findings;
+            assert_eq!(f.len(), 1, "{f:?}");
+            assert_eq!(f[0].check, "values.nan-inf");
+            assert_eq!(
+                (f[0].details["nan"].as_u64(), f[0].details["inf"].as_u64()),
+                (Some(1), Some(1)),
+                "{f:?}"
+            );
+        }
+        let mut keep_good = plan_of(&src, None);
+        keep_good.tensors.retain(|t| t.out.name == "good");
+        let w = execute(&keep_good, &out, true, None, &mut Quiet).unwrap();
+        assert!(w.source_findings.is_empty(), "{:?}", w.source_findings);
     }
 
     #[test]
