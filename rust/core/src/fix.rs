@@ -729,7 +729,7 @@ pub fn execute(
         pos: 0,
     };
 
-    let mut run = || -> Result<(Vec<blake3::Hash>, Vec<(Counts, Same)>), FixError> {
+    let mut run = || -> Result<(Vec<blake3::Hash>, Vec<ValuesRead>), FixError> {
         file.write_all_at(&(head.json.len() as u64).to_le_bytes(), 0)
             .map_err(io_err)?;
         file.write_all_at(&head.json, 8).map_err(io_err)?;
@@ -745,7 +745,7 @@ pub fn execute(
             let _ = free_tx.send(Vec::with_capacity(CHUNK));
         }
         let (tx, rx) = sync_channel::<io::Result<Piece>>(IN_FLIGHT);
-        std::thread::scope(|s| -> Result<Vec<(Counts, Same)>, FixError> {
+        std::thread::scope(|s| -> Result<Vec<ValuesRead>, FixError> {
             let reader = {
                 let order = &order;
                 let sources = &sources;
@@ -891,6 +891,9 @@ pub fn execute(
         source_findings,
     })
 }
+
+/// NaN/Inf counts and sameness of one tensor's stored bytes, as the reader saw them.
+type ValuesRead = (Counts, Same);
 
 /// Stored bytes at least this long are cast and counted on several threads.
 const PAR_BYTES: usize = 1 << 20;
