@@ -175,7 +175,9 @@ fn fast(src: &[u8], from: Dtype, to: Dtype, out: &mut Vec<u8>) -> bool {
         }),
         (Dtype::BF16, Dtype::F32) | (Dtype::BF16, Dtype::F16) => blocks!(src, 2, u16, |b, n| {
             for (f, x) in f32s.iter_mut().zip(&b[..n]) {
-                *f = f32::from_bits((*x as u32) << 16);
+                // NaN gets its quiet bit, as `half` reads it
+                let q = if *x & 0x7FFF > 0x7F80 { 0x0040 } else { 0 };
+                *f = f32::from_bits(((*x | q) as u32) << 16);
             }
             if to == Dtype::F32 {
                 put32(&f32s[..n], out);
