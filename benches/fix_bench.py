@@ -6,9 +6,11 @@ with its F32 tensors stored as F16 so the file is 3.9 GB instead of 7.7 GB) fill
 of a torch.save copy, extract unet, bake-vae of the extracted VAE) and `cp OUT COPY && sync COPY` of the
 output that fix wrote: the fix writes, fsyncs, re-reads and verifies its output, so `cp` + `sync` of the
 same bytes is the like-for-like floor. Each runs in its own child process; peak RSS comes from that
-child's rusage (os.wait4). Needs about 4x the file size free in --dir; everything is deleted afterwards.
+child's rusage (os.wait4). Times are medians of --runs (3); the load average is printed before and after
+(measure only when it is below 3: the figures are meaningless on a busy machine). Needs about 4x the
+file size free in --dir; everything is deleted afterwards.
 
-    python benches/fix_bench.py [--dir DIR] [--layout sd15-full-ema] [--full-size] [--runs 2]
+    python benches/fix_bench.py [--dir DIR] [--layout sd15-full-ema] [--full-size] [--runs 3]
                                 [--fixes prune,cast,clip,convert,extract,bake-vae]
 """
 
@@ -18,6 +20,7 @@ import argparse
 import copy
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -108,7 +111,7 @@ def main() -> None:
     ap.add_argument(
         "--full-size", action="store_true", help="keep the layout's dtypes (7.7 GB for sd15-full-ema)"
     )
-    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--fixes", default=",".join(FIXES), help="comma-separated subset of " + ",".join(FIXES))
     args = ap.parse_args()
 
@@ -156,6 +159,7 @@ def main() -> None:
             code = "import sys, fix_bench as b; b.make_pickle(sys.argv[1], sys.argv[2])"
             argv = [sys.executable, "-c", code, str(src), str(inputs["convert"])]
             subprocess.run(argv, check=True, env=env)
+        print(f"load average before: {os.getloadavg()[0]:.2f}")
         print(f"{'fix':10} {'out GB':>7} {'fix s':>7} {'cp+sync s':>9} {'ratio':>6} {'peak RSS':>9}")
         for name in fixes:
             fix_t, cps_t, fix_rss, out_size = [], [], 0, 0
@@ -173,9 +177,10 @@ def main() -> None:
                 cps_t.append(dt)
                 os.unlink(work / "copy")
                 os.unlink(out)
-            f_b, c_b = min(fix_t), min(cps_t)
+            f_b, c_b = statistics.median(fix_t), statistics.median(cps_t)
             row = f"{name:10} {out_size / 1e9:7.2f} {f_b:7.2f} {c_b:9.2f} {c_b / f_b:5.2f}x"
             print(f"{row} {fix_rss / 1e6:6.0f} MB", flush=True)
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -279,7 +279,8 @@ def write_fix(
     mode: int | None = None,
     progress: Callable[[str, int, int], object] | None = None,
 ) -> dict[str, Any]:
-    """Writes a planned safetensors file through a fsynced, verified temporary file; {size, metadata}.
+    """Writes a planned safetensors file through a fsynced, verified temporary file; {size, metadata,
+    source_findings}: the `values.*` findings of the first source over the tensors the fix read from it.
 
     Each tensor: (name, dtype, shape, op copy|cast|arange, (source index, name, dtype, shape, start,
     len, strides) or None for arange). FileExistsError when `out` exists and not `overwrite`; OSError

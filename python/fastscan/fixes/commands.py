@@ -32,16 +32,31 @@ class Unrepairable(FixError):
     """The file is too damaged to read, in ways no fix can undo: it needs a new copy."""
 
 
+_SEVERITY = {"critical": 0, "error": 1}
+
+
+def _beyond_repair(findings: list[dict]) -> list[str]:
+    """The error and critical findings no fix repairs, as `check: message`, worst first (as a scan does)."""
+    bad = [f for f in findings if f["severity"] in _SEVERITY and remedy(f["check"]) is not Remedy.fix]
+    bad.sort(key=lambda f: (_SEVERITY[f["severity"]], f["check"]))
+    return [f"{f['check']}: {f['message']}" for f in bad]
+
+
 def unrepairable(path: Path) -> list[str]:
-    """The file's error and critical findings no fix repairs, as `check: message` (data pass included)."""
+    """The file's error and critical findings no fix repairs, as `check: message` (data pass included).
+
+    A whole scan of the file: only for a fix that reads no data (nothing to write, a dry run, a file it
+    cannot open); a fix that writes gets the same answer from its own read (`_written_unrepairable`).
+    """
     report = _core.scan_file(str(path), hash="components")
-    out = []
-    if report.get("error"):
-        out.append(report["error"]["message"])
-    for f in report.get("findings") or []:
-        if f["severity"] in ("error", "critical") and remedy(f["check"]) is not Remedy.fix:
-            out.append(f"{f['check']}: {f['message']}")
-    return out
+    out = [report["error"]["message"]] if report.get("error") else []
+    return out + _beyond_repair(report.get("findings") or [])
+
+
+def _written_unrepairable(src: Source, written: dict) -> list[str]:
+    """`unrepairable` of a fixed file without a second read: its header-level findings, and the value
+    checks the core's executor ran on the tensors it read (damage only in dropped tensors is gone)."""
+    return _beyond_repair([*src.table["findings"], *written["source_findings"]])
 
 
 def _keep_stat(path: Path, st: os.stat_result, *, times: bool) -> None:
@@ -116,11 +131,10 @@ def fix(
         raise FixError("fix needs -o OUT (or --in-place --backup DIR)")
     elif backup is not None:
         raise FixError("--backup only goes with --in-place")
-    bad = unrepairable(src_path)
     try:
         source = Source(src_path)
     except FixError as e:
-        if bad:
+        if bad := unrepairable(src_path):
             raise Unrepairable(f"{e}; cannot be repaired ({'; '.join(bad)}): re-download it") from None
         raise
     with source as src:
@@ -145,22 +159,24 @@ def fix(
             return Result(
                 None,
                 [*notes, *p.actions, f"nothing to change in {src_path}; no file written"],
-                unrepairable=bad,
+                unrepairable=unrepairable(src_path),
             )
         planning.record(p, "fix", src)
         st = os.stat(src_path)
         saved = st.st_size - p.output_size()
         if dry_run:
-            return Result(None, [*notes, *p.actions], unrepairable=bad, saved=saved)
+            return Result(None, [*notes, *p.actions], unrepairable=unrepairable(src_path), saved=saved)
         if in_place:
             kept = make_backup(src_path, Path(backup), overwrite=force)
             _keep_stat(kept, st, times=True)
-            write_verified(p, [src], src_path, overwrite=True, progress=progress)
+            written = write_verified(p, [src], src_path, overwrite=True, progress=progress)
+            bad = _written_unrepairable(src, written)
             return Result(src_path, [*notes, *p.actions], kept, bad, saved)
         out_path = Path(out)
         _distinct(out_path, src_path)
-        write_verified(p, [src], out_path, overwrite=force, progress=progress)
+        written = write_verified(p, [src], out_path, overwrite=force, progress=progress)
         _keep_stat(out_path, st, times=False)
+        bad = _written_unrepairable(src, written)
         return Result(out_path, [*notes, *p.actions], unrepairable=bad, saved=saved)
 
 

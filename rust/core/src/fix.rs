@@ -4,17 +4,22 @@
 //! as int64 `0..n-1`) from a tensor of one of its source files. [`execute`] writes it through an
 //! unnamed temporary file in the output's folder ([`crate::atomic`]): header, then the data in the
 //! reference writer's order, read ahead on a thread, written in large `pwrite`s with early writeback,
-//! holes of a sparse input kept as holes. Each tensor's BLAKE3 is taken while writing; after fsync
+//! holes of a sparse input kept as holes. Each tensor's BLAKE3 is taken while writing; then
 //! the file is parsed again, must hold exactly the planned table, metadata and bytes (re-read and
-//! hashed), must no longer show the checks the fix removes and no new ones; the sources must be
-//! unchanged. Only then does it get its name. Any failure leaves nothing behind.
+//! hashed, from the page cache while the fsync waits for the disk), must no longer show the checks the
+//! fix removes and no new ones; the sources must be unchanged. Only when the fsync and all of this
+//! succeeded does it get its name. Any failure leaves nothing behind. The reader also counts NaN/Inf
+//! and constant values in what it reads of the first source ([`Written::source_findings`]), so a fix
+//! reads its input once.
 
 use crate::atomic::TempOutput;
 use crate::cast::{can_cast, cast};
 use crate::datapass::is_c_contiguous;
 use crate::dtype::Dtype;
-use crate::report::Severity;
+use crate::report::{Finding, Severity};
+use crate::table::Table;
 use crate::tensor::TensorInfo;
+use crate::values::{self, Counts, Same};
 use crate::writer::{serialize_header, OutTensor, Serialized};
 use rustc_hash::{FxHashMap, FxHashSet};
 use sha2::{Digest, Sha256};
@@ -117,7 +122,7 @@ pub trait Observer {
     fn progress(&mut self, _stage: Stage, _done: u64, _total: u64) -> Result<(), FixError> {
         Ok(())
     }
-    /// The written, fsynced temporary file, before it is verified (tests corrupt it here).
+    /// The written temporary file, before it is verified while its fsync runs (tests corrupt it here).
     fn written(&mut self, _file: &File) -> io::Result<()> {
         Ok(())
     }
@@ -177,6 +182,9 @@ pub struct Written {
     pub size: u64,
     /// The metadata written (hashes filled in).
     pub metadata: Vec<(String, String)>,
+    /// `values.nan-inf` and `values.constant` of the first source, over the tensors the fix read from
+    /// it (counted on their stored bytes as they were read: no second pass over the input).
+    pub source_findings: Vec<Finding>,
 }
 
 /// Size, modification time and inode: what says a file was not rewritten.
@@ -606,16 +614,43 @@ fn open_sources(plan: &Plan) -> Result<Vec<Source>, FixError> {
     Ok(out)
 }
 
-/// Names of the warning-or-worse checks of a file's header-level scan (`None` if it cannot be opened).
-fn serious_checks(path: &Path) -> Option<FxHashSet<String>> {
-    let t = crate::table::open_table(path).ok()?;
-    Some(
-        t.findings
-            .iter()
-            .filter(|f| f.severity >= Severity::Warning)
-            .map(|f| f.check.to_string())
-            .collect(),
-    )
+/// Names of the warning-or-worse checks of a file's header-level scan.
+fn serious_checks(t: &Table) -> FxHashSet<String> {
+    t.findings
+        .iter()
+        .filter(|f| f.severity >= Severity::Warning)
+        .map(|f| f.check.to_string())
+        .collect()
+}
+
+/// The value findings of `table` (the first source) from what the reader counted in the tensors it read
+/// from it (`read[i]` for `order[i]`); tensors it did not read count as unseen.
+fn value_findings(table: &Table, order: &[&PlanTensor], read: &[(Counts, Same)]) -> Vec<Finding> {
+    let at: FxHashMap<&str, usize> = table
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let mut counts = vec![Counts::default(); table.tensors.len()];
+    let mut same = vec![Same::default(); table.tensors.len()];
+    for (t, (c, s)) in order.iter().zip(read) {
+        if let Some((0, x)) = &t.input {
+            if let Some(&i) = at.get(x.name.as_str()) {
+                counts[i] = *c;
+                same[i] = *s;
+            }
+        }
+    }
+    let mut out: Vec<Finding> = values::finding(&table.tensors, &counts)
+        .into_iter()
+        .collect();
+    out.extend(values::constant_finding(
+        &table.tensors,
+        &table.class.roles,
+        &same,
+    ));
+    out
 }
 
 fn check_target(out: &Path, overwrite: bool, need: u64) -> Result<(), FixError> {
@@ -680,10 +715,12 @@ pub fn execute(
     let data_len = head.data_len();
     let size = 8 + head.json.len() as u64 + data_len;
     check_target(out, overwrite, size)?;
-    let before = match sources.first() {
-        Some(s) => serious_checks(&s.path).unwrap_or_default(),
-        None => FxHashSet::default(),
-    };
+    // The first source's table: its checks (the output may add none) and its tensors (the value
+    // checks of what the reader reads from it).
+    let first = sources
+        .first()
+        .and_then(|s| crate::table::open_table(&s.path).ok());
+    let before = first.as_ref().map(serious_checks).unwrap_or_default();
     let io_err = |e: io::Error| FixError::Io(format!("{}", out.display()), e);
     // BLAKE3 of n zero bytes, by n: shared by the writer and the verifier (sparse inputs have many).
     let mut zero_cache = FxHashMap::default();
@@ -720,7 +757,7 @@ pub fn execute(
         pos: 0,
     };
 
-    let mut run = || -> Result<Vec<blake3::Hash>, FixError> {
+    let mut run = || -> Result<(Vec<blake3::Hash>, Vec<ValuesRead>), FixError> {
         file.write_all_at(&(head.json.len() as u64).to_le_bytes(), 0)
             .map_err(io_err)?;
         file.write_all_at(&head.json, 8).map_err(io_err)?;
@@ -732,11 +769,11 @@ pub fn execute(
         };
         let mut hashes = Vec::with_capacity(order.len());
         let (free_tx, free_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
-        for _ in 0..IN_FLIGHT {
+        for _ in 0..=IN_FLIGHT {
             let _ = free_tx.send(Vec::with_capacity(CHUNK));
         }
         let (tx, rx) = sync_channel::<io::Result<Piece>>(IN_FLIGHT);
-        std::thread::scope(|s| -> Result<(), FixError> {
+        std::thread::scope(|s| -> Result<Vec<ValuesRead>, FixError> {
             let reader = {
                 let order = &order;
                 let sources = &sources;
@@ -788,18 +825,17 @@ pub fn execute(
             })();
             drop(rx); // stops the reader if we stopped early
             drop(free_tx);
-            let read = reader.join().unwrap_or(Ok(()));
+            let read = reader.join().unwrap_or_default();
             result?;
-            read.map_err(io_err)?;
-            if hashes.len() != order.len() {
+            if hashes.len() != order.len() || read.len() != order.len() {
                 return Err(FixError::Verify("the reader stopped early".into()));
             }
             observer.progress(Stage::Write, data_len, data_len)?;
-            Ok(())
-        })?;
-        Ok(hashes)
+            Ok(read)
+        })
+        .map(|read| (hashes, read))
     };
-    let hashes = match run() {
+    let (hashes, read) = match run() {
         Ok(h) => h,
         Err(e) => {
             tmp.discard();
@@ -835,7 +871,6 @@ pub fn execute(
             file.write_all_at(&real.json, 8).map_err(io_err)?;
         }
         file.set_len(size).map_err(io_err)?;
-        file.sync_all().map_err(io_err)?;
         observer.written(file).map_err(io_err)?;
         let want = Expected {
             order: &order,
@@ -844,7 +879,18 @@ pub fn execute(
             size,
             before: &before,
         };
-        verify(plan, &tmp, &want, &mut zero_cache, observer)?;
+        // The fsync waits for the disk, the verification reads the page cache: both run at once, and
+        // the file is named only when both succeeded.
+        let (synced, verified) = std::thread::scope(|s| {
+            let sync = s.spawn(|| file.sync_all());
+            let verified = verify(plan, &tmp, &want, &mut zero_cache, observer);
+            let synced = sync
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("fsync failed")));
+            (synced, verified)
+        });
+        synced.map_err(io_err)?;
+        verified?;
         for s in &sources {
             let now = std::fs::metadata(&s.path).map(|m| stamp(&m)).ok();
             if now != Some(s.stamp) {
@@ -864,53 +910,129 @@ pub fn execute(
             io_err(e)
         }
     })?;
-    Ok(Written { size, metadata })
+    let source_findings = first
+        .map(|t| value_findings(&t, &order, &read))
+        .unwrap_or_default();
+    Ok(Written {
+        size,
+        metadata,
+        source_findings,
+    })
 }
 
-/// Reads (and casts) each tensor's bytes in data order, sending them to the writer.
+/// NaN/Inf counts and sameness of one tensor's stored bytes, as the reader saw them.
+type ValuesRead = (Counts, Same);
+
+/// Stored bytes at least this long are cast and counted on several threads.
+const PAR_BYTES: usize = 1 << 20;
+
+/// `d` (whole elements of `from`) cast to `to` into `out`, the two halves on two threads when large;
+/// `spare` is a reused buffer for the second half.
+fn cast_chunk(d: &[u8], from: Dtype, to: Dtype, out: &mut Vec<u8>, spare: &mut Vec<u8>) {
+    out.clear();
+    let es = (from.bits() / 8) as usize;
+    if d.len() < PAR_BYTES {
+        cast(d, from, to, out);
+        return;
+    }
+    let (a, b) = d.split_at(d.len() / es / 2 * es);
+    spare.clear();
+    rayon::join(|| cast(a, from, to, out), || cast(b, from, to, spare));
+    out.extend_from_slice(spare);
+}
+
+/// NaN/Inf counts and sameness of `d` (whole elements of `dtype`), split over threads when large.
+fn count_chunk(d: &[u8], dtype: Dtype) -> (Counts, Same) {
+    let one = |b: &[u8]| (values::count(dtype, b), values::sameness(dtype, b));
+    let es = values::element_size(dtype).unwrap_or(1);
+    if d.len() < PAR_BYTES {
+        return one(d);
+    }
+    let (a, b) = d.split_at(d.len() / es / 2 * es);
+    let ((mut c, s), (c2, s2)) = rayon::join(|| one(a), || one(b));
+    c += c2;
+    (c, s.merge(s2))
+}
+
+/// Reads (and casts) each tensor's bytes in data order, sending them to the writer; returns, for each
+/// tensor of `order` read from the first source, the NaN/Inf counts and sameness of its stored bytes
+/// (empty when the reader stopped: the error went to the writer).
 fn produce(
     order: &[&PlanTensor],
     sources: &[Source],
     free: Receiver<Vec<u8>>,
     tx: SyncSender<io::Result<Piece>>,
-) -> io::Result<()> {
-    let mut take = || free.recv().unwrap_or_default();
+) -> Vec<(Counts, Same)> {
+    // The buffer a cast read from, kept for the next read; then those the writer hands back.
+    let mine: std::cell::Cell<Option<Vec<u8>>> = std::cell::Cell::new(None);
+    let take = || {
+        mine.take()
+            .unwrap_or_else(|| free.recv().unwrap_or_default())
+    };
     let stopped = || io::Error::other("stopped");
+    let mut spare = Vec::with_capacity(CHUNK);
+    let mut seen = Vec::with_capacity(order.len());
     let res = (|| -> io::Result<()> {
         for t in order {
+            let mut acc = (Counts::default(), Same::Empty);
             match (&t.op, &t.input) {
                 (Op::Arange, _) => {
                     tx.send(Ok(Piece::Data(arange(&t.out.shape))))
                         .map_err(|_| stopped())?;
                 }
                 (op, Some((s, x))) => {
+                    let checked = *s == 0 && values::element_size(x.dtype).is_some();
                     let ratio = (t.out.dtype.bits(), x.dtype.bits());
                     let mut send = |p: Result<Vec<u8>, u64>| -> io::Result<()> {
                         let piece = match p {
-                            Err(n) => Piece::Hole(n * ratio.0 / ratio.1),
-                            Ok(d) if *op == Op::Cast => {
-                                let mut c = Vec::with_capacity(
-                                    d.len() / ratio.1 as usize * ratio.0 as usize,
-                                );
-                                cast(&d, x.dtype, t.out.dtype, &mut c);
-                                Piece::Data(c)
+                            Err(n) => {
+                                if checked && n > 0 {
+                                    acc.1 = acc.1.merge(Same::Value(0));
+                                }
+                                Piece::Hole(n * ratio.0 / ratio.1)
                             }
-                            Ok(d) => Piece::Data(d),
+                            Ok(d) => {
+                                let mut c = None;
+                                let count = || checked.then(|| count_chunk(&d, x.dtype));
+                                let counted = if *op == Op::Cast {
+                                    let mut into = take();
+                                    let (k, ()) = rayon::join(count, || {
+                                        cast_chunk(&d, x.dtype, t.out.dtype, &mut into, &mut spare)
+                                    });
+                                    c = Some(into);
+                                    k
+                                } else {
+                                    count()
+                                };
+                                if let Some((n, same)) = counted {
+                                    acc.0 += n;
+                                    acc.1 = acc.1.merge(same);
+                                }
+                                match c {
+                                    Some(c) => {
+                                        mine.set(Some(d));
+                                        Piece::Data(c)
+                                    }
+                                    None => Piece::Data(d),
+                                }
+                            }
                         };
                         tx.send(Ok(piece)).map_err(|_| stopped())
                     };
-                    stored_bytes(&sources[*s], x, &mut take, &mut send)?;
+                    stored_bytes(&sources[*s], x, &mut || take(), &mut send)?;
                 }
                 (_, None) => return Err(io::Error::other("a tensor without a source")),
             }
+            seen.push(acc);
             tx.send(Ok(Piece::End)).map_err(|_| stopped())?;
         }
         Ok(())
     })();
     if let Err(e) = res {
         let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+        return vec![];
     }
-    Ok(())
+    seen
 }
 
 /// What the written file must hold.
@@ -1189,6 +1311,36 @@ mod tests {
             .map(|v| half::f16::from_f32(*v).to_bits())
             .collect();
         assert!(got == want);
+    }
+
+    #[test]
+    fn the_reader_reports_nan_in_the_tensors_it_read_and_not_in_those_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bad = values(4096, 5);
+        bad[7] = f32::NAN;
+        bad[9] = f32::INFINITY;
+        let src = reference_file(
+            dir.path(),
+            "a.safetensors",
+            &[("bad", bad), ("good", values(4096, 6))],
+            None,
+        );
+        let out = dir.path().join("o.safetensors");
+        for cast_to in [None, Some(Dtype::F16)] {
+            let w = execute(&plan_of(&src, cast_to), &out, true, None, &mut Quiet).unwrap();
+            let f = &w.source_findings;
+            assert_eq!(f.len(), 1, "{f:?}");
+            assert_eq!(f[0].check, "values.nan-inf");
+            assert_eq!(
+                (f[0].details["nan"].as_u64(), f[0].details["inf"].as_u64()),
+                (Some(1), Some(1)),
+                "{f:?}"
+            );
+        }
+        let mut keep_good = plan_of(&src, None);
+        keep_good.tensors.retain(|t| t.out.name == "good");
+        let w = execute(&keep_good, &out, true, None, &mut Quiet).unwrap();
+        assert!(w.source_findings.is_empty(), "{:?}", w.source_findings);
     }
 
     #[test]

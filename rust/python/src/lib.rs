@@ -741,7 +741,11 @@ fn write_fix<'py>(
     let r = py.detach(|| fastscan_core::fix::execute(&plan, &out, overwrite, mode, &mut obs));
     match r {
         Ok(w) => {
-            let v = serde_json::json!({"size": w.size, "metadata": w.metadata});
+            let v = serde_json::json!({
+                "size": w.size,
+                "metadata": w.metadata,
+                "source_findings": w.source_findings,
+            });
             pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
         }
         Err(FixError::Stopped) => Err(obs
