@@ -60,6 +60,9 @@ class CountingProxy:
         self.requests: list[str] = []
         self.cut: dict[str, int] = {}  # path -> cut the next response to a GET of it after this many bytes
         self.hooks: dict[str, Callable[[], None]] = {}  # path -> run once before forwarding a GET of it
+        # path -> PUTs of it let through; the connection of every later one breaks
+        self.refuse: dict[str, int] = {}
+        self.flip: set[str] = set()  # paths whose GET responses get one body byte changed
         threading.Thread(target=self._serve, daemon=True).start()
 
     def reset(self) -> None:
@@ -78,7 +81,7 @@ class CountingProxy:
             except OSError:
                 return
             server = socket.create_connection(self.upstream)
-            state: dict = {"cut_at": None, "got": 0}
+            state: dict = {"cut_at": None, "got": 0, "flip": False}
             threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
             threading.Thread(target=self._down, args=(server, client, state), daemon=True).start()
 
@@ -92,9 +95,15 @@ class CountingProxy:
                         self.requests.append(line)
                         hook = self.hooks.pop(path, None) if line.startswith("GET ") else None
                         cut = self.cut.pop(path, None) if line.startswith("GET ") else None
+                        refused = line.startswith("PUT ") and self.refuse.get(path) == 0
+                        if line.startswith("PUT ") and self.refuse.get(path, 0) > 0:
+                            self.refuse[path] -= 1
+                        flip = line.startswith("GET ") and path in self.flip
+                    if refused:
+                        return  # the upload's connection breaks before the server sees the part
                     if hook:
                         hook()
-                    state["cut_at"], state["got"] = cut, 0
+                    state["cut_at"], state["got"], state["flip"] = cut, 0, flip
                 server.sendall(data)
         except OSError:
             pass
@@ -104,6 +113,14 @@ class CountingProxy:
     def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
         try:
             while data := server.recv(65536):
+                if state["flip"]:
+                    # The last byte of the first piece of body is changed (the headers may come alone).
+                    end = data.find(b"\r\n\r\n")
+                    if state["flip"] == "body" or 0 <= end < len(data) - 4:
+                        state["flip"] = False
+                        data = data[:-1] + bytes([data[-1] ^ 0xFF])
+                    elif end >= 0:
+                        state["flip"] = "body"
                 cut_at = state["cut_at"]
                 if cut_at is not None and state["got"] + len(data) > cut_at:
                     data = data[: cut_at - state["got"]]
@@ -481,3 +498,181 @@ def test_lineage_runs_on_objects_as_on_their_local_copies(store: Store) -> None:
     got = json.loads(remote.stdout)
     assert got == _as_remote(local.stdout, store.local / "big", f"s3://{BUCKET}/big/")
     assert [m["path"] for m in got["models"]] == [url]
+
+
+# ---- fixes written to object storage -------------------------------------------------------------------
+
+# The core's multipart part size (rust/core/src/remote.rs PART): an output larger than this is uploaded
+# in several parts.
+PART = 8 << 20
+FIX_INPUT = "lib/demo/clean-lora.safetensors"
+
+
+def _object(store: Store, key: str) -> bytes:
+    return store.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+def _absent(store: Store, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        store.s3.head_object(Bucket=BUCKET, Key=key)
+    except ClientError as e:
+        return e.response["Error"]["Code"] in ("404", "NoSuchKey")
+    return False
+
+
+def _pending_uploads(store: Store, key: str) -> list:
+    return store.s3.list_multipart_uploads(Bucket=BUCKET, Prefix=key).get("Uploads", [])
+
+
+def _fix_to(store: Store, key: str, **kw) -> object:
+    """`fix --dtype fp32` of the demo LoRA (a multi-part output) to the object `key`."""
+    from fastscan.fixes import commands
+
+    return commands.fix(
+        store.local / FIX_INPUT, f"s3://{BUCKET}/{key}", dtype="fp32", endpoint_url=store.endpoint, **kw
+    )
+
+
+def _remote_temp() -> set[str]:
+    import tempfile
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob("fastscan-remote-*")}
+
+
+@pytest.mark.parametrize("source", ["local", "object"])
+def test_a_fix_to_an_object_equals_the_local_fix_byte_for_byte(
+    store: Store, tmp_path: Path, source: str
+) -> None:
+    from fastscan.fixes import commands
+
+    local_in = store.local / FIX_INPUT
+    key = f"fixed/{source}/clean-lora.safetensors"
+    want = tmp_path / "clean-lora.safetensors"  # the same name: the fix records its source's name
+    local = commands.fix(local_in, want, dtype="fp32")
+    assert local.out == want and want.stat().st_size > 2 * PART  # several parts
+    src = f"s3://{BUCKET}/{FIX_INPUT}" if source == "object" else local_in
+    temp_before = _remote_temp()
+    store.proxy.reset()
+    res = commands.fix(src, f"s3://{BUCKET}/{key}", dtype="fp32", endpoint_url=store.endpoint)
+    assert res.out == f"s3://{BUCKET}/{key}"
+    assert res.actions == local.actions and res.unrepairable == local.unrepairable
+    assert _object(store, key) == want.read_bytes()
+    assert any("?uploads" in r for r in store.proxy.requests), store.proxy.requests  # multipart
+    assert _pending_uploads(store, key) == []
+    assert _remote_temp() == temp_before  # the local stage of the output is gone
+
+
+def test_a_small_fix_output_is_one_conditional_put(store: Store, tmp_path: Path) -> None:
+    from fastscan.fixes import commands
+
+    name = "cloneofsimo-lora_lora_disney_inpainting.safetensors"
+    want = tmp_path / name
+    commands.fix(REAL / name, want, dtype="fp16")
+    assert want.stat().st_size <= PART
+    key = f"fixed/small/{name}"
+    store.proxy.reset()
+    commands.fix(REAL / name, f"s3://{BUCKET}/{key}", dtype="fp16", endpoint_url=store.endpoint)
+    assert _object(store, key) == want.read_bytes()
+    puts = [r for r in store.proxy.requests if r.startswith(f"PUT /{BUCKET}/{key}")]
+    assert len(puts) == 1 and "?" not in puts[0], store.proxy.requests
+
+
+def test_an_existing_object_is_never_replaced_by_a_fix(store: Store) -> None:
+    from fastscan.fixes.errors import FixError
+
+    key = "fixed/exists.safetensors"
+    store.s3.put_object(Bucket=BUCKET, Key=key, Body=b"someone else's object")
+    for force in (False, True):
+        with pytest.raises(FixError, match="already exists|never overwritten"):
+            _fix_to(store, key, force=force)
+        assert _object(store, key) == b"someone else's object"
+    # An object that appears while the output is uploaded is not replaced either.
+    key2 = "fixed/appears.safetensors"
+    appeared = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "upload" and not appeared:
+            appeared.append(done)
+            store.s3.put_object(Bucket=BUCKET, Key=key2, Body=b"appeared")
+
+    with pytest.raises(FixError, match="already exists"):
+        _fix_to(store, key2, progress=progress)
+    assert appeared and _object(store, key2) == b"appeared"
+    assert _pending_uploads(store, key2) == []
+
+
+def test_a_failure_mid_upload_leaves_no_object(store: Store) -> None:
+    from fastscan.fixes.errors import FixError
+
+    key = "fixed/broken-upload.safetensors"
+    temp_before = _remote_temp()
+    store.proxy.refuse[f"/{BUCKET}/{key}"] = 1  # the first part goes through, every later PUT breaks
+    try:
+        with pytest.raises(FixError, match="no object was left") as e:
+            _fix_to(store, key)
+    finally:
+        store.proxy.refuse.pop(f"/{BUCKET}/{key}", None)
+    assert key in str(e.value)
+    assert _absent(store, key)
+    assert _pending_uploads(store, key) == []  # the multipart upload was aborted
+    assert _remote_temp() == temp_before
+
+
+def test_an_object_that_does_not_read_back_as_sent_is_deleted(store: Store) -> None:
+    from fastscan.fixes.errors import FixError
+
+    key = "fixed/corrupted.safetensors"
+    store.proxy.flip.add(f"/{BUCKET}/{key}")
+    try:
+        with pytest.raises(FixError, match="deleted"):
+            _fix_to(store, key)
+    finally:
+        store.proxy.flip.discard(f"/{BUCKET}/{key}")
+    assert _absent(store, key)
+
+
+def test_cli_fix_and_convert_to_objects_never_print_credentials(store: Store, tmp_path: Path) -> None:
+    key = "fixed/cli/clean-lora.safetensors"
+    args = ["fix", f"s3://{BUCKET}/{FIX_INPUT}", "-o", f"s3://{BUCKET}/{key}", "--dtype", "fp32"]
+    p = _cli(*args, "--endpoint-url", store.endpoint, env=KEYS)
+    assert p.returncode == 0, p.stderr
+    assert f"wrote s3://{BUCKET}/{key} (verified)" in p.stdout
+    again = _cli(*args, "--endpoint-url", store.endpoint, env=KEYS)
+    assert again.returncode == 2 and "already exists" in again.stderr, again.stderr
+    # convert's default output for an object: a new object beside it (here, where none exists).
+    store.put("conv/disney.pt", REAL / "cloneofsimo-lora_lora_disney.pt")
+    conv = _cli("convert", f"s3://{BUCKET}/conv/disney.pt", "--endpoint-url", store.endpoint, env=KEYS)
+    assert conv.returncode == 0, conv.stderr
+    assert f"wrote s3://{BUCKET}/conv/disney.safetensors (verified)" in conv.stdout
+    local = tmp_path / "disney.pt"
+    shutil.copyfile(REAL / "cloneofsimo-lora_lora_disney.pt", local)
+    assert _cli("convert", str(local)).returncode == 0
+    assert _object(store, "conv/disney.safetensors") == local.with_suffix(".safetensors").read_bytes()
+    # Beside the real .pt, a .safetensors object exists already: convert refuses to replace it.
+    kept = _object(store, "lib/real/cloneofsimo-lora_lora_disney.safetensors")
+    taken = _cli(
+        "convert",
+        f"s3://{BUCKET}/lib/real/cloneofsimo-lora_lora_disney.pt",
+        "--endpoint-url",
+        store.endpoint,
+        env=KEYS,
+    )
+    assert taken.returncode == 2 and "already exists" in taken.stderr, taken.stderr
+    assert _object(store, "lib/real/cloneofsimo-lora_lora_disney.safetensors") == kept
+    for out in (p, again, conv, taken):
+        for secret in KEYS.values():
+            assert secret not in out.stdout and secret not in out.stderr
+
+
+def test_similar_compares_objects_as_their_local_copies(store: Store) -> None:
+    urls = [f"s3://{BUCKET}/big/{BIG_LAYOUT_FILE}", f"s3://{BUCKET}/{BIG_CKPT}"]
+    remote = _cli("similar", *urls, "--json", "--no-cache", "--endpoint-url", store.endpoint, env=KEYS)
+    local = _cli("similar", *(str(store.local / u.split("/", 3)[3]) for u in urls), "--json", "--no-cache")
+    assert remote.returncode == local.returncode == 0, remote.stderr
+    got = json.loads(remote.stdout)
+    assert got == _as_remote(local.stdout, store.local, f"s3://{BUCKET}/")
+    assert [m["path"] for m in got["models"]] == urls
+    exact = _cli("similar", *urls, "--exact", "--endpoint-url", store.endpoint, env=KEYS)
+    assert exact.returncode == 2 and "--exact reads local files" in exact.stderr, exact.stderr

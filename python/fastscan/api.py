@@ -381,10 +381,13 @@ def plan(
     return Plan([PlannedFile(*f) for f in sorted(files)], errors)
 
 
-def scan_one(path: PathLike, *, hash: str = "full", sha256: bool = False) -> FileReport:
-    """Scans a single file (raises FileNotFoundError when it does not exist)."""
+def scan_one(
+    path: PathLike, *, hash: str = "full", sha256: bool = False, endpoint_url: str | None = None
+) -> FileReport:
+    """Scans a single file or object (raises FileNotFoundError when a local file does not exist; an
+    object that cannot be read is a report with its error). `endpoint_url` as for `iter_scan`."""
     p = os.fsdecode(path)
-    if not os.path.lexists(p):
+    if not _core.is_url(p) and not os.path.lexists(p):
         raise FileNotFoundError(f"{p}: no such file or directory")
     _check_options(hash, 0)
-    return FileReport.from_dict(_core.scan_file(p, hash=hash, sha256=sha256))
+    return FileReport.from_dict(_core.scan_file(p, hash=hash, sha256=sha256, endpoint_url=endpoint_url))

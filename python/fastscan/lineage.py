@@ -70,15 +70,25 @@ def check_comparable(reports: list[dict[str, Any]], wanted: list[str]) -> None:
 
 
 def similar(
-    files: list[str], *, exact: bool = False, jobs: int = 0, cache: bool | PathLike | None = True
+    files: list[str],
+    *,
+    exact: bool = False,
+    jobs: int = 0,
+    cache: bool | PathLike | None = True,
+    endpoint_url: str | None = None,
 ) -> dict[str, Any]:
-    """`fastscan.similar/1` for two or more files: from fingerprints, or (`exact`) from every weight."""
+    """`fastscan.similar/1` for two or more files: from fingerprints, or (`exact`) from every weight.
+    Files may be objects' URLs (`endpoint_url` as for `fastscan.scan`), compared by fingerprints."""
     if len(files) < 2:
         raise ValueError("similar needs at least two files")
     for p in files:
         if os.path.isdir(p):
             raise ValueError(f"{p} is a directory: similar compares files (lineage takes directories)")
-    scanned = scan_fingerprints(files, jobs=jobs, cache=cache)
+        if exact and _core.is_url(os.fspath(p)):
+            raise ValueError(
+                f"{p}: --exact reads local files; objects are compared by their fingerprints (drop --exact)"
+            )
+    scanned = scan_fingerprints(files, jobs=jobs, cache=cache, endpoint_url=endpoint_url)
     if scanned.skipped:
         raise ValueError(scanned.skipped[0])
     wanted = [os.fspath(p) for p in files]
@@ -90,11 +100,15 @@ def similar(
 
 
 def vae_similarity(
-    ckpt: PathLike, vae: PathLike, *, cache: bool | PathLike | None = True
+    ckpt: PathLike,
+    vae: PathLike,
+    *,
+    cache: bool | PathLike | None = True,
+    endpoint_url: str | None = None,
 ) -> float | None:
     """Cosine of a checkpoint's VAE and a standalone VAE's weights, from fingerprints (scan cache used);
-    None when either file has no VAE fingerprint."""
-    scanned = scan_fingerprints([ckpt, vae], cache=cache)
+    None when either file has no VAE fingerprint. Either may be an object's URL."""
+    scanned = scan_fingerprints([ckpt, vae], cache=cache, endpoint_url=endpoint_url)
     by_path = {r["path"]: r for r in scanned.reports}
     a, b = by_path.get(os.fspath(ckpt)), by_path.get(os.fspath(vae))
     if a is None or b is None:

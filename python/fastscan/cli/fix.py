@@ -15,11 +15,14 @@ from typing import Annotated, Any
 
 import typer
 
-from fastscan.cli.choices import Component, Dtype, Prune, choice
+from fastscan.cli.choices import Component, Dtype, EndpointOpt, Prune, choice
 from fastscan.cli.errors import EXIT_FINDINGS, EXIT_OK, fail, warn
 
 OutOpt = Annotated[
-    Path | None, typer.Option("-o", "--output", metavar="OUT", help="File to write (never the input).")
+    str | None,
+    typer.Option(
+        "-o", "--output", metavar="OUT", help="File to write (never the input), or a new object's URL."
+    ),
 ]
 ForceOpt = Annotated[
     bool,
@@ -129,17 +132,24 @@ def _print_result(res: Any) -> int:
     return EXIT_FINDINGS if res.unrepairable else EXIT_OK
 
 
-def _expand(paths: list[Path], formats: set[str]) -> list[Path]:
+def _expand(paths: list[str], formats: set[str]) -> list[str]:
     """The files under `paths` (files as given, folders walked) whose format is in `formats`."""
     from fastscan.api import scan
 
-    report = scan([str(p) for p in paths], hash="none")
-    return [Path(f.path) for f in report.files if f.error is None and f.format in formats]
+    report = scan(paths, hash="none")
+    return [f.path for f in report.files if f.error is None and f.format in formats]
+
+
+def _is_dir(p: str) -> bool:
+    from fastscan.fixes.commands import is_url
+
+    return not is_url(p) and Path(p).is_dir()
 
 
 def fix(
     paths: Annotated[
-        list[Path], typer.Argument(help="safetensors files or folders to repair.", metavar="PATH")
+        list[str],
+        typer.Argument(help="safetensors files or folders to repair (or an object's URL).", metavar="PATH"),
     ],
     output: OutOpt = None,
     clip: Annotated[bool, typer.Option("--clip", help="Reset position_ids to int64 0..n-1.")] = False,
@@ -154,26 +164,30 @@ def fix(
     ] = None,
     dry_run: DryRunOpt = False,
     force: ForceOpt = False,
+    endpoint_url: EndpointOpt = None,
 ) -> None:
     """Repair models: CLIP position_ids, EMA/junk keys, precision. No option: what the scan advises.
 
     One file: `-o OUT`, or `--backup DIR` to replace it. Several files or folders: each is replaced after a
-    verified backup into DIR. `--dry-run` prints the plan only.
+    verified backup into DIR. `--dry-run` prints the plan only. PATH and OUT may be object-store URLs
+    (s3://...): the output is then a new object, never one that exists.
     """
     opts = {"clip": clip, "prune": prune.value if prune else None, "dtype": dtype.value if dtype else None}
-    single = len(paths) == 1 and not paths[0].is_dir()
+    single = len(paths) == 1 and not _is_dir(paths[0])
     if single and not dry_run and not (backup is not None or in_place):
-        res = _call("fix", paths[0], output, **opts, force=force)
+        res = _call("fix", paths[0], output, **opts, force=force, endpoint_url=endpoint_url)
         raise typer.Exit(_print_result(res))
     if output is not None and not single:
         raise fail("-o OUT takes one file; several files are fixed in place with --backup DIR")
     if not dry_run and backup is None:
         raise fail("fixing in place needs --backup DIR: each file is replaced only after a verified backup")
     files = [paths[0]] if single else _expand(paths, {"safetensors"})
-    raise typer.Exit(_batch(files, opts, backup, dry_run, force))
+    raise typer.Exit(_batch(files, opts, backup, dry_run, force, endpoint_url))
 
 
-def _batch(files: list[Path], opts: dict, backup: Path | None, dry_run: bool, force: bool) -> int:
+def _batch(
+    files: list[str], opts: dict, backup: Path | None, dry_run: bool, force: bool, endpoint_url: str | None
+) -> int:
     """Plans every file, prints the plan, then (unless a dry run) fixes each with a progress bar."""
     from rich.markup import escape
 
@@ -182,12 +196,12 @@ def _batch(files: list[Path], opts: dict, backup: Path | None, dry_run: bool, fo
     from fastscan.render import bytes_bar, size
 
     con = _console()
-    plans: list[tuple[Path, Any]] = []
+    plans: list[tuple[str, Any]] = []
     worst = EXIT_OK
     con.print(f"[bold]Plan[/] ({len(files)} file(s))", highlight=False)
     for p in files:
         try:
-            res = commands.fix(p, **opts, dry_run=True)
+            res = commands.fix(p, **opts, dry_run=True, endpoint_url=endpoint_url)
         except FixError as e:
             con.print(f"[red]{escape(str(p))}[/]: {escape(str(e))}", highlight=False)
             worst = max(worst, EXIT_FINDINGS)
@@ -205,7 +219,7 @@ def _batch(files: list[Path], opts: dict, backup: Path | None, dry_run: bool, fo
     con.print(f"{len(plans)} file(s) to fix, saving {size(total_saved)}", highlight=False)
     if dry_run or not plans:
         return worst
-    total = sum(p.stat().st_size for p, _ in plans)
+    total = sum(Path(p).stat().st_size for p, _ in plans)
     done = fixed = 0
     failures: list[str] = []
     with bytes_bar(_console(stderr=True), "fixing", total) if sys.stderr.isatty() else _null_bar() as update:
@@ -215,7 +229,7 @@ def _batch(files: list[Path], opts: dict, backup: Path | None, dry_run: bool, fo
                 fixed += 1
             except FixError as e:
                 failures.append(str(e))
-            done += p.stat().st_size
+            done += Path(p).stat().st_size
             update(done)
     for f in failures:
         con.print(f"[red]failed[/]: {escape(f)}", highlight=False)
@@ -233,12 +247,13 @@ class _null_bar:
 
 def convert(
     paths: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(help="pickle checkpoints (.ckpt, .pt, .pth, .bin) or folders.", metavar="PATH"),
     ],
     output: OutOpt = None,
     dry_run: DryRunOpt = False,
     force: ForceOpt = False,
+    endpoint_url: EndpointOpt = None,
 ) -> None:
     """Convert pickle checkpoints to safetensors, never running them.
 
@@ -247,9 +262,9 @@ def convert(
     from fastscan.fixes import commands
     from fastscan.fixes.errors import FixError
 
-    single = len(paths) == 1 and not paths[0].is_dir()
+    single = len(paths) == 1 and not _is_dir(paths[0])
     if single and not dry_run:
-        res = _call("convert", paths[0], output, force=force)
+        res = _call("convert", paths[0], output, force=force, endpoint_url=endpoint_url)
         raise typer.Exit(_print_result(res))
     if output is not None:
         raise fail("-o OUT takes one file; in folder mode each NAME.ckpt becomes NAME.safetensors beside it")
@@ -258,7 +273,7 @@ def convert(
     todo = []
     for p in files:
         out = commands.default_output(p)
-        skip = out.exists() and not force
+        skip = isinstance(out, Path) and out.exists() and not force
         con.print(
             f"  {p} -> {out}" + (" (exists: skipped; --force overwrites)" if skip else ""), highlight=False
         )
@@ -270,7 +285,7 @@ def convert(
     for p, out in todo:
         try:
             with _bar(f"convert {p}") as progress:
-                commands.convert(p, out, force=force, progress=progress)
+                commands.convert(p, out, force=force, progress=progress, endpoint_url=endpoint_url)
             con.print(f"  [green]wrote[/] {out} (verified)", highlight=False)
         except FixError as e:
             failures += 1
@@ -280,39 +295,47 @@ def convert(
 
 
 def extract(
-    file: Annotated[Path, typer.Argument(help="A model file.", metavar="FILE")],
+    file: Annotated[str, typer.Argument(help="A model file (or an object's URL).", metavar="FILE")],
     component: Annotated[Component, choice(Component, "--component", help="The component to write alone.")],
-    output: Annotated[Path, typer.Option("-o", "--output", metavar="OUT", help="File to write.")],
+    output: Annotated[
+        str, typer.Option("-o", "--output", metavar="OUT", help="File to write, or a new object's URL.")
+    ],
     force: ForceOpt = False,
+    endpoint_url: EndpointOpt = None,
 ) -> None:
     """Write one component alone, under its standalone names."""
-    raise typer.Exit(_print_result(_call("extract", file, component.value, output, force=force)))
+    kw = {"force": force, "endpoint_url": endpoint_url}
+    raise typer.Exit(_print_result(_call("extract", file, component.value, output, **kw)))
 
 
 def bake_vae(
-    ckpt: Annotated[Path, typer.Argument(help="A checkpoint.", metavar="CKPT")],
-    vae: Annotated[Path, typer.Option("--vae", metavar="VAE", help="A standalone VAE file.")],
-    output: Annotated[Path, typer.Option("-o", "--output", metavar="OUT", help="File to write.")],
+    ckpt: Annotated[str, typer.Argument(help="A checkpoint (or an object's URL).", metavar="CKPT")],
+    vae: Annotated[str, typer.Option("--vae", metavar="VAE", help="A standalone VAE file (or URL).")],
+    output: Annotated[
+        str, typer.Option("-o", "--output", metavar="OUT", help="File to write, or a new object's URL.")
+    ],
     dtype: Annotated[
         Dtype | None, choice(Dtype, "--dtype", help="Cast the output's floating-point tensors.")
     ] = None,
     force: ForceOpt = False,
+    endpoint_url: EndpointOpt = None,
 ) -> None:
     """Replace a checkpoint's VAE with a standalone one.
 
     Every shape is checked; a VAE of another architecture than the checkpoint gets a warning.
     """
-    _warn_arch(ckpt, vae)
-    kw = {"dtype": dtype.value if dtype else None, "force": force}
+    _warn_arch(ckpt, vae, endpoint_url)
+    kw = {"dtype": dtype.value if dtype else None, "force": force, "endpoint_url": endpoint_url}
     raise typer.Exit(_print_result(_call("bake_vae", ckpt, vae, output, **kw)))
 
 
-def _warn_arch(ckpt: Path, vae: Path) -> None:
+def _warn_arch(ckpt: str, vae: str, endpoint_url: str | None) -> None:
     """Warns when the core places the VAE file in another architecture than the checkpoint."""
     from fastscan.api import scan_one
 
     try:
-        c, v = scan_one(ckpt, hash="none"), scan_one(vae, hash="none")
+        c = scan_one(ckpt, hash="none", endpoint_url=endpoint_url)
+        v = scan_one(vae, hash="none", endpoint_url=endpoint_url)
     except (OSError, ValueError):
         return  # the command itself reports missing files
     if v.kind != "vae":
@@ -325,7 +348,7 @@ def _warn_arch(ckpt: Path, vae: Path) -> None:
         from fastscan.lineage import vae_similarity
 
         try:
-            sim = vae_similarity(ckpt, vae)
+            sim = vae_similarity(ckpt, vae, endpoint_url=endpoint_url)
         except (OSError, ValueError):
             return
         if sim is not None and sim < _core.LINEAGE_FAMILY_MIN:

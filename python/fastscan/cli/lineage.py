@@ -19,13 +19,14 @@ def similar_command(
     ] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Threads (0: every core).")] = 0,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the scan cache.")] = False,
+    endpoint_url: EndpointOpt = None,
 ) -> None:
     """Per-component, per-block cosine similarity of models' weights (one row per merge block)."""
     from fastscan.cli.errors import fail
     from fastscan.lineage import similar
 
     try:
-        doc = similar(files, exact=exact, jobs=jobs, cache=not no_cache)
+        doc = similar(files, exact=exact, jobs=jobs, cache=not no_cache, endpoint_url=endpoint_url)
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
     if json_out:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from fastscan import _core
 from fastscan.advice import Remedy, remedy
@@ -19,7 +23,8 @@ from fastscan.fixes.writer import Progress, write_verified
 class Result:
     """What a command did: the file written (None when nothing needed doing), what changed, the backup."""
 
-    out: Path | None
+    # The file written (an object's URL when written to object storage).
+    out: Path | str | None
     actions: list[str] = field(default_factory=list)
     backup: Path | None = None
     # Error and critical findings no fix repairs (the file needs a new copy); a fix still does what it can.
@@ -59,8 +64,69 @@ def _written_unrepairable(src: Source, written: dict) -> list[str]:
     return _beyond_repair([*src.table["findings"], *written["source_findings"]])
 
 
-def _keep_stat(path: Path, st: os.stat_result, *, times: bool) -> None:
-    """Gives `path` the permission bits (and with `times`, the access and modification times) of `st`."""
+def is_url(path: object) -> bool:
+    """True when `path` names an object in object storage (s3://, gs://, az://, https://)."""
+    return isinstance(path, str) and _core.is_url(path)
+
+
+def _target(out: str | os.PathLike) -> Path | str:
+    """Where a command writes: a local path, or an object's URL kept as text (a Path would mangle it)."""
+    return out if is_url(out) else Path(out)
+
+
+F = TypeVar("F", bound=Callable[..., Result])
+
+
+def _objects(inputs: int) -> Callable[[F], F]:
+    """Lets a command take object-store URLs as its first `inputs` arguments (and `endpoint_url=`): each
+    object is copied into a temporary folder first (one streamed read pinned to its listed ETag) and the
+    command runs on the copy; its messages name the URLs. The folder is removed after."""
+
+    def wrap(command: F) -> F:
+        @functools.wraps(command)
+        def run(*args: Any, endpoint_url: str | None = None, **kw: Any) -> Result:
+            urls = [a for a in args[:inputs] if is_url(a)]
+            if not urls:
+                return command(*args, endpoint_url=endpoint_url, **kw)
+            if kw.get("in_place") and not kw.get("dry_run"):
+                raise FixError(
+                    f"{urls[0]}: an object is never replaced in place; write the fix to -o OUT "
+                    "(a new object or a local file)"
+                )
+            with tempfile.TemporaryDirectory(prefix="fastscan-input-") as tmp:
+                local: dict[str, str] = {}
+                for i, url in enumerate(urls):
+                    folder = Path(tmp) / str(i)
+                    folder.mkdir()
+                    try:
+                        local[url] = _core.download(url, str(folder), endpoint_url=endpoint_url)
+                    except OSError as e:
+                        raise FixError(str(e)) from None
+
+                def named(text: str) -> str:
+                    for url, path in local.items():
+                        text = text.replace(str(path), url)
+                    return text
+
+                args = tuple(local.get(a, a) if isinstance(a, str) else a for a in args)
+                try:
+                    res = command(*args, endpoint_url=endpoint_url, **kw)
+                except FixError as e:
+                    raise type(e)(named(str(e))) from None
+                res.actions = [named(a) for a in res.actions]
+                res.unrepairable = [named(u) for u in res.unrepairable]
+                return res
+
+        return run  # type: ignore[return-value]
+
+    return wrap
+
+
+def _keep_stat(path: Path | str, st: os.stat_result, *, times: bool) -> None:
+    """Gives `path` the permission bits (and with `times`, the access and modification times) of `st`
+    (an object in object storage has neither)."""
+    if isinstance(path, str):
+        return
     os.chmod(path, st.st_mode & 0o7777)
     if times:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -75,7 +141,9 @@ def _existing(path: str | os.PathLike) -> Path:
     return p
 
 
-def _distinct(out: Path, *inputs: Path) -> None:
+def _distinct(out: Path | str, *inputs: Path) -> None:
+    if isinstance(out, str):
+        return  # a new object: never a local input (and never an existing object: the core refuses)
     for i in inputs:
         if out.exists() and os.path.samefile(out, i):
             raise FixError(
@@ -96,6 +164,7 @@ def _identified(src: Source, what: str, force: bool) -> None:
     )
 
 
+@_objects(1)
 def fix(
     file: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -108,13 +177,15 @@ def fix(
     force: bool = False,
     dry_run: bool = False,
     progress: Progress | None = None,
+    endpoint_url: str | None = None,
 ) -> Result:
     """Repairs a safetensors file (position_ids, EMA/junk, dtypes); with no option, what the scan advises.
 
     The output keeps the input's permission bits; an `--in-place` backup also keeps its times. Damage no
     fix can repair (truncation, NaN values, a broken header) is listed in `Result.unrepairable`. With
     `dry_run`, plans and returns without writing. `progress(stage, done, total)` is called as the core
-    writes and verifies the output.
+    writes and verifies the output. `file` and `out` may be object-store URLs (`endpoint_url`: an
+    S3-compatible service): the output is then a new object, never one that exists.
     """
     src_path = _existing(file)
     if dry_run:
@@ -172,16 +243,23 @@ def fix(
             written = write_verified(p, [src], src_path, overwrite=True, progress=progress)
             bad = _written_unrepairable(src, written)
             return Result(src_path, [*notes, *p.actions], kept, bad, saved)
-        out_path = Path(out)
+        out_path = _target(out)
         _distinct(out_path, src_path)
-        written = write_verified(p, [src], out_path, overwrite=force, progress=progress)
+        written = write_verified(
+            p, [src], out_path, overwrite=force, progress=progress, endpoint_url=endpoint_url
+        )
         _keep_stat(out_path, st, times=False)
         bad = _written_unrepairable(src, written)
         return Result(out_path, [*notes, *p.actions], unrepairable=bad, saved=saved)
 
 
-def default_output(file: str | os.PathLike) -> Path:
-    """Where `convert` writes when not told: the input's name with `.safetensors` in its place."""
+def default_output(file: str | os.PathLike) -> Path | str:
+    """Where `convert` writes when not told: the input's name with `.safetensors` in its place (for an
+    object, a new object beside it)."""
+    if is_url(file):
+        head, _, name = str(file).rpartition("/")
+        stem = name.rsplit(".", 1)[0] if "." in name else name
+        return f"{head}/{stem}.safetensors"
     return Path(file).with_suffix(".safetensors")
 
 
@@ -191,13 +269,28 @@ def convert(
     *,
     force: bool = False,
     progress: Progress | None = None,
+    endpoint_url: str | None = None,
 ) -> Result:
     """Converts a pickle checkpoint to safetensors without executing it; records source hashes.
 
     `out` defaults to the input's name with `.safetensors`; the output keeps the input's permission bits.
     """
+    if is_url(file) and out is None:
+        out = default_output(file)
+    return _convert(file, out, force=force, progress=progress, endpoint_url=endpoint_url)
+
+
+@_objects(1)
+def _convert(
+    file: str | os.PathLike,
+    out: str | os.PathLike | None,
+    *,
+    force: bool,
+    progress: Progress | None,
+    endpoint_url: str | None,
+) -> Result:
     src_path = _existing(file)
-    out_path = Path(out) if out is not None else default_output(src_path)
+    out_path = _target(out) if out is not None else default_output(src_path)
     _distinct(out_path, src_path)
     with Source(src_path) as src:
         if src.table["format"] == "safetensors":
@@ -213,11 +306,12 @@ def convert(
         for f in report.get("findings", []):
             if f.get("severity") == "critical":
                 p.actions.append(f"note: {f['message']} (never executed: only tensor data was copied)")
-        write_verified(p, [src], out_path, overwrite=force, progress=progress)
+        write_verified(p, [src], out_path, overwrite=force, progress=progress, endpoint_url=endpoint_url)
         _keep_stat(out_path, os.stat(src_path), times=False)
         return Result(out_path, p.actions)
 
 
+@_objects(1)
 def extract(
     file: str | os.PathLike,
     component: str,
@@ -225,18 +319,20 @@ def extract(
     *,
     force: bool = False,
     progress: Progress | None = None,
+    endpoint_url: str | None = None,
 ) -> Result:
     """Writes one component (vae, unet, text-encoder or an encoder name) alone under its canonical names."""
     src_path = _existing(file)
-    out_path = Path(out)
+    out_path = _target(out)
     _distinct(out_path, src_path)
     with Source(src_path) as src:
         _identified(src, f"extracting {component}", force)
         p = planning.record(planning.plan_extract(src, component), "extract", src)
-        write_verified(p, [src], out_path, overwrite=force, progress=progress)
+        write_verified(p, [src], out_path, overwrite=force, progress=progress, endpoint_url=endpoint_url)
         return Result(out_path, p.actions)
 
 
+@_objects(2)
 def bake_vae(
     ckpt: str | os.PathLike,
     vae: str | os.PathLike,
@@ -245,15 +341,16 @@ def bake_vae(
     dtype: str | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    endpoint_url: str | None = None,
 ) -> Result:
     """Writes the checkpoint with its VAE replaced by a standalone VAE's tensors (shapes must match)."""
     ckpt_path, vae_path = _existing(ckpt), _existing(vae)
-    out_path = Path(out)
+    out_path = _target(out)
     _distinct(out_path, ckpt_path, vae_path)
     with Source(ckpt_path) as c, Source(vae_path) as v:
         if c.table["format"] != "safetensors":
             raise FixError(f"{ckpt_path}: is a {c.table['format']} file; run `fastscan convert` on it first")
         _identified(c, "replacing its VAE", force)
         p = planning.record(planning.plan_bake_vae(c, v, dtype), "bake-vae", c)
-        write_verified(p, [c, v], out_path, overwrite=force, progress=progress)
+        write_verified(p, [c, v], out_path, overwrite=force, progress=progress, endpoint_url=endpoint_url)
         return Result(out_path, p.actions)

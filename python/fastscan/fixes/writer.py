@@ -50,20 +50,28 @@ def check_space(out: Path, need: int) -> None:
 def write_verified(
     plan: Plan,
     sources: list[Source],
-    out: Path,
+    out: Path | str,
     *,
     overwrite: bool = False,
     progress: Progress | None = None,
+    endpoint_url: str | None = None,
 ) -> dict:
     """Writes `plan` to `out` through the core's verified executor; returns {size, metadata} as written.
 
-    Raises FixError naming the problem (nothing is left behind); an exception raised by `progress`
-    (or Ctrl-C) stops the fix and propagates.
+    `out` may be an object's URL (text; `endpoint_url` for an S3-compatible service): the core writes a
+    new object, uploaded and read back, and never replaces one, `overwrite` or not. Raises FixError
+    naming the problem (nothing is left behind); an exception raised by `progress` (or Ctrl-C) stops
+    the fix and propagates.
     """
-    out = Path(out)
-    if out.parent.is_dir():
-        _core.sweep_temp(str(out.parent))
-    mode = os.stat(out).st_mode & 0o7777 if overwrite and out.is_file() else None
+    mode = None
+    if isinstance(out, str) and _core.is_url(out):
+        if overwrite:
+            raise FixError(f"{out}: an object is never overwritten (--force applies to local files)")
+    else:
+        out = Path(out)
+        if out.parent.is_dir():
+            _core.sweep_temp(str(out.parent))
+        mode = os.stat(out).st_mode & 0o7777 if overwrite and out.is_file() else None
     try:
         return _core.write_fix(
             plan.core_tensors(),
@@ -75,6 +83,7 @@ def write_verified(
             overwrite=overwrite,
             mode=mode,
             progress=progress,
+            endpoint_url=endpoint_url,
         )
     except (ValueError, OSError) as e:
         raise FixError(str(e)) from None

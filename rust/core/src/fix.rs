@@ -114,6 +114,8 @@ pub enum Stage {
     Write,
     /// Reading the output back to verify it.
     Verify,
+    /// Sending the verified output to object storage ([`crate::remote::execute_fix`]).
+    Upload,
 }
 
 /// Told what the executor does; can stop it.

@@ -823,3 +823,341 @@ fn spool(obj: &Object, path: &std::path::Path, opts: &ScanOptions) -> std::io::R
     }
     out.flush()
 }
+
+/// Bytes of one part of a multipart upload (S3 takes at least 5 MiB for every part but the last).
+pub const PART: u64 = 8 << 20;
+/// Parts of one upload in flight at once (memory: this many parts).
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// A new object a fix writes: where it goes, never an object that exists.
+struct Target {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    location: ObjPath,
+    endpoint: String,
+}
+
+fn target(url: &str, endpoint: Option<&str>) -> Result<Target, String> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Err(format!(
+            "{url}: an http(s) URL cannot be written; write to s3://, gs:// or az://"
+        ));
+    }
+    let r = root(url, endpoint)?;
+    if r.is_prefix || r.location.as_ref().is_empty() {
+        return Err(format!(
+            "{url}: names a prefix; the output must be an object's key"
+        ));
+    }
+    Ok(Target {
+        url: format!("{}/{}", r.base, r.location),
+        store: r.store,
+        location: r.location,
+        endpoint: r.endpoint,
+    })
+}
+
+/// Why an upload left nothing.
+#[derive(Debug)]
+pub enum PutError {
+    /// The object exists (or appeared while uploading): it is never replaced.
+    Exists(String),
+    /// The URL cannot be written, or the store refused a request.
+    Failed(String),
+    /// The object read back is not what was sent (it was deleted).
+    Verify(String),
+    /// Stopped by the caller (nothing was left).
+    Stopped,
+}
+
+/// What an upload wrote.
+#[derive(Debug)]
+pub struct Uploaded {
+    pub url: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    /// BLAKE3 of the bytes sent, equal to that of the bytes read back.
+    pub blake3: String,
+}
+
+impl Target {
+    /// True when the object exists.
+    async fn exists(&self) -> Result<bool, PutError> {
+        match self.store.head(&self.location).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(PutError::Failed(format!("{}: {}", self.url, describe(&e)))),
+        }
+    }
+
+    fn exists_error(&self) -> PutError {
+        PutError::Exists(format!(
+            "{}: already exists; a fix never replaces an object: write to a new key",
+            self.url
+        ))
+    }
+}
+
+/// Uploads the local file `local` as the new object `url`: one conditional PUT (`If-None-Match: *`)
+/// when it fits in one [`PART`], else a multipart upload of [`PART`]-sized parts read from the file
+/// ([`PARTS_IN_FLIGHT`] at a time, hashed as they are read), aborted on any failure; the object
+/// appears only when complete. An existing object is refused before anything is sent and again
+/// before the multipart upload completes (S3's multipart completion is not conditional through
+/// `object_store`: the window between that check and the completion is one request). Then the object
+/// is verified: its header re-scanned through the object store, every byte read back (pinned to the
+/// ETag the upload returned) and hashed; on a mismatch the object is deleted. `progress(done, total)`
+/// returning false stops the upload (nothing is left).
+pub fn upload(
+    local: &std::path::Path,
+    url: &str,
+    endpoint: Option<&str>,
+    progress: &mut dyn FnMut(crate::fix::Stage, u64, u64) -> bool,
+) -> Result<Uploaded, PutError> {
+    use crate::fix::Stage;
+    use std::io::Read;
+    let t = target(url, endpoint).map_err(PutError::Failed)?;
+    let local_err = |e: std::io::Error| PutError::Failed(format!("{}: {e}", local.display()));
+    let mut file = std::fs::File::open(local).map_err(local_err)?;
+    let size = file.metadata().map_err(local_err)?.len();
+    let mut sent = blake3::Hasher::new();
+    let put = runtime().block_on(async {
+        if t.exists().await? {
+            return Err(t.exists_error());
+        }
+        let failed =
+            |e: object_store::Error| PutError::Failed(format!("{}: {}", t.url, describe(&e)));
+        if size <= PART {
+            let mut data = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut data).map_err(local_err)?;
+            sent.update(&data);
+            let opts = object_store::PutOptions {
+                mode: object_store::PutMode::Create,
+                ..Default::default()
+            };
+            let r = match t.store.put_opts(&t.location, data.into(), opts).await {
+                Err(object_store::Error::AlreadyExists { .. }) => Err(t.exists_error()),
+                r => r.map_err(failed),
+            }?;
+            progress(Stage::Upload, size, size);
+            return Ok(r);
+        }
+        let mut up = t.store.put_multipart(&t.location).await.map_err(failed)?;
+        let parts = async {
+            let mut inflight: futures::stream::FuturesUnordered<object_store::UploadPart> =
+                Default::default();
+            let mut done = 0u64;
+            while done < size {
+                let n = PART.min(size - done) as usize;
+                let mut buf = vec![0u8; n];
+                file.read_exact(&mut buf).map_err(local_err)?;
+                sent.update(&buf);
+                while inflight.len() >= PARTS_IN_FLIGHT {
+                    if let Some(r) = inflight.next().await {
+                        r.map_err(failed)?;
+                    }
+                }
+                inflight.push(up.put_part(buf.into()));
+                done += n as u64;
+                if !progress(Stage::Upload, done, size) {
+                    return Err(PutError::Stopped);
+                }
+            }
+            while let Some(r) = inflight.next().await {
+                r.map_err(failed)?;
+            }
+            if t.exists().await? {
+                return Err(t.exists_error());
+            }
+            Ok(())
+        }
+        .await;
+        let completed = match parts {
+            Ok(()) => up.complete().await.map_err(failed),
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            // Nothing partial is left: the parts sent are dropped with the upload.
+            let _ = up.abort().await;
+        }
+        completed
+    })?;
+    let uploaded = Uploaded {
+        url: t.url.clone(),
+        size,
+        etag: put.e_tag.clone(),
+        blake3: sent.finalize().to_hex().to_string(),
+    };
+    match read_back(&t, &uploaded, local, progress) {
+        Ok(()) => Ok(uploaded),
+        Err(ReadBack::Changed) => Err(PutError::Verify(format!(
+            "{}: another writer replaced the object before it was verified (left as it is)",
+            t.url
+        ))),
+        Err(ReadBack::Stopped) => {
+            delete(&t);
+            Err(PutError::Stopped)
+        }
+        Err(ReadBack::Bad(m)) => {
+            delete(&t);
+            Err(PutError::Verify(format!(
+                "{}: {m}; the object was deleted",
+                t.url
+            )))
+        }
+    }
+}
+
+fn delete(t: &Target) {
+    let _ = runtime().block_on(t.store.delete(&t.location));
+}
+
+/// Why the read-back of an uploaded object failed.
+enum ReadBack {
+    /// The object's ETag is no longer the upload's: someone else wrote it (it is not deleted).
+    Changed,
+    Stopped,
+    Bad(String),
+}
+
+/// Re-scans the uploaded object's header through the object store (it must read as the local file
+/// does), then reads every byte back pinned to its ETag and compares the BLAKE3 with the one sent.
+fn read_back(
+    t: &Target,
+    up: &Uploaded,
+    local: &std::path::Path,
+    progress: &mut dyn FnMut(crate::fix::Stage, u64, u64) -> bool,
+) -> Result<(), ReadBack> {
+    let obj = Object {
+        url: up.url.clone(),
+        size: up.size,
+        etag: up.etag.clone(),
+        mtime: 0.0,
+        endpoint: t.endpoint.clone(),
+        store: t.store.clone(),
+        location: t.location.clone(),
+    };
+    let header_only = ScanOptions {
+        hash: crate::HashMode::None,
+        ..Default::default()
+    };
+    let remote = scan_object(&obj, &header_only);
+    if remote.findings.iter().any(|f| f.check == "file.changed") {
+        return Err(ReadBack::Changed);
+    }
+    if let Some(e) = &remote.error {
+        return Err(ReadBack::Bad(format!("re-scan: {}", e.message)));
+    }
+    let want = crate::scan::scan_file(local, &header_only);
+    let table = |r: &FileReport| {
+        (
+            r.format,
+            r.kind,
+            r.arch,
+            r.tensors,
+            r.findings.iter().map(|f| f.check).collect::<Vec<_>>(),
+        )
+    };
+    if table(&remote) != table(&want) {
+        return Err(ReadBack::Bad(
+            "re-scan: the object's header does not read as the file sent".into(),
+        ));
+    }
+    let mut stream = Stream::new(&obj, &header_only);
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < up.size {
+        let n = stream.next_chunk(off, &mut buf).map_err(|e| {
+            if is_changed(&e) {
+                ReadBack::Changed
+            } else {
+                ReadBack::Bad(format!("read back: {e}"))
+            }
+        })?;
+        if n == 0 {
+            return Err(ReadBack::Bad(format!(
+                "read back: the object ends at byte {off} of {}",
+                up.size
+            )));
+        }
+        h.update(&buf[..n]);
+        off += n as u64;
+        if !progress(crate::fix::Stage::Verify, off, up.size) {
+            return Err(ReadBack::Stopped);
+        }
+    }
+    if h.finalize().to_hex().as_str() != up.blake3 {
+        return Err(ReadBack::Bad(
+            "read back: the object does not hold the bytes sent".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A fix whose output is the new object `url`: the plan is written and verified by
+/// [`crate::fix::execute`] into a temporary folder (needing free space for the output there), then
+/// [`upload`]ed and verified again; the temporary file is removed whatever happens.
+pub fn execute_fix(
+    plan: &crate::fix::Plan,
+    url: &str,
+    endpoint: Option<&str>,
+    observer: &mut dyn crate::fix::Observer,
+) -> Result<crate::fix::Written, crate::fix::FixError> {
+    use crate::fix::FixError;
+    let t = target(url, endpoint).map_err(FixError::Target)?;
+    if runtime().block_on(t.exists()).map_err(put_error)? {
+        return Err(put_error(t.exists_error()));
+    }
+    let dir = spool_dir().map_err(|e| FixError::Io("temporary folder".into(), e))?;
+    let name = match t.location.filename() {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => "output.safetensors".into(),
+    };
+    let local = dir.join(name);
+    let result = crate::fix::execute(plan, &local, false, None, observer).and_then(|w| {
+        let mut stopped = false;
+        let up = upload(&local, url, endpoint, &mut |stage, done, total| {
+            stopped = observer.progress(stage, done, total).is_err();
+            !stopped
+        });
+        up.map(|_| w).map_err(put_error)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn put_error(e: PutError) -> crate::fix::FixError {
+    use crate::fix::FixError;
+    match e {
+        PutError::Exists(m) => FixError::Target(m),
+        PutError::Failed(m) => FixError::Target(format!("{m}; no object was left")),
+        PutError::Verify(m) => FixError::Verify(m),
+        PutError::Stopped => FixError::Stopped,
+    }
+}
+
+/// Copies the one object `url` names into the folder `dir` under its own name (one streamed GET pinned
+/// to the ETag listed, resumed after transient errors) and returns the file's path: the input of a fix
+/// read from object storage. An error names the URL and the problem; no partial file is left.
+pub fn download(
+    url: &str,
+    endpoint: Option<&str>,
+    dir: &std::path::Path,
+) -> Result<std::path::PathBuf, String> {
+    let mut found = None;
+    list(url, endpoint, &mut |o| {
+        found = (o.url == url).then_some(o);
+        false
+    })?;
+    let obj = found.ok_or_else(|| format!("{url}: no such object"))?;
+    let name = match obj.name() {
+        "" => "object",
+        n => n,
+    };
+    let path = dir.join(name);
+    spool(&obj, &path, &ScanOptions::default()).map_err(|e| {
+        let _ = std::fs::remove_file(&path);
+        format!("{url}: {e}")
+    })?;
+    Ok(path)
+}

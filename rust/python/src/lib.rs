@@ -392,6 +392,20 @@ fn is_url(root: &str) -> bool {
     remote::is_url(root)
 }
 
+/// Copies the object `url` into the folder `dir` under its own name; returns the file's path (the
+/// input of a fix read from object storage). OSError naming the URL and the problem.
+#[pyfunction]
+#[pyo3(signature = (url, dir, endpoint_url=None))]
+fn download(
+    py: Python<'_>,
+    url: &str,
+    dir: PathBuf,
+    endpoint_url: Option<String>,
+) -> PyResult<PathBuf> {
+    py.detach(|| remote::download(url, endpoint_url.as_deref(), &dir))
+        .map_err(PyOSError::new_err)
+}
+
 /// What a scan of `roots` would read, reading nothing: ([(path or URL, size, bytes read at least)],
 /// [(root, message)] of roots that cannot be walked or listed).
 #[pyfunction]
@@ -690,6 +704,7 @@ impl fastscan_core::fix::Observer for PyObserver {
         let stage = match stage {
             fastscan_core::fix::Stage::Write => "write",
             fastscan_core::fix::Stage::Verify => "verify",
+            fastscan_core::fix::Stage::Upload => "upload",
         };
         let r = Python::attach(|py| -> PyResult<()> {
             py.check_signals()?;
@@ -716,9 +731,11 @@ fn fix_output_size(tensors: Vec<PyPlanTensor>, metadata: Vec<(String, String)>) 
 /// fastscan_core::fix): returns {size, metadata}. FileExistsError when `out` exists (or appears)
 /// and not `overwrite`; OSError on a read/write failure; ValueError for a bad plan, a changed
 /// input or a failed verification; an exception raised by `progress(stage, done, total)` (or
-/// Ctrl-C) stops the fix and is raised again. Nothing is left behind on any error.
+/// Ctrl-C) stops the fix and is raised again. Nothing is left behind on any error. An object-store
+/// `out` (`endpoint_url` as for `Scanner`) is a new object: written and verified locally, uploaded,
+/// read back (see fastscan_core::remote::execute_fix); it is never replaced (ValueError).
 #[pyfunction]
-#[pyo3(signature = (tensors, metadata, sources, out, *, gone=vec![], kind=None, overwrite=false, mode=None, progress=None))]
+#[pyo3(signature = (tensors, metadata, sources, out, *, gone=vec![], kind=None, overwrite=false, mode=None, progress=None, endpoint_url=None))]
 #[allow(clippy::too_many_arguments)]
 fn write_fix<'py>(
     py: Python<'py>,
@@ -731,6 +748,7 @@ fn write_fix<'py>(
     overwrite: bool,
     mode: Option<u32>,
     progress: Option<Py<PyAny>>,
+    endpoint_url: Option<String>,
 ) -> PyResult<Bound<'py, PyAny>> {
     use fastscan_core::fix::FixError;
     let plan = fix_plan(tensors, metadata, sources, gone, kind)?;
@@ -738,7 +756,10 @@ fn write_fix<'py>(
         callback: progress,
         error: None,
     };
-    let r = py.detach(|| fastscan_core::fix::execute(&plan, &out, overwrite, mode, &mut obs));
+    let r = py.detach(|| match out.to_str().filter(|u| remote::is_url(u)) {
+        Some(url) => remote::execute_fix(&plan, url, endpoint_url.as_deref(), &mut obs),
+        None => fastscan_core::fix::execute(&plan, &out, overwrite, mode, &mut obs),
+    });
     match r {
         Ok(w) => {
             let v = serde_json::json!({
@@ -851,6 +872,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(plan, m)?)?;
     m.add_function(wrap_pyfunction!(is_url, m)?)?;
+    m.add_function(wrap_pyfunction!(download, m)?)?;
     m.add_function(wrap_pyfunction!(walk, m)?)?;
     m.add_function(wrap_pyfunction!(scan_file, m)?)?;
     m.add_function(wrap_pyfunction!(export, m)?)?;
