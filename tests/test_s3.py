@@ -173,6 +173,7 @@ class Store:
         self.direct = direct
         self.proxy = proxy
         self.local = local  # key -> local file: local / key
+        self.demo = local  # the demo library (set by the fixture)
         self.s3 = boto3.client("s3", endpoint_url=direct, region_name="us-east-1")
 
     def put(self, key: str, path: Path) -> None:
@@ -194,6 +195,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         st = Store(f"http://127.0.0.1:{proxy.port}", f"http://127.0.0.1:{port}", proxy, local)
         st.s3.create_bucket(Bucket=BUCKET)
         demo.write_library(lib)
+        st.demo = lib
         files: dict[str, Path] = {}
         for p in sorted(lib.iterdir()):
             if p.is_file() and p.stat().st_size <= SMALL_DEMO and p.name != demo.README:
@@ -272,6 +274,35 @@ def test_s3_report_equals_the_local_report_of_the_same_bytes(store: Store, hash:
             for g in local.duplicates
         ]
         assert got["real/cloneofsimo-lora_lora_disney.safetensors"].hashes.blake3
+
+
+def test_header_only_scan_of_a_2_gb_object_reads_the_header_and_at_most_64_kib(store: Store) -> None:
+    """The issue's multi-GB object: the demo's 2.1 GB SD1.5 checkpoint, uploaded through the S3 API.
+    moto joins its multipart upload in memory (twice: ~4.3 GB at once) and reads the whole value for
+    every ranged GET (2.1 GB each, freed after): the test process peaks near 6 GB for about two minutes
+    (measured), then the object is deleted."""
+    path = store.demo / "clean-sd15.safetensors"
+    size = path.stat().st_size
+    assert size >= 2_000_000_000  # 2.13 GB
+    header_len = int.from_bytes(_head(path), "little")
+    assert 8 + header_len > 64 << 10  # a checkpoint's header: the second read is needed
+    key = "huge/clean-sd15.safetensors"
+    store.put(key, path)
+    try:
+        store.proxy.reset()
+        (f,) = store.scan(f"s3://{BUCKET}/{key}", hash="none").files
+        gets = store.proxy.gets(key)
+        sent = store.proxy.sent
+    finally:
+        store.s3.delete_object(Bucket=BUCKET, Key=key)
+    assert f.size == size and f.error is None and f.kind == "checkpoint"
+    # Two reads for the header (64 KiB, then the rest), one of the CLIP position ids' 616 bytes (the
+    # check a local scan also reads them for): the issue's budget, header + 64 KiB, holds them all.
+    assert len(gets) == 3, store.proxy.requests
+    budget = 8 + header_len + (64 << 10) + HTTP_OVERHEAD * len(store.proxy.requests)
+    assert sent <= budget, (sent, budget)
+    local = fastscan.scan(path, hash="none").files[0]
+    assert _comparable(f, "") == _comparable(local, "")
 
 
 @pytest.mark.parametrize(
