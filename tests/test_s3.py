@@ -692,7 +692,17 @@ def test_cli_fix_and_convert_to_objects_never_print_credentials(store: Store, tm
     )
     assert taken.returncode == 2 and "already exists" in taken.stderr, taken.stderr
     assert _object(store, "lib/real/cloneofsimo-lora_lora_disney.safetensors") == kept
-    for out in (p, again, conv, taken):
+    # A prefix: --dry-run plans every safetensors object under it; fixing them in place is refused.
+    prefix = f"s3://{BUCKET}/lib/real/"
+    plan = _cli("fix", prefix, "--dry-run", "--dtype", "fp16", "--endpoint-url", store.endpoint, env=KEYS)
+    assert plan.returncode == 0, plan.stderr
+    folder = store.local / "lib" / "real"
+    local_plan = _cli("fix", str(folder), "--dry-run", "--dtype", "fp16")
+    assert plan.stdout == local_plan.stdout.replace(f"{folder}/", prefix)
+    assert plan.stdout.startswith("Plan (3 file(s))"), plan.stdout
+    bulk = _cli("fix", prefix, "--backup", "b", "--dtype", "fp16", "--endpoint-url", store.endpoint, env=KEYS)
+    assert bulk.returncode == 2 and "never fixed in place" in bulk.stderr, bulk.stderr
+    for out in (p, again, conv, taken, plan, bulk):
         for secret in KEYS.values():
             assert secret not in out.stdout and secret not in out.stderr
 

@@ -132,18 +132,26 @@ def _print_result(res: Any) -> int:
     return EXIT_FINDINGS if res.unrepairable else EXIT_OK
 
 
-def _expand(paths: list[str], formats: set[str]) -> list[str]:
-    """The files under `paths` (files as given, folders walked) whose format is in `formats`."""
+def _is_url(p: str) -> bool:
+    from fastscan.fixes.commands import is_url
+
+    return is_url(p)
+
+
+def _expand(paths: list[str], formats: set[str], endpoint_url: str | None = None) -> list[str]:
+    """The files under `paths` (files as given, folders walked, prefixes listed) whose format is in
+    `formats`."""
     from fastscan.api import scan
 
-    report = scan(paths, hash="none")
+    report = scan(paths, hash="none", endpoint_url=endpoint_url)
     return [f.path for f in report.files if f.error is None and f.format in formats]
 
 
 def _is_dir(p: str) -> bool:
+    """A folder, or an object-store prefix (a URL ending in `/`)."""
     from fastscan.fixes.commands import is_url
 
-    return not is_url(p) and Path(p).is_dir()
+    return p.endswith("/") if is_url(p) else Path(p).is_dir()
 
 
 def fix(
@@ -181,7 +189,12 @@ def fix(
         raise fail("-o OUT takes one file; several files are fixed in place with --backup DIR")
     if not dry_run and backup is None:
         raise fail("fixing in place needs --backup DIR: each file is replaced only after a verified backup")
-    files = [paths[0]] if single else _expand(paths, {"safetensors"})
+    files = [paths[0]] if single else _expand(paths, {"safetensors"}, endpoint_url)
+    if not dry_run and (urls := [f for f in files if _is_url(f)]):
+        raise fail(
+            f"{urls[0]}: objects are never fixed in place; fix one object to a new one with -o OUT "
+            "(--dry-run plans a whole prefix)"
+        )
     raise typer.Exit(_batch(files, opts, backup, dry_run, force, endpoint_url))
 
 
@@ -268,7 +281,7 @@ def convert(
         raise typer.Exit(_print_result(res))
     if output is not None:
         raise fail("-o OUT takes one file; in folder mode each NAME.ckpt becomes NAME.safetensors beside it")
-    files = [paths[0]] if single else _expand(paths, {"pickle", "torch-zip", "torch-legacy"})
+    files = [paths[0]] if single else _expand(paths, {"pickle", "torch-zip", "torch-legacy"}, endpoint_url)
     con = _console()
     todo = []
     for p in files:
