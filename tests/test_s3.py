@@ -366,6 +366,51 @@ def test_a_hashing_scan_of_a_ckpt_streams_it_once_and_equals_the_local_scan(stor
     assert store.proxy.sent < size + (8 << 20), (store.proxy.sent, size)
 
 
+def _write_legacy_pt(path: Path) -> None:
+    """torch.save in the legacy (pre-1.6) format: 8 storages of 4 MB (zeros but one value), a shared
+    storage seen through two views, and small tensors."""
+    import torch
+
+    sd = {f"block.{i}.weight": torch.zeros(1024, 1024) for i in range(8)}
+    for i, t in enumerate(sd.values()):
+        t[0, 0] = float(i + 1)
+    base = torch.arange(64, dtype=torch.float16)
+    sd["view.a"], sd["view.b"] = base[:32], base[32:]
+    sd["step"] = torch.tensor(7, dtype=torch.int64)
+    torch.save(sd, path, _use_new_zipfile_serialization=False)
+
+
+def test_a_legacy_pt_is_read_by_ranged_reads_as_the_local_file(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "legacy.pt"
+    _write_legacy_pt(path)
+    size = path.stat().st_size
+    assert size > 32 << 20
+    key = "legacy/legacy.pt"
+    store.put(key, path)
+    url = f"s3://{BUCKET}/{key}"
+    store.proxy.reset()
+    (f,) = store.scan(url, hash="none").files
+    local = fastscan.scan(path, hash="none").files[0]
+    assert f.format == "torch-legacy" and f.tensors == 11 and f.error is None
+    assert _comparable(f, "") == _comparable(local, "")
+    # The pickles (in the first 64 KiB) and the 9 storage counts: no copy of the 33 MB object.
+    assert store.proxy.sent < (64 << 10) + 9 * 8 + HTTP_OVERHEAD * len(store.proxy.requests)
+    store.proxy.reset()
+    (f,) = store.scan(url, hash="full").files
+    local = fastscan.scan(path, hash="full").files[0]
+    assert _comparable(f, "") == _comparable(local, "") and f.hashes.blake3
+    assert store.proxy.sent < size + (1 << 20)  # read once
+    # A storage count that disagrees with the pickle: the object is read whole, the report still equal.
+    raw = bytearray(path.read_bytes())
+    first = raw.index((1024 * 1024).to_bytes(8, "little"))
+    raw[first : first + 8] = (1024 * 1024 - 1).to_bytes(8, "little")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(bytes(raw))
+    store.put("legacy/bad.pt", bad)
+    (f,) = store.scan(f"s3://{BUCKET}/legacy/bad.pt", hash="none").files
+    assert _comparable(f, "") == _comparable(fastscan.scan(bad, hash="none").files[0], "")
+
+
 def _head(p: Path) -> bytes:
     with open(p, "rb") as fh:
         return fh.read(8)

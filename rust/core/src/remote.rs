@@ -5,9 +5,10 @@
 //! the header if it is longer); its data pass reads one streamed GET through the data pass's chunk
 //! source ([`Stream`]), resumed at the offset reached after a transient error. A PyTorch zip (`.ckpt`)
 //! is read the same way: its end record, central directory, local headers and pickles by ranged GETs
-//! into a sparse image ([`Sparse`]), never its tensors' bytes, then the same streamed data pass. Other
-//! pickle-based containers (and zips without a usable directory) are streamed once to a temporary file
-//! and scanned as a local file. Every
+//! into a sparse image ([`Sparse`]), never its tensors' bytes, then the same streamed data pass; a
+//! legacy (pre-1.6) `.pt` likewise (its pickles and each storage's element count). Other pickle-based
+//! containers (tar, raw pickles, zips without a usable directory) are streamed once to a temporary
+//! file and scanned as a local file. A fix's output may be a new object ([`execute_fix`]). Every
 //! read after the listing carries `If-Match: <ETag>`, so an object overwritten during the scan is a
 //! `file.changed` finding, never a mix of two versions. Credentials come from the standard
 //! environment and are never written anywhere.
@@ -480,16 +481,22 @@ impl crate::pickle::zip::Pieces for Sparse<'_> {
 }
 
 impl ReadAt for Object {
-    fn pieces(&self) -> Option<Box<dyn crate::pickle::zip::Pieces + '_>> {
-        let map = memmap2::MmapOptions::new()
+    fn pieces(&self, head: &[u8]) -> Option<Box<dyn crate::pickle::zip::Pieces + '_>> {
+        let mut map = memmap2::MmapOptions::new()
             .len(usize::try_from(self.size).ok()?)
             .no_reserve_swap()
             .map_anon()
             .ok()?;
+        let head = &head[..head.len().min(map.len())];
+        map[..head.len()].copy_from_slice(head);
         Some(Box::new(Sparse {
             obj: self,
             map,
-            done: Vec::new(),
+            done: if head.is_empty() {
+                Vec::new()
+            } else {
+                vec![(0, head.len() as u64)]
+            },
         }))
     }
 

@@ -129,8 +129,9 @@ pub trait ReadAt: Sync {
     fn read_at(&self, off: u64, len: u64) -> std::io::Result<Vec<u8>>;
 
     /// The file's bytes to be fetched piecewise (a zip archive's directory and pickles, by ranged
-    /// reads), when this source fetches that way; `None` when the file must be read whole instead.
-    fn pieces(&self) -> Option<Box<dyn crate::pickle::zip::Pieces + '_>> {
+    /// reads), when this source fetches that way, holding already `head` (the file's first bytes,
+    /// read before); `None` when the file must be read whole instead.
+    fn pieces(&self, _head: &[u8]) -> Option<Box<dyn crate::pickle::zip::Pieces + '_>> {
         None
     }
 }
@@ -196,10 +197,11 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
 
 /// [`open_table`] over ranged reads of a file that is not mapped (an object in a store), given its
 /// first bytes `head` (at least [`HEAD_LEN`], or the whole file). Safetensors are read this way (their
-/// header is all a header-level scan needs), and PyTorch zip archives when `src` fetches
-/// [`ReadAt::pieces`] (their directory, local headers and pickles, never the storage records):
-/// `Ok(None)` for any other model format, or a zip without a usable directory, whose container the
-/// caller must read whole.
+/// header is all a header-level scan needs), and PyTorch zip and legacy (pre-1.6) files when `src`
+/// fetches [`ReadAt::pieces`] (a zip's directory, local headers and pickles; a legacy file's pickles and
+/// storage element counts; never the storage records' bytes): `Ok(None)` for any other model format,
+/// a zip without a usable directory, or a legacy file whose counts disagree with its pickle, whose
+/// container the caller must read whole.
 pub fn open_table_at(
     src: &dyn ReadAt,
     head: &[u8],
@@ -233,11 +235,15 @@ pub fn open_table_at(
                 h.metadata,
             )))
         }
-        Format::TorchZip => {
-            let Some(mut pieces) = src.pieces() else {
+        Format::TorchZip | Format::TorchLegacy => {
+            let Some(mut pieces) = src.pieces(head) else {
                 return Ok(None);
             };
-            if !pickle::fetch_zip_scanned(&mut *pieces)? {
+            let fetched = match format {
+                Format::TorchZip => pickle::fetch_zip_scanned(&mut *pieces)?,
+                _ => pickle::fetch_legacy_scanned(&mut *pieces)?,
+            };
+            if !fetched {
                 return Ok(None);
             }
             let p =

@@ -431,20 +431,9 @@ fn place_arrays(run: &Run, base: Option<u64>, c: &mut Collector) -> Vec<TensorIn
     out
 }
 
-fn scan_legacy(data: &[u8], c: &mut Collector) -> Vec<TensorInfo> {
-    let mut runs = Vec::new();
-    let mut pos = 0;
-    for _ in 0..LEGACY_PICKLES {
-        let run = run_one(data, pos, None, Some(0), c, true, false);
-        let ok = run.complete && run.error.is_none();
-        pos = run.end;
-        runs.push(run);
-        if !ok {
-            return Vec::new();
-        }
-    }
-    // Storage data follows the key list: for each key, an 8-byte element count, then the elements.
-    let (main, keys) = (&runs[3], &runs[4]);
+/// A legacy file's storages as its main pickle describes them (by key), and the keys of the storage
+/// records that follow the pickles, in file order; `None` when the key list is not a list.
+fn legacy_storages(main: &Run, keys: &Run) -> Option<(HashMap<String, StorageRef>, Vec<String>)> {
     let mut storages: HashMap<String, StorageRef> = HashMap::new();
     for o in &main.objs {
         match o {
@@ -470,14 +459,96 @@ fn scan_legacy(data: &[u8], c: &mut Collector) -> Vec<TensorInfo> {
                 _ => None,
             })
             .collect(),
-        _ => {
-            c.invalid(
-                None,
-                Some(keys.end),
-                "storage key list is not a list".into(),
-            );
+        _ => return None,
+    };
+    Some((storages, key_list))
+}
+
+/// First read of a legacy file fetched piecewise; grown fourfold until its pickles end.
+const LEGACY_FIRST_READ: usize = 64 << 10;
+
+/// Fetches through `p` what [`scan`] reads of a legacy (pre-1.6) file and nothing else: its five
+/// pickles (a prefix read grown until they end) and each storage record's 8-byte element count, at
+/// the offsets the main pickle's element counts give (one batch). `Ok(false)` when the counts read
+/// differ from the pickle's (the walk would go elsewhere): the file must be read whole.
+pub fn fetch_legacy_scanned(p: &mut dyn zip::Pieces) -> std::io::Result<bool> {
+    let size = p.bytes().len();
+    let (mut have, mut want) = (0usize, LEGACY_FIRST_READ.min(size));
+    let (runs, pos) = loop {
+        p.fetch(&[(have as u64, (want - have) as u64)])?;
+        have = want;
+        let data = &p.bytes()[..have];
+        let (mut runs, mut pos, mut cut) = (Vec::new(), 0, false);
+        for _ in 0..LEGACY_PICKLES {
+            let run = reader::run(data, pos, Limits::default());
+            if !run.complete || run.error.is_some() {
+                cut = run.truncated;
+                break;
+            }
+            pos = run.end;
+            runs.push(run);
+        }
+        if runs.len() == LEGACY_PICKLES {
+            break (runs, pos);
+        }
+        if !cut || have == size {
+            return Ok(true); // a problem within what was fetched: the scan finds it there too
+        }
+        want = have.saturating_mul(4).min(size);
+    };
+    let Some((storages, key_list)) = legacy_storages(&runs[3], &runs[4]) else {
+        return Ok(true);
+    };
+    let mut counts: Vec<(u64, u64, u64)> = Vec::new(); // (offset, element count the pickle gives)
+    let mut at = pos as u64;
+    for key in &key_list {
+        let Some((s, elem)) = storages
+            .get(key)
+            .and_then(|s| Some((s, storage_elem_size(s)?)))
+        else {
+            break;
+        };
+        if at.saturating_add(8) > size as u64 {
+            break;
+        }
+        counts.push((at, 8, s.numel));
+        at = s
+            .numel
+            .checked_mul(elem)
+            .and_then(|b| at.checked_add(8)?.checked_add(b))
+            .unwrap_or(u64::MAX);
+    }
+    drop(runs);
+    let ranges: Vec<(u64, u64)> = counts.iter().map(|&(a, n, _)| (a, n)).collect();
+    p.fetch(&ranges)?;
+    let bytes = p.bytes();
+    Ok(counts.iter().all(|&(a, _, numel)| {
+        let a = a as usize;
+        bytes[a..a + 8] == numel.to_le_bytes()
+    }))
+}
+
+fn scan_legacy(data: &[u8], c: &mut Collector) -> Vec<TensorInfo> {
+    let mut runs = Vec::new();
+    let mut pos = 0;
+    for _ in 0..LEGACY_PICKLES {
+        let run = run_one(data, pos, None, Some(0), c, true, false);
+        let ok = run.complete && run.error.is_none();
+        pos = run.end;
+        runs.push(run);
+        if !ok {
             return Vec::new();
         }
+    }
+    // Storage data follows the key list: for each key, an 8-byte element count, then the elements.
+    let (main, keys) = (&runs[3], &runs[4]);
+    let Some((storages, key_list)) = legacy_storages(main, keys) else {
+        c.invalid(
+            None,
+            Some(keys.end),
+            "storage key list is not a list".into(),
+        );
+        return Vec::new();
     };
     let mut placed: HashMap<String, (u64, u64)> = HashMap::new();
     let mut at = pos as u64;
