@@ -661,8 +661,8 @@ mod tests {
 
     fn class(roles: Vec<Role>) -> Classification {
         Classification {
-            kind: "vae",
-            arch: "sd1",
+            kind: crate::kind::Kind::Vae,
+            arch: crate::kind::Arch::Sd1,
             roles,
             expected_text_encoders: vec![],
             identification: None,

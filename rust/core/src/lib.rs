@@ -23,6 +23,7 @@ mod fingerprint;
 pub mod fix;
 mod hashes;
 pub mod interop;
+mod kind;
 pub mod lineage;
 pub mod mapguard;
 pub mod memory;
@@ -52,6 +53,7 @@ pub use datapass::HashMode;
 // The report and every type it holds (docs/report.schema.json is generated from them).
 pub use diffusers::Part;
 pub use fingerprint::Fingerprint;
+pub use kind::{Arch, Kind};
 pub use provenance::Provenance;
 pub use report::{
     file_schema, path_fields, ComponentReport, ErrorKind, FileError, FileReport, Finding, Hashes,
@@ -85,7 +87,7 @@ enum Job {
 }
 
 /// Walks `roots` (local paths, and object-store URLs: see [`remote`]) and scans each file as the walk finds it, in parallel on the current rayon pool,
-/// calling `emit` with each report as JSON as it finishes (unreadable paths included, as reports
+/// calling `emit` with each report as it finishes (unreadable paths included, as reports
 /// whose `error` says why). Stops early, walk and scanning threads alike, as soon as `emit` returns
 /// false or `opts.stop` is set; reports made after that are dropped. Returns when every thread is done.
 pub fn scan_stream<F>(
@@ -97,11 +99,11 @@ pub fn scan_stream<F>(
     progress: &Progress,
     emit: F,
 ) where
-    F: Fn(serde_json::Value) -> bool + Sync,
+    F: Fn(FileReport) -> bool + Sync,
 {
     let halt = AtomicBool::new(false);
     let halted = || halt.load(Ordering::Relaxed) || opts.stopped();
-    let send = |v: serde_json::Value| {
+    let send = |v: FileReport| {
         let ok = !halted() && emit(v);
         if !ok {
             halt.store(true, Ordering::Relaxed);
@@ -128,7 +130,7 @@ pub fn scan_stream<F>(
                     progress.files_found.fetch_add(1, Ordering::Relaxed);
                     progress.files_scanned.fetch_add(1, Ordering::Relaxed);
                     let r = remote::listing_failed(url, message);
-                    send(serde_json::to_value(r).unwrap_or_default());
+                    send(r);
                 }
             }
             let roots = &paths[..];
@@ -148,7 +150,7 @@ pub fn scan_stream<F>(
                     }
                     walk::Found::Error(e) => {
                         progress.files_scanned.fetch_add(1, Ordering::Relaxed);
-                        send(serde_json::to_value(e.report()).unwrap_or_default())
+                        send(e.report())
                     }
                     walk::Found::SkippedLink(_) => true,
                 }
@@ -176,7 +178,8 @@ pub fn scan_stream<F>(
 }
 
 /// What a scan of `roots` would read, without reading any file or object: (path or URL, size, bytes
-/// the scan reads at least) of each, then (root, message) of each root that cannot be walked or listed.
+/// the scan reads at least) of each, then (path, message naming it) of each path that cannot be walked
+/// or listed.
 #[allow(clippy::type_complexity)]
 pub fn plan(
     roots: &[PathBuf],
@@ -207,10 +210,11 @@ pub fn plan(
         let read = remote::bytes_to_read(&shown, f.size, opts);
         out.push((shown, f.size, read));
     }
-    errors.extend(
-        errs.into_iter()
-            .map(|e| (report::path_fields(&e.path).0, e.message)),
-    );
+    // As the scan reports them: the message names the path.
+    errors.extend(errs.iter().map(|e| {
+        let r = e.report();
+        (r.path, r.error.map(|x| x.message).unwrap_or_default())
+    }));
     (out, errors)
 }
 
@@ -242,7 +246,7 @@ mod tests {
                 None,
                 &progress,
                 |v| {
-                    if v["error"].is_null() {
+                    if v.error.is_none() {
                         n.fetch_add(1, Ordering::Relaxed);
                     }
                     true
@@ -269,10 +273,7 @@ mod tests {
         let progress = Progress::default();
         let seen = std::sync::Mutex::new(std::collections::HashSet::new());
         scan_stream(&roots, false, 2, &opts, None, &progress, |v| {
-            assert!(seen
-                .lock()
-                .unwrap()
-                .insert(v["path"].as_str().unwrap().to_string()));
+            assert!(seen.lock().unwrap().insert(v.path));
             true
         });
         assert_eq!(seen.lock().unwrap().len(), 300);

@@ -159,7 +159,7 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
     let format = sniff(&head, named_st);
     let mut extras = Vec::new();
     let (tensors, findings, metadata, header_len) = match format {
-        Format::Unknown | Format::Diffusers | Format::StateDict => {
+        Format::Unknown | Format::Diffusers | Format::StateDict | Format::Json => {
             return Err(OpenError::NotAModel(format))
         }
         Format::Safetensors => {

@@ -35,8 +35,54 @@ fn options_with(hash: &str, sha256: bool, fingerprint: bool) -> PyResult<ScanOpt
     })
 }
 
-fn to_py<'py>(py: Python<'py>, r: &FileReport) -> PyResult<Bound<'py, PyAny>> {
-    pythonize::pythonize(py, r).map_err(|e| PyValueError::new_err(e.to_string()))
+/// How typed values become Python objects: dicts whose keys are in sorted order (as the maps of
+/// `serde_json::Value` hold them), so a report reaches Python, and its JSON text is written, with the key
+/// order it always had.
+struct Sorted;
+
+impl pythonize::PythonizeTypes for Sorted {
+    type Map = SortedDict;
+    type NamedMap = pythonize::PythonizeUnnamedMappingAdapter<SortedDict>;
+    type List = pyo3::types::PyList;
+}
+
+/// A dict built from its items sorted by key (byte order, as `BTreeMap<String, _>` sorts).
+struct SortedDict;
+
+type Items<'py> = Vec<(String, Bound<'py, PyAny>, Bound<'py, PyAny>)>;
+
+impl pythonize::PythonizeMappingType for SortedDict {
+    type Builder<'py> = (Python<'py>, Items<'py>);
+
+    fn builder<'py>(py: Python<'py>, len: Option<usize>) -> PyResult<Self::Builder<'py>> {
+        Ok((py, Vec::with_capacity(len.unwrap_or(0))))
+    }
+
+    fn push_item<'py>(
+        builder: &mut Self::Builder<'py>,
+        key: Bound<'py, PyAny>,
+        value: Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        builder.1.push((key.str()?.to_string(), key, value));
+        Ok(())
+    }
+
+    fn finish<'py>(builder: Self::Builder<'py>) -> PyResult<Bound<'py, pyo3::types::PyMapping>> {
+        use pyo3::types::{PyDict, PyDictMethods};
+        let (py, mut items) = builder;
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let d = PyDict::new(py);
+        for (_, k, v) in items {
+            d.set_item(k, v)?;
+        }
+        Ok(d.into_mapping())
+    }
+}
+
+/// A typed value (a report, a table, a fix's outcome) as Python objects, converted once at the border.
+fn to_py<'py, T: serde::Serialize + ?Sized>(py: Python<'py>, v: &T) -> PyResult<Bound<'py, PyAny>> {
+    pythonize::pythonize_custom::<Sorted, _>(py, v)
+        .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// Walks roots; returns ([(path, size, mtime)], [(path, kind, message)]), paths as `str` the way
@@ -83,17 +129,11 @@ fn scan_file<'py>(
     etag: Option<String>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let opts = options_with(hash, sha256, fingerprint)?;
-    let v = py.detach(|| match path.to_str().filter(|u| remote::is_url(u)) {
-        Some(url) => serde_json::to_value(remote::scan_url(
-            url,
-            endpoint_url.as_deref(),
-            etag.as_deref(),
-            &opts,
-        ))
-        .unwrap_or_default(),
+    let r = py.detach(|| match path.to_str().filter(|u| remote::is_url(u)) {
+        Some(url) => remote::scan_url(url, endpoint_url.as_deref(), etag.as_deref(), &opts),
         None => fastscan_core::cache::scan_cached(&path, &opts, None),
     });
-    json_to_py(py, &v)
+    to_py(py, &r)
 }
 
 /// Writes the hashes of scan `reports` in another tool's format (`a1111`: merged into the web UI's
@@ -247,8 +287,8 @@ fn table_json(
             })
         })
         .collect();
-    head["kind"] = class.kind.into();
-    head["arch"] = class.arch.into();
+    head["kind"] = serde_json::json!(class.kind);
+    head["arch"] = serde_json::json!(class.arch);
     head["identification"] = serde_json::to_value(&class.identification).unwrap_or_default();
     head["tensors"] = rows.into();
     head
@@ -374,16 +414,7 @@ fn cast<'py>(
 #[pyfunction]
 fn pickle_imports<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     let imports = py.detach(|| fastscan_core::pickle::imports_of(data));
-    let v: Vec<serde_json::Value> = imports
-        .iter()
-        .map(|i| {
-            serde_json::json!({
-                "module": i.module, "name": i.name, "opcode": i.opcode, "pos": i.pos, "used": i.used,
-                "unresolved": i.unresolved, "written": i.written,
-            })
-        })
-        .collect();
-    pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
+    to_py(py, &imports)
 }
 
 /// True when `root` is an object-store URL (s3://, gs://, az://, https://...) rather than a local path.
@@ -423,7 +454,7 @@ const SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 /// With `cache` (a database path), unchanged files are served from it without being opened.
 #[pyclass]
 struct Scanner {
-    rx: Mutex<Option<Receiver<serde_json::Value>>>,
+    rx: Mutex<Option<Receiver<FileReport>>>,
     stop: Arc<AtomicBool>,
     progress: Arc<Progress>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -507,10 +538,7 @@ impl Scanner {
                 None => Err(RecvTimeoutError::Disconnected),
             });
             match got {
-                Ok(v) => {
-                    return pythonize::pythonize(py, &v)
-                        .map_err(|e| PyValueError::new_err(e.to_string()))
-                }
+                Ok(r) => return to_py(py, &r),
                 Err(RecvTimeoutError::Timeout) => py.check_signals()?,
                 Err(RecvTimeoutError::Disconnected) => return Err(PyStopIteration::new_err(())),
             }
@@ -627,6 +655,12 @@ fn fix_plan(
     gone: Vec<String>,
     kind: Option<String>,
 ) -> PyResult<fastscan_core::fix::Plan> {
+    let kind = kind
+        .map(|k| {
+            fastscan_core::Kind::parse(&k)
+                .ok_or_else(|| PyValueError::new_err(format!("unknown kind {k:?}")))
+        })
+        .transpose()?;
     use fastscan_core::fix::{Op, Plan, PlanTensor};
     use fastscan_core::tensor::TensorInfo;
     use fastscan_core::writer::OutTensor;
@@ -740,14 +774,7 @@ fn write_fix<'py>(
     };
     let r = py.detach(|| fastscan_core::fix::execute(&plan, &out, overwrite, mode, &mut obs));
     match r {
-        Ok(w) => {
-            let v = serde_json::json!({
-                "size": w.size,
-                "metadata": w.metadata,
-                "source_findings": w.source_findings,
-            });
-            pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
-        }
+        Ok(w) => to_py(py, &w),
         Err(FixError::Stopped) => Err(obs
             .error
             .take()
@@ -773,6 +800,7 @@ fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Vec<serde_json::Value>> {
     pythonize::depythonize(obj).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+/// JSON as Python objects (the maps of a `Value` are already in key order).
 fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
     pythonize::pythonize(py, v).map_err(|e| PyValueError::new_err(e.to_string()))
 }

@@ -113,7 +113,7 @@ pub enum Obj<'a> {
 }
 
 /// One import a pickle makes.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Import {
     pub module: String,
     pub name: String,
