@@ -168,6 +168,26 @@ def test_format_kind_and_arch_are_enums_in_the_schema_and_the_stubs(obj):
         assert stub[field] == enum, f"{obj}.{field}"
 
 
+def doc_row(heading: str, field: str) -> str:
+    """The row of `field` (its first column starts with it) in the first table after `heading`."""
+    lines = DOC.splitlines()
+    for line in lines[lines.index(heading) + 1 :]:
+        if line.startswith(f"| `{field}`"):
+            return line
+    raise AssertionError(f"docs/report-schema.md: no row for {field!r} under {heading!r}")
+
+
+@pytest.mark.parametrize(
+    ("field", "enum", "parts_only"),
+    [("format", "Format", {"json"}), ("kind", "Kind", {"index"}), ("arch", "Arch", set())],
+)
+def test_the_docs_list_every_value_of_the_enums(field, enum, parts_only):
+    listed = set(re.findall(r"`([a-z0-9-]+)`", doc_row("## File object", field).split("|")[3]))
+    assert set(enums()[enum]) - parts_only <= listed
+    part = doc_row(DOC_SECTIONS["Part"], "size")
+    assert all(f"`{v}`" in part for v in parts_only)
+
+
 def test_the_archs_are_those_of_the_rules():
     rules = json.loads((ROOT / "rust/core/src/rules.json").read_text())
     archs = list(dict.fromkeys(r["arch"] for r in rules["archs"]))

@@ -215,7 +215,7 @@ pub fn options_key(opts: &ScanOptions) -> String {
 /// Reports of files that changed during the scan, or that failed with an I/O error, are not cached.
 ///
 /// Other tools' hash files are reported as sidecars, and the sidecar check runs on every model
-/// report after the cache (sidecars change without the model changing): see [`crate::sidecar_check`].
+/// report after the cache (sidecars change without the model changing): see the `sidecar_check` module.
 pub fn scan_cached(path: &Path, opts: &ScanOptions, cache: Option<&Cache>) -> FileReport {
     if let Some(r) = crate::sidecar_check::sidecar_report(path) {
         return r;

@@ -291,7 +291,7 @@ pub fn a1111_caches_near(model: &Path) -> Vec<(PathBuf, Arc<Value>)> {
     out
 }
 
-/// What [`export`] did for one model (or for the cache file as a whole).
+/// What an export ([`export_sidecars`], [`export_a1111`]) did for one model (or for the cache file as a whole).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Outcome {
     /// The model the line is about.

@@ -25,12 +25,17 @@ pub enum Kind {
     Checkpoint,
     /// A diffusion model alone (UNet or transformer, LDM or diffusers names).
     Unet,
+    /// An autoencoder (kl-f8, 16-channel), LDM or diffusers names.
     Vae,
+    /// A CLIP, OpenCLIP or T5 text encoder.
     TextEncoder,
+    /// A LoRA or LyCORIS (low-rank pairs).
     Lora,
     /// A textual-inversion embedding.
     Embedding,
+    /// A ControlNet (its hint block).
     Controlnet,
+    /// A TencentARC T2I-Adapter.
     T2iAdapter,
     /// ESRGAN / Real-ESRGAN.
     Upscaler,
@@ -44,6 +49,7 @@ pub enum Kind {
     Sidecar,
     /// A sharded model's `*.index.json` (only in a diffusers folder's `parts`).
     Index,
+    /// None of the above (or not a model file).
     #[default]
     Unknown,
 }

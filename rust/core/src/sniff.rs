@@ -29,7 +29,7 @@ pub enum Format {
     Npz,
     /// A diffusers folder (`model_index.json` + component subfolders); never sniffed from bytes.
     Diffusers,
-    /// Tensors held in memory (a loaded torch state dict, [`crate::memory`]); never sniffed.
+    /// Tensors held in memory (a loaded torch state dict, [`crate::scan_memory`]); never sniffed.
     StateDict,
     /// A JSON file: a sharded model's `*.index.json`, only in a diffusers folder's `parts`; never sniffed.
     Json,
