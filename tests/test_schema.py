@@ -166,6 +166,9 @@ def test_format_kind_and_arch_are_enums_in_the_schema_and_the_stubs(obj):
     for field, enum in (("format", "Format"), ("kind", "Kind"), ("arch", "Arch")):
         assert props[field] == {"$ref": f"#/$defs/{enum}"}, f"{obj}.{field}"
         assert stub[field] == enum, f"{obj}.{field}"
+        if obj == "FileReport":  # the model class holds the same Literal type (the stub's, imported)
+            fields = {f.name: f for f in dataclasses.fields(model.FileReport)}
+            assert str(fields[field].type) == f"{enum}Name", f"{obj}.{field}"
 
 
 def doc_row(heading: str, field: str) -> str:

@@ -16,7 +16,10 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    from fastscan._core import Arch as ArchName
     from fastscan._core import FingerprintDict, PartDict, ProvenanceDict
+    from fastscan._core import Format as FormatName
+    from fastscan._core import Kind as KindName
 
 SCHEMA = "fastscan.report/1"
 SEVERITIES = ("info", "warning", "error", "critical")
@@ -256,9 +259,9 @@ class FileReport:
     path: str
     size: int = 0
     mtime: float = 0.0
-    format: str = "unknown"
-    kind: str = "unknown"
-    arch: str = "unknown"
+    format: FormatName = "unknown"
+    kind: KindName = "unknown"
+    arch: ArchName = "unknown"
     tensors: int = 0
     dtypes: dict[str, int] = field(default_factory=dict)
     components: dict[str, Component] = field(default_factory=dict)
