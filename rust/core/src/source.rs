@@ -111,6 +111,8 @@ pub struct FileSource<'a> {
     /// The file mapped: read in place by the pass, and asked which pages are cached (`mincore`).
     map: Option<Arc<GuardedMap>>,
     noted: u64,
+    /// Where read-ahead has been asked for up to (windows brought in place).
+    advised: u64,
     /// Residency of ranges `[from, to)` before the pass read them, not yet read: one byte per page,
     /// or `None` when every page was cached.
     resident: VecDeque<(u64, u64, Option<Vec<u8>>)>,
@@ -132,6 +134,7 @@ impl<'a> FileSource<'a> {
             page,
             map,
             noted: 0,
+            advised: 0,
             resident: VecDeque::new(),
         }
     }
@@ -331,6 +334,7 @@ impl ChunkSource for FileSource<'_> {
     fn bring(&mut self, off: u64, len: u64) -> io::Result<u64> {
         if off == 0 {
             self.noted = 0;
+            self.advised = 0;
             self.resident.clear();
         }
         let end = (off + len).min(self.len);
@@ -338,18 +342,21 @@ impl ChunkSource for FileSource<'_> {
         let Some(map) = self.map.clone() else {
             return Ok(len);
         };
-        if !self.uncached_runs(off, end).is_empty() {
-            // SAFETY: plain syscall on an open descriptor; advice only (read the window ahead, in
-            // large requests, before the page tables are filled below).
+        // Ask for the pages not cached from here to as far as residency is noted, once each: the
+        // disk reads the next windows while this one's page tables are filled below.
+        let ahead = self.noted.max(end);
+        for (a, b) in self.uncached_runs(self.advised.max(off), ahead) {
+            // SAFETY: plain syscall on an open descriptor; advice only (read ahead, in large requests).
             unsafe {
                 libc::posix_fadvise(
                     self.file.as_raw_fd(),
-                    off as libc::off_t,
-                    (end - off) as libc::off_t,
+                    a as libc::off_t,
+                    (b - a) as libc::off_t,
                     libc::POSIX_FADV_WILLNEED,
                 );
             }
         }
+        self.advised = ahead;
         // Fill the window's page tables here, ahead of the readers: one read per fault-around block
         // maps the block's cached pages (or the whole huge page) at once; a page it leaves out is
         // faulted in by its reader. A page past the end of a file that shrank reads as zero and
