@@ -273,26 +273,31 @@ pub fn reference_elements(arch: &str) -> Option<BTreeMap<&'static str, u64>> {
     let m = rules().reference_elements.get(arch)?.as_object()?;
     Some(
         m.iter()
-            .filter_map(|(c, n)| Some((leak(c), n.as_u64()?)))
+            .filter_map(|(c, n)| Some((c.as_str(), n.as_u64()?)))
             .collect(),
     )
 }
 
 /// Every key prefix any arch keeps a component under (`first_stage_model.`, `conditioner.embedders.1.model.`, ...).
 pub fn known_prefixes() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = rules()
-        .archs
-        .iter()
-        .flat_map(|r| r.components.values().flatten())
-        .chain(&rules().unet_prefixes)
-        .map(|p| leak(p))
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+    static PREFIXES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    PREFIXES
+        .get_or_init(|| {
+            let mut v: Vec<&'static str> = rules()
+                .archs
+                .iter()
+                .flat_map(|r| r.components.values().flatten())
+                .chain(&rules().unet_prefixes)
+                .map(|p| p.as_str())
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        })
+        .clone()
 }
 
-/// Interns a rule string for the life of the process (rules are loaded once).
+/// Interns a string for the life of the process (rule strings are `'static` already and need no interning).
 pub(crate) fn leak(s: &str) -> &'static str {
     static POOL: OnceLock<std::sync::Mutex<HashMap<String, &'static str>>> = OnceLock::new();
     let mut pool = POOL.get_or_init(Default::default).lock().unwrap();
@@ -393,7 +398,7 @@ pub fn classify(tensors: &[TensorInfo]) -> Classification {
     }
     // 2. A diffusion model alone (LDM or diffusers names).
     if let Some(m) = match_arch(&index, "") {
-        let mut c = whole(tensors, "unet", leak(&m.rule.arch), "unet");
+        let mut c = whole(tensors, "unet", m.rule.arch.as_str(), "unet");
         unet_incomplete(&mut c, &m);
         c.identification = Some(identification(m.matched, m.of, m.missing, 0));
         return c;
@@ -439,7 +444,7 @@ fn ema_only(tensors: &[TensorInfo]) -> Option<Classification> {
     Some(Classification::by_role(
         tensors,
         "unet",
-        leak(&rule.arch),
+        rule.arch.as_str(),
         |t| {
             if is_buffer(&t.name) {
                 Role::Buffer
@@ -495,11 +500,11 @@ fn checkpoint(
     let comps: Vec<(&'static str, &str)> = rule
         .components
         .iter()
-        .flat_map(|(c, ps)| ps.iter().map(move |p| (leak(c), p.as_str())))
+        .flat_map(|(c, ps)| ps.iter().map(move |p| (c.as_str(), p.as_str())))
         .collect();
     let mut c = Classification {
-        expected_text_encoders: rule.text_encoders.iter().map(|s| leak(s)).collect(),
-        ..Classification::by_role(tensors, "checkpoint", leak(&rule.arch), |t| {
+        expected_text_encoders: rule.text_encoders.iter().map(|s| s.as_str()).collect(),
+        ..Classification::by_role(tensors, "checkpoint", rule.arch.as_str(), |t| {
             role_in_checkpoint(&t.name, &comps)
         })
     };
@@ -527,7 +532,7 @@ fn checkpoint(
         );
         if !missing.is_empty() {
             c.incomplete.push(Incomplete {
-                component: leak(comp),
+                component: comp.as_str(),
                 missing,
                 of,
             });
@@ -544,7 +549,7 @@ fn checkpoint_unknown(tensors: &[TensorInfo]) -> Classification {
         for (c, ps) in &rule.components {
             for p in ps {
                 if !comps.iter().any(|(_, q)| *q == p.as_str()) {
-                    comps.push((leak(c), p.as_str()));
+                    comps.push((c.as_str(), p.as_str()));
                 }
             }
         }

@@ -22,6 +22,7 @@ mod file_kinds;
 mod fingerprint;
 pub mod fix;
 mod hashes;
+mod header_fast;
 pub mod interop;
 pub mod lineage;
 pub mod mapguard;
