@@ -104,7 +104,7 @@ pub struct Plan {
     /// Checks that must no longer fire on the output.
     pub gone: Vec<String>,
     /// The kind the output must be identified as, when the fix decides it.
-    pub kind: Option<String>,
+    pub kind: Option<crate::kind::Kind>,
 }
 
 /// Where a running fix is.
@@ -176,7 +176,7 @@ impl fmt::Display for FixError {
 }
 
 /// What a finished fix wrote.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
 pub struct Written {
     /// Bytes of the output file.
     pub size: u64,
@@ -1098,8 +1098,8 @@ fn verify(
     if got_meta != want_meta {
         return Err(bad("metadata differs from the plan".into()));
     }
-    if let Some(k) = &plan.kind {
-        if t.class.kind != k.as_str() {
+    if let Some(k) = plan.kind {
+        if t.class.kind != k {
             return Err(bad(format!(
                 "output is a {} file, expected {k}",
                 t.class.kind
