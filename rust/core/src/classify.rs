@@ -286,19 +286,24 @@ pub fn reference_elements(arch: Arch) -> Option<BTreeMap<&'static str, u64>> {
 
 /// Every key prefix any arch keeps a component under (`first_stage_model.`, `conditioner.embedders.1.model.`, ...).
 pub fn known_prefixes() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = rules()
-        .archs
-        .iter()
-        .flat_map(|r| r.components.values().flatten())
-        .chain(&rules().unet_prefixes)
-        .map(|p| leak(p))
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+    static PREFIXES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    PREFIXES
+        .get_or_init(|| {
+            let mut v: Vec<&'static str> = rules()
+                .archs
+                .iter()
+                .flat_map(|r| r.components.values().flatten())
+                .chain(&rules().unet_prefixes)
+                .map(|p| p.as_str())
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        })
+        .clone()
 }
 
-/// Interns a rule string for the life of the process (rules are loaded once).
+/// Interns a string for the life of the process (rule strings are `'static` already and need no interning).
 pub(crate) fn leak(s: &str) -> &'static str {
     static POOL: OnceLock<std::sync::Mutex<HashMap<String, &'static str>>> = OnceLock::new();
     let mut pool = POOL.get_or_init(Default::default).lock().unwrap();
@@ -501,10 +506,10 @@ fn checkpoint(
     let comps: Vec<(&'static str, &str)> = rule
         .components
         .iter()
-        .flat_map(|(c, ps)| ps.iter().map(move |p| (leak(c), p.as_str())))
+        .flat_map(|(c, ps)| ps.iter().map(move |p| (c.as_str(), p.as_str())))
         .collect();
     let mut c = Classification {
-        expected_text_encoders: rule.text_encoders.iter().map(|s| leak(s)).collect(),
+        expected_text_encoders: rule.text_encoders.iter().map(|s| s.as_str()).collect(),
         ..Classification::by_role(tensors, Kind::Checkpoint, rule.arch, |t| {
             role_in_checkpoint(&t.name, &comps)
         })
@@ -533,7 +538,7 @@ fn checkpoint(
         );
         if !missing.is_empty() {
             c.incomplete.push(Incomplete {
-                component: leak(comp),
+                component: comp.as_str(),
                 missing,
                 of,
             });
@@ -550,7 +555,7 @@ fn checkpoint_unknown(tensors: &[TensorInfo]) -> Classification {
         for (c, ps) in &rule.components {
             for p in ps {
                 if !comps.iter().any(|(_, q)| *q == p.as_str()) {
-                    comps.push((leak(c), p.as_str()));
+                    comps.push((c.as_str(), p.as_str()));
                 }
             }
         }

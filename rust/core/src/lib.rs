@@ -22,6 +22,7 @@ mod file_kinds;
 mod fingerprint;
 mod fix;
 mod hashes;
+mod header_fast;
 mod interop;
 mod kind;
 mod lineage;

@@ -55,19 +55,19 @@ impl HeaderError {
 
 #[derive(Deserialize, PartialEq)]
 #[serde(expecting = "a tensor entry {dtype, shape, data_offsets}")]
-struct RawTensor<'a> {
+pub(crate) struct RawTensor<'a> {
     /// Borrowed from the header when it has no escapes (it never does in practice).
     #[serde(borrow)]
-    dtype: Cow<'a, str>,
-    shape: Vec<u64>,
-    data_offsets: Offsets,
+    pub(crate) dtype: Cow<'a, str>,
+    pub(crate) shape: Vec<u64>,
+    pub(crate) data_offsets: Offsets,
 }
 
 /// `data_offsets` without a heap allocation: the first two numbers and how many there were.
 #[derive(PartialEq, Clone, Copy)]
-struct Offsets {
-    first: [u64; 2],
-    count: usize,
+pub(crate) struct Offsets {
+    pub(crate) first: [u64; 2],
+    pub(crate) count: usize,
 }
 
 impl Offsets {
@@ -103,7 +103,7 @@ impl<'de> Deserialize<'de> for Offsets {
 }
 
 /// `__metadata__` entries in file order, repeats included (the reference checks every value).
-struct MetaPairs(Vec<(String, Value)>);
+pub(crate) struct MetaPairs(pub(crate) Vec<(String, Value)>);
 
 impl<'de> Deserialize<'de> for MetaPairs {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -126,18 +126,18 @@ impl<'de> Deserialize<'de> for MetaPairs {
 }
 
 /// Header entries in file order; a repeated tensor name keeps the last entry, as the reference does.
-struct RawHeader<'a> {
-    metadata: Option<MetaPairs>,
-    tensors: Vec<(String, RawTensor<'a>)>,
+pub(crate) struct RawHeader<'a> {
+    pub(crate) metadata: Option<MetaPairs>,
+    pub(crate) tensors: Vec<(String, RawTensor<'a>)>,
     /// Names listed more than once with different entries.
-    conflicting: Vec<String>,
+    pub(crate) conflicting: Vec<String>,
     /// First entry the reference rejects while parsing (even one a later repeat replaces):
     /// (name, reason, which occurrence of the name).
-    problem: Option<(String, String, usize)>,
+    pub(crate) problem: Option<(String, String, usize)>,
 }
 
 /// What the reference's typed parse rejects in one entry: an unknown dtype or not two offsets.
-fn entry_problem(name: &str, t: &RawTensor) -> Option<String> {
+pub(crate) fn entry_problem(name: &str, t: &RawTensor) -> Option<String> {
     if Dtype::parse(&t.dtype).is_none() {
         return Some(format!("unknown dtype `{}` for tensor `{name}`", t.dtype));
     }
@@ -180,21 +180,33 @@ impl<'de> Deserialize<'de> for RawHeader<'de> {
                         entries.push((key, t));
                     }
                 }
-                let problem = problem.map(|(i, reason)| {
-                    let name = &entries[i].0;
-                    let occurrence = entries[..i].iter().filter(|(k, _)| k == name).count();
-                    (name.clone(), reason, occurrence)
-                });
-                let (tensors, conflicting) = dedupe_last_wins(entries);
-                Ok(RawHeader {
-                    metadata,
-                    tensors,
-                    conflicting,
-                    problem,
-                })
+                Ok(RawHeader::assemble(metadata, entries, problem))
             }
         }
         d.deserialize_map(V)
+    }
+}
+
+impl<'a> RawHeader<'a> {
+    /// The header from its entries in file order and the first entry the reference rejects
+    /// (its index and reason).
+    pub(crate) fn assemble(
+        metadata: Option<MetaPairs>,
+        entries: Vec<(String, RawTensor<'a>)>,
+        problem: Option<(usize, String)>,
+    ) -> Self {
+        let problem = problem.map(|(i, reason)| {
+            let name = &entries[i].0;
+            let occurrence = entries[..i].iter().filter(|(k, _)| k == name).count();
+            (name.clone(), reason, occurrence)
+        });
+        let (tensors, conflicting) = dedupe_last_wins(entries);
+        RawHeader {
+            metadata,
+            tensors,
+            conflicting,
+            problem,
+        }
     }
 }
 
@@ -320,6 +332,22 @@ fn too_deep(json: &[u8]) -> Option<usize> {
     None
 }
 
+/// The header's entries by serde_json, with the reference's nesting limit checked first.
+fn parse_general(text: &str) -> Result<RawHeader<'_>, HeaderError> {
+    if let Some(at) = too_deep(text.as_bytes()) {
+        return Err(HeaderError::new(
+            format!("invalid JSON: nested deeper than {} levels", MAX_DEPTH - 1),
+            8 + at as u64,
+        ));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        HeaderError::new(
+            format!("invalid JSON: {e}"),
+            8 + offset_of(text, e.line(), e.column()),
+        )
+    })
+}
+
 /// Parses and validates the JSON header bytes (the `n` bytes after the prefix).
 ///
 /// Returns the header and the structural findings that leave it usable
@@ -331,18 +359,12 @@ pub fn parse_header(
     let n = json_bytes.len() as u64;
     let text = std::str::from_utf8(json_bytes)
         .map_err(|e| HeaderError::new("invalid UTF-8 in header", 8 + e.valid_up_to() as u64))?;
-    if let Some(at) = too_deep(json_bytes) {
-        return Err(HeaderError::new(
-            format!("invalid JSON: nested deeper than {} levels", MAX_DEPTH - 1),
-            8 + at as u64,
-        ));
-    }
-    let raw: RawHeader = serde_json::from_str(text).map_err(|e| {
-        HeaderError::new(
-            format!("invalid JSON: {e}"),
-            8 + offset_of(text, e.line(), e.column()),
-        )
-    })?;
+    // The plain shape every writer produces is read directly; anything else (and every error) goes
+    // through serde_json, whose behaviour (and messages) the reference shares.
+    let raw = match crate::header_fast::parse(text) {
+        Some(raw) => raw,
+        None => parse_general(text)?,
+    };
 
     if let Some((name, reason, occurrence)) = raw.problem {
         return Err(HeaderError::new(

@@ -2,6 +2,7 @@
 
 use crate::classify::{Classification, Role};
 use crate::datapass::{self, HashMode};
+use crate::dtype::Dtype;
 use crate::kind::Kind;
 use crate::pickle::PickleError;
 use crate::report::{ComponentReport, ErrorKind, FileError, FileReport};
@@ -221,31 +222,48 @@ fn truncate_value(v: &Value) -> Value {
 
 /// Fills the dtype histogram and per-component totals.
 fn summarize(tensors: &[TensorInfo], class: &Classification, r: &mut FileReport) {
-    // Accumulate under static keys, allocating each map key once rather than once per tensor.
-    type Histogram = BTreeMap<&'static str, u64>;
-    let mut dtypes: Histogram = BTreeMap::new();
-    let mut comps: BTreeMap<&'static str, (u64, u64, Histogram)> = BTreeMap::new();
+    // Bytes per dtype, indexed by the dtype's discriminant (`None`: no tensor of that dtype), so the
+    // per-tensor work is array arithmetic; the maps are built once at the end.
+    type Histogram = [Option<u64>; DTYPES];
+    fn add(h: &mut Histogram, t: &TensorInfo) {
+        *h[t.dtype as usize].get_or_insert(0) += t.len;
+    }
+    fn owned(h: &Histogram) -> BTreeMap<String, u64> {
+        Dtype::ALL
+            .iter()
+            .filter_map(|&d| Some((d.name().to_string(), h[d as usize]?)))
+            .collect()
+    }
+    let mut dtypes: Histogram = [None; DTYPES];
+    // A file has a handful of components: a short list searched linearly beats a map.
+    let mut comps: Vec<(&'static str, u64, u64, Histogram)> = Vec::new();
     for (t, role) in tensors.iter().zip(&class.roles) {
-        *dtypes.entry(t.dtype.name()).or_default() += t.len;
+        add(&mut dtypes, t);
         let comp = match role {
             Role::Component { name, .. } => *name,
             Role::Ema => "ema",
             Role::Buffer => "buffers",
             Role::Junk => "junk",
         };
-        let c = comps.entry(comp).or_default();
-        c.0 += 1;
-        c.1 += t.len;
-        *c.2.entry(t.dtype.name()).or_default() += t.len;
+        let i = match comps.iter().position(|c| c.0 == comp) {
+            Some(i) => i,
+            None => {
+                comps.push((comp, 0, 0, [None; DTYPES]));
+                comps.len() - 1
+            }
+        };
+        let c = &mut comps[i];
+        c.1 += 1;
+        c.2 += t.len;
+        add(&mut c.3, t);
     }
-    let owned = |h: Histogram| h.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    r.dtypes = owned(dtypes);
+    r.dtypes = owned(&dtypes);
     r.components = comps
-        .into_iter()
-        .map(|(name, (tensors, bytes, dt))| {
+        .iter()
+        .map(|(name, tensors, bytes, dt)| {
             let c = ComponentReport {
-                tensors,
-                bytes,
+                tensors: *tensors,
+                bytes: *bytes,
                 dtypes: owned(dt),
                 blake3: None,
             };
@@ -253,3 +271,6 @@ fn summarize(tensors: &[TensorInfo], class: &Classification, r: &mut FileReport)
         })
         .collect();
 }
+
+/// Number of dtypes (the length of [`Dtype::ALL`]).
+const DTYPES: usize = Dtype::ALL.len();
