@@ -17,8 +17,6 @@ TEXT_ENCODERS = ("clip_l", "clip_g", "open_clip_h", "t5xxl")
 COMPONENT_KIND = {"vae": "vae", "unet": "unet", **{t: "text-encoder" for t in TEXT_ENCODERS}}
 # The metadata key under which every fix records what it did: a JSON list, one entry per fix applied.
 FIX_KEY = "fastscan.fix"
-# sd-scripts' hashes of the data: the core recomputes them from the bytes it writes (fastscan_core::fix).
-DATA_HASHES = ("sshs_model_hash", "sshs_legacy_hash")
 
 
 def nbytes(dtype: str, shape: list[int]) -> int:
@@ -55,6 +53,8 @@ class Plan:
     actions: list[str]
     gone: set[str] = field(default_factory=set)  # checks that must no longer fire on the output
     kind: str | None = None  # kind the output must have, when the fix decides it
+    # the core fills the metadata's source hashes (convert) while it reads the first source
+    source_hashes: bool = False
 
     def changes_anything(self, source: Source) -> bool:
         """True when the output would differ from the input in tensors, names or values."""
@@ -81,7 +81,9 @@ class Plan:
     def output_size(self) -> int:
         """Bytes of the file this plan writes."""
         try:
-            return _core.fix_output_size(self.core_tensors(), list(self.metadata.items()))
+            return _core.fix_output_size(
+                self.core_tensors(), list(self.metadata.items()), source_hashes=self.source_hashes
+            )
         except ValueError as e:
             raise FixError(f"cannot write the output: {e}") from None
 
@@ -108,7 +110,7 @@ def record(plan: Plan, command: str, source: Source) -> Plan:
         done = [done]
     done.append({"command": command, "source": source.path.name, "actions": list(plan.actions)})
     plan.metadata[FIX_KEY] = json.dumps(done, separators=(",", ":"), ensure_ascii=False)
-    for key in DATA_HASHES:
+    for key in _core.DATA_HASH_KEYS:
         if key in plan.metadata:
             plan.actions.append(f"recomputed metadata {key} from the data written")
     return plan
@@ -194,9 +196,9 @@ def plan_fix(source: Source, clip: bool = False, prune: str | None = None, dtype
     return Plan(out, _metadata(source), actions, gone)
 
 
-def plan_convert(source: Source, hashes: dict[str, str | None]) -> Plan:
-    """Plans `convert`: every tensor of a pickle checkpoint as is; metadata keeps its scalar extras and
-    records the source's hashes."""
+def plan_convert(source: Source) -> Plan:
+    """Plans `convert`: every tensor of a pickle checkpoint as is; the metadata the core gives a converted
+    checkpoint (its scalar extras, its name, its hashes, which the core fills while it reads the file)."""
     if source.table["format"] == "safetensors":
         raise FixError(
             f"{source.path}: already safetensors; convert reads pickle checkpoints (.ckpt/.pt/.bin)"
@@ -210,12 +212,9 @@ def plan_convert(source: Source, hashes: dict[str, str | None]) -> Plan:
             raise FixError(f"{source.path}: tensor name {t['name']} appears twice")
         seen.add(t["name"])
         out.append(OutTensor(t["name"], t["dtype"], list(t["shape"]), 0, t))
-    # the checkpoint's scalar extras (epoch, global_step, ...) under the keys the core gives them
-    meta = dict(source.table.get("convert_metadata") or [])
-    meta.update({"format": "pt", "fastscan.source": source.path.name})
-    meta.update({f"fastscan.source_{k}": v for k, v in hashes.items() if v})
+    meta = dict(source.table["convert_metadata"])
     actions = [f"converted {len(out)} tensor(s) from {source.table['format']} without executing its pickle"]
-    return Plan(out, meta, actions, {"format.legacy-pickle"})
+    return Plan(out, meta, actions, {"format.legacy-pickle"}, source_hashes=True)
 
 
 def _prefix(entry: dict) -> str:

@@ -10,6 +10,7 @@
 //! component hashes) are private. The public modules are those the binding, benches and tests use.
 
 pub mod atomic;
+pub mod backup;
 pub mod cache;
 pub mod cast;
 pub mod checks;
