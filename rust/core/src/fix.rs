@@ -4,9 +4,9 @@
 //! as int64 `0..n-1`) from a tensor of one of its source files. [`execute`] writes it through an
 //! unnamed temporary file in the output's folder ([`crate::atomic`]): header, then the data in the
 //! reference writer's order, read ahead on a thread, written in large `pwrite`s with early writeback,
-//! holes of a sparse input kept as holes. Each tensor's BLAKE3 is taken while writing; then
+//! holes of a sparse input kept as holes. Each tensor's CRC-64 is taken while writing; then
 //! the file is parsed again, must hold exactly the planned table, metadata and bytes (re-read and
-//! hashed, from the page cache while the fsync waits for the disk), must no longer show the checks the
+//! checked, from the page cache while the fsync waits for the disk), must no longer show the checks the
 //! fix removes and no new ones; the sources must be unchanged. Only when the fsync and all of this
 //! succeeded does it get its name. Any failure leaves nothing behind. The reader also counts NaN/Inf
 //! and constant values in what it reads of the first source ([`Written::source_findings`]), so a fix
@@ -444,56 +444,47 @@ pub(crate) fn feed_zeros(h: &mut impl FnMut(&[u8]), mut n: u64) {
     }
 }
 
-/// BLAKE3 of one tensor's bytes; a tensor that is all holes costs one hash per size (cached).
+/// The check of one tensor's bytes that the verification compares: CRC-64/NVME, an error-detecting
+/// code computed with carry-less multiplication many times faster than a cryptographic hash (it guards
+/// against bytes lost or changed between the write and the re-read, not against an adversary). A tensor
+/// that is all holes costs one check per size (cached).
 #[derive(Default)]
 struct TensorHash {
-    h: Option<blake3::Hasher>,
+    h: Option<crc_fast::Digest>,
     zeros: u64,
+}
+
+/// The checks of runs of zeros, by length (sparse inputs have many).
+type ZeroChecks = FxHashMap<u64, u64>;
+
+fn crc() -> crc_fast::Digest {
+    crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme)
 }
 
 impl TensorHash {
     fn data(&mut self, d: &[u8]) {
         let zeros = self.zeros;
         let h = self.h.get_or_insert_with(|| {
-            let mut h = blake3::Hasher::new();
-            feed_zeros(
-                &mut |z| {
-                    h.update(z);
-                },
-                zeros,
-            );
+            let mut h = crc();
+            feed_zeros(&mut |z| h.update(z), zeros);
             h
         });
-        if d.len() >= 1 << 20 {
-            h.update_rayon(d);
-        } else {
-            h.update(d);
-        }
+        h.update(d);
     }
 
     fn hole(&mut self, n: u64) {
         match &mut self.h {
             None => self.zeros += n,
-            Some(h) => feed_zeros(
-                &mut |z| {
-                    h.update(z);
-                },
-                n,
-            ),
+            Some(h) => feed_zeros(&mut |z| h.update(z), n),
         }
     }
 
-    fn finish(self, cache: &mut FxHashMap<u64, blake3::Hash>) -> blake3::Hash {
+    fn finish(self, cache: &mut ZeroChecks) -> u64 {
         match self.h {
             Some(h) => h.finalize(),
             None => *cache.entry(self.zeros).or_insert_with(|| {
-                let mut h = blake3::Hasher::new();
-                feed_zeros(
-                    &mut |z| {
-                        h.update(z);
-                    },
-                    self.zeros,
-                );
+                let mut h = crc();
+                feed_zeros(&mut |z| h.update(z), self.zeros);
                 h.finalize()
             }),
         }
@@ -809,8 +800,8 @@ pub fn execute(
         .and_then(|s| crate::table::open_table(&s.path).ok());
     let before = first.as_ref().map(serious_checks).unwrap_or_default();
     let io_err = |e: io::Error| FixError::Io(format!("{}", out.display()), e);
-    // BLAKE3 of n zero bytes, by n: shared by the writer and the verifier (sparse inputs have many).
-    let mut zero_cache = FxHashMap::default();
+    // The check of n zero bytes, by n: shared by the writer and the verifier (sparse inputs have many).
+    let mut zero_cache = ZeroChecks::default();
     let tmp = TempOutput::create(out, mode).map_err(io_err)?;
     let file = tmp.file();
     let order: Vec<&PlanTensor> = head.order.iter().map(|&i| &plan.tensors[i]).collect();
@@ -851,7 +842,7 @@ pub fn execute(
         .iter()
         .map(|&i| data_at + head.offsets[i].0)
         .collect();
-    let mut run = || -> Result<(Vec<blake3::Hash>, Read), FixError> {
+    let mut run = || -> Result<(Vec<u64>, Read), FixError> {
         file.write_all_at(&(head.json.len() as u64).to_le_bytes(), 0)
             .map_err(io_err)?;
         file.write_all_at(&head.json, 8).map_err(io_err)?;
@@ -862,7 +853,7 @@ pub fn execute(
             dirty: None,
             unsynced: 0,
         };
-        let mut hashes: Vec<Option<blake3::Hash>> = vec![None; order.len()];
+        let mut hashes: Vec<Option<u64>> = vec![None; order.len()];
         let (free_tx, free_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
         for _ in 0..=IN_FLIGHT {
             let _ = free_tx.send(Vec::with_capacity(CHUNK));
@@ -1389,9 +1380,9 @@ fn send_in_file_order(
 
 /// What the written file must hold.
 struct Expected<'a> {
-    /// The planned tensors in data order, and the BLAKE3 of each as written.
+    /// The planned tensors in data order, and the CRC-64 of each as written.
     order: &'a [&'a PlanTensor],
-    hashes: &'a [blake3::Hash],
+    hashes: &'a [u64],
     metadata: &'a [(String, String)],
     size: u64,
     /// The first source's warning-or-worse checks.
@@ -1403,7 +1394,7 @@ fn verify(
     plan: &Plan,
     tmp: &TempOutput,
     want: &Expected,
-    zero_cache: &mut FxHashMap<u64, blake3::Hash>,
+    zero_cache: &mut ZeroChecks,
     observer: &mut dyn Observer,
 ) -> Result<(), FixError> {
     let Expected {
