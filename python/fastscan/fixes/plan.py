@@ -19,14 +19,6 @@ COMPONENT_KIND = {"vae": "vae", "unet": "unet", **{t: "text-encoder" for t in TE
 FIX_KEY = "fastscan.fix"
 
 
-def nbytes(dtype: str, shape: list[int]) -> int:
-    """Bytes a tensor of this dtype and shape occupies (element sizes from the core's dtype table)."""
-    n = 1
-    for d in shape:
-        n *= d
-    return n * _core.DTYPE_BITS[dtype] // 8
-
-
 @dataclass
 class OutTensor:
     """One output tensor: its name, dtype and shape, the source row it comes from, and the operation."""
@@ -37,11 +29,6 @@ class OutTensor:
     src: int
     entry: dict
     op: str = "copy"  # copy | cast | arange
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes this tensor occupies in the output."""
-        return nbytes(self.dtype, self.shape)
 
 
 @dataclass
@@ -63,11 +50,6 @@ class Plan:
         return [t.name for t in self.tensors] != [t["name"] for t in source.tensors] or any(
             t.name != t.entry["name"] for t in self.tensors
         )
-
-    @property
-    def data_bytes(self) -> int:
-        """Bytes of tensor data in the output."""
-        return sum(t.nbytes for t in self.tensors)
 
     def core_tensors(self) -> list[tuple]:
         """The tensors as the core's executor takes them (`_core.write_fix`)."""
@@ -217,10 +199,6 @@ def plan_convert(source: Source) -> Plan:
     return Plan(out, meta, actions, {"format.legacy-pickle"}, source_hashes=True)
 
 
-def _prefix(entry: dict) -> str:
-    return entry["name"][: len(entry["name"]) - len(entry["canonical"])]
-
-
 def pick_component(source: Source, component: str) -> str:
     """The component name inside the file for `vae|unet|text-encoder` (or an exact name like clip_g)."""
     if source.table["kind"] in ("lora", "embedding"):
@@ -241,24 +219,18 @@ def pick_component(source: Source, component: str) -> str:
 
 
 def component_tensors(source: Source, comp: str) -> list[tuple[str, dict]]:
-    """(canonical name, row) of a component's tensors, plus buffers (position_ids) under its prefix."""
-    rows = [t for t in source.tensors if t["role"] == "component" and t["component"] == comp]
-    prefixes = {_prefix(t) for t in rows} - {""}
-    out = [(t["canonical"], t) for t in rows]
-    for t in source.tensors:
-        if t["role"] == "buffer":
-            p = next((p for p in prefixes if t["name"].startswith(p)), None)
-            if p is not None:
-                out.append((t["name"][len(p) :], t))
-    return out
+    """(canonical name, row) of a component's tensors and of the buffers (position_ids) the core places
+    under it."""
+    return [(t["canonical"], t) for t in source.tensors if t["component"] == comp]
 
 
 def plan_extract(source: Source, component: str) -> Plan:
     """Plans `extract`: one component alone, under its canonical names (prefix stripped)."""
     comp = pick_component(source, component)
-    out = [OutTensor(name, t["dtype"], list(t["shape"]), 0, t) for name, t in component_tensors(source, comp)]
+    rows = component_tensors(source, comp)
+    out = [OutTensor(name, t["dtype"], list(t["shape"]), 0, t) for name, t in rows]
     meta = {**_metadata(source), "fastscan.extracted_from": source.path.name, "fastscan.component": comp}
-    actions = [f"extracted {comp}: {len(out)} tensor(s), {_fmt_bytes(sum(o.nbytes for o in out))}"]
+    actions = [f"extracted {comp}: {len(out)} tensor(s), {_fmt_bytes(sum(t['len'] for _, t in rows))}"]
     return Plan(out, meta, actions, set(), COMPONENT_KIND.get(comp))
 
 

@@ -200,8 +200,9 @@ fn open_error(path: &std::path::Path, e: OpenError) -> PyErr {
 
 /// Opens a file as the core judges it: {format, kind, arch, size, header_len, unaccounted_bytes, metadata,
 /// findings, convert_metadata (the [key, value] pairs `convert` writes: the checkpoint's pickle extras, its
-/// name, and its hashes left empty for `write_fix(source_hashes=True)` to fill), tensors: [{name, dtype, shape, start, len, span, strides, role, component, canonical,
-/// position_ids, prune}]}; raises ValueError/OSError naming the file when it cannot be read.
+/// name, and its hashes left empty for `write_fix(source_hashes=True)` to fill), tensors: [{name, dtype,
+/// shape, start, len, span, strides, role, component, canonical, position_ids, prune}]} (a buffer has
+/// the component and canonical name of the component it sits under, if any); raises ValueError/OSError naming the file when it cannot be read.
 #[pyfunction]
 fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
     let t = py
@@ -230,16 +231,21 @@ fn table_json(
     mut head: serde_json::Value,
 ) -> serde_json::Value {
     use fastscan_core::classify::Role;
+    let owners = fastscan_core::table::buffer_owners(tensors, &class.roles);
     let rows: Vec<serde_json::Value> = tensors
         .iter()
         .zip(&class.roles)
-        .map(|(x, role)| {
+        .zip(owners)
+        .map(|((x, role), owner)| {
             let (kind, comp, canonical) = match role {
                 Role::Component { name, prefix_len } => {
                     ("component", Some(*name), Some(&x.name[*prefix_len..]))
                 }
                 Role::Ema => ("ema", None, None),
-                Role::Buffer => ("buffer", None, None),
+                Role::Buffer => match owner {
+                    Some((name, prefix_len)) => ("buffer", Some(name), Some(&x.name[prefix_len..])),
+                    None => ("buffer", None, None),
+                },
                 Role::Junk => ("junk", None, None),
             };
             let (begin, end) = fastscan_core::datapass::span(x);
