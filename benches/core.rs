@@ -3,7 +3,7 @@
 //! Headers are built from the real layouts in ../shared/data/layouts (sd15: 1131 tensors, sdxl: 2515).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use fastscan_core::{classify, safetensors as st};
+use fastscan_core::{classify, parse_header};
 
 #[path = "layout.rs"]
 mod layout;
@@ -24,18 +24,18 @@ fn headers(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("fastscan parse+validate", name),
             &file,
-            |b, f| b.iter(|| st::parse_header(&f[8..8 + n], f.len() as u64).unwrap()),
+            |b, f| b.iter(|| parse_header(&f[8..8 + n], f.len() as u64).unwrap()),
         );
         g.bench_with_input(
             BenchmarkId::new("safetensors crate read_metadata", name),
             &file,
             |b, f| b.iter(|| safetensors::SafeTensors::read_metadata(f).unwrap()),
         );
-        let (h, _) = st::parse_header(&file[8..8 + n], file.len() as u64).unwrap();
+        let (h, _) = parse_header(&file[8..8 + n], file.len() as u64).unwrap();
         g.bench_with_input(
             BenchmarkId::new("fastscan classify", name),
             &h.tensors,
-            |b, t| b.iter(|| classify::classify(t)),
+            |b, t| b.iter(|| classify(t)),
         );
     }
     g.finish();

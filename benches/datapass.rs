@@ -5,10 +5,9 @@
 //! after the first iteration. Run: `cargo bench -p fastscan-core --bench datapass`.
 
 use criterion::{Criterion, Throughput};
-use fastscan_core::classify::classify;
-use fastscan_core::datapass::{self, HashMode, Source};
-use fastscan_core::source::FileSource;
-use fastscan_core::{scan_file, ScanOptions};
+use fastscan_core::{
+    classify, data_pass, scan_file, FileSource, GuardedMap, HashMode, ScanOptions, Source,
+};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -49,7 +48,7 @@ fn main() {
     let path = write_fixture(&layout);
     let file = File::open(&path).unwrap();
     let size = file.metadata().unwrap().len();
-    let map = fastscan_core::mapguard::GuardedMap::new(&file, size).unwrap();
+    let map = GuardedMap::new(&file, size).unwrap();
     let table = fastscan_core::open_table(&path).unwrap();
     let class = classify(&table.tensors);
     let mut fs = FileSource::new(&file, size);
@@ -76,14 +75,14 @@ fn main() {
         })
     });
     g.bench_function("pass components (component hashes + NaN/Inf)", |b| {
-        b.iter(|| datapass::run(&mut src, HashMode::Components, false))
+        b.iter(|| data_pass(&mut src, HashMode::Components, false))
     });
     g.bench_function(
         "pass full (file blake3/autov1 + components + NaN/Inf)",
-        |b| b.iter(|| datapass::run(&mut src, HashMode::Full, false)),
+        |b| b.iter(|| data_pass(&mut src, HashMode::Full, false)),
     );
     g.bench_function("pass full --sha256", |b| {
-        b.iter(|| datapass::run(&mut src, HashMode::Full, true))
+        b.iter(|| data_pass(&mut src, HashMode::Full, true))
     });
     g.bench_function("scan_file full", |b| {
         b.iter(|| scan_file(&path, &ScanOptions::default()))

@@ -1,6 +1,6 @@
 //! Safetensors headers built from the real layouts in ../shared/data/layouts, shared by the benches.
 
-use fastscan_core::dtype::Dtype;
+use fastscan_core::Dtype;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 

@@ -48,6 +48,8 @@ MODEL_CLASSES = {
     "FileError": model.FileError,
     "Identification": model.Identification,
 }
+# schema enum -> the Python enum of fastscan.model with the same names (what Python compares reports with)
+MODEL_ENUMS = {"Format": model.Format, "Kind": model.Kind, "Arch": model.Arch}
 # fields a model class holds differently, on purpose
 MODEL_EXCEPTIONS = {
     # `path` holds the exact path (os.fsdecode of path_b64); to_dict writes path_b64 back from it
@@ -150,6 +152,49 @@ def test_stub_literals_match_the_schema_enums():
     lits = stub_literals()
     for name, values in enums().items():
         assert sorted(lits[name]) == sorted(values), name
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_ENUMS))
+def test_model_enums_match_the_schema_enums(name):
+    assert sorted(m.value for m in MODEL_ENUMS[name]) == sorted(enums()[name])
+
+
+@pytest.mark.parametrize("obj", ["FileReport", "Part"])
+def test_format_kind_and_arch_are_enums_in_the_schema_and_the_stubs(obj):
+    props = objects()[obj]["properties"]
+    stub = stub_classes()[f"{obj}Dict"]
+    for field, enum in (("format", "Format"), ("kind", "Kind"), ("arch", "Arch")):
+        assert props[field] == {"$ref": f"#/$defs/{enum}"}, f"{obj}.{field}"
+        assert stub[field] == enum, f"{obj}.{field}"
+        if obj == "FileReport":  # the model class holds the same Literal type (the stub's, imported)
+            fields = {f.name: f for f in dataclasses.fields(model.FileReport)}
+            assert str(fields[field].type) == f"{enum}Name", f"{obj}.{field}"
+
+
+def doc_row(heading: str, field: str) -> str:
+    """The row of `field` (its first column starts with it) in the first table after `heading`."""
+    lines = DOC.splitlines()
+    for line in lines[lines.index(heading) + 1 :]:
+        if line.startswith(f"| `{field}`"):
+            return line
+    raise AssertionError(f"docs/report-schema.md: no row for {field!r} under {heading!r}")
+
+
+@pytest.mark.parametrize(
+    ("field", "enum", "parts_only"),
+    [("format", "Format", {"json"}), ("kind", "Kind", {"index"}), ("arch", "Arch", set())],
+)
+def test_the_docs_list_every_value_of_the_enums(field, enum, parts_only):
+    listed = set(re.findall(r"`([a-z0-9-]+)`", doc_row("## File object", field).split("|")[3]))
+    assert set(enums()[enum]) - parts_only <= listed
+    part = doc_row(DOC_SECTIONS["Part"], "size")
+    assert all(f"`{v}`" in part for v in parts_only)
+
+
+def test_the_archs_are_those_of_the_rules():
+    rules = json.loads((ROOT / "rust/core/src/rules.json").read_text())
+    archs = list(dict.fromkeys(r["arch"] for r in rules["archs"]))
+    assert enums()["Arch"] == [*archs, "unknown"]
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_CLASSES))

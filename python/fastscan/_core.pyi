@@ -25,8 +25,28 @@ Format = Literal[
     "npz",
     "diffusers",
     "state-dict",
+    "json",
     "unknown",
 ]
+Kind = Literal[
+    "checkpoint",
+    "unet",
+    "vae",
+    "text-encoder",
+    "lora",
+    "embedding",
+    "controlnet",
+    "t2i-adapter",
+    "upscaler",
+    "taesd",
+    "vae-approx",
+    "empty",
+    "sidecar",
+    "index",
+    "unknown",
+]
+# the archs of rust/core/src/rules.json, then unknown (the core's Arch enum is generated from them)
+Arch = Literal["sd3", "flux", "sdxl-refiner", "sdxl", "sd1-inpaint", "sd1", "sd2", "unknown"]
 
 class FindingDict(TypedDict):
     check: str
@@ -95,9 +115,9 @@ class PartDict(TypedDict):
     component: str
     role: str
     size: int
-    format: str
-    kind: str
-    arch: str
+    format: Format
+    kind: Kind
+    arch: Arch
     tensors: int
 
 class EntryDict(TypedDict):
@@ -119,8 +139,8 @@ class FileReportDict(TypedDict):
     size: int
     mtime: float
     format: Format
-    kind: str
-    arch: str
+    kind: Kind
+    arch: Arch
     tensors: int
     dtypes: dict[str, int]
     components: dict[str, ComponentReportDict]

@@ -15,8 +15,9 @@ from typing import Any
 
 from fastscan import _core
 from fastscan.api import PathLike, Progress, ScanRun
+from fastscan.model import Kind
 
-MODEL_KINDS = ("checkpoint", "unet", "vae", "text-encoder")
+MODEL_KINDS = (Kind.CHECKPOINT, Kind.UNET, Kind.VAE, Kind.TEXT_ENCODER)
 
 
 @dataclass

@@ -12,14 +12,71 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    from fastscan._core import Arch as ArchName
     from fastscan._core import FingerprintDict, PartDict, ProvenanceDict
+    from fastscan._core import Format as FormatName
+    from fastscan._core import Kind as KindName
 
 SCHEMA = "fastscan.report/1"
 SEVERITIES = ("info", "warning", "error", "critical")
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+class Format(str, Enum):
+    """A file's format as the core names it (the report's `format`, as docs/report.schema.json lists it).
+
+    Members compare equal to the report's strings; a set of them does not hold those strings (an Enum
+    hashes by member name): test membership against a tuple.
+    """
+
+    SAFETENSORS = "safetensors"
+    TORCH_ZIP = "torch-zip"
+    TORCH_LEGACY = "torch-legacy"
+    TORCH_TAR = "torch-tar"
+    PICKLE = "pickle"
+    NPY = "npy"
+    NPZ = "npz"
+    DIFFUSERS = "diffusers"
+    STATE_DICT = "state-dict"
+    JSON = "json"
+    UNKNOWN = "unknown"
+
+
+class Kind(str, Enum):
+    """What a file holds as the core names it (the report's `kind`)."""
+
+    CHECKPOINT = "checkpoint"
+    UNET = "unet"
+    VAE = "vae"
+    TEXT_ENCODER = "text-encoder"
+    LORA = "lora"
+    EMBEDDING = "embedding"
+    CONTROLNET = "controlnet"
+    T2I_ADAPTER = "t2i-adapter"
+    UPSCALER = "upscaler"
+    TAESD = "taesd"
+    VAE_APPROX = "vae-approx"
+    EMPTY = "empty"
+    SIDECAR = "sidecar"
+    INDEX = "index"
+    UNKNOWN = "unknown"
+
+
+class Arch(str, Enum):
+    """A model architecture as the core names it (the report's `arch`: the archs of rules.json)."""
+
+    SD3 = "sd3"
+    FLUX = "flux"
+    SDXL_REFINER = "sdxl-refiner"
+    SDXL = "sdxl"
+    SD1_INPAINT = "sd1-inpaint"
+    SD1 = "sd1"
+    SD2 = "sd2"
+    UNKNOWN = "unknown"
 
 
 def severity_at_least(severity: str, threshold: str) -> bool:
@@ -202,9 +259,9 @@ class FileReport:
     path: str
     size: int = 0
     mtime: float = 0.0
-    format: str = "unknown"
-    kind: str = "unknown"
-    arch: str = "unknown"
+    format: FormatName = "unknown"
+    kind: KindName = "unknown"
+    arch: ArchName = "unknown"
     tensors: int = 0
     dtypes: dict[str, int] = field(default_factory=dict)
     components: dict[str, Component] = field(default_factory=dict)

@@ -17,6 +17,7 @@ import typer
 
 from fastscan.cli.choices import Component, Dtype, Prune, choice
 from fastscan.cli.errors import EXIT_FINDINGS, EXIT_OK, fail, warn
+from fastscan.model import Arch, Format, Kind
 
 OutOpt = Annotated[
     Path | None, typer.Option("-o", "--output", metavar="OUT", help="File to write (never the input).")
@@ -47,14 +48,16 @@ class Outcome:
     saved: int = 0
 
 
-def _describe(res: Any) -> list[str]:
-    lines = [f"- {a}" for a in res.actions]
+def _described(res: Any) -> list[tuple[str, str]]:
+    """(style, line) of each line describing a fix's result: red what cannot be repaired, green what
+    was written."""
+    lines = [("", f"- {a}") for a in res.actions]
     for u in res.unrepairable:
-        lines.append(f"cannot repair {u}: re-download the file")
+        lines.append(("red", f"cannot repair {u}: re-download the file"))
     if res.backup is not None:
-        lines.append(f"backup {res.backup} (verified)")
+        lines.append(("green", f"backup {res.backup} (verified)"))
     if res.out is not None:
-        lines.append(f"wrote {res.out} (verified)")
+        lines.append(("green", f"wrote {res.out} (verified)"))
     return lines
 
 
@@ -117,19 +120,12 @@ def _print_result(res: Any) -> int:
     from rich.markup import escape
 
     con = _console()
-    for line in _describe(res):
-        style = (
-            "red"
-            if line.startswith("cannot repair")
-            else "green"
-            if line.startswith(("wrote", "backup"))
-            else ""
-        )
+    for style, line in _described(res):
         con.print(f"  [{style}]{escape(line)}[/]" if style else f"  {escape(line)}", highlight=False)
     return EXIT_FINDINGS if res.unrepairable else EXIT_OK
 
 
-def _expand(paths: list[Path], formats: set[str]) -> list[Path]:
+def _expand(paths: list[Path], formats: tuple[Format, ...]) -> list[Path]:
     """The files under `paths` (files as given, folders walked) whose format is in `formats`."""
     from fastscan.api import scan
 
@@ -169,7 +165,7 @@ def fix(
         raise fail("-o OUT takes one file; several files are fixed in place with --backup DIR")
     if not dry_run and backup is None:
         raise fail("fixing in place needs --backup DIR: each file is replaced only after a verified backup")
-    files = [paths[0]] if single else _expand(paths, {"safetensors"})
+    files = [paths[0]] if single else _expand(paths, (Format.SAFETENSORS,))
     raise typer.Exit(_batch(files, opts, backup, dry_run, force))
 
 
@@ -253,7 +249,7 @@ def convert(
         raise typer.Exit(_print_result(res))
     if output is not None:
         raise fail("-o OUT takes one file; in folder mode each NAME.ckpt becomes NAME.safetensors beside it")
-    files = [paths[0]] if single else _expand(paths, {"pickle", "torch-zip", "torch-legacy"})
+    files = [paths[0]] if single else _expand(paths, (Format.PICKLE, Format.TORCH_ZIP, Format.TORCH_LEGACY))
     con = _console()
     todo = []
     for p in files:
@@ -315,9 +311,9 @@ def _warn_arch(ckpt: Path, vae: Path) -> None:
         c, v = scan_one(ckpt, hash="none"), scan_one(vae, hash="none")
     except (OSError, ValueError):
         return  # the command itself reports missing files
-    if v.kind != "vae":
+    if v.kind != Kind.VAE:
         warn(f"{vae} is a {v.kind} file, not a standalone VAE")
-    elif "unknown" not in (c.arch, v.arch) and c.arch != v.arch:
+    elif Arch.UNKNOWN not in (c.arch, v.arch) and c.arch != v.arch:
         warn(f"{vae} is a VAE of {v.arch} and {ckpt} is {c.arch}: the images will come out wrong")
     else:
         # SD1 and SDXL VAEs have the same shapes; their weights tell them apart (trained apart, unrelated)

@@ -14,6 +14,7 @@ import typer
 
 from fastscan.cli.choices import HashFormat, JobsOpt, NoCacheOpt, bounded_jobs, choice
 from fastscan.cli.errors import EXIT_FINDINGS, EXIT_OK, closed_pipe, fail
+from fastscan.model import Kind
 
 # Which hash of the report each line format carries.
 FIELD = {HashFormat.b3sum: "blake3", HashFormat.sha256sum: "sha256", HashFormat.autov2: "autov2"}
@@ -95,7 +96,7 @@ def command(
     for f in unreadable:
         typer.echo(f"fastscan: {f.error.message}", err=True)
     for f in report.files:
-        if f.error is None and f.hashes.blake3 is None and f.kind != "sidecar":
+        if f.error is None and f.hashes.blake3 is None and f.kind != Kind.SIDECAR:
             typer.echo(f"fastscan: {f.path}: not a model file; not hashed", err=True)
     raise typer.Exit(EXIT_FINDINGS if unreadable else EXIT_OK)
 

@@ -10,6 +10,7 @@ import typer
 
 from fastscan.cli.choices import HashMode, HashOpt, Sha256Opt
 from fastscan.cli.errors import closed_pipe, fail
+from fastscan.model import Format
 
 
 def command(
@@ -34,7 +35,7 @@ def command(
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
     # A diffusers folder is one model; any other directory is a library to scan.
-    if os.path.isdir(path) and f.format != "diffusers":
+    if os.path.isdir(path) and f.format != Format.DIFFUSERS:
         raise fail(f"{path} is a directory: `fastscan {path}` scans it")
     try:
         if json_out:

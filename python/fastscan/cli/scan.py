@@ -168,8 +168,8 @@ def _dry_run(
             f"{human_bytes(p.bytes_to_read)} ({p.bytes_to_read} bytes)\n"
         )
     sys.stdout.flush()
-    for path, message in p.errors:
-        warn(message if path in message else f"{path}: {message}")
+    for _, message in p.errors:
+        warn(message)  # the core names the path in it
     if p.errors:
         raise typer.Exit(2)
 

@@ -13,6 +13,7 @@ from fastscan.fixes.backup import backup as make_backup
 from fastscan.fixes.errors import FixError
 from fastscan.fixes.source import Source
 from fastscan.fixes.writer import Progress, write_verified
+from fastscan.model import Format
 
 
 @dataclass
@@ -132,7 +133,7 @@ def fix(
             raise Unrepairable(f"{e}; cannot be repaired ({'; '.join(bad)}): re-download it") from None
         raise
     with source as src:
-        if src.table["format"] != "safetensors":
+        if src.table["format"] != Format.SAFETENSORS:
             raise FixError(f"{src_path}: is a {src.table['format']} file; run `fastscan convert` on it first")
         notes = []
         if not (clip or prune or dtype):
@@ -238,7 +239,7 @@ def bake_vae(
     out_path = Path(out)
     _distinct(out_path, ckpt_path, vae_path)
     with Source(ckpt_path) as c, Source(vae_path) as v:
-        if c.table["format"] != "safetensors":
+        if c.table["format"] != Format.SAFETENSORS:
             raise FixError(f"{ckpt_path}: is a {c.table['format']} file; run `fastscan convert` on it first")
         _identified(c, "replacing its VAE", force)
         p = planning.record(planning.plan_bake_vae(c, v, dtype), "bake-vae", c)

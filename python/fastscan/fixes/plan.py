@@ -10,11 +10,17 @@ from dataclasses import dataclass, field
 from fastscan import _core
 from fastscan.fixes.errors import FixError
 from fastscan.fixes.source import Source
+from fastscan.model import Format, Kind
 
 DTYPE_OPTIONS = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
 PRUNE_OPTIONS = ("ema", "junk", "all")
 TEXT_ENCODERS = ("clip_l", "clip_g", "open_clip_h", "t5xxl")
-COMPONENT_KIND = {"vae": "vae", "unet": "unet", **{t: "text-encoder" for t in TEXT_ENCODERS}}
+# the kind an extracted component's file must be identified as (the core checks it after writing)
+COMPONENT_KIND = {
+    "vae": Kind.VAE.value,
+    "unet": Kind.UNET.value,
+    **dict.fromkeys(TEXT_ENCODERS, Kind.TEXT_ENCODER.value),
+}
 # The metadata key under which every fix records what it did: a JSON list, one entry per fix applied.
 FIX_KEY = "fastscan.fix"
 
@@ -181,7 +187,7 @@ def plan_fix(source: Source, clip: bool = False, prune: str | None = None, dtype
 def plan_convert(source: Source) -> Plan:
     """Plans `convert`: every tensor of a pickle checkpoint as is; the metadata the core gives a converted
     checkpoint (its scalar extras, its name, its hashes, which the core fills while it reads the file)."""
-    if source.table["format"] == "safetensors":
+    if source.table["format"] == Format.SAFETENSORS:
         raise FixError(
             f"{source.path}: already safetensors; convert reads pickle checkpoints (.ckpt/.pt/.bin)"
         )
@@ -201,7 +207,7 @@ def plan_convert(source: Source) -> Plan:
 
 def pick_component(source: Source, component: str) -> str:
     """The component name inside the file for `vae|unet|text-encoder` (or an exact name like clip_g)."""
-    if source.table["kind"] in ("lora", "embedding"):
+    if source.table["kind"] in (Kind.LORA, Kind.EMBEDDING):
         raise FixError(f"{source.path}: is a {source.table['kind']} file; extract reads full models")
     present = sorted({t["component"] for t in source.tensors if t["role"] == "component"})
     if component == "text-encoder":
@@ -240,7 +246,7 @@ def plan_bake_vae(ckpt: Source, vae: Source, dtype: str | None = None) -> Plan:
     if dtype is not None and dtype not in DTYPE_OPTIONS:
         raise FixError(f"--dtype must be one of {', '.join(DTYPE_OPTIONS)}, not {dtype!r}")
     target = DTYPE_OPTIONS.get(dtype) if dtype else None
-    if ckpt.table["kind"] != "checkpoint":
+    if ckpt.table["kind"] != Kind.CHECKPOINT:
         raise FixError(f"{ckpt.path}: is a {ckpt.table['kind']} file, not a checkpoint")
     theirs = {t["canonical"]: t for t in vae.tensors if t["role"] == "component" and t["component"] == "vae"}
     if not theirs:

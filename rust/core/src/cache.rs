@@ -3,7 +3,6 @@
 use crate::report::FileReport;
 use crate::scan::{scan_file, ScanOptions};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::Value;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -90,8 +89,9 @@ impl Cache {
         })
     }
 
-    /// The cached report for this stamp and options, if any.
-    pub fn get(&self, stamp: Stamp, options: &str) -> Option<Value> {
+    /// The cached report for this stamp and options, if any (one that no longer reads as a report,
+    /// written by an older version, is a miss).
+    pub fn get(&self, stamp: Stamp, options: &str) -> Option<FileReport> {
         let conn = self.conn.lock().ok()?;
         let text: Option<String> = conn
             .query_row(
@@ -106,7 +106,7 @@ impl Cache {
     }
 
     /// Stores a report (errors are ignored: the cache only ever saves time).
-    pub fn put(&self, stamp: Stamp, options: &str, report: &Value) {
+    pub fn put(&self, stamp: Stamp, options: &str, report: &FileReport) {
         if let (Ok(conn), Ok(text)) = (self.conn.lock(), serde_json::to_string(report)) {
             let _ = conn.execute(
                 "INSERT OR REPLACE INTO reports (dev, ino, size, mtime_ns, options, report) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -118,7 +118,13 @@ impl Cache {
 
 impl Cache {
     /// The cached report of a remote object, if its (URL, size, ETag) are those cached.
-    pub fn get_remote(&self, url: &str, size: u64, etag: &str, options: &str) -> Option<Value> {
+    pub fn get_remote(
+        &self,
+        url: &str,
+        size: u64,
+        etag: &str,
+        options: &str,
+    ) -> Option<FileReport> {
         let conn = self.conn.lock().ok()?;
         let text: Option<String> = conn
             .query_row(
@@ -133,7 +139,7 @@ impl Cache {
     }
 
     /// Stores the report of a remote object (errors are ignored: the cache only ever saves time).
-    pub fn put_remote(&self, url: &str, size: u64, etag: &str, options: &str, report: &Value) {
+    pub fn put_remote(&self, url: &str, size: u64, etag: &str, options: &str, report: &FileReport) {
         if let (Ok(conn), Ok(text)) = (self.conn.lock(), serde_json::to_string(report)) {
             let _ = conn.execute(
                 "INSERT OR REPLACE INTO remote_reports (url, size, etag, options, report) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -150,34 +156,33 @@ pub fn scan_remote_cached(
     obj: &crate::remote::Object,
     opts: &ScanOptions,
     cache: Option<&Cache>,
-) -> Value {
-    let to_value = |r: &FileReport| serde_json::to_value(r).unwrap_or(Value::Null);
+) -> FileReport {
     let (Some(cache), Some(etag)) = (cache, obj.etag.as_deref()) else {
-        return to_value(&crate::remote::scan_object(obj, opts));
+        return crate::remote::scan_object(obj, opts);
     };
     // As for local files: the cached scan samples the fingerprint, the report shows it when asked.
-    let as_asked = |mut v: Value| {
-        if !opts.fingerprint {
-            if let Some(o) = v.as_object_mut() {
-                o.remove("fingerprint");
-            }
-        }
-        v
-    };
+    let as_asked = |r: FileReport| as_asked(r, opts);
     let sampled = cached_options(opts);
     // The endpoint is part of the identity: two services may hold buckets of the same name.
     let url = format!("{} @{}", obj.url, obj.endpoint);
     let key = options_key(&sampled);
-    if let Some(v) = cache.get_remote(&url, obj.size, etag, &key) {
-        return as_asked(v);
+    if let Some(r) = cache.get_remote(&url, obj.size, etag, &key) {
+        return as_asked(r);
     }
     let report = crate::remote::scan_object(obj, &sampled);
-    let v = to_value(&report);
     let changed = report.findings.iter().any(|f| f.check == "file.changed");
     if report.error.is_none() && !changed && !opts.stopped() {
-        cache.put_remote(&url, obj.size, etag, &key, &v);
+        cache.put_remote(&url, obj.size, etag, &key, &report);
     }
-    as_asked(v)
+    as_asked(report)
+}
+
+/// `r` as the scan asked for it: the fingerprint a cached scan samples is shown only when asked.
+fn as_asked(mut r: FileReport, opts: &ScanOptions) -> FileReport {
+    if !opts.fingerprint {
+        r.fingerprint = None;
+    }
+    r
 }
 
 /// What a cached scan computes for `opts`: a hashing scan also samples the lineage fingerprint (a
@@ -205,66 +210,48 @@ pub fn options_key(opts: &ScanOptions) -> String {
     )
 }
 
-/// Scans `path` unless the cache holds a report for its current stamp; returns the report as JSON.
+/// Scans `path` unless the cache holds a report for its current stamp; returns the report.
 ///
 /// Reports of files that changed during the scan, or that failed with an I/O error, are not cached.
 ///
 /// Other tools' hash files are reported as sidecars, and the sidecar check runs on every model
-/// report after the cache (sidecars change without the model changing): see [`crate::sidecar_check`].
-pub fn scan_cached(path: &Path, opts: &ScanOptions, cache: Option<&Cache>) -> Value {
-    let to_value = |r: &FileReport| serde_json::to_value(r).unwrap_or(Value::Null);
+/// report after the cache (sidecars change without the model changing): see the `sidecar_check` module.
+pub fn scan_cached(path: &Path, opts: &ScanOptions, cache: Option<&Cache>) -> FileReport {
     if let Some(r) = crate::sidecar_check::sidecar_report(path) {
-        return to_value(&r);
+        return r;
     }
-    let mut v = scan_stored(path, opts, cache);
-    crate::sidecar_check::apply(path, &mut v);
-    v
+    let mut r = scan_stored(path, opts, cache);
+    crate::sidecar_check::apply(path, &mut r);
+    r
 }
 
 /// [`scan_cached`] without the sidecars: the part of the report the cache keeps.
-fn scan_stored(path: &Path, opts: &ScanOptions, cache: Option<&Cache>) -> Value {
-    let to_value = |r: &FileReport| serde_json::to_value(r).unwrap_or(Value::Null);
+fn scan_stored(path: &Path, opts: &ScanOptions, cache: Option<&Cache>) -> FileReport {
     // A folder's stamp does not change when the files inside it do: folders are never cached.
     let Some(cache) = cache.filter(|_| !path.is_dir()) else {
-        return to_value(&scan_file(path, opts));
+        return scan_file(path, opts);
     };
     let Ok(before) = Stamp::of(path) else {
-        return to_value(&scan_file(path, opts));
+        return scan_file(path, opts);
     };
+    let asked = opts;
     let sampled = cached_options(opts);
-    let as_asked = |mut v: Value| {
-        if !opts.fingerprint {
-            if let Some(o) = v.as_object_mut() {
-                o.remove("fingerprint");
-            }
-        }
-        v
-    };
     let opts = &sampled;
     let key = options_key(opts);
-    if let Some(mut v) = cache.get(before, &key) {
+    if let Some(mut r) = cache.get(before, &key) {
         // The same inode may be reached under another name (renamed, hard-linked).
-        let (shown, b64) = crate::report::path_fields(path);
-        v["path"] = Value::String(shown);
-        match (b64, v.as_object_mut()) {
-            (Some(b), _) => v["path_b64"] = Value::String(b),
-            (None, Some(o)) => {
-                o.remove("path_b64");
-            }
-            (None, None) => {}
-        }
-        return as_asked(v);
+        (r.path, r.path_b64) = crate::report::path_fields(path);
+        return as_asked(r, asked);
     }
     let report = scan_file(path, opts);
-    let v = to_value(&report);
     // A stopped scan's report is partial: never served again.
     if report.error.is_none()
         && !opts.stopped()
         && Stamp::of(path).is_ok_and(|after| after == before)
     {
-        cache.put(before, &key, &v);
+        cache.put(before, &key, &report);
     }
-    as_asked(v)
+    as_asked(report, asked)
 }
 
 #[cfg(test)]
@@ -281,8 +268,9 @@ mod tests {
         let opts = ScanOptions::default();
         let s = Stamp::of(&f).unwrap();
         assert!(cache.get(s, &options_key(&opts)).is_none());
-        let v = scan_cached(&f, &opts, Some(&cache));
-        assert_eq!(cache.get(s, &options_key(&opts)).unwrap(), v);
+        let v = serde_json::to_value(scan_cached(&f, &opts, Some(&cache))).unwrap();
+        let stored = cache.get(s, &options_key(&opts)).unwrap();
+        assert_eq!(serde_json::to_value(stored).unwrap(), v);
         std::fs::write(&f, b"hello world").unwrap();
         assert!(cache
             .get(Stamp::of(&f).unwrap(), &options_key(&opts))
@@ -324,23 +312,21 @@ mod tests {
         );
         let plain = ScanOptions::default();
         let first = scan_cached(&f, &plain, Some(&cache));
-        assert!(first.get("fingerprint").is_none(), "shown only when asked");
+        assert!(first.fingerprint.is_none(), "shown only when asked");
         let asked = ScanOptions {
             fingerprint: true,
             ..plain.clone()
         };
         let key = options_key(&asked);
         let stored = cache.get(Stamp::of(&f).unwrap(), &key).unwrap();
-        assert!(stored["fingerprint"]["components"].is_object());
+        assert!(!stored.fingerprint.as_ref().unwrap().components.is_empty());
         let again = scan_cached(&f, &asked, Some(&cache));
-        assert_eq!(again["fingerprint"], stored["fingerprint"]);
+        assert_eq!(again.fingerprint, stored.fingerprint);
         let none = ScanOptions {
             hash: crate::HashMode::None,
             ..plain
         };
-        assert!(scan_cached(&f, &none, Some(&cache))
-            .get("fingerprint")
-            .is_none());
+        assert!(scan_cached(&f, &none, Some(&cache)).fingerprint.is_none());
     }
 
     #[test]
@@ -356,7 +342,11 @@ mod tests {
             size: 3,
             mtime_ns: 4,
         };
-        cache.put(s, "k", &serde_json::json!({"a": 1}));
-        assert_eq!(cache.get(s, "k").unwrap()["a"], 1);
+        let r = FileReport {
+            path: "a".into(),
+            ..Default::default()
+        };
+        cache.put(s, "k", &r);
+        assert_eq!(cache.get(s, "k").unwrap().path, "a");
     }
 }

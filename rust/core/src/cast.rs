@@ -63,7 +63,7 @@ fn to_f32_odd(v: f64) -> f32 {
 }
 
 /// Appends to `out` the elements of `src` (dtype `from`) converted to `to`, or returns `false` when
-/// this pair is no cast (see [`can_cast`]) or `src` is not whole elements.
+/// this pair is no cast (see `can_cast`) or `src` is not whole elements.
 ///
 /// Every rounding is round-to-nearest-even as numpy and torch do; F64 to BF16 goes through F32 (as
 /// torch does); NaN stays NaN and values too large become ±Inf.

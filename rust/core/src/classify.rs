@@ -1,5 +1,6 @@
 //! What a file is (kind, arch) and which component each tensor belongs to (contract §3).
 
+use crate::kind::{Arch, Kind};
 use crate::report::Identification;
 use crate::tensor::TensorInfo;
 use rustc_hash::FxHashMap as HashMap;
@@ -26,8 +27,8 @@ pub enum Role {
 /// Result of classifying a tensor table.
 #[derive(Clone, Debug)]
 pub struct Classification {
-    pub kind: &'static str,
-    pub arch: &'static str,
+    pub kind: Kind,
+    pub arch: Arch,
     /// One role per tensor, index-aligned with the table.
     pub roles: Vec<Role>,
     /// Text encoders a complete checkpoint of this arch carries.
@@ -57,8 +58,8 @@ impl Classification {
     /// A classification whose tensor roles `role` gives (and no expected text encoders).
     pub(crate) fn by_role(
         tensors: &[TensorInfo],
-        kind: &'static str,
-        arch: &'static str,
+        kind: Kind,
+        arch: Arch,
         role: impl Fn(&TensorInfo) -> Role,
     ) -> Classification {
         Classification {
@@ -81,7 +82,7 @@ pub(crate) struct Condition {
 
 #[derive(Deserialize)]
 struct ArchRule {
-    arch: String,
+    arch: Arch,
     #[serde(rename = "match")]
     conditions: Vec<Condition>,
     #[serde(default)]
@@ -102,8 +103,17 @@ struct Rules {
     buffers: Buffers,
     ema_prefixes: Vec<String>,
     archs: Vec<ArchRule>,
-    /// arch -> component -> element count of a clean model (plus a `_doc` string).
-    reference_elements: BTreeMap<String, serde_json::Value>,
+    /// arch -> component -> element count of a clean model.
+    reference_elements: ReferenceElements,
+}
+
+/// `reference_elements`: arch -> component -> element count (and a `_doc` string).
+#[derive(Deserialize)]
+struct ReferenceElements {
+    #[serde(rename = "_doc")]
+    _doc: String,
+    #[serde(flatten)]
+    archs: BTreeMap<Arch, BTreeMap<String, u64>>,
 }
 
 /// One component's signature: `[canonical key, shape]` pairs.
@@ -143,7 +153,7 @@ fn scored_keys() -> &'static Vec<Vec<Condition>> {
                 if !rule.components.is_empty() {
                     let sig = signatures()
                         .archs
-                        .get(&rule.arch)
+                        .get(rule.arch.name())
                         .and_then(|c| c.get("unet"));
                     for (k, shape) in sig.into_iter().flatten() {
                         if !v.iter().any(|c| c.key == *k) {
@@ -242,8 +252,8 @@ pub(crate) fn score_component(
 pub(crate) fn whole_scored(
     tensors: &[TensorInfo],
     index: &HashMap<&str, &TensorInfo>,
-    kind: &'static str,
-    arch: &'static str,
+    kind: Kind,
+    arch: Arch,
     comp: &'static str,
 ) -> Classification {
     let mut c = whole(tensors, kind, arch, comp);
@@ -269,13 +279,9 @@ fn rules() -> &'static Rules {
 }
 
 /// Element count of each component of a clean model of `arch` (from the real layouts), if known.
-pub fn reference_elements(arch: &str) -> Option<BTreeMap<&'static str, u64>> {
-    let m = rules().reference_elements.get(arch)?.as_object()?;
-    Some(
-        m.iter()
-            .filter_map(|(c, n)| Some((leak(c), n.as_u64()?)))
-            .collect(),
-    )
+pub fn reference_elements(arch: Arch) -> Option<BTreeMap<&'static str, u64>> {
+    let m = rules().reference_elements.archs.get(&arch)?;
+    Some(m.iter().map(|(c, n)| (leak(c), *n)).collect())
 }
 
 /// Every key prefix any arch keeps a component under (`first_stage_model.`, `conditioner.embedders.1.model.`, ...).
@@ -393,7 +399,7 @@ pub fn classify(tensors: &[TensorInfo]) -> Classification {
     }
     // 2. A diffusion model alone (LDM or diffusers names).
     if let Some(m) = match_arch(&index, "") {
-        let mut c = whole(tensors, "unet", leak(&m.rule.arch), "unet");
+        let mut c = whole(tensors, Kind::Unet, m.rule.arch, "unet");
         unet_incomplete(&mut c, &m);
         c.identification = Some(identification(m.matched, m.of, m.missing, 0));
         return c;
@@ -438,8 +444,8 @@ fn ema_only(tensors: &[TensorInfo]) -> Option<Classification> {
     let rule = ema_arch(tensors)?;
     Some(Classification::by_role(
         tensors,
-        "unet",
-        leak(&rule.arch),
+        Kind::Unet,
+        rule.arch,
         |t| {
             if is_buffer(&t.name) {
                 Role::Buffer
@@ -453,8 +459,8 @@ fn ema_only(tensors: &[TensorInfo]) -> Option<Classification> {
 /// Every non-buffer tensor of the file belongs to one component.
 pub(crate) fn whole(
     tensors: &[TensorInfo],
-    kind: &'static str,
-    arch: &'static str,
+    kind: Kind,
+    arch: Arch,
     comp: &'static str,
 ) -> Classification {
     Classification::by_role(tensors, kind, arch, |t| {
@@ -499,13 +505,13 @@ fn checkpoint(
         .collect();
     let mut c = Classification {
         expected_text_encoders: rule.text_encoders.iter().map(|s| leak(s)).collect(),
-        ..Classification::by_role(tensors, "checkpoint", leak(&rule.arch), |t| {
+        ..Classification::by_role(tensors, Kind::Checkpoint, rule.arch, |t| {
             role_in_checkpoint(&t.name, &comps)
         })
     };
     unet_incomplete(&mut c, &m);
     // Every other component present is checked against its signature under the prefix it uses.
-    let sigs = signatures().archs.get(&rule.arch);
+    let sigs = signatures().archs.get(rule.arch.name());
     for (comp, sig) in sigs.into_iter().flatten() {
         let Some(prefixes) = rule.components.get(comp) else {
             continue;
@@ -549,7 +555,7 @@ fn checkpoint_unknown(tensors: &[TensorInfo]) -> Classification {
             }
         }
     }
-    Classification::by_role(tensors, "checkpoint", "unknown", |t| {
+    Classification::by_role(tensors, Kind::Checkpoint, Arch::Unknown, |t| {
         role_in_checkpoint(&t.name, &comps)
     })
 }

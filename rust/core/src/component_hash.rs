@@ -402,8 +402,8 @@ mod tests {
             prefix_len: 0,
         };
         let class = |n| Classification {
-            kind: "vae",
-            arch: "sd1",
+            kind: crate::kind::Kind::Vae,
+            arch: crate::kind::Arch::Sd1,
             roles: vec![vae.clone(); n],
             expected_text_encoders: vec![],
             identification: None,

@@ -40,7 +40,7 @@ pub struct DataPass {
     pub findings: Vec<Finding>,
     /// The pass was abandoned through `Source::stop`: nothing in it may be reported or cached.
     pub stopped: bool,
-    /// The lineage fingerprint, when asked for ([`run_with`]).
+    /// The lineage fingerprint, when asked for (`run_with`).
     pub fingerprint: Option<crate::fingerprint::Fingerprint>,
     /// Reading the bytes failed: nothing in the pass may be reported.
     pub io_error: Option<std::io::Error>,
@@ -661,8 +661,8 @@ mod tests {
 
     fn class(roles: Vec<Role>) -> Classification {
         Classification {
-            kind: "vae",
-            arch: "sd1",
+            kind: crate::kind::Kind::Vae,
+            arch: crate::kind::Arch::Sd1,
             roles,
             expected_text_encoders: vec![],
             identification: None,

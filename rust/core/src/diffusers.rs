@@ -6,6 +6,7 @@
 //! `*.index.json`).
 
 use crate::classify::classify;
+use crate::kind::{Arch, Kind};
 use crate::report::{ComponentReport, FileError, FileReport, Finding, Severity};
 use crate::scan::{scan_file, ScanOptions};
 use crate::sniff::Format;
@@ -23,18 +24,19 @@ const MAX_JSON: u64 = 16 << 20;
 const WEIGHT_EXTS: [&str; 4] = ["safetensors", "bin", "ckpt", "pt"];
 
 /// One file of a diffusers folder, as listed in the folder's report.
-#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Part {
     /// Path relative to the folder (`unet/diffusion_pytorch_model.safetensors`).
     pub path: String,
     /// The subfolder (pipeline component) it belongs to.
     pub component: String,
     /// `weights` or `index` (a sharded checkpoint's `*.index.json`).
-    pub role: &'static str,
+    #[serde(deserialize_with = "crate::report::interned")]
+    pub role: crate::report::Name,
     pub size: u64,
-    pub format: &'static str,
-    pub kind: &'static str,
-    pub arch: &'static str,
+    pub format: Format,
+    pub kind: Kind,
+    pub arch: Arch,
     pub tensors: u64,
 }
 
@@ -138,8 +140,6 @@ pub fn scan_diffusers(dir: &Path, opts: &ScanOptions) -> FileReport {
     let mut r = FileReport {
         path: dir.to_string_lossy().into_owned(),
         format: Format::Diffusers,
-        kind: "unknown",
-        arch: "unknown",
         ..Default::default()
     };
     let Some(folder) = detect(dir) else {
@@ -159,7 +159,7 @@ pub fn scan_diffusers(dir: &Path, opts: &ScanOptions) -> FileReport {
         r.metadata
             .insert("_class_name".into(), Value::String(c.clone()));
     }
-    let mut archs: BTreeMap<String, &'static str> = BTreeMap::new();
+    let mut archs: BTreeMap<String, Arch> = BTreeMap::new();
     for (comp, files) in &folder.components {
         let mut total = ComponentReport::default();
         let mut comp_hash: Option<String> = None;
@@ -170,9 +170,9 @@ pub fn scan_diffusers(dir: &Path, opts: &ScanOptions) -> FileReport {
                 component: comp.clone(),
                 role: "index",
                 size: std::fs::metadata(idx).map(|m| m.len()).unwrap_or(0),
-                format: "json",
-                kind: "index",
-                arch: "unknown",
+                format: Format::Json,
+                kind: Kind::Index,
+                arch: Arch::Unknown,
                 tensors: 0,
             });
             check_index(dir, idx, &files.weights, &mut r.findings);
@@ -186,7 +186,7 @@ pub fn scan_diffusers(dir: &Path, opts: &ScanOptions) -> FileReport {
                 component: comp.clone(),
                 role: "weights",
                 size: sub.size,
-                format: sub.format.name(),
+                format: sub.format,
                 kind: sub.kind,
                 arch: sub.arch,
                 tensors: sub.tensors,
@@ -232,7 +232,7 @@ pub fn scan_diffusers(dir: &Path, opts: &ScanOptions) -> FileReport {
             if variants.len() == 1 && weights.len() == 1 {
                 comp_hash = weights[0].blake3.clone();
             }
-            if sub.arch != "unknown" {
+            if sub.arch != Arch::Unknown {
                 archs.insert(comp.clone(), sub.arch);
             }
             for (k, v) in sub.wasted_bytes {
@@ -248,7 +248,7 @@ pub fn scan_diffusers(dir: &Path, opts: &ScanOptions) -> FileReport {
                 }
             }
             let c = classify(&all);
-            if c.arch != "unknown" {
+            if c.arch != Arch::Unknown {
                 archs.insert(comp.clone(), c.arch);
             }
         }
@@ -259,11 +259,15 @@ pub fn scan_diffusers(dir: &Path, opts: &ScanOptions) -> FileReport {
         .iter()
         .find_map(|c| archs.get(*c).copied())
         .or_else(|| pipeline_arch(folder.class_name.as_deref()))
-        .unwrap_or("unknown");
+        .unwrap_or(Arch::Unknown);
     let denoiser = ["unet", "transformer"]
         .iter()
         .any(|c| r.components.contains_key(*c));
-    r.kind = if denoiser { "checkpoint" } else { "unknown" };
+    r.kind = if denoiser {
+        Kind::Checkpoint
+    } else {
+        Kind::Unknown
+    };
     if folder.components.is_empty() {
         r.findings.push(Finding::new(
             "diffusers.no-weights",
@@ -298,9 +302,9 @@ fn is_shard(p: &Path) -> bool {
 }
 
 /// Arch of a pipeline class when no weight file tells it (rules.json `diffusers_pipelines`).
-fn pipeline_arch(class: Option<&str>) -> Option<&'static str> {
+fn pipeline_arch(class: Option<&str>) -> Option<Arch> {
     use std::sync::OnceLock;
-    static MAP: OnceLock<BTreeMap<String, String>> = OnceLock::new();
+    static MAP: OnceLock<BTreeMap<String, Arch>> = OnceLock::new();
     let map = MAP.get_or_init(|| {
         let v: Value = serde_json::from_str(include_str!("rules.json")).unwrap_or_default();
         v["diffusers_pipelines"]
@@ -308,12 +312,12 @@ fn pipeline_arch(class: Option<&str>) -> Option<&'static str> {
             .map(|m| {
                 m.iter()
                     .filter(|(k, _)| !k.starts_with('_'))
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .filter_map(|(k, v)| Some((k.clone(), serde_json::from_value(v.clone()).ok()?)))
                     .collect()
             })
             .unwrap_or_default()
     });
-    map.get(class?).map(|a| crate::classify::leak(a))
+    map.get(class?).copied()
 }
 
 /// The weight files whose tensors count: the shards of one variant, the plain (full-precision)

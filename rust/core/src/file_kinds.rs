@@ -1,6 +1,7 @@
 //! The other files of a model folder (upscalers, T2I adapters, VAE-approx) by the `file_kinds` rules of rules.json.
 
 use crate::classify::{leak, shape_matches, whole, Classification, Condition};
+use crate::kind::{Arch, Kind};
 use crate::tensor::TensorInfo;
 use rustc_hash::FxHashMap as HashMap;
 use serde::Deserialize;
@@ -15,7 +16,7 @@ struct ArchFrom {
 
 #[derive(Deserialize)]
 struct KindRule {
-    kind: String,
+    kind: Kind,
     component: String,
     #[serde(default)]
     strip_prefixes: Vec<String>,
@@ -23,7 +24,7 @@ struct KindRule {
     conditions: Vec<Condition>,
     arch_from: Option<ArchFrom>,
     #[serde(default)]
-    arch_by_size: BTreeMap<String, String>,
+    arch_by_size: BTreeMap<String, Arch>,
 }
 
 #[derive(Deserialize)]
@@ -74,15 +75,9 @@ pub fn classify(
             .arch_from
             .as_ref()
             .and_then(|a| get(&a.key).and_then(|t| t.shape.get(a.axis).copied()))
-            .and_then(|n| rule.arch_by_size.get(&n.to_string()))
-            .map(|a| leak(a))
-            .unwrap_or("unknown");
-        return Some(whole(
-            tensors,
-            leak(&rule.kind),
-            arch,
-            leak(&rule.component),
-        ));
+            .and_then(|n| rule.arch_by_size.get(&n.to_string()).copied())
+            .unwrap_or(Arch::Unknown);
+        return Some(whole(tensors, rule.kind, arch, leak(&rule.component)));
     }
     None
 }

@@ -132,7 +132,7 @@ pub struct Plan {
     /// Checks that must no longer fire on the output.
     pub gone: Vec<String>,
     /// The kind the output must be identified as, when the fix decides it.
-    pub kind: Option<String>,
+    pub kind: Option<crate::kind::Kind>,
     /// Fill [`SOURCE_BLAKE3`] and [`SOURCE_SHA256`] (both must be in `metadata`) with the first source's
     /// whole-file hashes, taken while reading it for the write.
     pub source_hashes: bool,
@@ -207,7 +207,7 @@ impl fmt::Display for FixError {
 }
 
 /// What a finished fix wrote.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
 pub struct Written {
     /// Bytes of the output file.
     pub size: u64,
@@ -1441,8 +1441,8 @@ fn verify(
     if got_meta != want_meta {
         return Err(bad("metadata differs from the plan".into()));
     }
-    if let Some(k) = &plan.kind {
-        if t.class.kind != k.as_str() {
+    if let Some(k) = plan.kind {
+        if t.class.kind != k {
             return Err(bad(format!(
                 "output is a {} file, expected {k}",
                 t.class.kind

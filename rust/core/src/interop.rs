@@ -6,6 +6,8 @@
 //! a file the user made unless told to.
 
 use crate::atomic::TempOutput;
+use crate::kind::Kind;
+use crate::sniff::Format as SniffedFormat;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -175,11 +177,11 @@ const A1111_SECTIONS: [(&str, &str); 2] = [("hashes", "sha256"), ("hashes-addnet
 /// the file is not below one); LoRAs `lora/<stem>`, a safetensors LoRA in `hashes-addnet` (addnet hash).
 pub fn a1111_title(
     model: &Path,
-    kind: &str,
-    format: &str,
+    kind: Kind,
+    format: SniffedFormat,
 ) -> Option<(&'static str, String, &'static str)> {
     match kind {
-        "checkpoint" => {
+        Kind::Checkpoint => {
             let comps: Vec<&OsStr> = model.iter().collect();
             let below = comps
                 .iter()
@@ -193,9 +195,9 @@ pub fn a1111_title(
                 "sha256",
             ))
         }
-        "lora" => {
+        Kind::Lora => {
             let stem = model.file_stem()?.to_str()?;
-            if format == "safetensors" {
+            if format == SniffedFormat::Safetensors {
                 Some(("hashes-addnet", format!("lora/{stem}"), "addnet"))
             } else {
                 Some(("hashes", format!("lora/{stem}"), "sha256"))
@@ -216,7 +218,7 @@ pub struct CacheEntry {
 
 /// The entries of a web UI cache `doc` that name `model` and that the web UI would use for it (entry
 /// mtime not older than the file's `mtime`: older entries it recomputes, so they publish nothing).
-pub fn a1111_entries(doc: &Value, model: &Path, kind: &str, mtime: f64) -> Vec<CacheEntry> {
+pub fn a1111_entries(doc: &Value, model: &Path, kind: Kind, mtime: f64) -> Vec<CacheEntry> {
     let shown = model.to_string_lossy().replace('\\', "/");
     let stem = model
         .file_stem()
@@ -233,7 +235,7 @@ pub fn a1111_entries(doc: &Value, model: &Path, kind: &str, mtime: f64) -> Vec<C
                     let name = name.replace('\\', "/");
                     shown == name || shown.ends_with(&format!("/{name}"))
                 }
-                Some(("lora", name)) => kind == "lora" && name == stem,
+                Some(("lora", name)) => kind == Kind::Lora && name == stem,
                 _ => false,
             };
             let current = e["mtime"].as_f64().is_some_and(|m| m + 1e-3 >= mtime);
@@ -289,7 +291,7 @@ pub fn a1111_caches_near(model: &Path) -> Vec<(PathBuf, Arc<Value>)> {
     out
 }
 
-/// What [`export`] did for one model (or for the cache file as a whole).
+/// What an export ([`export_sidecars`], [`export_a1111`]) did for one model (or for the cache file as a whole).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Outcome {
     /// The model the line is about.
@@ -306,8 +308,8 @@ pub struct Outcome {
 struct Model<'a> {
     path: PathBuf,
     shown: &'a str,
-    kind: &'a str,
-    format: &'a str,
+    kind: Kind,
+    format: SniffedFormat,
     size: u64,
     mtime: f64,
     hashes: &'a Value,
@@ -318,6 +320,7 @@ fn models<'a>(reports: &'a [Value], out: &mut Vec<Outcome>) -> Vec<Model<'a>> {
     let mut ms = vec![];
     for r in reports {
         let shown = r["path"].as_str().unwrap_or_default();
+        let kind = Kind::deserialize(&r["kind"]).unwrap_or_default();
         let skip = |why: &str| Outcome {
             model: shown.to_string(),
             path: String::new(),
@@ -334,14 +337,14 @@ fn models<'a>(reports: &'a [Value], out: &mut Vec<Outcome>) -> Vec<Model<'a>> {
             out.push(skip(
                 "a diffusers folder: these formats describe single files",
             ));
-        } else if r["kind"] == "sidecar" || r["hashes"]["blake3"].is_null() {
+        } else if kind == Kind::Sidecar || r["hashes"]["blake3"].is_null() {
             // another tool's hash file, or no model (previews, notes): nothing to describe
         } else {
             ms.push(Model {
                 path: PathBuf::from(shown),
                 shown,
-                kind: r["kind"].as_str().unwrap_or("unknown"),
-                format: r["format"].as_str().unwrap_or("unknown"),
+                kind,
+                format: SniffedFormat::deserialize(&r["format"]).unwrap_or_default(),
                 size: r["size"].as_u64().unwrap_or(0),
                 mtime: r["mtime"].as_f64().unwrap_or(0.0),
                 hashes: &r["hashes"],
@@ -385,12 +388,12 @@ fn civitai_info(m: &Model) -> Value {
 }
 
 /// StabilityMatrix's model type (`CivitModelType`) of a fastscan kind.
-fn cm_model_type(kind: &str) -> &'static str {
+fn cm_model_type(kind: Kind) -> &'static str {
     match kind {
-        "checkpoint" | "unet" => "Checkpoint",
-        "lora" => "LORA",
-        "embedding" => "TextualInversion",
-        "controlnet" => "Controlnet",
+        Kind::Checkpoint | Kind::Unet => "Checkpoint",
+        Kind::Lora => "LORA",
+        Kind::Embedding => "TextualInversion",
+        Kind::Controlnet => "Controlnet",
         _ => "Unknown",
     }
 }
@@ -640,24 +643,28 @@ mod tests {
     fn titles_as_the_web_ui_keys_them() {
         let p = Path::new("/w/models/Stable-diffusion/sd15/a.safetensors");
         assert_eq!(
-            a1111_title(p, "checkpoint", "safetensors"),
+            a1111_title(p, Kind::Checkpoint, SniffedFormat::Safetensors),
             Some(("hashes", "checkpoint/sd15/a.safetensors".into(), "sha256"))
         );
         assert_eq!(
-            a1111_title(Path::new("/x/b.ckpt"), "checkpoint", "torch-zip")
-                .unwrap()
-                .1,
+            a1111_title(
+                Path::new("/x/b.ckpt"),
+                Kind::Checkpoint,
+                SniffedFormat::TorchZip
+            )
+            .unwrap()
+            .1,
             "checkpoint/b.ckpt"
         );
         assert_eq!(
             a1111_title(
                 Path::new("/w/models/Lora/c.safetensors"),
-                "lora",
-                "safetensors"
+                Kind::Lora,
+                SniffedFormat::Safetensors
             ),
             Some(("hashes-addnet", "lora/c".into(), "addnet"))
         );
-        assert_eq!(a1111_title(p, "vae", "safetensors"), None);
+        assert_eq!(a1111_title(p, Kind::Vae, SniffedFormat::Safetensors), None);
     }
 
     #[test]
@@ -671,13 +678,13 @@ mod tests {
             "hashes-addnet": {"lora/a": {"mtime": 100.0, "sha256": "12"}},
         });
         let p = Path::new("/w/models/Stable-diffusion/sd15/a.safetensors");
-        let e = a1111_entries(&doc, p, "checkpoint", 99.0);
+        let e = a1111_entries(&doc, p, Kind::Checkpoint, 99.0);
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!(e[0].value, "ab");
         assert_eq!(e[0].hash, "sha256");
-        let e = a1111_entries(&doc, p, "lora", 99.0);
+        let e = a1111_entries(&doc, p, Kind::Lora, 99.0);
         assert!(e.iter().any(|x| x.hash == "addnet" && x.value == "12"));
-        assert!(a1111_entries(&doc, p, "checkpoint", 101.0).is_empty());
+        assert!(a1111_entries(&doc, p, Kind::Checkpoint, 101.0).is_empty());
     }
 
     #[test]

@@ -1,65 +1,105 @@
 //! fastscan-core: find what is wrong with Stable Diffusion model files.
 //!
-//! Formats are recognised by their bytes ([`sniff`]), parsed into a tensor table ([`safetensors`],
-//! [`pickle`]), classified by component ([`classify`]), checked ([`checks`]) and hashed in one pass
-//! over the data ([`datapass`]). [`scan_file`] runs all of it on one file; [`scan_stream`] on
-//! what a walk of the roots finds, as it finds it.
+//! Formats are recognised by their bytes ([`Format`]), parsed into a tensor table ([`open_table`]),
+//! classified by component ([`classify`]: [`Kind`], [`Arch`], a [`Role`] per tensor), checked, and
+//! hashed in one pass over the data ([`data_pass`]). [`scan_file`] runs all of it on one file and
+//! returns its [`FileReport`]; [`scan_stream`] does it for what a walk of the roots finds, as it finds
+//! it. Fixes are planned as a [`FixPlan`] and written by [`execute_fix`].
 //!
-//! The report ([`FileReport`] and the types it holds) is re-exported here; the modules that only
-//! build it (scan, report, hashes, values, provenance, fingerprint, diffusers, npy, sidecar checks,
-//! component hashes) are private. The public modules are those the binding, benches and tests use.
+//! Every module is private: what the binding, the benches and other users need is re-exported here
+//! (the report and every type it holds, from which docs/report.schema.json is generated, included).
 
-pub mod atomic;
-pub mod backup;
-pub mod cache;
-pub mod cast;
-pub mod checks;
-pub mod classify;
+mod atomic;
+mod backup;
+mod cache;
+mod cast;
+mod checks;
+mod classify;
 mod component_hash;
-pub mod datapass;
+mod datapass;
 mod diffusers;
-pub mod dtype;
+mod dtype;
 mod file_kinds;
 mod fingerprint;
-pub mod fix;
+mod fix;
 mod hashes;
-pub mod interop;
-pub mod lineage;
-pub mod mapguard;
-pub mod memory;
+mod interop;
+mod kind;
+mod lineage;
+mod mapguard;
+mod memory;
 mod npy;
-pub mod pickle;
+mod pickle;
 mod provenance;
-pub mod remote;
+mod remote;
 mod report;
-pub mod safetensors;
+mod safetensors;
 mod scan;
 mod sidecar_check;
-pub mod similarity;
-pub mod sniff;
-pub mod source;
+mod similarity;
+mod sniff;
+mod source;
 mod standalone;
-pub mod table;
-pub mod tensor;
+mod table;
+mod tensor;
 mod values;
-pub mod walk;
-pub mod writer;
+mod walk;
+mod writer;
 
 use rayon::prelude::*;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-pub use datapass::HashMode;
 // The report and every type it holds (docs/report.schema.json is generated from them).
 pub use diffusers::Part;
-pub use fingerprint::Fingerprint;
-pub use provenance::Provenance;
+pub use fingerprint::{ComponentPrint, Entry as FingerprintEntry, Fingerprint};
+pub use kind::{Arch, Kind};
+pub use provenance::{Merge, Parent, Provenance, Training};
 pub use report::{
     file_schema, path_fields, ComponentReport, ErrorKind, FileError, FileReport, Finding, Hashes,
     Identification, Severity,
 };
+pub use sniff::Format;
+
+// Reading and judging one file: its tensor table, classification and the roles of its tensors.
+pub use checks::is_text_position_ids;
+pub use classify::{classify, Classification, Role};
+pub use datapass::span;
+pub use dtype::Dtype;
+pub use safetensors::{parse_header, Header};
+pub use table::{buffer_owners, open_table, prune_group, OpenError, PruneGroup, Table};
+pub use tensor::TensorInfo;
+
+// Scanning: one file, a walk of roots, object storage, tensors in memory, the cache.
+pub use cache::{scan_cached, Cache};
+pub use datapass::{run as data_pass, DataPass, HashMode, Source};
+pub use mapguard::GuardedMap;
+pub use memory::{open as open_memory, scan as scan_memory, MemTable, MemTensor};
+pub use pickle::imports_of as pickle_imports;
+pub use pickle::reader::Import;
+pub use remote::{is_url, list as list_objects, listing_failed, scan_url, Object};
 pub use scan::{scan_file, ScanOptions};
-pub use table::{open_table, OpenError, Table};
+pub use source::{ChunkSource, FileSource, MemorySource};
+pub use walk::{walk, walk_counting, Entry, WalkError};
+
+// Fixes: the plan, the executor, the writer, casts and the temporary-file protocol.
+pub use atomic::{sweep as sweep_temp, TempOutput, TMP_SUFFIX};
+pub use backup::{backup as backup_file, BackupError};
+pub use cast::{cast, CAST_FROM};
+pub use fix::{
+    convert_metadata, execute as execute_fix, extras_metadata, output_size as fix_output_size,
+    FixError, Observer, Op, Plan as FixPlan, PlanTensor, Quiet, Stage, Written, DATA_HASH_KEYS,
+    SOURCE_BLAKE3, SOURCE_SHA256,
+};
+pub use writer::{serialize_header, OutTensor, Serialized, WriteError};
+
+// Other tools' hash files, similarity and lineage.
+pub use interop::{export_a1111, export_sidecars, Format as ExportFormat, Outcome};
+pub use lineage::{
+    lineage, lineage_with, Options as LineageOptions, FAMILY_MIN as LINEAGE_FAMILY_MIN,
+    SCREEN as LINEAGE_SCREEN,
+};
+pub use similarity::{document as similarity_document, exact as exact_similarity, Sampled};
 
 /// Where a streaming scan stands; readable from any thread while it runs.
 #[derive(Debug, Default)]
@@ -85,8 +125,8 @@ enum Job {
     Remote(remote::Object),
 }
 
-/// Walks `roots` (local paths, and object-store URLs: see [`remote`]) and scans each file as the walk finds it, in parallel on the current rayon pool,
-/// calling `emit` with each report as JSON as it finishes (unreadable paths included, as reports
+/// Walks `roots` (local paths, and object-store URLs: see [`list_objects`]) and scans each file as the walk finds it, in parallel on the current rayon pool,
+/// calling `emit` with each report as it finishes (unreadable paths included, as reports
 /// whose `error` says why). Stops early, walk and scanning threads alike, as soon as `emit` returns
 /// false or `opts.stop` is set; reports made after that are dropped. Returns when every thread is done.
 pub fn scan_stream<F>(
@@ -98,11 +138,11 @@ pub fn scan_stream<F>(
     progress: &Progress,
     emit: F,
 ) where
-    F: Fn(serde_json::Value) -> bool + Sync,
+    F: Fn(FileReport) -> bool + Sync,
 {
     let halt = AtomicBool::new(false);
     let halted = || halt.load(Ordering::Relaxed) || opts.stopped();
-    let send = |v: serde_json::Value| {
+    let send = |v: FileReport| {
         let ok = !halted() && emit(v);
         if !ok {
             halt.store(true, Ordering::Relaxed);
@@ -129,7 +169,7 @@ pub fn scan_stream<F>(
                     progress.files_found.fetch_add(1, Ordering::Relaxed);
                     progress.files_scanned.fetch_add(1, Ordering::Relaxed);
                     let r = remote::listing_failed(url, message);
-                    send(serde_json::to_value(r).unwrap_or_default());
+                    send(r);
                 }
             }
             let roots = &paths[..];
@@ -149,7 +189,7 @@ pub fn scan_stream<F>(
                     }
                     walk::Found::Error(e) => {
                         progress.files_scanned.fetch_add(1, Ordering::Relaxed);
-                        send(serde_json::to_value(e.report()).unwrap_or_default())
+                        send(e.report())
                     }
                     walk::Found::SkippedLink(_) => true,
                 }
@@ -177,7 +217,8 @@ pub fn scan_stream<F>(
 }
 
 /// What a scan of `roots` would read, without reading any file or object: (path or URL, size, bytes
-/// the scan reads at least) of each, then (root, message) of each root that cannot be walked or listed.
+/// the scan reads at least) of each, then (path, message naming it) of each path that cannot be walked
+/// or listed.
 #[allow(clippy::type_complexity)]
 pub fn plan(
     roots: &[PathBuf],
@@ -208,10 +249,11 @@ pub fn plan(
         let read = remote::bytes_to_read(&shown, f.size, opts);
         out.push((shown, f.size, read));
     }
-    errors.extend(
-        errs.into_iter()
-            .map(|e| (report::path_fields(&e.path).0, e.message)),
-    );
+    // As the scan reports them: the message names the path.
+    errors.extend(errs.iter().map(|e| {
+        let r = e.report();
+        (r.path, r.error.map(|x| x.message).unwrap_or_default())
+    }));
     (out, errors)
 }
 
@@ -243,7 +285,7 @@ mod tests {
                 None,
                 &progress,
                 |v| {
-                    if v["error"].is_null() {
+                    if v.error.is_none() {
                         n.fetch_add(1, Ordering::Relaxed);
                     }
                     true
@@ -270,10 +312,7 @@ mod tests {
         let progress = Progress::default();
         let seen = std::sync::Mutex::new(std::collections::HashSet::new());
         scan_stream(&roots, false, 2, &opts, None, &progress, |v| {
-            assert!(seen
-                .lock()
-                .unwrap()
-                .insert(v["path"].as_str().unwrap().to_string()));
+            assert!(seen.lock().unwrap().insert(v.path));
             true
         });
         assert_eq!(seen.lock().unwrap().len(), 300);

@@ -5,8 +5,10 @@
 //! A fit is reported only when it explains the model up to rounding; otherwise `merge` is null.
 
 use crate::fingerprint::Fingerprint;
+use crate::kind::{Arch, Kind};
 use crate::similarity::{cosine, Sampled};
 use rayon::prelude::*;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -45,7 +47,7 @@ const NEAREST: usize = 5;
 /// Least similarity listed under `nearest`: below it the cosine of independent models is sampling noise.
 pub const NEAR_MIN: f64 = 0.1;
 /// Kinds of file lineage covers.
-const KINDS: [&str; 4] = ["checkpoint", "unet", "vae", "text-encoder"];
+const KINDS: [Kind; 4] = [Kind::Checkpoint, Kind::Unet, Kind::Vae, Kind::TextEncoder];
 /// Metadata keys that declare how a model was made.
 const DECLARED: [&str; 7] = [
     "sd_merge_recipe",
@@ -60,8 +62,8 @@ const DECLARED: [&str; 7] = [
 /// One model of the library.
 pub struct Model {
     pub path: String,
-    pub arch: String,
-    pub kind: String,
+    pub arch: Arch,
+    pub kind: Kind,
     pub metadata: Map<String, Value>,
     pub sampled: Sampled,
     /// File size in bytes (0 when the report has none): the smaller of two twins names them.
@@ -71,7 +73,7 @@ pub struct Model {
 impl Model {
     /// A model from its scan report (with a fingerprint); `Ok(None)` for files lineage does not cover.
     pub fn from_report(r: &Value) -> Result<Option<Model>, String> {
-        let kind = r["kind"].as_str().unwrap_or("unknown");
+        let kind = Kind::deserialize(&r["kind"]).unwrap_or_default();
         if !KINDS.contains(&kind) || r["fingerprint"].is_null() {
             return Ok(None);
         }
@@ -83,8 +85,8 @@ impl Model {
             return Ok(None);
         }
         Ok(Some(Model {
-            arch: r["arch"].as_str().unwrap_or("unknown").to_string(),
-            kind: kind.to_string(),
+            arch: Arch::deserialize(&r["arch"]).unwrap_or_default(),
+            kind,
             metadata: r["metadata"].as_object().cloned().unwrap_or_default(),
             size: r["size"].as_u64().unwrap_or(0),
             path,
@@ -743,7 +745,7 @@ fn pair_of(a: &Model, b: &Model, scope: Option<&str>) -> (f64, usize) {
 /// candidate, a VAE blend's parent; docs/lineage.md "Twins"): `prefer_kind` first (a standalone VAE
 /// file for a VAE), then a `.safetensors` file before any other format, then the smallest file (an
 /// fp16 copy before its fp32 re-save), then the first path in byte order.
-fn twin_rank<'a>(m: &'a Model, prefer_kind: Option<&str>) -> (bool, bool, u64, &'a str) {
+fn twin_rank(m: &Model, prefer_kind: Option<Kind>) -> (bool, bool, u64, &str) {
     (
         prefer_kind.is_some_and(|k| m.kind != k),
         !m.path.ends_with(".safetensors"),
@@ -757,7 +759,7 @@ fn twin_groups(
     models: &[Model],
     keys: &[[u8; 32]],
     members: impl Iterator<Item = usize>,
-    prefer_kind: Option<&str>,
+    prefer_kind: Option<Kind>,
 ) -> (Vec<usize>, BTreeMap<usize, Vec<usize>>) {
     let mut by_key: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
     for i in members {
@@ -1036,7 +1038,7 @@ pub fn lineage_with(reports: &[Value], opts: Options) -> Result<Value, String> {
         &models,
         &vae_keys,
         (0..n).filter(|&i| has_vae[i]),
-        Some("vae"),
+        Some(Kind::Vae),
     );
     let vae_reps: Vec<usize> = vae_groups.keys().copied().collect();
     let vae_comp = comps.binary_search(&"vae".to_string()).ok();

@@ -17,7 +17,7 @@ const MAX_PARENTS: usize = 32;
 const MAX_MULTIPLIERS: usize = 32;
 
 /// What the metadata says about how the model was made.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Provenance {
     /// Tools that wrote what follows (`webui`, `sd-webui-supermerger`, `sd-mecha`, `kohya-ss/sd-scripts`, `modelspec`).
     pub tools: Vec<String>,
@@ -34,7 +34,7 @@ pub struct Provenance {
 }
 
 /// One merge step as recorded by the merger.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Merge {
     /// `interp_method` (web UI), `mode` (supermerger) or the merge methods of an sd-mecha recipe.
     pub method: Option<String>,
@@ -45,7 +45,7 @@ pub struct Merge {
 }
 
 /// A model this one was made from.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Parent {
     /// Its role: `primary`/`secondary`/`tertiary` (web UI), `model_a`/`model_b`/`model_c`, `model` (sd-mecha), `trained_on`.
     pub role: String,
@@ -59,7 +59,7 @@ pub struct Parent {
 }
 
 /// Training facts kohya's sd-scripts record.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Training {
     pub network_module: Option<String>,
     pub network_dim: Option<String>,

@@ -292,8 +292,6 @@ pub fn list(
 pub fn listing_failed(url: &str, message: String) -> FileReport {
     FileReport {
         path: url.to_string(),
-        kind: "unknown",
-        arch: "unknown",
         error: Some(FileError {
             kind: ErrorKind::Io,
             message,
@@ -544,8 +542,6 @@ pub fn scan_object(obj: &Object, opts: &ScanOptions) -> FileReport {
         size: obj.size,
         mtime: obj.mtime,
         format: Format::Unknown,
-        kind: "unknown",
-        arch: "unknown",
         ..Default::default()
     };
     match by_ranges(obj, opts, &mut r) {
@@ -557,8 +553,6 @@ pub fn scan_object(obj: &Object, opts: &ScanOptions) -> FileReport {
                 path: obj.url.clone(),
                 size: obj.size,
                 mtime: obj.mtime,
-                kind: "unknown",
-                arch: "unknown",
                 ..Default::default()
             };
             fail(obj, &e, &mut r);

@@ -1,12 +1,14 @@
 //! Plain-data results of a scan: what crosses to Python and into the JSON report.
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// How serious a finding is (contract §4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -16,9 +18,11 @@ pub enum Severity {
 }
 
 /// One problem found in a file.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Finding {
-    pub check: &'static str,
+    /// The check's name (`header.truncated`, ...): a closed list, so a name read back is interned.
+    #[serde(deserialize_with = "interned")]
+    pub check: Name,
     pub severity: Severity,
     pub message: String,
     pub details: Value,
@@ -41,8 +45,18 @@ impl Finding {
     }
 }
 
+/// A name from a closed list, kept for the life of the process (spelled as an alias so that serde's
+/// derive does not take it for a string borrowed from the input).
+pub type Name = &'static str;
+
+/// A name read back from a report (a check's, a part's role), interned: the names are a closed list.
+pub(crate) fn interned<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let s = std::borrow::Cow::<str>::deserialize(d)?;
+    Ok(crate::classify::leak(&s))
+}
+
 /// How well a file matched the rule it was identified by (contract §3, docs/report-schema.md).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Identification {
     /// Share of the rule's keys present with the rule's shape, 0..1.
     pub score: f64,
@@ -60,7 +74,7 @@ pub struct Identification {
 }
 
 /// Per-component totals of a file.
-#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ComponentReport {
     pub tensors: u64,
     pub bytes: u64,
@@ -71,7 +85,7 @@ pub struct ComponentReport {
 }
 
 /// Whole-file hashes (contract §5); absent ones are null.
-#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Hashes {
     pub blake3: Option<String>,
     pub sha256: Option<String>,
@@ -81,7 +95,7 @@ pub struct Hashes {
 }
 
 /// What kind of failure kept a file from being read at all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ErrorKind {
     /// It cannot be opened or read (permissions, a dangling link, it changed while read).
@@ -108,7 +122,7 @@ impl ErrorKind {
 }
 
 /// Why a file could not be read at all.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct FileError {
     pub kind: ErrorKind,
     pub message: String,
@@ -149,18 +163,18 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 /// Everything fastscan knows about one file.
-#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct FileReport {
     pub path: String,
     /// The path's bytes in base64 when they are not UTF-8 (see [`path_fields`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")] // absent, never null
     pub path_b64: Option<String>,
     pub size: u64,
     pub mtime: f64,
     pub format: crate::sniff::Format,
-    pub kind: &'static str,
-    pub arch: &'static str,
+    pub kind: crate::kind::Kind,
+    pub arch: crate::kind::Arch,
     pub tensors: u64,
     /// dtype name -> bytes
     pub dtypes: BTreeMap<String, u64>,
@@ -176,10 +190,10 @@ pub struct FileReport {
     pub identification: Option<Identification>,
     pub error: Option<FileError>,
     /// The files of a diffusers folder (absent for a single file).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<crate::diffusers::Part>,
     /// Lineage fingerprint (docs/fingerprint.md), only when the scan was asked for it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "crate::fingerprint::Fingerprint")] // absent, never null
     pub fingerprint: Option<crate::fingerprint::Fingerprint>,
 }

@@ -2,6 +2,7 @@
 
 use crate::classify::{Classification, Role};
 use crate::datapass::{self, HashMode};
+use crate::kind::Kind;
 use crate::pickle::PickleError;
 use crate::report::{ComponentReport, ErrorKind, FileError, FileReport};
 use crate::sniff::Format;
@@ -62,8 +63,6 @@ pub fn scan_file(path: &Path, opts: &ScanOptions) -> FileReport {
         path: shown,
         path_b64,
         format: Format::Unknown,
-        kind: "unknown",
-        arch: "unknown",
         ..Default::default()
     };
     let table = match open_table(path) {
@@ -183,7 +182,7 @@ pub(crate) fn header_fields(
                 | Format::StateDict
         )
     {
-        r.kind = "unknown";
+        r.kind = Kind::Unknown;
     }
     r.arch = class.arch;
     r.identification = class.identification.clone();

@@ -28,8 +28,7 @@ pub fn sidecar_report(path: &Path) -> Option<FileReport> {
         path_b64,
         size: meta.len(),
         mtime: crate::walk::mtime_of(&meta),
-        kind: "sidecar",
-        arch: "unknown",
+        kind: crate::kind::Kind::Sidecar,
         ..Default::default()
     };
     if let Some((format, stem)) = named {
@@ -106,12 +105,12 @@ fn mismatch(
 
 /// `hash.mismatch` findings of the model at `path` whose report is `r`, from its sidecars and the
 /// web UI caches near it.
-pub fn model_findings(path: &Path, r: &Value) -> Vec<Finding> {
+pub fn model_findings(path: &Path, r: &FileReport) -> Vec<Finding> {
     let mut out = vec![];
-    let computed = &r["hashes"];
-    if !r["error"].is_null() || computed["blake3"].is_null() || path.is_dir() {
+    if r.error.is_some() || r.hashes.blake3.is_none() || path.is_dir() {
         return out;
     }
+    let computed = &serde_json::to_value(&r.hashes).unwrap_or_default();
     for format in [Format::CivitaiInfo, Format::CmInfo] {
         let Some(side) = interop::sidecar_path(path, format).filter(|p| p.is_file()) else {
             continue;
@@ -135,10 +134,8 @@ pub fn model_findings(path: &Path, r: &Value) -> Vec<Finding> {
             out.push(mismatch(&side, format, name, want, got, None));
         }
     }
-    let kind = r["kind"].as_str().unwrap_or("unknown");
-    let mtime = r["mtime"].as_f64().unwrap_or(0.0);
     for (cache, doc) in interop::a1111_caches_near(path) {
-        for e in interop::a1111_entries(&doc, path, kind, mtime) {
+        for e in interop::a1111_entries(&doc, path, r.kind, r.mtime) {
             if let Some(got) = computed[e.hash].as_str() {
                 if !e.value.eq_ignore_ascii_case(got) {
                     out.push(mismatch(
@@ -156,30 +153,18 @@ pub fn model_findings(path: &Path, r: &Value) -> Vec<Finding> {
     out
 }
 
-fn rank(severity: &Value) -> u8 {
-    match severity.as_str() {
-        Some("critical") => 3,
-        Some("error") => 2,
-        Some("warning") => 1,
-        _ => 0,
-    }
-}
-
 /// Adds the sidecar findings of the model at `path` to its report `r` (kept in report order:
 /// severity, then check name).
-pub fn apply(path: &Path, r: &mut Value) {
+pub fn apply(path: &Path, r: &mut FileReport) {
     let found = model_findings(path, r);
     if found.is_empty() {
         return;
     }
-    let Some(list) = r.get_mut("findings").and_then(Value::as_array_mut) else {
-        return;
-    };
-    list.extend(found.iter().filter_map(|f| serde_json::to_value(f).ok()));
-    list.sort_by(|a, b| {
-        rank(&b["severity"])
-            .cmp(&rank(&a["severity"]))
-            .then_with(|| a["check"].as_str().cmp(&b["check"].as_str()))
+    r.findings.extend(found);
+    r.findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.check.cmp(b.check))
     });
 }
 
@@ -187,9 +172,17 @@ pub fn apply(path: &Path, r: &mut Value) {
 mod tests {
     use super::*;
 
-    fn report(blake3: &str, sha256: Option<&str>) -> Value {
-        json!({"error": null, "kind": "checkpoint", "mtime": 10.0, "findings": [],
-               "hashes": {"blake3": blake3, "sha256": sha256}})
+    fn report(blake3: &str, sha256: Option<&str>) -> FileReport {
+        FileReport {
+            kind: crate::kind::Kind::Checkpoint,
+            mtime: 10.0,
+            hashes: crate::report::Hashes {
+                blake3: Some(blake3.into()),
+                sha256: sha256.map(Into::into),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -216,10 +209,10 @@ mod tests {
         std::fs::write(&info, r#"{"files": [{"hashes": {"SHA256": "AAAA"}}]}"#).unwrap();
         assert!(model_findings(&model, &report("ffff", None)).is_empty());
         let mut r = report("ffff", Some("abcd"));
-        r["findings"] = json!([{"check": "junk.ema", "severity": "warning"}]);
+        r.findings = vec![Finding::new("junk.ema", Severity::Warning, "", Value::Null)];
         apply(&model, &mut r);
-        assert_eq!(r["findings"][0]["check"], "hash.mismatch");
-        assert_eq!(r["findings"][1]["check"], "junk.ema");
+        assert_eq!(r.findings[0].check, "hash.mismatch");
+        assert_eq!(r.findings[1].check, "junk.ema");
     }
 
     #[test]
@@ -228,7 +221,7 @@ mod tests {
         let cm = dir.path().join("gone.cm-info.json");
         std::fs::write(&cm, b"{not json").unwrap();
         let r = sidecar_report(&cm).unwrap();
-        assert_eq!(r.kind, "sidecar");
+        assert_eq!(r.kind, crate::kind::Kind::Sidecar);
         let checks: Vec<_> = r.findings.iter().map(|f| f.check).collect();
         assert_eq!(checks, vec!["sidecar.unreadable", "sidecar.stale"]);
         std::fs::write(dir.path().join("gone.ckpt"), b"x").unwrap();
@@ -239,7 +232,10 @@ mod tests {
         std::fs::write(&other, br#"{"a": 1}"#).unwrap();
         assert!(sidecar_report(&other).is_none());
         std::fs::write(&other, br#"{"hashes": {}}"#).unwrap();
-        assert_eq!(sidecar_report(&other).unwrap().kind, "sidecar");
+        assert_eq!(
+            sidecar_report(&other).unwrap().kind,
+            crate::kind::Kind::Sidecar
+        );
     }
 
     #[test]

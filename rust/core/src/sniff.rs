@@ -1,7 +1,17 @@
 //! Recognising a file's format by its first bytes, never its name.
 
 /// A file format fastscan knows (kebab-case in reports: `torch-zip`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     Safetensors,
@@ -19,10 +29,18 @@ pub enum Format {
     Npz,
     /// A diffusers folder (`model_index.json` + component subfolders); never sniffed from bytes.
     Diffusers,
-    /// Tensors held in memory (a loaded torch state dict, [`crate::memory`]); never sniffed.
+    /// Tensors held in memory (a loaded torch state dict, [`crate::scan_memory`]); never sniffed.
     StateDict,
+    /// A JSON file: a sharded model's `*.index.json`, only in a diffusers folder's `parts`; never sniffed.
+    Json,
     #[default]
     Unknown,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Format {
@@ -38,6 +56,7 @@ impl Format {
             Format::Npz => "npz",
             Format::Diffusers => "diffusers",
             Format::StateDict => "state-dict",
+            Format::Json => "json",
             Format::Unknown => "unknown",
         }
     }

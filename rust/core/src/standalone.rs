@@ -4,6 +4,7 @@
 //! VAEs and text encoders are also scored against their component signatures (`signatures.json`).
 
 use crate::classify::{whole, whole_scored, Classification, Role};
+use crate::kind::{Arch, Kind};
 use crate::tensor::TensorInfo;
 use rustc_hash::FxHashMap as HashMap;
 
@@ -14,12 +15,12 @@ fn dim(index: &Index, key: &str, axis: usize) -> Option<u64> {
 }
 
 /// Arch implied by a cross-attention / text width: 768 CLIP-L (SD1), 1024 OpenCLIP-H (SD2), 2048 SDXL.
-fn arch_from_context(width: Option<u64>) -> &'static str {
+fn arch_from_context(width: Option<u64>) -> Arch {
     match width {
-        Some(768) => "sd1",
-        Some(1024) => "sd2",
-        Some(2048) => "sdxl",
-        _ => "unknown",
+        Some(768) => Arch::Sd1,
+        Some(1024) => Arch::Sd2,
+        Some(2048) => Arch::Sdxl,
+        _ => Arch::Unknown,
     }
 }
 
@@ -33,25 +34,25 @@ pub fn classify_standalone(tensors: &[TensorInfo], index: &Index) -> Classificat
         if has(&format!("{prefix}input_hint_block.0.weight")) {
             let to_k = format!("{prefix}input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight");
             let arch = if has(&format!("{prefix}label_emb.0.0.weight")) {
-                "sdxl"
+                Arch::Sdxl
             } else {
                 arch_from_context(dim(index, &to_k, 1))
             };
-            return whole(tensors, "controlnet", arch, "controlnet");
+            return whole(tensors, Kind::Controlnet, arch, "controlnet");
         }
     }
     if has("controlnet_cond_embedding.conv_in.weight") {
         let k = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight";
         let arch = if has("add_embedding.linear_1.weight") {
-            "sdxl"
+            Arch::Sdxl
         } else {
             arch_from_context(dim(index, k, 1))
         };
-        return whole(tensors, "controlnet", arch, "controlnet");
+        return whole(tensors, Kind::Controlnet, arch, "controlnet");
     }
 
     if tensors.is_empty() {
-        return Classification::by_role(tensors, "empty", "unknown", |_| Role::Buffer);
+        return Classification::by_role(tensors, Kind::Empty, Arch::Unknown, |_| Role::Buffer);
     }
 
     // cloneofsimo `lora_diffusion`: `unet:N:down`, `text_encoder:N:up`, maybe token vectors.
@@ -82,25 +83,25 @@ pub fn classify_standalone(tensors: &[TensorInfo], index: &Index) -> Classificat
         || (has("decoder.conv_in.weight") && !any_prefix("encoder."))
         || (has("encoder.conv_in.weight") && !any_prefix("decoder."))
     {
-        return whole_scored(tensors, index, "vae", "unknown", "vae");
+        return whole_scored(tensors, index, Kind::Vae, Arch::Unknown, "vae");
     }
 
     // Text encoders: transformers CLIP, OpenCLIP, T5.
     if let Some(w) = dim(index, "text_model.embeddings.token_embedding.weight", 1) {
         let comp = if w == 1280 { "clip_g" } else { "clip_l" };
-        return whole_scored(tensors, index, "text-encoder", "unknown", comp);
+        return whole_scored(tensors, index, Kind::TextEncoder, Arch::Unknown, comp);
     }
     if has("token_embedding.weight") && any_prefix("transformer.resblocks.") {
         let w = dim(index, "token_embedding.weight", 1);
         let (comp, arch) = if w == Some(1024) {
-            ("open_clip_h", "sd2")
+            ("open_clip_h", Arch::Sd2)
         } else {
-            ("clip_g", "unknown")
+            ("clip_g", Arch::Unknown)
         };
-        return whole_scored(tensors, index, "text-encoder", arch, comp);
+        return whole_scored(tensors, index, Kind::TextEncoder, arch, comp);
     }
     if has("shared.weight") && any_prefix("encoder.block.") {
-        return whole_scored(tensors, index, "text-encoder", "unknown", "t5xxl");
+        return whole_scored(tensors, index, Kind::TextEncoder, Arch::Unknown, "t5xxl");
     }
 
     // Textual-inversion embeddings.
@@ -122,7 +123,7 @@ pub fn classify_standalone(tensors: &[TensorInfo], index: &Index) -> Classificat
 }
 
 fn unknown(tensors: &[TensorInfo]) -> Classification {
-    Classification::by_role(tensors, "unknown", "unknown", |_| Role::Buffer)
+    Classification::by_role(tensors, Kind::Unknown, Arch::Unknown, |_| Role::Buffer)
 }
 
 /// `(side, is_down)` of a cloneofsimo LoRA key `unet:N:down` / `text_encoder:N:up`.
@@ -164,7 +165,7 @@ fn cloneofsimo(tensors: &[TensorInfo]) -> Classification {
             arch_from_context(te.first().copied().filter(|w| te.iter().all(|x| x == w)))
         }
     };
-    Classification::by_role(tensors, "lora", arch, |t| {
+    Classification::by_role(tensors, Kind::Lora, arch, |t| {
         let name = match cloneofsimo_part(&t.name) {
             Some(("unet", _)) => "unet",
             Some(_) => "text_encoder",
@@ -180,11 +181,11 @@ fn cloneofsimo(tensors: &[TensorInfo]) -> Classification {
 fn lora(tensors: &[TensorInfo]) -> Classification {
     let names = || tensors.iter().map(|t| t.name.as_str());
     let arch = if names().any(|n| n.starts_with("lora_te1_") || n.starts_with("lora_te2_")) {
-        "sdxl"
+        Arch::Sdxl
     } else if names().any(|n| n.contains("double_blocks")) {
-        "flux"
+        Arch::Flux
     } else if names().any(|n| n.contains("joint_blocks")) {
-        "sd3"
+        Arch::Sd3
     } else {
         // Width of the text side: the down projection of a text-encoder or cross-attention key.
         let width = tensors.iter().find_map(|t| {
@@ -197,7 +198,7 @@ fn lora(tensors: &[TensorInfo]) -> Classification {
         });
         arch_from_context(width)
     };
-    Classification::by_role(tensors, "lora", arch, |t| {
+    Classification::by_role(tensors, Kind::Lora, arch, |t| {
         let comp = if t.name.starts_with("lora_te") || t.name.starts_with("text_encoder") {
             "text_encoder"
         } else {
@@ -218,7 +219,7 @@ fn embedding(tensors: &[TensorInfo], index: &Index) -> Option<Classification> {
             .map(|t| t.shape[1])
     };
     let arch = if let (Some(768), Some(1280)) = (width_of("clip_l"), width_of("clip_g")) {
-        "sdxl"
+        Arch::Sdxl
     } else if let Some(w) = width_of("emb_params") {
         arch_from_context(Some(w))
     } else if tensors.len() <= 4
@@ -230,7 +231,7 @@ fn embedding(tensors: &[TensorInfo], index: &Index) -> Option<Classification> {
     } else {
         return None;
     };
-    Some(whole(tensors, "embedding", arch, "embedding"))
+    Some(whole(tensors, Kind::Embedding, arch, "embedding"))
 }
 
 /// cloneofsimo's `lora_diffusion` `.pt`: `torch.save([up0, down0, up1, down1, ...])`, so the tensors are
@@ -263,7 +264,7 @@ fn lora_pair_list(tensors: &[TensorInfo]) -> Option<Classification> {
         arch_from_context(ins.first().copied().filter(|w| ins.iter().all(|x| x == w)))
     };
     let comp = if unet { "unet" } else { "text_encoder" };
-    Some(Classification::by_role(tensors, "lora", arch, |_| {
+    Some(Classification::by_role(tensors, Kind::Lora, arch, |_| {
         Role::Component {
             name: comp,
             prefix_len: 0,
@@ -289,7 +290,7 @@ fn token_embedding(tensors: &[TensorInfo]) -> Option<Classification> {
     ok.then(|| {
         whole(
             tensors,
-            "embedding",
+            Kind::Embedding,
             arch_from_context(Some(first)),
             "embedding",
         )
@@ -325,7 +326,7 @@ fn taesd(tensors: &[TensorInfo], index: &Index) -> Option<Classification> {
     };
     // diffusers AutoencoderTiny: both halves in one file.
     if blocks("encoder.layers.") >= 3 && blocks("decoder.layers.") >= 3 {
-        return Some(whole(tensors, "taesd", "unknown", "taesd"));
+        return Some(whole(tensors, Kind::Taesd, Arch::Unknown, "taesd"));
     }
     if blocks("") < 3 || !sequential("") {
         return None;
@@ -335,5 +336,5 @@ fn taesd(tensors: &[TensorInfo], index: &Index) -> Option<Classification> {
         Some([_, 3, _, _]) => "taesd_encoder",
         _ => "taesd_decoder",
     };
-    Some(whole(tensors, "taesd", "unknown", comp))
+    Some(whole(tensors, Kind::Taesd, Arch::Unknown, comp))
 }

@@ -29,7 +29,7 @@ pub enum PruneGroup {
 /// A file opened and judged: everything the scan and the fixes know about it before reading its data.
 pub struct Table {
     /// The open file (the data pass and the fixes read from it); `None` for a remote object whose
-    /// header was read by ranged reads ([`open_table_at`]).
+    /// header was read by ranged reads (`open_table_at`).
     pub file: Option<File>,
     pub size: u64,
     pub mtime: f64,
@@ -45,7 +45,7 @@ pub struct Table {
     /// Bytes pruning would save, by cause.
     pub wasted: BTreeMap<String, u64>,
     /// Scalars next to the state dict of a pickle checkpoint (`epoch`, `global_step`, ...), as text
-    /// ([`crate::pickle::tensors::scalar_extras`]); empty for other formats.
+    /// (`pickle::tensors::scalar_extras`); empty for other formats.
     pub pickle_extras: Vec<(String, String)>,
 }
 
@@ -191,7 +191,7 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
     let format = sniff(&head, named_st);
     let mut extras = Vec::new();
     let (tensors, findings, metadata, header_len) = match format {
-        Format::Unknown | Format::Diffusers | Format::StateDict => {
+        Format::Unknown | Format::Diffusers | Format::StateDict | Format::Json => {
             return Err(OpenError::NotAModel(format))
         }
         Format::Safetensors => {

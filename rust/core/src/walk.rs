@@ -19,6 +19,7 @@ pub struct Entry {
 pub struct WalkError {
     pub path: PathBuf,
     pub kind: ErrorKind,
+    /// What went wrong, without the path (the report puts the path in front).
     pub message: String,
 }
 
@@ -26,7 +27,7 @@ impl WalkError {
     /// The report of the unreadable path (its `error` names the path).
     pub fn report(&self) -> FileReport {
         let (shown, path_b64) = crate::report::path_fields(&self.path);
-        let message = if shown.is_empty() || self.message.starts_with(&shown) {
+        let message = if shown.is_empty() {
             self.message.clone()
         } else {
             format!("{shown}: {}", self.message)
@@ -35,8 +36,6 @@ impl WalkError {
             path: shown,
             path_b64,
             format: crate::sniff::Format::Unknown,
-            kind: "unknown",
-            arch: "unknown",
             error: Some(FileError {
                 kind: self.kind,
                 message,
@@ -207,7 +206,7 @@ pub fn walk_stream(
                     } else {
                         ErrorKind::Io
                     },
-                    message: e.to_string(),
+                    message: cause(&e),
                 }),
             };
             let path = match &found {
@@ -234,6 +233,16 @@ fn is_loop(e: &ignore::Error) -> bool {
         | ignore::Error::WithDepth { err, .. }
         | ignore::Error::WithLineNumber { err, .. } => is_loop(err),
         _ => false,
+    }
+}
+
+/// What the walker's error says without the path it wraps it in (the report names the path once).
+fn cause(e: &ignore::Error) -> String {
+    match e {
+        ignore::Error::WithPath { err, .. }
+        | ignore::Error::WithDepth { err, .. }
+        | ignore::Error::WithLineNumber { err, .. } => cause(err),
+        other => other.to_string(),
     }
 }
 

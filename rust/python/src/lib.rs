@@ -1,8 +1,9 @@
 //! `fastscan._core`: the Python face of fastscan-core. Plain data in, plain dicts out.
 
-use fastscan_core::cache::Cache;
-use fastscan_core::remote;
-use fastscan_core::{scan_stream, FileReport, HashMode, OpenError, Progress, ScanOptions};
+use fastscan_core::{
+    list_objects, listing_failed, scan_stream, scan_url, Cache, FileReport, HashMode, OpenError,
+    Progress, ScanOptions,
+};
 use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use std::ffi::OsString;
@@ -35,8 +36,54 @@ fn options_with(hash: &str, sha256: bool, fingerprint: bool) -> PyResult<ScanOpt
     })
 }
 
-fn to_py<'py>(py: Python<'py>, r: &FileReport) -> PyResult<Bound<'py, PyAny>> {
-    pythonize::pythonize(py, r).map_err(|e| PyValueError::new_err(e.to_string()))
+/// How typed values become Python objects: dicts whose keys are in sorted order (as the maps of
+/// `serde_json::Value` hold them), so a report reaches Python, and its JSON text is written, with the key
+/// order it always had.
+struct Sorted;
+
+impl pythonize::PythonizeTypes for Sorted {
+    type Map = SortedDict;
+    type NamedMap = pythonize::PythonizeUnnamedMappingAdapter<SortedDict>;
+    type List = pyo3::types::PyList;
+}
+
+/// A dict built from its items sorted by key (byte order, as `BTreeMap<String, _>` sorts).
+struct SortedDict;
+
+type Items<'py> = Vec<(String, Bound<'py, PyAny>, Bound<'py, PyAny>)>;
+
+impl pythonize::PythonizeMappingType for SortedDict {
+    type Builder<'py> = (Python<'py>, Items<'py>);
+
+    fn builder<'py>(py: Python<'py>, len: Option<usize>) -> PyResult<Self::Builder<'py>> {
+        Ok((py, Vec::with_capacity(len.unwrap_or(0))))
+    }
+
+    fn push_item<'py>(
+        builder: &mut Self::Builder<'py>,
+        key: Bound<'py, PyAny>,
+        value: Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        builder.1.push((key.str()?.to_string(), key, value));
+        Ok(())
+    }
+
+    fn finish<'py>(builder: Self::Builder<'py>) -> PyResult<Bound<'py, pyo3::types::PyMapping>> {
+        use pyo3::types::{PyDict, PyDictMethods};
+        let (py, mut items) = builder;
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let d = PyDict::new(py);
+        for (_, k, v) in items {
+            d.set_item(k, v)?;
+        }
+        Ok(d.into_mapping())
+    }
+}
+
+/// A typed value (a report, a table, a fix's outcome) as Python objects, converted once at the border.
+fn to_py<'py, T: serde::Serialize + ?Sized>(py: Python<'py>, v: &T) -> PyResult<Bound<'py, PyAny>> {
+    pythonize::pythonize_custom::<Sorted, _>(py, v)
+        .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// Walks roots; returns ([(path, size, mtime)], [(path, kind, message)]), paths as `str` the way
@@ -53,7 +100,7 @@ fn walk(
     Vec<(OsString, u64, f64)>,
     Vec<(OsString, &'static str, String)>,
 ) {
-    let (files, errors) = py.detach(|| fastscan_core::walk::walk(&roots, follow_links, jobs));
+    let (files, errors) = py.detach(|| fastscan_core::walk(&roots, follow_links, jobs));
     (
         files
             .into_iter()
@@ -83,17 +130,13 @@ fn scan_file<'py>(
     etag: Option<String>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let opts = options_with(hash, sha256, fingerprint)?;
-    let v = py.detach(|| match path.to_str().filter(|u| remote::is_url(u)) {
-        Some(url) => serde_json::to_value(remote::scan_url(
-            url,
-            endpoint_url.as_deref(),
-            etag.as_deref(),
-            &opts,
-        ))
-        .unwrap_or_default(),
-        None => fastscan_core::cache::scan_cached(&path, &opts, None),
-    });
-    json_to_py(py, &v)
+    let r = py.detach(
+        || match path.to_str().filter(|u| fastscan_core::is_url(u)) {
+            Some(url) => scan_url(url, endpoint_url.as_deref(), etag.as_deref(), &opts),
+            None => fastscan_core::scan_cached(&path, &opts, None),
+        },
+    );
+    to_py(py, &r)
 }
 
 /// Writes the hashes of scan `reports` in another tool's format (`a1111`: merged into the web UI's
@@ -109,7 +152,7 @@ fn export<'py>(
     force: bool,
     webui_cache: Option<PathBuf>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    use fastscan_core::interop::{export_a1111, export_sidecars, Format};
+    use fastscan_core::{export_a1111, export_sidecars, ExportFormat as Format};
     let f = Format::parse(format).ok_or_else(|| {
         PyValueError::new_err(format!(
             "format must be a1111, civitai-info or cm-info, not {format:?}"
@@ -153,20 +196,20 @@ fn scan_plan<'py>(
 )> {
     let (urls, paths): (Vec<PathBuf>, Vec<PathBuf>) = roots
         .into_iter()
-        .partition(|r| r.to_str().is_some_and(remote::is_url));
+        .partition(|r| r.to_str().is_some_and(fastscan_core::is_url));
     let (objects, unlisted, (files, errors, skipped)) = py.detach(|| {
         let mut objects = Vec::new();
         let mut unlisted = Vec::new();
         for url in urls.iter().filter_map(|u| u.to_str()) {
-            let listed = remote::list(url, endpoint_url.as_deref(), &mut |o| {
+            let listed = list_objects(url, endpoint_url.as_deref(), &mut |o| {
                 objects.push((OsString::from(o.url), o.size, o.etag));
                 true
             });
             if let Err(message) = listed {
-                unlisted.push(remote::listing_failed(url, message));
+                unlisted.push(listing_failed(url, message));
             }
         }
-        let walked = fastscan_core::walk::walk_counting(&paths, follow_links, jobs);
+        let walked = fastscan_core::walk_counting(&paths, follow_links, jobs);
         (objects, unlisted, walked)
     });
     let failed = unlisted
@@ -212,65 +255,123 @@ fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAn
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let v = table_json(
-        &t.tensors,
-        &t.class,
-        serde_json::json!({
-            "format": t.format, "size": t.size, "header_len": t.header_len,
-            "unaccounted_bytes": t.unaccounted_bytes(), "metadata": t.metadata, "findings": t.findings,
-            "convert_metadata": fastscan_core::fix::convert_metadata(&t.pickle_extras, &name),
-        }),
-    );
-    json_to_py(py, &v)
+    let convert = fastscan_core::convert_metadata(&t.pickle_extras, &name);
+    let view = TableView {
+        format: t.format,
+        size: t.size,
+        header_len: t.header_len,
+        unaccounted_bytes: t.unaccounted_bytes(),
+        metadata: &t.metadata,
+        findings: &t.findings,
+        convert_metadata: Some(&convert),
+        ..TableView::of(&t.tensors, &t.class)
+    };
+    to_py(py, &view)
 }
 
-/// `head` with the classification and the rows of `read_tensors` added.
-fn table_json(
-    tensors: &[fastscan_core::tensor::TensorInfo],
-    class: &fastscan_core::classify::Classification,
-    mut head: serde_json::Value,
-) -> serde_json::Value {
-    use fastscan_core::classify::Role;
-    let owners = fastscan_core::table::buffer_owners(tensors, &class.roles);
-    let rows: Vec<serde_json::Value> = tensors
-        .iter()
-        .zip(&class.roles)
-        .zip(owners)
-        .map(|((x, role), owner)| {
-            let (kind, comp, canonical) = match role {
-                Role::Component { name, prefix_len } => {
-                    ("component", Some(*name), Some(&x.name[*prefix_len..]))
+/// What `read_tensors` and `read_memory` hand to Python: the table's facts as the core decided them.
+#[derive(serde::Serialize)]
+struct TableView<'a> {
+    format: fastscan_core::Format,
+    kind: fastscan_core::Kind,
+    arch: fastscan_core::Arch,
+    size: u64,
+    header_len: u64,
+    unaccounted_bytes: u64,
+    metadata: &'a std::collections::BTreeMap<String, serde_json::Value>,
+    findings: &'a [fastscan_core::Finding],
+    /// The [key, value] pairs `convert` writes (files only): the checkpoint's pickle extras, its name,
+    /// and its hashes left empty for `write_fix(source_hashes=True)` to fill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    convert_metadata: Option<&'a [(String, String)]>,
+    identification: &'a Option<fastscan_core::Identification>,
+    tensors: Vec<TensorRow<'a>>,
+}
+
+/// One tensor of a `TableView`, with the role and component the core gave it.
+#[derive(serde::Serialize)]
+struct TensorRow<'a> {
+    name: &'a str,
+    dtype: fastscan_core::Dtype,
+    shape: &'a [u64],
+    start: u64,
+    len: u64,
+    span: u64,
+    strides: &'a Option<Vec<u64>>,
+    /// `component`, `ema`, `buffer` or `junk`.
+    role: &'static str,
+    component: Option<&'static str>,
+    canonical: Option<&'a str>,
+    position_ids: bool,
+    prune: Option<fastscan_core::PruneGroup>,
+}
+
+impl<'a> TableView<'a> {
+    /// The classification and the rows of a table; the caller fills in the rest.
+    fn of(
+        tensors: &'a [fastscan_core::TensorInfo],
+        class: &'a fastscan_core::Classification,
+    ) -> Self {
+        use fastscan_core::Role;
+        static EMPTY: std::sync::OnceLock<std::collections::BTreeMap<String, serde_json::Value>> =
+            std::sync::OnceLock::new();
+        let owners = fastscan_core::buffer_owners(tensors, &class.roles);
+        let tensors = tensors
+            .iter()
+            .zip(&class.roles)
+            .zip(owners)
+            .map(|((x, role), owner)| {
+                let (kind, component, canonical) = match role {
+                    Role::Component { name, prefix_len } => {
+                        ("component", Some(*name), Some(&x.name[*prefix_len..]))
+                    }
+                    Role::Ema => ("ema", None, None),
+                    // a buffer under a component's prefix goes with it (extract takes it)
+                    Role::Buffer => match owner {
+                        Some((name, len)) => ("buffer", Some(name), Some(&x.name[len..])),
+                        None => ("buffer", None, None),
+                    },
+                    Role::Junk => ("junk", None, None),
+                };
+                let (begin, end) = fastscan_core::span(x);
+                TensorRow {
+                    name: &x.name,
+                    dtype: x.dtype,
+                    shape: &x.shape,
+                    start: x.start,
+                    len: x.len,
+                    span: end - begin,
+                    strides: &x.strides,
+                    role: kind,
+                    component,
+                    canonical,
+                    position_ids: fastscan_core::is_text_position_ids(&x.name),
+                    prune: fastscan_core::prune_group(x, role),
                 }
-                Role::Ema => ("ema", None, None),
-                Role::Buffer => match owner {
-                    Some((name, prefix_len)) => ("buffer", Some(name), Some(&x.name[prefix_len..])),
-                    None => ("buffer", None, None),
-                },
-                Role::Junk => ("junk", None, None),
-            };
-            let (begin, end) = fastscan_core::datapass::span(x);
-            serde_json::json!({
-                "name": x.name, "dtype": x.dtype, "shape": x.shape, "start": x.start, "len": x.len,
-                "span": end - begin, "strides": x.strides, "role": kind, "component": comp,
-                "canonical": canonical,
-                "position_ids": fastscan_core::checks::is_text_position_ids(&x.name),
-                "prune": fastscan_core::table::prune_group(x, role),
             })
-        })
-        .collect();
-    head["kind"] = class.kind.into();
-    head["arch"] = class.arch.into();
-    head["identification"] = serde_json::to_value(&class.identification).unwrap_or_default();
-    head["tensors"] = rows.into();
-    head
+            .collect();
+        TableView {
+            format: fastscan_core::Format::Unknown,
+            kind: class.kind,
+            arch: class.arch,
+            size: 0,
+            header_len: 0,
+            unaccounted_bytes: 0,
+            metadata: EMPTY.get_or_init(Default::default),
+            findings: &[],
+            convert_metadata: None,
+            identification: &class.identification,
+            tensors,
+        }
+    }
 }
 
 /// A tensor held in memory, as `fastscan.torch` passes it: (name, dtype, shape, address, nbytes).
 type RawTensor = (String, String, Vec<u64>, usize, usize);
 
 /// The core's view of tensors held in memory (their bytes are read where they are).
-fn mem_tensors(raw: &[RawTensor]) -> PyResult<Vec<fastscan_core::memory::MemTensor<'_>>> {
-    use fastscan_core::dtype::Dtype;
+fn mem_tensors(raw: &[RawTensor]) -> PyResult<Vec<fastscan_core::MemTensor<'_>>> {
+    use fastscan_core::Dtype;
     raw.iter()
         .map(|(name, dtype, shape, addr, nbytes)| {
             let dtype = Dtype::parse(dtype).ok_or_else(|| {
@@ -284,7 +385,7 @@ fn mem_tensors(raw: &[RawTensor]) -> PyResult<Vec<fastscan_core::memory::MemTens
                 // is only read, and torch does not free or move a referenced tensor's storage.
                 unsafe { std::slice::from_raw_parts(*addr as *const u8, *nbytes) }
             };
-            Ok(fastscan_core::memory::MemTensor {
+            Ok(fastscan_core::MemTensor {
                 name: name.clone(),
                 dtype,
                 shape: shape.clone(),
@@ -305,7 +406,7 @@ fn scan_memory<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let mem = mem_tensors(&tensors)?;
     let r = py
-        .detach(|| fastscan_core::memory::scan(&mem, data))
+        .detach(|| fastscan_core::scan_memory(&mem, data))
         .map_err(PyValueError::new_err)?;
     to_py(py, &r)
 }
@@ -315,17 +416,15 @@ fn scan_memory<'py>(
 fn read_memory<'py>(py: Python<'py>, tensors: Vec<RawTensor>) -> PyResult<Bound<'py, PyAny>> {
     let mem = mem_tensors(&tensors)?;
     let t = py
-        .detach(|| fastscan_core::memory::open(&mem))
+        .detach(|| fastscan_core::open_memory(&mem))
         .map_err(PyValueError::new_err)?;
-    let v = table_json(
-        &t.tensors,
-        &t.class,
-        serde_json::json!({
-            "format": fastscan_core::sniff::Format::StateDict, "size": t.size, "header_len": 0,
-            "unaccounted_bytes": 0, "metadata": {}, "findings": t.findings,
-        }),
-    );
-    json_to_py(py, &v)
+    let view = TableView {
+        format: fastscan_core::Format::StateDict,
+        size: t.size,
+        findings: &t.findings,
+        ..TableView::of(&t.tensors, &t.class)
+    };
+    to_py(py, &view)
 }
 
 /// Serializes a safetensors header as the reference writer lays it out: (padded JSON bytes,
@@ -339,8 +438,8 @@ fn safetensors_header<'py>(
     tensors: Vec<(String, String, Vec<u64>)>,
     metadata: Option<Vec<(String, String)>>,
 ) -> PyResult<(Bound<'py, pyo3::types::PyBytes>, Vec<(u64, u64)>)> {
-    use fastscan_core::dtype::Dtype;
-    use fastscan_core::writer::{serialize_header, OutTensor};
+    use fastscan_core::Dtype;
+    use fastscan_core::{serialize_header, OutTensor};
     let tensors = tensors
         .into_iter()
         .map(|(name, dtype, shape)| {
@@ -364,13 +463,13 @@ fn cast<'py>(
     src: &str,
     dst: &str,
 ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
-    use fastscan_core::dtype::Dtype;
+    use fastscan_core::Dtype;
     let (Some(from), Some(to)) = (Dtype::parse(src), Dtype::parse(dst)) else {
         return Err(PyValueError::new_err(format!("cannot cast {src} to {dst}")));
     };
     let bytes = raw;
     let mut out = Vec::new();
-    let ok = py.detach(|| fastscan_core::cast::cast(bytes, from, to, &mut out));
+    let ok = py.detach(|| fastscan_core::cast(bytes, from, to, &mut out));
     if !ok {
         return Err(PyValueError::new_err(format!(
             "cannot cast {} bytes of {src} to {dst}",
@@ -384,23 +483,14 @@ fn cast<'py>(
 /// used, unresolved, written}] in stream order; `module`/`name` as CPython resolves them.
 #[pyfunction]
 fn pickle_imports<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    let imports = py.detach(|| fastscan_core::pickle::imports_of(data));
-    let v: Vec<serde_json::Value> = imports
-        .iter()
-        .map(|i| {
-            serde_json::json!({
-                "module": i.module, "name": i.name, "opcode": i.opcode, "pos": i.pos, "used": i.used,
-                "unresolved": i.unresolved, "written": i.written,
-            })
-        })
-        .collect();
-    pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
+    let imports = py.detach(|| fastscan_core::pickle_imports(data));
+    to_py(py, &imports)
 }
 
 /// True when `root` is an object-store URL (s3://, gs://, az://, https://...) rather than a local path.
 #[pyfunction]
 fn is_url(root: &str) -> bool {
-    remote::is_url(root)
+    fastscan_core::is_url(root)
 }
 
 /// What a scan of `roots` would read, reading nothing: ([(path or URL, size, bytes read at least)],
@@ -434,7 +524,7 @@ const SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 /// With `cache` (a database path), unchanged files are served from it without being opened.
 #[pyclass]
 struct Scanner {
-    rx: Mutex<Option<Receiver<serde_json::Value>>>,
+    rx: Mutex<Option<Receiver<FileReport>>>,
     stop: Arc<AtomicBool>,
     progress: Arc<Progress>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -518,10 +608,7 @@ impl Scanner {
                 None => Err(RecvTimeoutError::Disconnected),
             });
             match got {
-                Ok(v) => {
-                    return pythonize::pythonize(py, &v)
-                        .map_err(|e| PyValueError::new_err(e.to_string()))
-                }
+                Ok(r) => return to_py(py, &r),
                 Err(RecvTimeoutError::Timeout) => py.check_signals()?,
                 Err(RecvTimeoutError::Disconnected) => return Err(PyStopIteration::new_err(())),
             }
@@ -573,7 +660,7 @@ impl Scanner {
 /// then `commit(out, overwrite)` or `discard()`.
 #[pyclass]
 struct TempOutput {
-    inner: Mutex<Option<fastscan_core::atomic::TempOutput>>,
+    inner: Mutex<Option<fastscan_core::TempOutput>>,
     /// The open descriptor to write to (owned by this object: do not close it).
     #[pyo3(get)]
     fd: i32,
@@ -588,7 +675,7 @@ impl TempOutput {
     #[pyo3(signature = (out, mode=None))]
     fn new(out: PathBuf, mode: Option<u32>) -> PyResult<Self> {
         use std::os::fd::AsRawFd;
-        let t = fastscan_core::atomic::TempOutput::create(&out, mode)?;
+        let t = fastscan_core::TempOutput::create(&out, mode)?;
         Ok(TempOutput {
             fd: t.file().as_raw_fd(),
             path: t.path().into_os_string(),
@@ -626,8 +713,8 @@ type PyPlanTensor = (
     Option<(usize, String, String, Vec<u64>, u64, u64, Option<Vec<u64>>)>,
 );
 
-fn dtype_of(s: &str) -> PyResult<fastscan_core::dtype::Dtype> {
-    fastscan_core::dtype::Dtype::parse(s)
+fn dtype_of(s: &str) -> PyResult<fastscan_core::Dtype> {
+    fastscan_core::Dtype::parse(s)
         .ok_or_else(|| PyValueError::new_err(format!("unknown dtype {s}")))
 }
 
@@ -638,10 +725,16 @@ fn fix_plan(
     gone: Vec<String>,
     kind: Option<String>,
     source_hashes: bool,
-) -> PyResult<fastscan_core::fix::Plan> {
-    use fastscan_core::fix::{Op, Plan, PlanTensor};
-    use fastscan_core::tensor::TensorInfo;
-    use fastscan_core::writer::OutTensor;
+) -> PyResult<fastscan_core::FixPlan> {
+    let kind = kind
+        .map(|k| {
+            fastscan_core::Kind::parse(&k)
+                .ok_or_else(|| PyValueError::new_err(format!("unknown kind {k:?}")))
+        })
+        .transpose()?;
+    use fastscan_core::OutTensor;
+    use fastscan_core::TensorInfo;
+    use fastscan_core::{FixPlan as Plan, Op, PlanTensor};
     let tensors = tensors
         .into_iter()
         .map(|(name, dtype, shape, op, src)| {
@@ -693,16 +786,16 @@ struct PyObserver {
     error: Option<PyErr>,
 }
 
-impl fastscan_core::fix::Observer for PyObserver {
+impl fastscan_core::Observer for PyObserver {
     fn progress(
         &mut self,
-        stage: fastscan_core::fix::Stage,
+        stage: fastscan_core::Stage,
         done: u64,
         total: u64,
-    ) -> Result<(), fastscan_core::fix::FixError> {
+    ) -> Result<(), fastscan_core::FixError> {
         let stage = match stage {
-            fastscan_core::fix::Stage::Write => "write",
-            fastscan_core::fix::Stage::Verify => "verify",
+            fastscan_core::Stage::Write => "write",
+            fastscan_core::Stage::Verify => "verify",
         };
         let r = Python::attach(|py| -> PyResult<()> {
             py.check_signals()?;
@@ -713,7 +806,7 @@ impl fastscan_core::fix::Observer for PyObserver {
         });
         r.map_err(|e| {
             self.error = Some(e);
-            fastscan_core::fix::FixError::Stopped
+            fastscan_core::FixError::Stopped
         })
     }
 }
@@ -727,7 +820,7 @@ fn fix_output_size(
     source_hashes: bool,
 ) -> PyResult<u64> {
     let plan = fix_plan(tensors, metadata, vec![], vec![], None, source_hashes)?;
-    fastscan_core::fix::output_size(&plan).map_err(|e| PyValueError::new_err(e.to_string()))
+    fastscan_core::fix_output_size(&plan).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// Writes a planned safetensors file through a fsynced, verified temporary file (see
@@ -753,22 +846,15 @@ fn write_fix<'py>(
     progress: Option<Py<PyAny>>,
     source_hashes: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    use fastscan_core::fix::FixError;
+    use fastscan_core::FixError;
     let plan = fix_plan(tensors, metadata, sources, gone, kind, source_hashes)?;
     let mut obs = PyObserver {
         callback: progress,
         error: None,
     };
-    let r = py.detach(|| fastscan_core::fix::execute(&plan, &out, overwrite, mode, &mut obs));
+    let r = py.detach(|| fastscan_core::execute_fix(&plan, &out, overwrite, mode, &mut obs));
     match r {
-        Ok(w) => {
-            let v = serde_json::json!({
-                "size": w.size,
-                "metadata": w.metadata,
-                "source_findings": w.source_findings,
-            });
-            pythonize::pythonize(py, &v).map_err(|e| PyValueError::new_err(e.to_string()))
-        }
+        Ok(w) => to_py(py, &w),
         Err(FixError::Stopped) => Err(obs
             .error
             .take()
@@ -792,7 +878,7 @@ fn backup_file(
     folder: PathBuf,
     overwrite: bool,
 ) -> PyResult<OsString> {
-    py.detach(|| fastscan_core::backup::backup(&src, &folder, overwrite))
+    py.detach(|| fastscan_core::backup_file(&src, &folder, overwrite))
         .map(|(dest, _)| dest.into_os_string())
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
@@ -800,7 +886,7 @@ fn backup_file(
 /// Removes the temporary files left in `folder` by fastscan processes that are gone; returns them.
 #[pyfunction]
 fn sweep_temp(folder: PathBuf) -> Vec<OsString> {
-    fastscan_core::atomic::sweep(&folder)
+    fastscan_core::sweep_temp(&folder)
         .into_iter()
         .map(PathBuf::into_os_string)
         .collect()
@@ -810,6 +896,7 @@ fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Vec<serde_json::Value>> {
     pythonize::depythonize(obj).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+/// JSON as Python objects (the maps of a `Value` are already in key order).
 fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
     pythonize::pythonize(py, v).map_err(|e| PyValueError::new_err(e.to_string()))
 }
@@ -817,7 +904,7 @@ fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py
 /// `fastscan.similar/1` from scan reports carrying fingerprints (every pair, per component and block).
 #[pyfunction]
 fn similar<'py>(py: Python<'py>, reports: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    use fastscan_core::similarity::{document, Sampled};
+    use fastscan_core::{similarity_document as document, Sampled};
     let reports = from_py(reports)?;
     let doc = py.detach(|| -> Result<serde_json::Value, String> {
         let mut models = Vec::new();
@@ -847,7 +934,7 @@ fn similar_exact<'py>(
     paths: Vec<PathBuf>,
     archs: Vec<String>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    use fastscan_core::similarity::{document, exact};
+    use fastscan_core::{exact_similarity as exact, similarity_document as document};
     let doc = py.detach(|| -> Result<serde_json::Value, String> {
         let refs: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
         let pairs = exact(&refs)?;
@@ -865,14 +952,14 @@ fn similar_exact<'py>(
 /// screen and compares every pair (quadratic: for checking the screen); `screen` is how many
 /// nearest models the screen keeps per model.
 #[pyfunction]
-#[pyo3(signature = (reports, exhaustive = false, screen = fastscan_core::lineage::SCREEN))]
+#[pyo3(signature = (reports, exhaustive = false, screen = fastscan_core::LINEAGE_SCREEN))]
 fn lineage<'py>(
     py: Python<'py>,
     reports: &Bound<'py, PyAny>,
     exhaustive: bool,
     screen: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
-    use fastscan_core::lineage::{lineage_with, Options};
+    use fastscan_core::{lineage_with, LineageOptions as Options};
     let reports = from_py(reports)?;
     let opts = Options {
         screen: (!exhaustive).then_some(screen),
@@ -898,10 +985,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(similar, m)?)?;
     m.add_function(wrap_pyfunction!(similar_exact, m)?)?;
     m.add_function(wrap_pyfunction!(lineage, m)?)?;
-    m.add("LINEAGE_FAMILY_MIN", fastscan_core::lineage::FAMILY_MIN)?;
+    m.add("LINEAGE_FAMILY_MIN", fastscan_core::LINEAGE_FAMILY_MIN)?;
     m.add_function(wrap_pyfunction!(safetensors_header, m)?)?;
     m.add_function(wrap_pyfunction!(cast, m)?)?;
-    use fastscan_core::dtype::Dtype;
+    use fastscan_core::Dtype;
     let bits: std::collections::BTreeMap<&str, u64> =
         Dtype::ALL.iter().map(|d| (d.name(), d.bits())).collect();
     m.add("DTYPE_BITS", bits)?;
@@ -913,20 +1000,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .map(|d| d.name())
         .collect();
     m.add("FLOAT_DTYPES", floats)?;
-    let cast_from: Vec<&str> = fastscan_core::cast::CAST_FROM
-        .iter()
-        .map(|d| d.name())
-        .collect();
+    let cast_from: Vec<&str> = fastscan_core::CAST_FROM.iter().map(|d| d.name()).collect();
     m.add("CAST_FROM", cast_from)?;
-    m.add(
-        "DATA_HASH_KEYS",
-        fastscan_core::fix::DATA_HASH_KEYS.to_vec(),
-    )?;
+    m.add("DATA_HASH_KEYS", fastscan_core::DATA_HASH_KEYS.to_vec())?;
     m.add_function(wrap_pyfunction!(pickle_imports, m)?)?;
     m.add_class::<Scanner>()?;
     m.add_class::<TempOutput>()?;
     m.add_function(wrap_pyfunction!(sweep_temp, m)?)?;
-    m.add("TMP_SUFFIX", fastscan_core::atomic::TMP_SUFFIX)?;
+    m.add("TMP_SUFFIX", fastscan_core::TMP_SUFFIX)?;
     m.add_function(wrap_pyfunction!(backup_file, m)?)?;
     m.add_function(wrap_pyfunction!(write_fix, m)?)?;
     m.add_function(wrap_pyfunction!(fix_output_size, m)?)?;

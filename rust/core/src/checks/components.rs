@@ -2,6 +2,7 @@
 
 use super::{Context, Outcome};
 use crate::classify::{Role, LISTED_MISSING};
+use crate::kind::{Arch, Kind};
 use crate::report::{Finding, Severity};
 use serde_json::json;
 
@@ -45,7 +46,7 @@ fn incomplete(ctx: &Context, out: &mut Outcome) {
 /// Flags a checkpoint that lacks its VAE or one of its text encoders, and incomplete components.
 pub fn check(ctx: &Context, out: &mut Outcome) {
     incomplete(ctx, out);
-    if ctx.class.kind != "checkpoint" || ctx.class.arch == "unknown" {
+    if ctx.class.kind != Kind::Checkpoint || ctx.class.arch == Arch::Unknown {
         return;
     }
     let has = |c: &str| {

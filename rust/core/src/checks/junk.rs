@@ -2,6 +2,7 @@
 
 use super::{human, Context, Outcome};
 use crate::classify::{known_prefixes, Role};
+use crate::kind::Kind;
 use crate::report::{Finding, Severity};
 use crate::tensor::TensorInfo;
 use serde_json::json;
@@ -81,7 +82,7 @@ fn label(group: &str) -> &'static str {
 
 /// Flags EMA weights and keys that belong to no component of the detected arch.
 pub fn check(ctx: &Context, out: &mut Outcome) {
-    if ctx.class.kind != "checkpoint" {
+    if ctx.class.kind != Kind::Checkpoint {
         return;
     }
     let ema: Vec<_> = ctx

@@ -2,6 +2,7 @@
 
 use super::{grouped, human, Context, Outcome};
 use crate::classify::{reference_elements, Role};
+use crate::kind::Kind;
 use crate::report::{Finding, Severity};
 use crate::sniff::Format;
 use serde_json::{json, Value};
@@ -106,7 +107,7 @@ pub fn check(ctx: &Context, out: &mut Outcome) {
 
     let whole_model = matches!(
         ctx.class.kind,
-        "checkpoint" | "unet" | "vae" | "text-encoder"
+        Kind::Checkpoint | Kind::Unet | Kind::Vae | Kind::TextEncoder
     );
     if let Some(reference) = reference_elements(ctx.class.arch).filter(|_| whole_model) {
         let mut actual: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();

@@ -74,11 +74,6 @@ fn policy() -> &'static Policy {
     })
 }
 
-/// Where an allowed name comes from (for documentation and reports), `None` when it is not allowed.
-pub fn allow_source(full: &str) -> Option<&'static str> {
-    policy().allow.get(full).map(String::as_str)
-}
-
 /// `(module, name)` as CPython's unpickler looks it up: below protocol 3 (with `fix_imports`, the
 /// default of `pickle.load` and `torch.load`) `_compat_pickle.NAME_MAPPING` renames the pair, else
 /// `IMPORT_MAPPING` renames the module.

@@ -107,6 +107,7 @@ pub fn scan(bytes: &[u8], format: Format) -> Result<PickleScan, PickleError> {
         Format::Safetensors
         | Format::Npy
         | Format::Npz
+        | Format::Json
         | Format::Diffusers
         | Format::StateDict
         | Format::Unknown => return Err(PickleError::NotPickleBased(format)),

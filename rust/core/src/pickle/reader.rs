@@ -113,7 +113,7 @@ pub enum Obj<'a> {
 }
 
 /// One import a pickle makes.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Import {
     pub module: String,
     pub name: String,
@@ -124,7 +124,7 @@ pub struct Import {
     /// `Some(reason)` when the operands could not be resolved to two strings.
     pub unresolved: Option<String>,
     /// How the pickle uses the imported object (`REDUCE`, `BUILD`, `argument`, ...): the first use seen,
-    /// [`UNTRACKED`] when values were no longer followed, `None` when it is never used.
+    /// `UNTRACKED` when values were no longer followed, `None` when it is never used.
     pub used: Option<&'static str>,
     /// `module name` as written in the pickle, when CPython's `_compat_pickle` renames it.
     pub written: Option<String>,
