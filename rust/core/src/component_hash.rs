@@ -6,6 +6,9 @@
 //! (its *segment*, whose offset is known up front) is hashed on its own into BLAKE3 subtree chaining
 //! values at their stream offsets, and the subtrees are joined into the root at the end. Chunks that
 //! straddle two segments are kept as raw bytes (at most 2 KiB per tensor) and hashed when joined.
+//! Subtrees never cross a [`UNIT`] boundary of the stream, so a long stretch splits into independent
+//! units hashed on every core ([`Segment::feed_par`]), each handed, still in the CPU cache, to
+//! whatever else reads the same bytes (the value checks).
 
 use crate::classify::{Classification, Role};
 use crate::tensor::TensorInfo;
@@ -13,11 +16,14 @@ use blake3::hazmat::{
     merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
 };
 use blake3::{Hasher, CHUNK_LEN};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 const CHUNK: u64 = CHUNK_LEN as u64;
-/// Pieces at least this long are hashed with rayon.
-const RAYON_MIN: usize = 1 << 20;
+/// Longest subtree a segment hashes on its own (a power of two of chunks): small enough that a unit's
+/// bytes stay in the core's L2 cache for the value checks that read them after the hash, large enough
+/// that the SIMD hasher runs at full width and the per-unit overhead is lost in the noise.
+pub const UNIT: u64 = 128 << 10;
 
 /// The bytes version 1 feeds before a tensor's data.
 pub fn framing(name: &str, dtype: &str, shape: &[u64], data_len: u64) -> Vec<u8> {
@@ -103,18 +109,15 @@ impl Segment {
                 }
             } else {
                 let (bs, bl, h) = self.block.get_or_insert_with(|| {
-                    let len = block_len(p, self.end / CHUNK * CHUNK, self.total);
+                    let limit = (self.end / CHUNK * CHUNK).min((p / UNIT + 1) * UNIT);
+                    let len = block_len(p, limit, self.total);
                     let mut h = Hasher::new();
                     h.set_input_offset(p);
                     (p, len, h)
                 });
                 let (bs, bl) = (*bs, *bl);
                 take = bytes.len().min((bs + bl - p) as usize);
-                if take >= RAYON_MIN {
-                    h.update_rayon(&bytes[..take]);
-                } else {
-                    h.update(&bytes[..take]);
-                }
+                h.update(&bytes[..take]);
                 if p + take as u64 == bs + bl {
                     let cv = h.finalize_non_root();
                     self.nodes.push(Node {
@@ -128,6 +131,58 @@ impl Segment {
             self.pos += take as u64;
             bytes = &bytes[take..];
         }
+    }
+
+    /// [`Segment::feed`], hashing the whole [`UNIT`]s of `bytes` in parallel. `side(from, to)` is called
+    /// on every byte range of `bytes` once (in no particular order, on the thread that just hashed it,
+    /// so the bytes are still cached); its results come back in `bytes` order.
+    pub fn feed_par<R: Send>(
+        &mut self,
+        bytes: &[u8],
+        side: impl Fn(usize, usize) -> R + Sync,
+    ) -> Vec<R> {
+        let p = self.pos;
+        let end = p + bytes.len() as u64;
+        // Whole units: UNIT-aligned, inside the segment's whole chunks and not the whole stream.
+        let first = p.next_multiple_of(UNIT);
+        let last = (end.min(self.end / CHUNK * CHUNK) / UNIT * UNIT).max(first);
+        if UNIT >= self.total || last - first < 2 * UNIT {
+            self.feed(bytes);
+            return vec![side(0, bytes.len())];
+        }
+        let (a, b) = ((first - p) as usize, (last - p) as usize);
+        let mut out = Vec::with_capacity((b - a) / UNIT as usize + 2);
+        if a > 0 {
+            self.feed(&bytes[..a]);
+            out.push(side(0, a));
+        }
+        let units: Vec<(Node, R)> = bytes[a..b]
+            .par_chunks(UNIT as usize)
+            .enumerate()
+            .map(|(k, unit)| {
+                let start = first + k as u64 * UNIT;
+                let mut h = Hasher::new();
+                h.set_input_offset(start);
+                h.update(unit);
+                let node = Node {
+                    start,
+                    len: UNIT,
+                    cv: h.finalize_non_root(),
+                };
+                let from = a + k * UNIT as usize;
+                (node, side(from, from + unit.len()))
+            })
+            .collect();
+        for (node, r) in units {
+            self.nodes.push(node);
+            out.push(r);
+        }
+        self.pos = last;
+        if b < bytes.len() {
+            self.feed(&bytes[b..]);
+            out.push(side(b, bytes.len()));
+        }
+        out
     }
 }
 
@@ -374,6 +429,49 @@ mod tests {
             let aligned: Vec<usize> = (1..len / 1024).map(|c| c * 1024).collect();
             let order: Vec<usize> = (0..=aligned.len()).rev().collect();
             assert_eq!(hash_split(&data, &aligned, &order, 3000), want);
+        }
+    }
+
+    #[test]
+    fn units_hashed_in_parallel_hash_like_one_stream() {
+        // streams of a few units and unaligned cuts: segments fed by feed_par in pieces that start
+        // anywhere, mixed with plain feeds; `side` sees every byte of each piece exactly once
+        let u = UNIT as usize;
+        for (n, len) in [3 * u + 5000, 8 * u, 2 * u + 1, 5 * u - 1]
+            .into_iter()
+            .enumerate()
+        {
+            let data = bytes(len, n as u64 + 99);
+            let want = blake3::hash(&data);
+            let cuts = [777, u + 3, 2 * u + 1024, len - 10];
+            for piece in [1000, u - 1, 2 * u + 17, 3 * u, len] {
+                let total = len as u64;
+                let mut bounds = vec![0];
+                bounds.extend(cuts.iter().copied().filter(|&c| c < len));
+                bounds.push(len);
+                let mut segs: Vec<Segment> = bounds
+                    .windows(2)
+                    .map(|w| Segment::new(w[0] as u64, &[], (w[1] - w[0]) as u64, total))
+                    .collect();
+                for k in (0..segs.len()).rev() {
+                    let part = &data[bounds[k]..bounds[k + 1]];
+                    for (j, p) in part.chunks(piece).enumerate() {
+                        if j % 3 == 2 {
+                            segs[k].feed(p);
+                            continue;
+                        }
+                        let seen = segs[k].feed_par(p, |a, b| (a, b, p[a..b].to_vec()));
+                        let mut at = 0;
+                        for (a, b, copy) in seen {
+                            assert_eq!((a, &copy[..]), (at, &p[a..b]));
+                            at = b;
+                        }
+                        assert_eq!(at, p.len());
+                    }
+                }
+                let refs: Vec<&Segment> = segs.iter().collect();
+                assert_eq!(finish(&refs, total), Some(want), "len {len} piece {piece}");
+            }
         }
     }
 

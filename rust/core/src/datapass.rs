@@ -1,11 +1,15 @@
 //! The one pass over a file's bytes that feeds every hasher and value check (contract §5).
 //!
 //! The bytes come from a [`ChunkSource`] (a local file, bytes in memory, a remote object) in large
-//! chunks, in order, into reused buffers. Each chunk goes to every consumer at once as `(offset,
-//! bytes)` ([`Chunk`]): the whole-file hashers ([`crate::hashes`]), the component hash segments of the
-//! tensors in it ([`crate::component_hash`]), the NaN/Inf counters ([`crate::values`]) and, when
-//! asked, the lineage fingerprint samplers ([`crate::fingerprint`]). Memory stays bounded by the
-//! buffers whatever the file's size; the source drops behind it what it brought into the page cache.
+//! chunks, in order: windows of a local file's map, read in place, or copies into reused buffers. A
+//! reader thread runs ahead of the consumers (bringing the next windows into memory, or reading the
+//! next chunks). Each chunk goes to every consumer at once as `(offset, bytes)` ([`Chunk`]): the
+//! whole-file hashers ([`crate::hashes`]), the component hash segments of the tensors in it
+//! ([`crate::component_hash`]), the NaN/Inf counters ([`crate::values`]) and, when asked, the lineage
+//! fingerprint samplers ([`crate::fingerprint`]). A tensor's stretch is cut into units hashed on every
+//! core, each unit's values checked right after its hash while its bytes are still in the CPU cache.
+//! Memory stays bounded by the windows in flight whatever the file's size; the source drops behind it
+//! what it brought into the page cache.
 
 use crate::classify::Classification;
 use crate::component_hash::{Member, Plan};
@@ -169,22 +173,29 @@ pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: boo
 
     let mut next = 0;
     let mut active: Vec<usize> = Vec::new();
+    let map = src.bytes.map();
     let reader = Reader {
         bytes: &mut *src.bytes,
         size,
         c0: 0,
+        window: if map.is_some() {
+            MAP_WINDOW
+        } else {
+            READ_CHUNK
+        },
         spans: &spans,
         next_span: 0,
         stop,
     };
     let ended = std::thread::scope(|scope| {
-        let mut feed = Feed::start(scope, reader);
+        let mut feed = Feed::start(scope, reader, map.is_some());
         while let Some(piece) = feed.next() {
             if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
                 return Ended::Stopped;
             }
-            let (c0, buf, n) = match piece {
-                Piece::Chunk(c0, buf, n) => (c0, buf, n),
+            let (c0, slot, n) = match piece {
+                Piece::Chunk(c0, buf, n) => (c0, Slot::Buf(buf), n),
+                Piece::Window(c0, n) => (c0, Slot::Window(Some((c0, n as u64))), n),
                 Piece::Span(i, lo, gathered) => {
                     let mut local = tensors[i].clone();
                     local.start -= lo;
@@ -202,7 +213,11 @@ pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: boo
                 Piece::Failed(e) => return Ended::Failed(e),
                 Piece::Stopped => return Ended::Stopped,
             };
-            let bytes = &buf.0[..n];
+            let bytes = match (&slot, &map) {
+                (Slot::Buf(buf), _) => &buf.0[..n],
+                (Slot::Window(_), Some(m)) => &m[c0 as usize..c0 as usize + n],
+                (Slot::Window(_), None) => unreachable!("windows come only from a mapped source"),
+            };
             let chunk = Chunk::new(c0, bytes, &before[..before_len]);
             let c1 = chunk.end();
             if c0 == 0 && mode == HashMode::Full {
@@ -249,7 +264,11 @@ pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: boo
             active.retain(|&i| tensors[i].end() > c1);
             before_len = n.min(SEAM);
             before[..before_len].copy_from_slice(&bytes[n - before_len..]);
-            feed.recycle(buf);
+            feed.recycle(slot);
+            // A read past the end of a file that shrank under the map read zeros: nothing is trusted.
+            if map.as_ref().is_some_and(|m| m.faulted()) {
+                return Ended::Faulted(c0);
+            }
         }
         Ended::Done
     });
@@ -260,6 +279,10 @@ pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: boo
             return out;
         }
         Ended::Shrank(now) => return shrank(out, size, now),
+        Ended::Faulted(c0) => {
+            let now = src.bytes.shrunk().unwrap_or(c0);
+            return shrank(out, size, now);
+        }
         Ended::Failed(e) => {
             out.io_error = Some(e);
             return out;
@@ -328,6 +351,8 @@ enum Ended {
     Done,
     Stopped,
     Shrank(u64),
+    /// A read of the map hit a page past the file's end, in the window at this offset.
+    Faulted(u64),
     Failed(std::io::Error),
 }
 
@@ -335,6 +360,8 @@ enum Ended {
 enum Piece {
     /// The chunk at this offset: its first `n` bytes of a buffer to recycle.
     Chunk(u64, Buf, usize),
+    /// The `n` bytes at this offset of the source's map, brought into memory.
+    Window(u64, usize),
     /// The whole span `[lo, ..)` of strided tensor `i`, after the chunk holding its end.
     Span(usize, u64, Vec<u8>),
     /// The object is now this long, shorter than when the scan started.
@@ -343,9 +370,21 @@ enum Piece {
     Stopped,
 }
 
-/// Chunk buffers per pass when the reader runs ahead on its own thread: one being read, one being
-/// consumed, one ready (memory: this many times [`READ_CHUNK`] per file in flight).
+/// Chunk buffers (or map windows) per pass when the reader runs ahead on its own thread: one being
+/// read, one being consumed, one ready (memory: this many times [`READ_CHUNK`] or [`MAP_WINDOW`] per
+/// file in flight).
 const BUFFERS: usize = 3;
+
+/// Bytes of a mapped file the consumers are handed at a time. Resident while in flight (page tables
+/// filled ahead, unmapped once read), so [`BUFFERS`] of them bound the pass's share of resident memory.
+const MAP_WINDOW: u64 = 8 << 20;
+
+/// What goes back from the consumers to the reader: a chunk buffer to refill, or a map window token
+/// (`Some`: the window it carried, read and to be released).
+enum Slot {
+    Buf(Buf),
+    Window(Option<(u64, u64)>),
+}
 
 /// Chunk buffers kept between passes, so that a library of small files does not allocate and fault
 /// in fresh buffers for every file (24 MiB per file of more than one chunk).
@@ -383,6 +422,8 @@ struct Reader<'a> {
     bytes: &'a mut dyn ChunkSource,
     size: u64,
     c0: u64,
+    /// Bytes per chunk or window.
+    window: u64,
     /// (tensor, span start, span end) by span end.
     spans: &'a [(usize, u64, u64)],
     next_span: usize,
@@ -390,8 +431,9 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    /// The next piece, reading a chunk into a buffer from `take` (`None`: no buffer, stop); `None` at the end.
-    fn next(&mut self, take: impl FnOnce() -> Option<Buf>) -> Option<Piece> {
+    /// The next piece, reading a chunk into a buffer (or bringing a window) from `take` (`None`: no
+    /// slot, stop); `None` at the end.
+    fn next(&mut self, take: impl FnOnce() -> Option<Slot>) -> Option<Piece> {
         if let Some(&(i, lo, hi)) = self.spans.get(self.next_span) {
             if hi <= self.c0 {
                 self.next_span += 1;
@@ -413,47 +455,81 @@ impl Reader<'_> {
             return Some(Piece::Shrank(now));
         }
         let c0 = self.c0;
-        let want = (READ_CHUNK.min(self.size - c0)) as usize;
-        let Some(mut buf) = take() else {
+        let want = (self.window.min(self.size - c0)) as usize;
+        let Some(slot) = take() else {
             return Some(Piece::Stopped);
         };
         self.c0 += want as u64;
+        let mut buf = match slot {
+            Slot::Buf(buf) => buf,
+            Slot::Window(done) => {
+                self.release(done);
+                return Some(match self.bytes.bring(c0, want as u64) {
+                    Ok(n) if n == want as u64 => Piece::Window(c0, want),
+                    Ok(n) => Piece::Shrank(self.bytes.shrunk().unwrap_or(c0 + n)),
+                    Err(e) => Piece::Failed(e),
+                });
+            }
+        };
         Some(match self.bytes.next_chunk(c0, &mut buf.0[..want]) {
             Ok(n) if n == want => Piece::Chunk(c0, buf, n),
             Ok(n) => Piece::Shrank(self.bytes.shrunk().unwrap_or(c0 + n as u64)),
             Err(e) => Piece::Failed(e),
         })
     }
+
+    /// Releases a map window the consumers are done with.
+    fn release(&mut self, done: Option<(u64, u64)>) {
+        if let Some((off, len)) = done {
+            self.bytes.release(off, len);
+        }
+    }
 }
 
 /// The consumers' end of the reader: inline for a file of one chunk, else a thread running ahead.
 enum Feed<'a> {
-    Inline(Reader<'a>, Option<Buf>),
+    Inline(Reader<'a>, Option<Slot>),
     Ahead(
         std::sync::mpsc::Receiver<Piece>,
-        std::sync::mpsc::Sender<Buf>,
+        std::sync::mpsc::Sender<Slot>,
     ),
 }
 
 impl<'a> Feed<'a> {
-    fn start<'s>(scope: &'s std::thread::Scope<'s, '_>, mut reader: Reader<'a>) -> Feed<'a>
+    /// The feed of `reader`, over map windows when `mapped`, else over chunk buffers.
+    fn start<'s>(
+        scope: &'s std::thread::Scope<'s, '_>,
+        mut reader: Reader<'a>,
+        mapped: bool,
+    ) -> Feed<'a>
     where
         'a: 's,
     {
-        if reader.size <= READ_CHUNK {
-            return Feed::Inline(reader, Some(Buf::take()));
+        let slot = || match mapped {
+            true => Slot::Window(None),
+            false => Slot::Buf(Buf::take()),
+        };
+        if reader.size <= reader.window {
+            return Feed::Inline(reader, Some(slot()));
         }
         let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Piece>(BUFFERS - 1);
-        let (free_tx, free_rx) = std::sync::mpsc::channel::<Buf>();
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Slot>();
         for _ in 0..BUFFERS {
-            let _ = free_tx.send(Buf::take());
+            let _ = free_tx.send(slot());
         }
         scope.spawn(move || {
             // Ends at the end of the data, or when the consumers have gone (a send or a take fails).
             while let Some(p) = reader.next(|| free_rx.recv().ok()) {
-                let last = !matches!(p, Piece::Chunk(..) | Piece::Span(..));
+                let last = !matches!(p, Piece::Chunk(..) | Piece::Window(..) | Piece::Span(..));
                 if full_tx.send(p).is_err() || last {
                     break;
+                }
+            }
+            // Then releases the windows the consumers give back, until they have gone.
+            drop(full_tx);
+            while let Ok(slot) = free_rx.recv() {
+                if let Slot::Window(done) = slot {
+                    reader.release(done);
                 }
             }
         });
@@ -467,13 +543,23 @@ impl<'a> Feed<'a> {
         }
     }
 
-    /// Gives a consumed chunk's buffer back to the reader.
-    fn recycle(&mut self, buf: Buf) {
+    /// Gives a consumed chunk's buffer (or window) back to the reader.
+    fn recycle(&mut self, slot: Slot) {
         match self {
-            Feed::Inline(_, spare) => *spare = Some(buf),
+            Feed::Inline(_, spare) => *spare = Some(slot),
             Feed::Ahead(_, tx) => {
-                let _ = tx.send(buf);
+                let _ = tx.send(slot);
             }
+        }
+    }
+}
+
+impl Drop for Feed<'_> {
+    /// Releases the window an inline reader's consumer gave back last (the reader thread of a feed
+    /// running ahead releases its own as the consumers go).
+    fn drop(&mut self) {
+        if let Feed::Inline(reader, Some(Slot::Window(done))) = self {
+            reader.release(done.take());
         }
     }
 }
@@ -493,50 +579,66 @@ fn shrank(mut out: DataPass, size: u64, now: u64) -> DataPass {
 }
 
 /// Feeds the part of a contiguous tensor inside `chunk` to its segment, counts its NaN/Inf and notes
-/// whether its elements are all one value. Each element is counted with the chunk holding its last
-/// byte (one straddling the chunk's start is read from the chunk's seam).
+/// whether its elements are all one value. The segment's units are hashed on every core, each unit's
+/// elements checked by the thread that hashed it, right after the hash (the bytes still cached).
 fn contiguous_piece(
     chunk: &Chunk,
     t: &TensorInfo,
     seg: Option<&mut crate::component_hash::Segment>,
 ) -> (Counts, Same) {
     let (lo, hi) = (t.start.max(chunk.offset), t.end().min(chunk.end()));
-    let feed = || {
-        if let Some(s) = seg {
-            s.feed(chunk.range(lo, hi));
-        }
+    let checked = values::element_size(t.dtype).is_some();
+    let side = |a: usize, b: usize| match checked {
+        true => count_range(chunk, t, lo + a as u64, lo + b as u64),
+        false => (Counts::default(), Same::Empty),
     };
-    let count = || match values::element_size(t.dtype) {
-        Some(es) => {
-            let es = es as u64;
-            let both = |b: &[u8]| (values::count(t.dtype, b), values::sameness(t.dtype, b));
-            let first = t.start + (lo - t.start).div_ceil(es) * es;
-            let last = (t.start + (hi - t.start) / es * es).max(first);
-            let mut acc = match first - lo {
-                0 => (Counts::default(), Same::Empty),
-                k => match chunk.get(lo + k - es, es) {
-                    Some(b) if lo + k - es >= t.start => both(b),
-                    _ => (Counts::default(), Same::Empty),
-                },
-            };
-            let bytes = chunk.range(first, last);
-            let main = if bytes.len() >= 2 * PAR_PIECE {
-                bytes.par_chunks(PAR_PIECE).map(both).reduce(
-                    || (Counts::default(), Same::Empty),
-                    |mut a, b| {
-                        a.0 += b.0;
-                        (a.0, a.1.merge(b.1))
-                    },
-                )
-            } else {
-                both(bytes)
-            };
-            acc.0 += main.0;
-            (acc.0, acc.1.merge(main.1))
+    let parts = match seg {
+        Some(s) => s.feed_par(chunk.range(lo, hi), side),
+        None if checked && hi - lo >= 2 * PAR_PIECE as u64 => {
+            let n = (hi - lo) as usize;
+            (0..n.div_ceil(PAR_PIECE))
+                .into_par_iter()
+                .map(|k| side(k * PAR_PIECE, ((k + 1) * PAR_PIECE).min(n)))
+                .collect()
         }
-        None => (Counts::default(), Same::Empty),
+        None => vec![side(0, (hi - lo) as usize)],
     };
-    rayon::join(feed, count).1
+    parts
+        .into_iter()
+        .fold((Counts::default(), Same::Empty), |(mut c, s), (pc, ps)| {
+            c += pc;
+            (c, s.merge(ps))
+        })
+}
+
+/// NaN/Inf counts and sameness of the elements of contiguous tensor `t` whose last byte lies in the
+/// file range `[a, b)` of `chunk` (one straddling `a` is read whole from the chunk or its seam).
+fn count_range(chunk: &Chunk, t: &TensorInfo, a: u64, b: u64) -> (Counts, Same) {
+    let Some(es) = values::element_size(t.dtype).map(|es| es as u64) else {
+        return (Counts::default(), Same::Empty);
+    };
+    let both = |bytes: &[u8]| {
+        (
+            values::count(t.dtype, bytes),
+            values::sameness(t.dtype, bytes),
+        )
+    };
+    // element boundaries: the first at or after `a`, the last at or before `b`
+    let first = t.start + (a - t.start).div_ceil(es) * es;
+    let last = t.start + (b - t.start) / es * es;
+    if first > b {
+        return (Counts::default(), Same::Empty); // inside one element that ends after `b`
+    }
+    let mut acc = match first > a && first - es >= t.start {
+        true => match chunk.get(first - es, es) {
+            Some(bytes) => both(bytes),
+            None => (Counts::default(), Same::Empty),
+        },
+        false => (Counts::default(), Same::Empty),
+    };
+    let main = both(chunk.range(first, last));
+    acc.0 += main.0;
+    (acc.0, acc.1.merge(main.1))
 }
 
 /// Element size and strides of a tensor that must be gathered (non-contiguous), else `None`.
@@ -592,7 +694,7 @@ fn strided_tensor(
     let mut buf: Vec<u8> = Vec::with_capacity(PAR_PIECE);
     let mut flush = |buf: &mut Vec<u8>, counts: &mut (Counts, Same)| {
         if let Some(s) = seg.as_mut() {
-            s.feed(buf);
+            s.feed_par(buf, |_, _| ());
         }
         counts.0 += values::count(t.dtype, buf);
         counts.1 = counts.1.merge(values::sameness(t.dtype, buf));
@@ -667,6 +769,21 @@ mod tests {
             expected_text_encoders: vec![],
             identification: None,
             incomplete: vec![],
+        }
+    }
+
+    /// The pass's input: `bytes` holding `tensors`, no metadata, never stopped.
+    fn source<'a>(
+        bytes: &'a mut dyn ChunkSource,
+        tensors: &'a [TensorInfo],
+        class: &'a Classification,
+    ) -> Source<'a> {
+        Source {
+            bytes,
+            tensors,
+            class,
+            safetensors_metadata: None,
+            stop: None,
         }
     }
 
@@ -973,6 +1090,63 @@ mod tests {
         assert!(dp.hashes.blake3.is_none() && dp.components.is_empty());
     }
 
+    /// A local file whose source cuts it to `cut` bytes when the pass releases its first window: later
+    /// windows, some already brought into memory, are then read past the file's end.
+    struct CutWhileRead<'a> {
+        inner: FileSource<'a>,
+        file: &'a File,
+        cut: u64,
+    }
+
+    impl ChunkSource for CutWhileRead<'_> {
+        fn len(&self) -> u64 {
+            self.inner.len()
+        }
+        fn next_chunk(&mut self, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.inner.next_chunk(off, buf)
+        }
+        fn read_at(&mut self, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.inner.read_at(off, buf)
+        }
+        fn shrunk(&mut self) -> Option<u64> {
+            self.inner.shrunk()
+        }
+        fn map(&self) -> Option<std::sync::Arc<crate::mapguard::GuardedMap>> {
+            self.inner.map()
+        }
+        fn bring(&mut self, off: u64, len: u64) -> std::io::Result<u64> {
+            self.inner.bring(off, len)
+        }
+        fn release(&mut self, off: u64, len: u64) {
+            if off == 0 {
+                self.file.set_len(self.cut).unwrap();
+            }
+            self.inner.release(off, len)
+        }
+    }
+
+    #[test]
+    fn a_file_cut_under_its_map_is_a_finding() {
+        use std::io::Write;
+        let size = 4 * MAP_WINDOW;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![1u8; size as usize]).unwrap();
+        let file = f.reopen().unwrap();
+        let t = [tensor("x", Dtype::F32, &[size / 4], 0)];
+        let c = class(vec![vae(0)]);
+        let cut = MAP_WINDOW + 4096;
+        let mut cutting = CutWhileRead {
+            inner: FileSource::new(&file, size),
+            file: f.as_file(),
+            cut,
+        };
+        let dp = run(&mut source(&mut cutting, &t, &c), HashMode::Full, false);
+        assert!(dp.hashes.blake3.is_none() && dp.components.is_empty());
+        assert_eq!(dp.findings.len(), 1);
+        assert_eq!(dp.findings[0].check, "file.truncated");
+        assert_eq!(dp.findings[0].details["actual"], cut);
+    }
+
     /// Bytes in memory whose reads end early after `cut` bytes, or fail there, without the length changing.
     struct Faulty<'a> {
         bytes: &'a [u8],
@@ -1035,7 +1209,20 @@ mod tests {
         let n = (2 * READ_CHUNK as usize + 4096) / 4;
         let mut v: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 / 8.0).collect();
         let at_boundary = (READ_CHUNK as usize - 3) / 4;
-        let nan_at = [0, at_boundary - 1, at_boundary, at_boundary + 1, n - 1];
+        // and around the ends of the component hash's units (the stream's data starts after the
+        // 30 bytes of framing), where one thread's unit ends and another's begins
+        let unit = |k: usize| (k * crate::component_hash::UNIT as usize - 30) / 4;
+        let nan_at = [
+            0,
+            unit(1) - 1,
+            unit(1),
+            unit(2),
+            unit(2) + 1,
+            at_boundary - 1,
+            at_boundary,
+            at_boundary + 1,
+            n - 1,
+        ];
         for &i in &nan_at {
             v[i] = f32::NAN;
         }
@@ -1056,6 +1243,31 @@ mod tests {
         };
         let a = pass(&shifted, 3);
         let b = pass(&data, 0);
+        // the same bytes read in place from a file's map
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, &shifted).unwrap();
+        let file = f.reopen().unwrap();
+        let t = [tensor("w", Dtype::F32, &[n as u64], 3)];
+        let mut fs = FileSource::new(&file, shifted.len() as u64);
+        let mapped = run_with(
+            &mut source(&mut fs, &t, &c),
+            HashMode::Components,
+            false,
+            true,
+        );
+        let details = |dp: &DataPass| {
+            dp.findings
+                .iter()
+                .map(|f| f.details.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(details(&mapped), details(&a));
+        assert_eq!(mapped.components, a.components);
+        assert_eq!(mapped.fingerprint, a.fingerprint);
+        assert_eq!(
+            a.components["vae"],
+            reference(&[("w", "F32", &[n as u64], data.clone())])
+        );
         let nan = |dp: &DataPass| {
             dp.findings
                 .iter()

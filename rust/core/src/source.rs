@@ -5,15 +5,24 @@
 //! (a non-contiguous pickle tensor gathered across its span). Nothing else: a source may stream (one
 //! sequential read, or a streamed GET of a remote object) and may keep its own caches in check.
 //!
-//! [`FileSource`] reads a local file with `pread` into the pass's buffers and drops behind itself the
-//! page-cache pages its reads brought in (pages cached before the pass stay cached), so a terabyte scan
-//! neither grows the page cache nor evicts what was there. [`MemorySource`] serves bytes in memory.
+//! A source may instead be read in place: [`ChunkSource::map`] gives the whole object mapped, and the
+//! pass asks for it window by window ([`ChunkSource::bring`], [`ChunkSource::release`]) instead of
+//! copies ([`ChunkSource::next_chunk`]).
+//!
+//! [`FileSource`] maps a local file (a [`GuardedMap`]: the file shrinking under it is caught), brings
+//! each window into the page cache and the page tables ahead of the readers (`WILLNEED`, then one read
+//! per page, on the reader's thread), unmaps the windows read, and drops behind itself the
+//! page-cache pages it brought in (pages cached before the pass stay cached), so a terabyte scan
+//! neither grows the page cache nor evicts what was there. Where a file cannot be mapped it reads
+//! with `pread` into the pass's buffers. [`MemorySource`] serves bytes in memory.
 
+use crate::mapguard::GuardedMap;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 /// The bytes of one object, read by the data pass in order.
 ///
@@ -40,6 +49,26 @@ pub trait ChunkSource: Send {
 
     /// The object's current length when it is now shorter than [`ChunkSource::len`], else `None`.
     fn shrunk(&mut self) -> Option<u64>;
+
+    /// The whole object mapped read-only, when this source is read in place: the pass then calls
+    /// [`ChunkSource::bring`] and [`ChunkSource::release`] in place of [`ChunkSource::next_chunk`],
+    /// and reads the map (checking [`GuardedMap::faulted`] after each window).
+    fn map(&self) -> Option<Arc<GuardedMap>> {
+        None
+    }
+
+    /// Brings the map's bytes `[off, off + len)` into memory ahead of their readers; called in order
+    /// from offset 0 like [`ChunkSource::next_chunk`]. Returns how many of them the object still
+    /// holds (`len` unless it shrank).
+    fn bring(&mut self, off: u64, len: u64) -> io::Result<u64> {
+        let _ = off;
+        Ok(len)
+    }
+
+    /// The readers are done with the map's bytes `[off, off + len)` (each window once, in order).
+    fn release(&mut self, off: u64, len: u64) {
+        let _ = (off, len);
+    }
 }
 
 /// Bytes in memory (tests, small inputs).
@@ -68,18 +97,25 @@ impl ChunkSource for MemorySource<'_> {
 
 /// How far ahead of the reads page residency is noted: beyond the kernel's read-ahead window.
 const NOTE_AHEAD: u64 = 32 << 20;
+/// Bytes one page fault maps when their pages are cached (the kernel's default `fault_around_bytes`).
+const FAULT_AROUND: u64 = 64 << 10;
+/// Residency is asked for in pieces this long (a huge page): whole when cached, else page by page.
+const NOTE_PIECE: u64 = 2 << 20;
 
-/// A local file read with `pread`, dropping behind the reads the pages they brought into the cache.
+/// A local file read in place through a map (or with `pread` where it cannot be mapped), dropping
+/// behind the reads the pages they brought into the cache.
 pub struct FileSource<'a> {
     file: &'a File,
     len: u64,
     page: u64,
-    /// A map of the file used only to ask the kernel which pages are cached (`mincore`); never read
-    /// through, so a file shrinking under it cannot fault.
-    probe: Option<memmap2::Mmap>,
+    /// The file mapped: read in place by the pass, and asked which pages are cached (`mincore`).
+    map: Option<Arc<GuardedMap>>,
     noted: u64,
-    /// Residency (one byte per page) of ranges before the pass read them, not yet read.
-    resident: VecDeque<(u64, Vec<u8>)>,
+    /// Where read-ahead has been asked for up to (windows brought in place).
+    advised: u64,
+    /// Residency of ranges `[from, to)` before the pass read them, not yet read: one byte per page,
+    /// or `None` when every page was cached.
+    resident: VecDeque<(u64, u64, Option<Vec<u8>>)>,
 }
 
 impl<'a> FileSource<'a> {
@@ -87,11 +123,7 @@ impl<'a> FileSource<'a> {
     pub fn new(file: &'a File, len: u64) -> FileSource<'a> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-        // SAFETY: the map is only handed to mincore, which reads page-cache state, never the pages:
-        // no byte of it is ever dereferenced, so truncation of the file cannot fault through it.
-        let probe = (len > 0)
-            .then(|| unsafe { memmap2::MmapOptions::new().len(len as usize).map(file) }.ok())
-            .flatten();
+        let map = GuardedMap::new(file, len).ok().map(Arc::new);
         // SAFETY: plain syscall on an open descriptor; advice only (a larger read-ahead window).
         unsafe {
             libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
@@ -100,8 +132,9 @@ impl<'a> FileSource<'a> {
             file,
             len,
             page,
-            probe,
+            map,
             noted: 0,
+            advised: 0,
             resident: VecDeque::new(),
         }
     }
@@ -122,64 +155,149 @@ impl<'a> FileSource<'a> {
 
     /// Records page residency from where the last record ended up to `to` (before reads bring pages in).
     fn note(&mut self, to: u64) {
-        let Some(map) = &self.probe else { return };
+        let Some(map) = &self.map else { return };
         let to = to.min(self.len);
         let from = self.noted;
         if to <= from {
             return;
         }
-        let mut vec = vec![0u8; (to - from).div_ceil(self.page) as usize];
-        // SAFETY: [from, to) lies inside the live map, `from` is page aligned (every record but the
-        // last ends on a page boundary) and `vec` has one byte per page of the range.
-        let rc = unsafe {
-            libc::mincore(
-                map.as_ptr().add(from as usize) as *mut libc::c_void,
-                (to - from) as usize,
-                vec.as_mut_ptr(),
-            )
-        };
-        if rc != 0 {
-            vec.fill(1); // unknown: keep the pages rather than evict someone's cache
-        }
-        self.resident.push_back((from, vec));
         self.noted = to;
+        // Piece by piece: the kernel counts a piece's cached pages far faster than mincore lists
+        // them, and a wholly cached piece needs no page-by-page record.
+        let mut a = from;
+        while a < to {
+            let b = (a + NOTE_PIECE).min(to);
+            let pages = (b - a).div_ceil(self.page);
+            if cached_pages(self.file, a, b) == Some(pages) {
+                match self.resident.back_mut() {
+                    Some((_, end, None)) if *end == a => *end = b,
+                    _ => self.resident.push_back((a, b, None)),
+                }
+                a = b;
+                continue;
+            }
+            let mut vec = vec![0u8; pages as usize];
+            // SAFETY: [a, b) lies inside the live map, `a` is page aligned (every record but the
+            // last ends on a page boundary) and `vec` has one byte per page of the range.
+            let rc = unsafe {
+                libc::mincore(
+                    map.map().as_ptr().add(a as usize) as *mut libc::c_void,
+                    (b - a) as usize,
+                    vec.as_mut_ptr(),
+                )
+            };
+            if rc != 0 {
+                vec.fill(1); // unknown: keep the pages rather than evict someone's cache
+            }
+            self.resident.push_back((a, b, Some(vec)));
+            a = b;
+        }
     }
 
-    fn was_resident(&self, off: u64) -> bool {
-        self.resident
-            .iter()
-            .find(|(c, v)| off >= *c && off < c + v.len() as u64 * self.page)
-            .is_some_and(|(c, v)| v[((off - c) / self.page) as usize] & 1 == 1)
+    /// The page-aligned end of what a read ending at `end` is done with: a partial page at the end of a
+    /// window is dropped only with the window holding its end.
+    fn done_to(&self, end: u64) -> u64 {
+        if end >= self.len {
+            self.len
+        } else {
+            end / self.page * self.page
+        }
+    }
+
+    /// The runs of pages in `[from, to)` (`from` page aligned) that were not cached before the pass
+    /// (pages never noted count as not cached).
+    fn uncached_runs(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut add = |a: u64, b: u64| match runs.last_mut() {
+            Some(r) if r.1 == a => r.1 = b,
+            _ => runs.push((a, b)),
+        };
+        let mut p = from;
+        for (rf, rt, pages) in &self.resident {
+            if *rt <= p || p >= to {
+                continue;
+            }
+            if *rf > p {
+                add(p, (*rf).min(to)); // a gap no record covers
+                p = (*rf).min(to);
+            }
+            let end = (*rt).min(to);
+            if let Some(v) = pages {
+                while p < end {
+                    let q = (p + self.page).min(end);
+                    if v[((p - rf) / self.page) as usize] & 1 == 0 {
+                        add(p, q);
+                    }
+                    p = q;
+                }
+            }
+            p = end;
+        }
+        if p < to {
+            add(p, to);
+        }
+        runs
     }
 
     /// Drops from the page cache the pages of `[from, to)` that were not cached before the pass.
     fn drop_behind(&mut self, from: u64, to: u64) {
         let fd = self.file.as_raw_fd();
-        let from = from / self.page * self.page;
-        let mut run: Option<u64> = None;
-        let mut p = from;
-        while p < to {
-            match (self.was_resident(p), run) {
-                (false, None) => run = Some(p),
-                (true, Some(s)) => {
-                    fadvise_dontneed(fd, s, p - s);
-                    run = None;
-                }
-                _ => {}
-            }
-            p += self.page;
+        for (a, b) in self.uncached_runs(from / self.page * self.page, to) {
+            fadvise_dontneed(fd, a, b - a);
         }
-        if let Some(s) = run {
-            fadvise_dontneed(fd, s, to - s);
-        }
-        while let Some((c, v)) = self.resident.front() {
-            if c + v.len() as u64 * self.page <= to / self.page * self.page {
+        while let Some((_, rt, _)) = self.resident.front() {
+            if *rt <= to / self.page * self.page {
                 self.resident.pop_front();
             } else {
                 break;
             }
         }
     }
+}
+
+/// Pages of `[from, to)` of `file` in the page cache, counted by the kernel (`cachestat`, Linux 6.5+;
+/// `None` where it is missing): a window wholly cached needs no page-by-page record.
+fn cached_pages(file: &File, from: u64, to: u64) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        #[repr(C)]
+        struct Range {
+            off: u64,
+            len: u64,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct Stat {
+            nr_cache: u64,
+            nr_dirty: u64,
+            nr_writeback: u64,
+            nr_evicted: u64,
+            nr_recently_evicted: u64,
+        }
+        /// The same number on every architecture (a syscall added after the tables were unified).
+        const SYS_CACHESTAT: libc::c_long = 451;
+        let range = Range {
+            off: from,
+            len: to - from,
+        };
+        let mut stat = Stat::default();
+        // SAFETY: cachestat(fd, *const range, *mut stat, flags = 0) reads `range` and writes `stat`,
+        // both live and laid out as the kernel's `struct cachestat_range` / `struct cachestat`.
+        let rc = unsafe {
+            libc::syscall(
+                SYS_CACHESTAT,
+                file.as_raw_fd(),
+                &range as *const Range,
+                &mut stat as *mut Stat,
+                0 as libc::c_uint,
+            )
+        };
+        if rc == 0 {
+            return Some(stat.nr_cache);
+        }
+    }
+    let _ = (file, from, to);
+    None
 }
 
 impl ChunkSource for FileSource<'_> {
@@ -195,12 +313,7 @@ impl ChunkSource for FileSource<'_> {
         let end = off + buf.len() as u64;
         self.note(end + NOTE_AHEAD);
         let n = self.pread(off, buf)?;
-        // A partial page at the end of a chunk is dropped only with the chunk holding its end.
-        let done = if end >= self.len {
-            self.len
-        } else {
-            end / self.page * self.page
-        };
+        let done = self.done_to(end);
         self.drop_behind(off / self.page * self.page, done);
         Ok(n)
     }
@@ -212,6 +325,74 @@ impl ChunkSource for FileSource<'_> {
     fn shrunk(&mut self) -> Option<u64> {
         let now = self.file.metadata().map(|m| m.len()).unwrap_or(0);
         (now < self.len).then_some(now)
+    }
+
+    fn map(&self) -> Option<Arc<GuardedMap>> {
+        self.map.clone()
+    }
+
+    fn bring(&mut self, off: u64, len: u64) -> io::Result<u64> {
+        if off == 0 {
+            self.noted = 0;
+            self.advised = 0;
+            self.resident.clear();
+        }
+        let end = (off + len).min(self.len);
+        self.note(end + NOTE_AHEAD);
+        let Some(map) = self.map.clone() else {
+            return Ok(len);
+        };
+        // Ask for the pages not cached from here to as far as residency is noted, once each: the
+        // disk reads the next windows while this one's page tables are filled below.
+        let ahead = self.noted.max(end);
+        for (a, b) in self.uncached_runs(self.advised.max(off), ahead) {
+            // SAFETY: plain syscall on an open descriptor; advice only (read ahead, in large requests).
+            unsafe {
+                libc::posix_fadvise(
+                    self.file.as_raw_fd(),
+                    a as libc::off_t,
+                    (b - a) as libc::off_t,
+                    libc::POSIX_FADV_WILLNEED,
+                );
+            }
+        }
+        self.advised = ahead;
+        // Fill the window's page tables here, ahead of the readers: one read per fault-around block
+        // maps the block's cached pages (or the whole huge page) at once; a page it leaves out is
+        // faulted in by its reader. A page past the end of a file that shrank reads as zero and
+        // flags the map.
+        let mut p = off;
+        while p < end {
+            // SAFETY: `p` lies inside the live map (`end` is at most its length); a volatile read
+            // so the load is not optimised away.
+            unsafe { std::ptr::read_volatile(map.as_ptr().add(p as usize)) };
+            p += FAULT_AROUND;
+        }
+        if map.faulted() {
+            return Ok(self.shrunk().map_or(end, |now| now.clamp(off, end)) - off);
+        }
+        Ok(end - off)
+    }
+
+    fn release(&mut self, off: u64, len: u64) {
+        let done = self.done_to(off + len);
+        let from = off / self.page * self.page;
+        if done <= from {
+            return;
+        }
+        if let Some(map) = &self.map {
+            // SAFETY: the pass is done with these bytes and holds no reference into them; dropping
+            // the page-table entries of a read-only shared file map leaves the file and the page
+            // cache as they were (a later read would fault the same bytes back in).
+            let _ = unsafe {
+                map.map().unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    from as usize,
+                    (done - from) as usize,
+                )
+            };
+        }
+        self.drop_behind(from, done);
     }
 }
 
@@ -245,6 +426,63 @@ mod tests {
             off += n as u64;
         }
         out
+    }
+
+    /// Which of the file's pages are in the page cache.
+    fn cached(file: &File, len: usize) -> Vec<bool> {
+        // SAFETY: a read-only map of a test file, only handed to mincore (never read).
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map(file).unwrap() };
+        let mut v = vec![0u8; len.div_ceil(4096)];
+        // SAFETY: the map is live and page aligned; one byte per page.
+        let rc = unsafe { libc::mincore(map.as_ptr() as *mut libc::c_void, len, v.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        v.iter().map(|b| b & 1 == 1).collect()
+    }
+
+    #[test]
+    fn windows_read_in_place_keep_only_the_pages_cached_before() {
+        let len = (24 << 20) + 5000;
+        let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&data).unwrap();
+        f.as_file().sync_all().unwrap();
+        let file = f.reopen().unwrap();
+        fadvise_dontneed(file.as_raw_fd(), 0, len as u64);
+        if cached(&file, len).iter().filter(|&&c| c).count() > len / 4096 / 10 {
+            return; // this file system does not evict on request (tmpfs): nothing to observe
+        }
+        // cache two stretches (one inside a window, one across a window boundary) before the pass
+        let keep = [
+            (3 << 20, (5 << 20) + 4096),
+            ((8 << 20) - 8192, (9 << 20) + 100),
+        ];
+        for &(a, b) in &keep {
+            let mut buf = vec![0u8; b - a];
+            file.read_exact_at(&mut buf, a as u64).unwrap();
+        }
+        let before = cached(&file, len);
+        let mut fs = FileSource::new(&file, len as u64);
+        let map = fs.map().expect("a local file is mapped");
+        let window = 8u64 << 20;
+        let mut off = 0;
+        let mut seen = Vec::new();
+        while off < len as u64 {
+            let n = window.min(len as u64 - off);
+            assert_eq!(fs.bring(off, n).unwrap(), n);
+            seen.extend_from_slice(&map[off as usize..(off + n) as usize]);
+            fs.release(off, n);
+            off += n;
+        }
+        assert!(seen == data && !map.faulted());
+        let after = cached(&file, len);
+        for (p, (&b, &a)) in before.iter().zip(&after).enumerate() {
+            assert!(
+                !b || a,
+                "page {p} was cached before the pass and was dropped"
+            );
+        }
+        let brought = after.iter().zip(&before).filter(|(&a, &b)| a && !b).count();
+        assert!(brought < len / 4096 / 10, "{brought} pages left cached");
     }
 
     #[test]
