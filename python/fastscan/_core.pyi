@@ -160,8 +160,13 @@ DTYPE_BITS: dict[str, int]
 WRITER_ORDER: list[str]
 """Dtypes in the reference writer's order, smallest alignment first (it lays data out in reverse)."""
 FLOAT_DTYPES: list[str]
-CAST_FROM: list[str]  # dtypes `cast` and fixes read (fp8 only up)
 """The floating-point dtypes."""
+CAST_FROM: list[str]
+"""Dtypes `cast` and fixes read (fp8 only up)."""
+DATA_HASH_KEYS: list[str]
+"""sd-scripts' metadata hashes of the data (sshs_*), which `write_fix` recomputes from the bytes it writes."""
+TMP_SUFFIX: str
+"""The suffix of the named temporary files (the fallback where O_TMPFILE is not supported)."""
 
 def walk(
     roots: Sequence[_Path], follow_links: bool = False, jobs: int = 0
@@ -182,6 +187,22 @@ def scan_file(
     object of the JSON report), the same report a multi-file scan makes of it. An object is read through
     `endpoint_url`, pinned to `etag` when given (its listing's)."""
 
+def is_url(root: str) -> bool:
+    """True when `root` is an object-store URL (s3://, gs://, az://, https://...) rather than a local path."""
+
+def download(url: str, dir: _Path, endpoint_url: str | None = None) -> str:
+    """Copies the object `url` into the folder `dir` under its own name; returns the file's path.
+    OSError naming the URL and the problem."""
+
+def plan(
+    roots: Sequence[_Path],
+    hash: _HashMode = "full",
+    follow_links: bool = False,
+    endpoint_url: str | None = None,
+) -> tuple[list[tuple[str, int, int]], list[tuple[str, str]]]:
+    """What a scan of `roots` would read, reading nothing: ([(path or URL, size, bytes read at least)],
+    [(root, message)] of roots that cannot be walked or listed)."""
+
 def scan_plan(
     roots: Sequence[_Path], follow_links: bool = False, jobs: int = 0, endpoint_url: str | None = None
 ) -> tuple[list[tuple[str, int, str | None]], list[FileReportDict], int]:
@@ -191,7 +212,8 @@ def scan_plan(
 
 def read_tensors(path: _Path) -> dict[str, Any]:
     """The core's `open_table`: format, kind, arch, size, header_len, unaccounted_bytes, metadata, the
-    header-level findings, and tensors with role, component, canonical name, span, position_ids and prune
+    header-level findings, convert_metadata (the metadata `convert` writes: pickle extras, source name,
+    empty source hashes), and tensors with role, component, canonical name, span, position_ids and prune
     group. ValueError (not a readable model) or OSError naming the file."""
 
 def safetensors_header(
@@ -284,7 +306,9 @@ _PlanTensor = tuple[
     str, str, Sequence[int], str, tuple[int, str, str, Sequence[int], int, int, Sequence[int] | None] | None
 ]
 
-def fix_output_size(tensors: Sequence[_PlanTensor], metadata: Sequence[tuple[str, str]]) -> int:
+def fix_output_size(
+    tensors: Sequence[_PlanTensor], metadata: Sequence[tuple[str, str]], *, source_hashes: bool = False
+) -> int:
     """Bytes of the file `write_fix` writes for this plan; ValueError when it cannot be written."""
 
 def write_fix(
@@ -298,15 +322,25 @@ def write_fix(
     overwrite: bool = False,
     mode: int | None = None,
     progress: Callable[[str, int, int], object] | None = None,
+    endpoint_url: str | None = None,
+    source_hashes: bool = False,
 ) -> dict[str, Any]:
     """Writes a planned safetensors file through a fsynced, verified temporary file; {size, metadata,
     source_findings}: the `values.*` findings of the first source over the tensors the fix read from it.
+
+    With `source_hashes`, the metadata keys `fastscan.source_blake3` and `fastscan.source_sha256` (both
+    must be present; `read_tensors`' `convert_metadata` has them) get the first source's whole-file
+    hashes, taken while it is read for the write (one read of the source).
 
     Each tensor: (name, dtype, shape, op copy|cast|arange, (source index, name, dtype, shape, start,
     len, strides) or None for arange). FileExistsError when `out` exists and not `overwrite`; OSError
     on a read/write failure; ValueError for a bad plan, a changed input or a failed verification; an
     exception from `progress(stage, done, total)` (or Ctrl-C) stops the fix and is raised again.
     """
+
+def backup_file(src: _Path, folder: _Path, *, overwrite: bool = False) -> str:
+    """Copies `src` into `folder` (same name) through a fsynced temporary file verified by BLAKE3, keeping
+    its mode and times; returns the copy's path. ValueError naming the problem when none was made."""
 
 def sweep_temp(folder: _Path) -> list[str]:
     """Removes the named temporary files in `folder` left by fastscan processes that are gone."""

@@ -123,16 +123,6 @@ def _objects(inputs: int) -> Callable[[F], F]:
     return wrap
 
 
-def _keep_stat(path: Path | str, st: os.stat_result, *, times: bool) -> None:
-    """Gives `path` the permission bits (and with `times`, the access and modification times) of `st`
-    (an object in object storage has neither)."""
-    if isinstance(path, str):
-        return
-    os.chmod(path, st.st_mode & 0o7777)
-    if times:
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
 def _existing(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():
@@ -182,7 +172,8 @@ def fix(
 ) -> Result:
     """Repairs a safetensors file (position_ids, EMA/junk, dtypes); with no option, what the scan advises.
 
-    The output keeps the input's permission bits; an `--in-place` backup also keeps its times. Damage no
+    The output keeps the input's permission bits; an `--in-place` backup also keeps its times (the core
+    makes both). Damage no
     fix can repair (truncation, NaN values, a broken header) is listed in `Result.unrepairable`. With
     `dry_run`, plans and returns without writing. `progress(stage, done, total)` is called as the core
     writes and verifies the output. `file` and `out` may be object-store URLs (`endpoint_url`: an
@@ -240,16 +231,20 @@ def fix(
             return Result(None, [*notes, *p.actions], unrepairable=unrepairable(src_path), saved=saved)
         if in_place:
             kept = make_backup(src_path, Path(backup), overwrite=force)
-            _keep_stat(kept, st, times=True)
             written = write_verified(p, [src], src_path, overwrite=True, progress=progress)
             bad = _written_unrepairable(src, written)
             return Result(src_path, [*notes, *p.actions], kept, bad, saved)
         out_path = _target(out)
         _distinct(out_path, src_path)
         written = write_verified(
-            p, [src], out_path, overwrite=force, progress=progress, endpoint_url=endpoint_url
+            p,
+            [src],
+            out_path,
+            overwrite=force,
+            progress=progress,
+            endpoint_url=endpoint_url,
+            mode=st.st_mode & 0o7777,
         )
-        _keep_stat(out_path, st, times=False)
         bad = _written_unrepairable(src, written)
         return Result(out_path, [*notes, *p.actions], unrepairable=bad, saved=saved)
 
@@ -275,6 +270,7 @@ def convert(
     """Converts a pickle checkpoint to safetensors without executing it; records source hashes.
 
     `out` defaults to the input's name with `.safetensors`; the output keeps the input's permission bits.
+    The core reads the checkpoint once: it hashes the whole file while copying its tensors.
     """
     if is_url(file) and out is None:
         out = default_output(file)
@@ -294,21 +290,15 @@ def _convert(
     out_path = _target(out) if out is not None else default_output(src_path)
     _distinct(out_path, src_path)
     with Source(src_path) as src:
-        if src.table["format"] == Format.SAFETENSORS:
-            raise FixError(
-                f"{src_path}: already safetensors; convert reads pickle checkpoints (.ckpt/.pt/.bin)"
-            )
-        report = _core.scan_file(str(src_path), hash="full", sha256=True)
-        if report.get("error"):
-            raise FixError(report["error"]["message"])
-        hashes = {"blake3": report["hashes"]["blake3"], "sha256": report["hashes"]["sha256"]}
-        p = planning.plan_convert(src, hashes)
+        p = planning.plan_convert(src)
         planning.record(p, "convert", src)
-        for f in report.get("findings", []):
-            if f.get("severity") == "critical":
+        for f in src.table["findings"]:
+            if f["severity"] == "critical":
                 p.actions.append(f"note: {f['message']} (never executed: only tensor data was copied)")
-        write_verified(p, [src], out_path, overwrite=force, progress=progress, endpoint_url=endpoint_url)
-        _keep_stat(out_path, os.stat(src_path), times=False)
+        mode = os.stat(src_path).st_mode & 0o7777
+        write_verified(
+            p, [src], out_path, overwrite=force, progress=progress, endpoint_url=endpoint_url, mode=mode
+        )
         return Result(out_path, p.actions)
 
 

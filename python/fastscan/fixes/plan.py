@@ -23,16 +23,6 @@ COMPONENT_KIND = {
 }
 # The metadata key under which every fix records what it did: a JSON list, one entry per fix applied.
 FIX_KEY = "fastscan.fix"
-# sd-scripts' hashes of the data: the core recomputes them from the bytes it writes (fastscan_core::fix).
-DATA_HASHES = ("sshs_model_hash", "sshs_legacy_hash")
-
-
-def nbytes(dtype: str, shape: list[int]) -> int:
-    """Bytes a tensor of this dtype and shape occupies (element sizes from the core's dtype table)."""
-    n = 1
-    for d in shape:
-        n *= d
-    return n * _core.DTYPE_BITS[dtype] // 8
 
 
 @dataclass
@@ -46,11 +36,6 @@ class OutTensor:
     entry: dict
     op: str = "copy"  # copy | cast | arange
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes this tensor occupies in the output."""
-        return nbytes(self.dtype, self.shape)
-
 
 @dataclass
 class Plan:
@@ -61,6 +46,8 @@ class Plan:
     actions: list[str]
     gone: set[str] = field(default_factory=set)  # checks that must no longer fire on the output
     kind: str | None = None  # kind the output must have, when the fix decides it
+    # the core fills the metadata's source hashes (convert) while it reads the first source
+    source_hashes: bool = False
 
     def changes_anything(self, source: Source) -> bool:
         """True when the output would differ from the input in tensors, names or values."""
@@ -69,11 +56,6 @@ class Plan:
         return [t.name for t in self.tensors] != [t["name"] for t in source.tensors] or any(
             t.name != t.entry["name"] for t in self.tensors
         )
-
-    @property
-    def data_bytes(self) -> int:
-        """Bytes of tensor data in the output."""
-        return sum(t.nbytes for t in self.tensors)
 
     def core_tensors(self) -> list[tuple]:
         """The tensors as the core's executor takes them (`_core.write_fix`)."""
@@ -87,7 +69,9 @@ class Plan:
     def output_size(self) -> int:
         """Bytes of the file this plan writes."""
         try:
-            return _core.fix_output_size(self.core_tensors(), list(self.metadata.items()))
+            return _core.fix_output_size(
+                self.core_tensors(), list(self.metadata.items()), source_hashes=self.source_hashes
+            )
         except ValueError as e:
             raise FixError(f"cannot write the output: {e}") from None
 
@@ -114,7 +98,7 @@ def record(plan: Plan, command: str, source: Source) -> Plan:
         done = [done]
     done.append({"command": command, "source": source.path.name, "actions": list(plan.actions)})
     plan.metadata[FIX_KEY] = json.dumps(done, separators=(",", ":"), ensure_ascii=False)
-    for key in DATA_HASHES:
+    for key in _core.DATA_HASH_KEYS:
         if key in plan.metadata:
             plan.actions.append(f"recomputed metadata {key} from the data written")
     return plan
@@ -200,9 +184,9 @@ def plan_fix(source: Source, clip: bool = False, prune: str | None = None, dtype
     return Plan(out, _metadata(source), actions, gone)
 
 
-def plan_convert(source: Source, hashes: dict[str, str | None]) -> Plan:
-    """Plans `convert`: every tensor of a pickle checkpoint as is; metadata keeps its scalar extras and
-    records the source's hashes."""
+def plan_convert(source: Source) -> Plan:
+    """Plans `convert`: every tensor of a pickle checkpoint as is; the metadata the core gives a converted
+    checkpoint (its scalar extras, its name, its hashes, which the core fills while it reads the file)."""
     if source.table["format"] == Format.SAFETENSORS:
         raise FixError(
             f"{source.path}: already safetensors; convert reads pickle checkpoints (.ckpt/.pt/.bin)"
@@ -216,16 +200,9 @@ def plan_convert(source: Source, hashes: dict[str, str | None]) -> Plan:
             raise FixError(f"{source.path}: tensor name {t['name']} appears twice")
         seen.add(t["name"])
         out.append(OutTensor(t["name"], t["dtype"], list(t["shape"]), 0, t))
-    # the checkpoint's scalar extras (epoch, global_step, ...) under the keys the core gives them
-    meta = dict(source.table.get("convert_metadata") or [])
-    meta.update({"format": "pt", "fastscan.source": source.path.name})
-    meta.update({f"fastscan.source_{k}": v for k, v in hashes.items() if v})
+    meta = dict(source.table["convert_metadata"])
     actions = [f"converted {len(out)} tensor(s) from {source.table['format']} without executing its pickle"]
-    return Plan(out, meta, actions, {"format.legacy-pickle"})
-
-
-def _prefix(entry: dict) -> str:
-    return entry["name"][: len(entry["name"]) - len(entry["canonical"])]
+    return Plan(out, meta, actions, {"format.legacy-pickle"}, source_hashes=True)
 
 
 def pick_component(source: Source, component: str) -> str:
@@ -248,24 +225,18 @@ def pick_component(source: Source, component: str) -> str:
 
 
 def component_tensors(source: Source, comp: str) -> list[tuple[str, dict]]:
-    """(canonical name, row) of a component's tensors, plus buffers (position_ids) under its prefix."""
-    rows = [t for t in source.tensors if t["role"] == "component" and t["component"] == comp]
-    prefixes = {_prefix(t) for t in rows} - {""}
-    out = [(t["canonical"], t) for t in rows]
-    for t in source.tensors:
-        if t["role"] == "buffer":
-            p = next((p for p in prefixes if t["name"].startswith(p)), None)
-            if p is not None:
-                out.append((t["name"][len(p) :], t))
-    return out
+    """(canonical name, row) of a component's tensors and of the buffers (position_ids) the core places
+    under it."""
+    return [(t["canonical"], t) for t in source.tensors if t["component"] == comp]
 
 
 def plan_extract(source: Source, component: str) -> Plan:
     """Plans `extract`: one component alone, under its canonical names (prefix stripped)."""
     comp = pick_component(source, component)
-    out = [OutTensor(name, t["dtype"], list(t["shape"]), 0, t) for name, t in component_tensors(source, comp)]
+    rows = component_tensors(source, comp)
+    out = [OutTensor(name, t["dtype"], list(t["shape"]), 0, t) for name, t in rows]
     meta = {**_metadata(source), "fastscan.extracted_from": source.path.name, "fastscan.component": comp}
-    actions = [f"extracted {comp}: {len(out)} tensor(s), {_fmt_bytes(sum(o.nbytes for o in out))}"]
+    actions = [f"extracted {comp}: {len(out)} tensor(s), {_fmt_bytes(sum(t['len'] for _, t in rows))}"]
     return Plan(out, meta, actions, set(), COMPONENT_KIND.get(comp))
 
 

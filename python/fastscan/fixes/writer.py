@@ -2,7 +2,7 @@
 
 The core writes the output once through a temporary file in the target folder, fsyncs it, verifies it
 (tensor table, metadata, every tensor's bytes, the checks the fix removes) and renames it; on any failure
-nothing is left. The helpers below serve `backup.py`, which copies whole files.
+nothing is left.
 """
 
 from __future__ import annotations
@@ -16,35 +16,9 @@ from fastscan.fixes.errors import FixError
 from fastscan.fixes.plan import Plan
 from fastscan.fixes.source import Source
 
-TMP_SUFFIX = ".fastscan-tmp"  # the named fallback's suffix (rust/core/src/atomic.rs)
+TMP_SUFFIX = _core.TMP_SUFFIX  # the named fallback's suffix, where O_TMPFILE is not supported
 # (stage, done, total): stage "write" then "verify", bytes of tensor data.
 Progress = Callable[[str, int, int], None]
-
-
-def temp_path(out: Path, mode: int | None = None) -> _core.TempOutput:
-    """A new temporary file for `out`, in its folder, with `mode` (default: 0o666 less the umask).
-
-    The core makes it unnamed (O_TMPFILE) where the filesystem allows, so a killed run leaves nothing;
-    leftovers of the named fallback from runs that are gone are swept first.
-    """
-    _core.sweep_temp(str(out.parent))
-    return _core.TempOutput(str(out), mode)
-
-
-def commit(tmp: _core.TempOutput, out: Path, overwrite: bool) -> None:
-    """Names the finished temporary file `out` atomically; never replaces an existing `out` unless told."""
-    try:
-        tmp.commit(str(out), overwrite)
-    except FileExistsError:
-        raise FixError(f"{out}: already exists (use --force to overwrite)") from None
-
-
-def check_space(out: Path, need: int) -> None:
-    """Raises FixError when the target folder's filesystem has fewer than `need` free bytes."""
-    st = os.statvfs(out.parent)
-    free = st.f_bavail * st.f_frsize
-    if free < need:
-        raise FixError(f"{out.parent}: needs {need:,} bytes free for the output, has {free:,}")
 
 
 def write_verified(
@@ -55,15 +29,17 @@ def write_verified(
     overwrite: bool = False,
     progress: Progress | None = None,
     endpoint_url: str | None = None,
+    mode: int | None = None,
 ) -> dict:
     """Writes `plan` to `out` through the core's verified executor; returns {size, metadata} as written.
 
     `out` may be an object's URL (text; `endpoint_url` for an S3-compatible service): the core writes a
-    new object, uploaded and read back, and never replaces one, `overwrite` or not. Raises FixError
-    naming the problem (nothing is left behind); an exception raised by `progress` (or Ctrl-C) stops
-    the fix and propagates.
+    new object, uploaded and read back, and never replaces one, `overwrite` or not. A local output gets
+    permission bits `mode` (default: those of the `out` it replaces, else 0o666 less the umask).
+
+    Raises FixError naming the problem (nothing is left behind); an exception raised by `progress`
+    (or Ctrl-C) stops the fix and propagates.
     """
-    mode = None
     if isinstance(out, str) and _core.is_url(out):
         if overwrite:
             raise FixError(f"{out}: an object is never overwritten (--force applies to local files)")
@@ -71,7 +47,8 @@ def write_verified(
         out = Path(out)
         if out.parent.is_dir():
             _core.sweep_temp(str(out.parent))
-        mode = os.stat(out).st_mode & 0o7777 if overwrite and out.is_file() else None
+        if mode is None and overwrite and out.is_file():
+            mode = os.stat(out).st_mode & 0o7777
     try:
         return _core.write_fix(
             plan.core_tensors(),
@@ -84,6 +61,7 @@ def write_verified(
             mode=mode,
             progress=progress,
             endpoint_url=endpoint_url,
+            source_hashes=plan.source_hashes,
         )
     except (ValueError, OSError) as e:
         raise FixError(str(e)) from None

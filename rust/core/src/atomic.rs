@@ -193,6 +193,18 @@ impl Drop for TempOutput {
     }
 }
 
+/// Bytes free to an unprivileged writer on the filesystem of `dir` (`None` when it cannot be told).
+pub fn free_space(dir: &Path) -> Option<u64> {
+    let c = cstr(dir).ok()?;
+    // SAFETY: statvfs fills the zeroed struct we own from a valid NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 /// Seconds since the epoch at which process `pid` started, if it is running.
 fn started(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

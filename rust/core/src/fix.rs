@@ -4,13 +4,16 @@
 //! as int64 `0..n-1`) from a tensor of one of its source files. [`execute`] writes it through an
 //! unnamed temporary file in the output's folder ([`crate::atomic`]): header, then the data in the
 //! reference writer's order, read ahead on a thread, written in large `pwrite`s with early writeback,
-//! holes of a sparse input kept as holes. Each tensor's BLAKE3 is taken while writing; then
+//! holes of a sparse input kept as holes. Each tensor's CRC-64 is taken while writing; then
 //! the file is parsed again, must hold exactly the planned table, metadata and bytes (re-read and
-//! hashed, from the page cache while the fsync waits for the disk), must no longer show the checks the
+//! checked, from the page cache while the fsync waits for the disk), must no longer show the checks the
 //! fix removes and no new ones; the sources must be unchanged. Only when the fsync and all of this
 //! succeeded does it get its name. Any failure leaves nothing behind. The reader also counts NaN/Inf
 //! and constant values in what it reads of the first source ([`Written::source_findings`]), so a fix
-//! reads its input once.
+//! reads its input once. A plan that records its first source's whole-file hashes
+//! ([`Plan::source_hashes`], what `convert` does) reads that source once from start to end, hashing it
+//! and sending each copied tensor's bytes to the writer as the read passes them; the hashes are filled
+//! into the header (fixed-width placeholders until then) before the fsync.
 
 use crate::atomic::TempOutput;
 use crate::cast::{can_cast, cast};
@@ -26,10 +29,12 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 
 /// Bytes read, cast and written at a time; peak memory is a few of these.
 pub const CHUNK: usize = 8 << 20;
@@ -43,6 +48,13 @@ const IN_FLIGHT: usize = 3;
 pub const SSHS_MODEL_HASH: &str = "sshs_model_hash";
 /// The metadata key of sd-scripts' legacy (AutoV1-style) hash (recomputed when present).
 pub const SSHS_LEGACY_HASH: &str = "sshs_legacy_hash";
+
+/// The metadata key of the first source's whole-file BLAKE3 (filled in with [`Plan::source_hashes`]).
+pub const SOURCE_BLAKE3: &str = "fastscan.source_blake3";
+/// The metadata key of the first source's whole-file SHA-256 (filled in with [`Plan::source_hashes`]).
+pub const SOURCE_SHA256: &str = "fastscan.source_sha256";
+/// sd-scripts' hashes of the data, recomputed from the bytes written whenever the plan's metadata has them.
+pub const DATA_HASH_KEYS: [&str; 2] = [SSHS_MODEL_HASH, SSHS_LEGACY_HASH];
 
 /// Prefix of the metadata keys fastscan writes; a pickle extra of that name is moved under [`CKPT_PREFIX`].
 const OWN_PREFIX: &str = "fastscan.";
@@ -70,6 +82,22 @@ pub fn extras_metadata(extras: &[(String, String)]) -> Vec<(String, String)> {
             (key, v.clone())
         })
         .collect()
+}
+
+/// The `__metadata__` `convert` writes for a pickle checkpoint named `source_name`: its scalar extras
+/// ([`extras_metadata`]), `format: pt`, `fastscan.source`, and the source's hashes
+/// ([`SOURCE_BLAKE3`], [`SOURCE_SHA256`], empty until a plan with [`Plan::source_hashes`] fills them).
+pub fn convert_metadata(extras: &[(String, String)], source_name: &str) -> Vec<(String, String)> {
+    let mut meta = extras_metadata(extras);
+    for (k, v) in [
+        ("format", "pt"),
+        ("fastscan.source", source_name),
+        (SOURCE_BLAKE3, ""),
+        (SOURCE_SHA256, ""),
+    ] {
+        meta.push((k.to_string(), v.to_string()));
+    }
+    meta
 }
 
 /// What a planned tensor's bytes are.
@@ -105,6 +133,9 @@ pub struct Plan {
     pub gone: Vec<String>,
     /// The kind the output must be identified as, when the fix decides it.
     pub kind: Option<crate::kind::Kind>,
+    /// Fill [`SOURCE_BLAKE3`] and [`SOURCE_SHA256`] (both must be in `metadata`) with the first source's
+    /// whole-file hashes, taken while reading it for the write.
+    pub source_hashes: bool,
 }
 
 /// Where a running fix is.
@@ -204,13 +235,33 @@ struct Source {
     stamp: Stamp,
 }
 
-/// A piece of one tensor's output bytes.
+/// A piece of one output tensor's bytes: `t` is its index in the data order, `off` where the piece
+/// starts in its output bytes.
 enum Piece {
-    Data(Vec<u8>),
+    /// `buf[range]` (a read buffer may be shared by the pieces of several tensors).
+    Data {
+        t: usize,
+        off: u64,
+        buf: Arc<Vec<u8>>,
+        range: Range<usize>,
+    },
     /// That many zero bytes, stored as a hole.
-    Hole(u64),
-    /// The tensor is complete.
-    End,
+    Hole { t: usize, off: u64, n: u64 },
+    /// Tensor `t` is complete.
+    End(usize),
+}
+
+impl Piece {
+    /// A piece holding the whole of `buf`.
+    fn whole(t: usize, off: u64, buf: Vec<u8>) -> Piece {
+        let range = 0..buf.len();
+        Piece::Data {
+            t,
+            off,
+            buf: Arc::new(buf),
+            range,
+        }
+    }
 }
 
 /// lseek `SEEK_DATA`/`SEEK_HOLE` clamped to `end`; where holes are unknown, everything is data.
@@ -229,7 +280,7 @@ fn seek(file: &File, pos: u64, whence: libc::c_int, end: u64) -> u64 {
 
 /// Splits bytes `pos..end` of `file` into holes (aligned to 8 bytes from `base`, at least
 /// [`MIN_HOLE`]) and runs of data, calling `each(is_hole, from, to)`.
-fn pieces(
+pub(crate) fn pieces(
     file: &File,
     mut pos: u64,
     end: u64,
@@ -386,7 +437,8 @@ fn arange(shape: &[u64]) -> Vec<u8> {
 
 static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
 
-fn feed_zeros(h: &mut impl FnMut(&[u8]), mut n: u64) {
+/// Calls `h` with `n` zero bytes, in pieces.
+pub(crate) fn feed_zeros(h: &mut impl FnMut(&[u8]), mut n: u64) {
     while n > 0 {
         let k = n.min(ZEROS.len() as u64);
         h(&ZEROS[..k as usize]);
@@ -394,56 +446,47 @@ fn feed_zeros(h: &mut impl FnMut(&[u8]), mut n: u64) {
     }
 }
 
-/// BLAKE3 of one tensor's bytes; a tensor that is all holes costs one hash per size (cached).
+/// The check of one tensor's bytes that the verification compares: CRC-64/NVME, an error-detecting
+/// code computed with carry-less multiplication many times faster than a cryptographic hash (it guards
+/// against bytes lost or changed between the write and the re-read, not against an adversary). A tensor
+/// that is all holes costs one check per size (cached).
 #[derive(Default)]
 struct TensorHash {
-    h: Option<blake3::Hasher>,
+    h: Option<crc_fast::Digest>,
     zeros: u64,
+}
+
+/// The checks of runs of zeros, by length (sparse inputs have many).
+type ZeroChecks = FxHashMap<u64, u64>;
+
+fn crc() -> crc_fast::Digest {
+    crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme)
 }
 
 impl TensorHash {
     fn data(&mut self, d: &[u8]) {
         let zeros = self.zeros;
         let h = self.h.get_or_insert_with(|| {
-            let mut h = blake3::Hasher::new();
-            feed_zeros(
-                &mut |z| {
-                    h.update(z);
-                },
-                zeros,
-            );
+            let mut h = crc();
+            feed_zeros(&mut |z| h.update(z), zeros);
             h
         });
-        if d.len() >= 1 << 20 {
-            h.update_rayon(d);
-        } else {
-            h.update(d);
-        }
+        h.update(d);
     }
 
     fn hole(&mut self, n: u64) {
         match &mut self.h {
             None => self.zeros += n,
-            Some(h) => feed_zeros(
-                &mut |z| {
-                    h.update(z);
-                },
-                n,
-            ),
+            Some(h) => feed_zeros(&mut |z| h.update(z), n),
         }
     }
 
-    fn finish(self, cache: &mut FxHashMap<u64, blake3::Hash>) -> blake3::Hash {
+    fn finish(self, cache: &mut ZeroChecks) -> u64 {
         match self.h {
             Some(h) => h.finalize(),
             None => *cache.entry(self.zeros).or_insert_with(|| {
-                let mut h = blake3::Hasher::new();
-                feed_zeros(
-                    &mut |z| {
-                        h.update(z);
-                    },
-                    self.zeros,
-                );
+                let mut h = crc();
+                feed_zeros(&mut |z| h.update(z), self.zeros);
                 h.finalize()
             }),
         }
@@ -456,25 +499,33 @@ struct Out<'a> {
     /// File offset where `stage` begins.
     pos: u64,
     stage: Vec<u8>,
-    /// Writeback has been started up to here.
-    flushed: u64,
+    /// The range written since the kernel's writeback was last started, and its bytes.
+    dirty: Option<(u64, u64)>,
+    unsynced: u64,
 }
 
 impl Out<'_> {
+    /// Moves to file offset `at` (where the next piece goes); pieces written in order stay gathered.
+    fn at(&mut self, at: u64) -> io::Result<()> {
+        if at != self.pos + self.stage.len() as u64 {
+            self.flush()?;
+            self.pos = at;
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         if !self.stage.is_empty() {
             self.file.write_all_at(&self.stage, self.pos)?;
-            self.pos += self.stage.len() as u64;
+            self.wrote(self.stage.len() as u64);
             self.stage.clear();
-            self.writeback();
         }
         Ok(())
     }
 
     fn direct(&mut self, d: &[u8]) -> io::Result<()> {
         self.file.write_all_at(d, self.pos)?;
-        self.pos += d.len() as u64;
-        self.writeback();
+        self.wrote(d.len() as u64);
         Ok(())
     }
 
@@ -492,20 +543,31 @@ impl Out<'_> {
         Ok(())
     }
 
+    /// Notes `n` bytes written at `pos` and moves past them.
+    fn wrote(&mut self, n: u64) {
+        let (a, b) = (self.pos, self.pos + n);
+        self.dirty = Some(self.dirty.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
+        self.unsynced += n;
+        self.pos = b;
+        self.writeback();
+    }
+
     /// Starts the kernel's writeback of each finished step, so the final fsync has little to wait for.
     fn writeback(&mut self) {
-        if self.pos - self.flushed >= WRITEBACK_STEP {
-            // SAFETY: sync_file_range only starts writeback of an open descriptor's range.
-            unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    self.flushed as libc::off64_t,
-                    (self.pos - self.flushed) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-            self.flushed = self.pos;
+        let Some((a, b)) = self.dirty.filter(|_| self.unsynced >= WRITEBACK_STEP) else {
+            return;
+        };
+        // SAFETY: sync_file_range only starts writeback of an open descriptor's range.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                a as libc::off64_t,
+                (b - a) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
         }
+        self.dirty = None;
+        self.unsynced = 0;
     }
 }
 
@@ -544,12 +606,15 @@ impl RegionHashes {
 const AUTOV1_AT: u64 = 0x10_0000;
 const AUTOV1_LEN: u64 = 0x1_0000;
 
-/// The metadata with `sshs_*` values replaced by placeholders of their final length.
-fn with_placeholders(meta: &[(String, String)]) -> Vec<(String, String)> {
-    meta.iter()
+/// The plan's metadata with the values the executor computes replaced by placeholders of their final
+/// length.
+fn with_placeholders(plan: &Plan) -> Vec<(String, String)> {
+    plan.metadata
+        .iter()
         .map(|(k, v)| match k.as_str() {
             SSHS_MODEL_HASH => (k.clone(), "0".repeat(64)),
             SSHS_LEGACY_HASH => (k.clone(), "0".repeat(8)),
+            SOURCE_BLAKE3 | SOURCE_SHA256 if plan.source_hashes => (k.clone(), "0".repeat(64)),
             _ => (k.clone(), v.clone()),
         })
         .collect()
@@ -613,6 +678,27 @@ fn open_sources(plan: &Plan) -> Result<Vec<Source>, FixError> {
             }
         }
     }
+    if plan.source_hashes {
+        if out.is_empty() {
+            return Err(FixError::Plan(
+                "source hashes of a plan with no source".into(),
+            ));
+        }
+        if let Some(k) = [SOURCE_BLAKE3, SOURCE_SHA256]
+            .into_iter()
+            .find(|k| !has(&plan.metadata, k))
+        {
+            return Err(FixError::Plan(format!(
+                "source hashes: no metadata key {k}"
+            )));
+        }
+        // sd-scripts' hashes need the data in output order, the source's hashes the file in its order.
+        if has(&plan.metadata, SSHS_MODEL_HASH) || has(&plan.metadata, SSHS_LEGACY_HASH) {
+            return Err(FixError::Plan(
+                "source hashes and sd-scripts' sshs_* hashes cannot be recorded by one fix".into(),
+            ));
+        }
+    }
     Ok(out)
 }
 
@@ -672,19 +758,11 @@ fn check_target(out: &Path, overwrite: bool, need: u64) -> Result<(), FixError> 
     if out.exists() && !overwrite {
         return Err(FixError::Exists(out.to_path_buf()));
     }
-    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))
-        .map_err(|_| FixError::Target("output folder contains a NUL byte".into()))?;
-    // SAFETY: statvfs fills the zeroed struct we own from a valid NUL-terminated path.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 {
-        let free = st.f_bavail as u64 * st.f_frsize as u64;
-        if free < need {
-            return Err(FixError::Target(format!(
-                "{}: needs {need} bytes free for the output, has {free}",
-                dir.display()
-            )));
-        }
+    if let Some(free) = crate::atomic::free_space(&dir).filter(|&free| free < need) {
+        return Err(FixError::Target(format!(
+            "{}: needs {need} bytes free for the output, has {free}",
+            dir.display()
+        )));
     }
     Ok(())
 }
@@ -698,7 +776,7 @@ fn header(plan: &Plan, meta: &[(String, String)]) -> Result<Serialized, FixError
 
 /// Bytes of the output file `plan` makes.
 pub fn output_size(plan: &Plan) -> Result<u64, FixError> {
-    let h = header(plan, &with_placeholders(&plan.metadata))?;
+    let h = header(plan, &with_placeholders(plan))?;
     Ok(8 + h.json.len() as u64 + h.data_len())
 }
 
@@ -712,7 +790,7 @@ pub fn execute(
     observer: &mut dyn Observer,
 ) -> Result<Written, FixError> {
     let sources = open_sources(plan)?;
-    let placeholders = with_placeholders(&plan.metadata);
+    let placeholders = with_placeholders(plan);
     let head = header(plan, &placeholders)?;
     let data_len = head.data_len();
     let size = 8 + head.json.len() as u64 + data_len;
@@ -724,8 +802,8 @@ pub fn execute(
         .and_then(|s| crate::table::open_table(&s.path).ok());
     let before = first.as_ref().map(serious_checks).unwrap_or_default();
     let io_err = |e: io::Error| FixError::Io(format!("{}", out.display()), e);
-    // BLAKE3 of n zero bytes, by n: shared by the writer and the verifier (sparse inputs have many).
-    let mut zero_cache = FxHashMap::default();
+    // The check of n zero bytes, by n: shared by the writer and the verifier (sparse inputs have many).
+    let mut zero_cache = ZeroChecks::default();
     let tmp = TempOutput::create(out, mode).map_err(io_err)?;
     let file = tmp.file();
     let order: Vec<&PlanTensor> = head.order.iter().map(|&i| &plan.tensors[i]).collect();
@@ -759,62 +837,79 @@ pub fn execute(
         pos: 0,
     };
 
-    let mut run = || -> Result<(Vec<blake3::Hash>, Vec<ValuesRead>), FixError> {
+    // Where each tensor of the data order starts in the file.
+    let data_at = 8 + head.json.len() as u64;
+    let starts: Vec<u64> = head
+        .order
+        .iter()
+        .map(|&i| data_at + head.offsets[i].0)
+        .collect();
+    let mut run = || -> Result<(Vec<u64>, Read), FixError> {
         file.write_all_at(&(head.json.len() as u64).to_le_bytes(), 0)
             .map_err(io_err)?;
         file.write_all_at(&head.json, 8).map_err(io_err)?;
         let mut o = Out {
             file,
-            pos: 8 + head.json.len() as u64,
+            pos: data_at,
             stage: Vec::with_capacity(CHUNK),
-            flushed: 0,
+            dirty: None,
+            unsynced: 0,
         };
-        let mut hashes = Vec::with_capacity(order.len());
+        let mut hashes: Vec<Option<u64>> = vec![None; order.len()];
         let (free_tx, free_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
         for _ in 0..=IN_FLIGHT {
             let _ = free_tx.send(Vec::with_capacity(CHUNK));
         }
         let (tx, rx) = sync_channel::<io::Result<Piece>>(IN_FLIGHT);
-        std::thread::scope(|s| -> Result<Vec<ValuesRead>, FixError> {
+        std::thread::scope(|s| -> Result<Read, FixError> {
             let reader = {
                 let order = &order;
                 let sources = &sources;
-                s.spawn(move || produce(order, sources, free_rx, tx))
+                let in_file_order = plan.source_hashes;
+                s.spawn(move || produce(order, sources, in_file_order, free_rx, tx))
             };
-            let mut th = TensorHash::default();
+            // The tensors being written (several at once when read in the source's order).
+            let mut open: FxHashMap<usize, TensorHash> = FxHashMap::default();
             let mut done = 0u64;
             let mut last = 0u64;
             let result = (|| -> Result<(), FixError> {
                 for piece in rx.iter() {
                     match piece.map_err(io_err)? {
-                        Piece::Data(d) => {
+                        Piece::Data { t, off, buf, range } => {
+                            let d = &buf[range];
                             let n = d.len() as u64;
+                            o.at(starts[t] + off).map_err(io_err)?;
+                            let th = open.entry(t).or_default();
                             if d.len() >= CHUNK / 2 {
                                 o.flush().map_err(io_err)?;
                                 let (w, ()) = rayon::join(
-                                    || o.direct(&d),
+                                    || o.direct(d),
                                     || {
-                                        th.data(&d);
-                                        region.feed(&d);
+                                        th.data(d);
+                                        region.feed(d);
                                     },
                                 );
                                 w.map_err(io_err)?;
                             } else {
-                                th.data(&d);
-                                region.feed(&d);
-                                o.put(&d).map_err(io_err)?;
+                                th.data(d);
+                                region.feed(d);
+                                o.put(d).map_err(io_err)?;
                             }
-                            let _ = free_tx.try_send(d);
+                            if let Ok(b) = Arc::try_unwrap(buf) {
+                                let _ = free_tx.try_send(b);
+                            }
                             done += n;
                         }
-                        Piece::Hole(n) => {
-                            th.hole(n);
+                        Piece::Hole { t, off, n } => {
+                            o.at(starts[t] + off).map_err(io_err)?;
+                            open.entry(t).or_default().hole(n);
                             region.zeros(n);
                             o.skip(n).map_err(io_err)?;
                             done += n;
                         }
-                        Piece::End => {
-                            hashes.push(std::mem::take(&mut th).finish(&mut zero_cache));
+                        Piece::End(t) => {
+                            let th = open.remove(&t).unwrap_or_default();
+                            hashes[t] = Some(th.finish(&mut zero_cache));
                         }
                     }
                     if done - last >= CHUNK as u64 || done == data_len {
@@ -829,13 +924,13 @@ pub fn execute(
             drop(free_tx);
             let read = reader.join().unwrap_or_default();
             result?;
-            if hashes.len() != order.len() || read.len() != order.len() {
+            if hashes.iter().any(Option::is_none) || read.values.len() != order.len() {
                 return Err(FixError::Verify("the reader stopped early".into()));
             }
             observer.progress(Stage::Write, data_len, data_len)?;
             Ok(read)
         })
-        .map(|read| (hashes, read))
+        .map(|read| (hashes.into_iter().flatten().collect(), read))
     };
     let (hashes, read) = match run() {
         Ok(h) => h,
@@ -861,6 +956,12 @@ pub fn execute(
                 }
                 h.update(got);
                 *v = format!("{:x}", h.finalize())[..8].to_string();
+            }
+        } else if let (Some(h), true) = (&read.source_hashes, plan.source_hashes) {
+            match k.as_str() {
+                SOURCE_BLAKE3 => *v = h.blake3.clone().unwrap_or_default(),
+                SOURCE_SHA256 => *v = h.sha256.clone().unwrap_or_default(),
+                _ => {}
             }
         }
     }
@@ -913,7 +1014,7 @@ pub fn execute(
         }
     })?;
     let source_findings = first
-        .map(|t| value_findings(&t, &order, &read))
+        .map(|t| value_findings(&t, &order, &read.values))
         .unwrap_or_default();
     Ok(Written {
         size,
@@ -956,92 +1057,334 @@ fn count_chunk(d: &[u8], dtype: Dtype) -> (Counts, Same) {
     (c, s.merge(s2))
 }
 
-/// Reads (and casts) each tensor's bytes in data order, sending them to the writer; returns, for each
-/// tensor of `order` read from the first source, the NaN/Inf counts and sameness of its stored bytes
-/// (empty when the reader stopped: the error went to the writer).
+/// What the reader saw: for each tensor of the data order read from the first source, the NaN/Inf counts
+/// and sameness of its stored bytes (empty when the reader stopped: the error went to the writer), and
+/// the first source's whole-file hashes when it read that file in its own order.
+#[derive(Default)]
+struct Read {
+    values: Vec<ValuesRead>,
+    source_hashes: Option<crate::report::Hashes>,
+}
+
+/// Reads (and casts) each tensor's bytes, sending them to the writer: in data order, or with
+/// `in_file_order` the first source from start to end, hashed whole, with the copies of its contiguous
+/// tensors sent as the read passes them, then the other tensors in data order.
 fn produce(
     order: &[&PlanTensor],
     sources: &[Source],
+    in_file_order: bool,
     free: Receiver<Vec<u8>>,
     tx: SyncSender<io::Result<Piece>>,
-) -> Vec<(Counts, Same)> {
-    // The buffer a cast read from, kept for the next read; then those the writer hands back.
+) -> Read {
+    // The buffer a cast read from (or a read no tensor used), kept for the next read; then those the
+    // writer hands back.
     let mine: std::cell::Cell<Option<Vec<u8>>> = std::cell::Cell::new(None);
     let take = || {
         mine.take()
             .unwrap_or_else(|| free.recv().unwrap_or_default())
     };
-    let stopped = || io::Error::other("stopped");
     let mut spare = Vec::with_capacity(CHUNK);
-    let mut seen = Vec::with_capacity(order.len());
+    let mut read = Read {
+        values: vec![ValuesRead::default(); order.len()],
+        source_hashes: None,
+    };
     let res = (|| -> io::Result<()> {
-        for t in order {
-            let mut acc = (Counts::default(), Same::Empty);
-            match (&t.op, &t.input) {
-                (Op::Arange, _) => {
-                    tx.send(Ok(Piece::Data(arange(&t.out.shape))))
-                        .map_err(|_| stopped())?;
-                }
-                (op, Some((s, x))) => {
-                    let checked = *s == 0 && values::element_size(x.dtype).is_some();
-                    let ratio = (t.out.dtype.bits(), x.dtype.bits());
-                    let mut send = |p: Result<Vec<u8>, u64>| -> io::Result<()> {
-                        let piece = match p {
-                            Err(n) => {
-                                if checked && n > 0 {
-                                    acc.1 = acc.1.merge(Same::Value(0));
-                                }
-                                Piece::Hole(n * ratio.0 / ratio.1)
-                            }
-                            Ok(d) => {
-                                let mut c = None;
-                                let count = || checked.then(|| count_chunk(&d, x.dtype));
-                                let counted = if *op == Op::Cast {
-                                    let mut into = take();
-                                    let (k, ()) = rayon::join(count, || {
-                                        cast_chunk(&d, x.dtype, t.out.dtype, &mut into, &mut spare)
-                                    });
-                                    c = Some(into);
-                                    k
-                                } else {
-                                    count()
-                                };
-                                if let Some((n, same)) = counted {
-                                    acc.0 += n;
-                                    acc.1 = acc.1.merge(same);
-                                }
-                                match c {
-                                    Some(c) => {
-                                        mine.set(Some(d));
-                                        Piece::Data(c)
-                                    }
-                                    None => Piece::Data(d),
-                                }
-                            }
-                        };
-                        tx.send(Ok(piece)).map_err(|_| stopped())
-                    };
-                    stored_bytes(&sources[*s], x, &mut || take(), &mut send)?;
-                }
-                (_, None) => return Err(io::Error::other("a tensor without a source")),
+        let mut rest: Vec<usize> = (0..order.len()).collect();
+        if let (true, Some(first)) = (in_file_order, sources.first()) {
+            let (seq, others): (Vec<usize>, Vec<usize>) = rest
+                .into_iter()
+                .partition(|&t| read_in_file_order(order[t]));
+            // Tensors read again later keep their pages in the cache.
+            let keep = others
+                .iter()
+                .any(|&t| matches!(order[t].input, Some((0, _))));
+            let mut hashers = crate::hashes::FileHashers::new(first.stamp.0, true, None);
+            let sent =
+                send_in_file_order(order, &seq, first, &mut hashers, !keep, &take, &mine, &tx)?;
+            for (t, v) in sent {
+                read.values[t] = v;
             }
-            seen.push(acc);
-            tx.send(Ok(Piece::End)).map_err(|_| stopped())?;
+            read.source_hashes = Some(hashers.finish());
+            rest = others;
+        }
+        for t in rest {
+            read.values[t] = send_tensor(t, order[t], sources, &take, &mine, &mut spare, &tx)?;
         }
         Ok(())
     })();
     if let Err(e) = res {
         let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
-        return vec![];
+        return Read::default();
     }
-    seen
+    read
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("stopped")
+}
+
+/// True for a copy of a contiguous tensor of the first source (sent as a file-order read passes it).
+fn read_in_file_order(p: &PlanTensor) -> bool {
+    match &p.input {
+        Some((0, x)) if p.op == Op::Copy => x
+            .strides
+            .as_deref()
+            .is_none_or(|s| is_c_contiguous(&x.shape, s)),
+        _ => false,
+    }
+}
+
+/// Sends tensor `t` (index in the data order) read on its own: its stored bytes, cast if planned,
+/// holes kept; returns the values read when it comes from the first source.
+fn send_tensor(
+    t: usize,
+    p: &PlanTensor,
+    sources: &[Source],
+    take: &dyn Fn() -> Vec<u8>,
+    mine: &std::cell::Cell<Option<Vec<u8>>>,
+    spare: &mut Vec<u8>,
+    tx: &SyncSender<io::Result<Piece>>,
+) -> io::Result<ValuesRead> {
+    let mut acc = (Counts::default(), Same::Empty);
+    match (&p.op, &p.input) {
+        (Op::Arange, _) => {
+            tx.send(Ok(Piece::whole(t, 0, arange(&p.out.shape))))
+                .map_err(|_| stopped())?;
+        }
+        (op, Some((s, x))) => {
+            let checked = *s == 0 && values::element_size(x.dtype).is_some();
+            let ratio = (p.out.dtype.bits(), x.dtype.bits());
+            let mut off = 0u64;
+            let mut send = |piece: Result<Vec<u8>, u64>| -> io::Result<()> {
+                let piece = match piece {
+                    Err(n) => {
+                        if checked && n > 0 {
+                            acc.1 = acc.1.merge(Same::Value(0));
+                        }
+                        let n = n * ratio.0 / ratio.1;
+                        off += n;
+                        Piece::Hole { t, off: off - n, n }
+                    }
+                    Ok(d) => {
+                        let mut c = None;
+                        let count = || checked.then(|| count_chunk(&d, x.dtype));
+                        let counted = if *op == Op::Cast {
+                            let mut into = take();
+                            let (k, ()) = rayon::join(count, || {
+                                cast_chunk(&d, x.dtype, p.out.dtype, &mut into, spare)
+                            });
+                            c = Some(into);
+                            k
+                        } else {
+                            count()
+                        };
+                        if let Some((n, same)) = counted {
+                            acc.0 += n;
+                            acc.1 = acc.1.merge(same);
+                        }
+                        let out = match c {
+                            Some(c) => {
+                                mine.set(Some(d));
+                                c
+                            }
+                            None => d,
+                        };
+                        off += out.len() as u64;
+                        Piece::whole(t, off - out.len() as u64, out)
+                    }
+                };
+                tx.send(Ok(piece)).map_err(|_| stopped())
+            };
+            stored_bytes(&sources[*s], x, &mut || take(), &mut send)?;
+        }
+        (_, None) => return Err(io::Error::other("a tensor without a source")),
+    }
+    tx.send(Ok(Piece::End(t))).map_err(|_| stopped())?;
+    Ok(acc)
+}
+
+/// NaN/Inf counts and sameness of a tensor's bytes fed in pieces of any length (a partial element is
+/// carried to the next piece).
+struct ValueCounter {
+    dtype: Dtype,
+    es: usize,
+    carry: Vec<u8>,
+    acc: ValuesRead,
+}
+
+impl ValueCounter {
+    /// A counter for `dtype`, `None` when the value checks do not read it.
+    fn new(dtype: Dtype) -> Option<ValueCounter> {
+        let es = values::element_size(dtype)?;
+        Some(ValueCounter {
+            dtype,
+            es,
+            carry: Vec::with_capacity(es),
+            acc: (Counts::default(), Same::Empty),
+        })
+    }
+
+    fn add(&mut self, d: &[u8]) {
+        let (n, same) = count_chunk(d, self.dtype);
+        self.acc.0 += n;
+        self.acc.1 = self.acc.1.merge(same);
+    }
+
+    fn feed(&mut self, mut d: &[u8]) {
+        if !self.carry.is_empty() {
+            let k = (self.es - self.carry.len()).min(d.len());
+            self.carry.extend_from_slice(&d[..k]);
+            d = &d[k..];
+            if self.carry.len() < self.es {
+                return;
+            }
+            let e = std::mem::take(&mut self.carry);
+            self.add(&e);
+        }
+        let whole = d.len() / self.es * self.es;
+        if whole > 0 {
+            self.add(&d[..whole]);
+        }
+        self.carry.extend_from_slice(&d[whole..]);
+    }
+}
+
+/// A tensor a file-order read is inside of.
+struct Passing {
+    t: usize,
+    start: u64,
+    end: u64,
+    counter: Option<ValueCounter>,
+}
+
+/// Reads `src` (the first source) once from start to end, in [`CHUNK`]s fed to `hashers`, and sends
+/// the bytes of the tensors `seq` (indices into `order`, [`read_in_file_order`]) as the read passes
+/// them, one read buffer shared by the pieces of every tensor it holds; with `drop_behind` the pages
+/// read leave the cache. Returns the values read of each tensor of `seq`.
+#[allow(clippy::too_many_arguments)]
+fn send_in_file_order(
+    order: &[&PlanTensor],
+    seq: &[usize],
+    src: &Source,
+    hashers: &mut crate::hashes::FileHashers,
+    drop_behind: bool,
+    take: &dyn Fn() -> Vec<u8>,
+    mine: &std::cell::Cell<Option<Vec<u8>>>,
+    tx: &SyncSender<io::Result<Piece>>,
+) -> io::Result<Vec<(usize, ValuesRead)>> {
+    let input = |t: usize| match &order[t].input {
+        Some((_, x)) => (x.start, x.end(), x.dtype),
+        None => (0, 0, Dtype::U8),
+    };
+    let mut by_start: Vec<usize> = seq.to_vec();
+    by_start.sort_by_key(|&t| input(t).0);
+    let mut seen = Vec::with_capacity(seq.len());
+    // Empty tensors have no bytes to wait for.
+    for &t in by_start.iter().filter(|&&t| input(t).0 == input(t).1) {
+        tx.send(Ok(Piece::End(t))).map_err(|_| stopped())?;
+        let counted = ValueCounter::new(input(t).2).map(|c| c.acc);
+        seen.push((t, counted.unwrap_or_default()));
+    }
+    by_start.retain(|&t| input(t).0 < input(t).1);
+    let size = src.stamp.0;
+    let (mut pos, mut next) = (0u64, 0usize);
+    let mut passing: Vec<Passing> = vec![];
+    while pos < size {
+        let n = (CHUNK as u64).min(size - pos);
+        let end = pos + n;
+        let mut buf = take();
+        buf.resize(n as usize, 0);
+        src.file.read_exact_at(&mut buf, pos).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                io::Error::other(format!(
+                    "{}: file ended before byte {end} (truncated while fixing?)",
+                    src.path.display()
+                ))
+            } else {
+                e
+            }
+        })?;
+        while let Some(&t) = by_start.get(next).filter(|&&t| input(t).0 < end) {
+            let (start, stop, dtype) = input(t);
+            passing.push(Passing {
+                t,
+                start,
+                end: stop,
+                counter: ValueCounter::new(dtype),
+            });
+            next += 1;
+        }
+        // (tensor, offset in it, bytes of `buf`, last piece)
+        let pieces: Vec<(usize, u64, Range<usize>, bool)> = passing
+            .iter()
+            .map(|p| {
+                let (a, b) = (p.start.max(pos), p.end.min(end));
+                (
+                    p.t,
+                    a - p.start,
+                    (a - pos) as usize..(b - pos) as usize,
+                    p.end <= end,
+                )
+            })
+            .collect();
+        rayon::join(
+            || hashers.feed(&buf),
+            || {
+                for (p, (_, _, r, _)) in passing.iter_mut().zip(&pieces) {
+                    if let Some(c) = &mut p.counter {
+                        c.feed(&buf[r.clone()]);
+                    }
+                }
+            },
+        );
+        passing.retain_mut(|p| {
+            if p.end > end {
+                return true;
+            }
+            seen.push((p.t, p.counter.take().map(|c| c.acc).unwrap_or_default()));
+            false
+        });
+        if drop_behind {
+            // SAFETY: posix_fadvise only advises the kernel about an open descriptor's page cache.
+            unsafe {
+                libc::posix_fadvise(
+                    src.file.as_raw_fd(),
+                    pos as libc::off_t,
+                    n as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                );
+            }
+        }
+        if pieces.is_empty() {
+            mine.set(Some(buf));
+        } else {
+            let count = pieces.len();
+            let mut shared = Some(Arc::new(buf));
+            for (k, (t, off, range, last)) in pieces.into_iter().enumerate() {
+                // the last piece takes the buffer, so the writer can hand it back when done
+                let buf = if k + 1 == count {
+                    shared.take()
+                } else {
+                    shared.clone()
+                };
+                let buf = buf.ok_or_else(stopped)?;
+                tx.send(Ok(Piece::Data { t, off, buf, range }))
+                    .map_err(|_| stopped())?;
+                if last {
+                    tx.send(Ok(Piece::End(t))).map_err(|_| stopped())?;
+                }
+            }
+        }
+        pos = end;
+    }
+    Ok(seen)
 }
 
 /// What the written file must hold.
 struct Expected<'a> {
-    /// The planned tensors in data order, and the BLAKE3 of each as written.
+    /// The planned tensors in data order, and the CRC-64 of each as written.
     order: &'a [&'a PlanTensor],
-    hashes: &'a [blake3::Hash],
+    hashes: &'a [u64],
     metadata: &'a [(String, String)],
     size: u64,
     /// The first source's warning-or-worse checks.
@@ -1053,7 +1396,7 @@ fn verify(
     plan: &Plan,
     tmp: &TempOutput,
     want: &Expected,
-    zero_cache: &mut FxHashMap<u64, blake3::Hash>,
+    zero_cache: &mut ZeroChecks,
     observer: &mut dyn Observer,
 ) -> Result<(), FixError> {
     let Expected {
@@ -1380,6 +1723,145 @@ mod tests {
         let t = open_table(&out).unwrap();
         assert_eq!(t.metadata["sshs_model_hash"], model.as_str());
         assert_eq!(t.metadata["fastscan.fix"], "[]");
+    }
+
+    #[test]
+    fn source_hashes_are_the_whole_files_taken_in_one_read_in_the_files_order() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file laid out a, b, c where the writer's order is b, c, a: "a" 2 bytes of U8, so that "b"
+        // (F32) starts 2 bytes past an element boundary and the 8 MiB read boundary cuts one of its
+        // elements in two: that element is the NaN the reader must count once.
+        let n_b: u64 = 3 << 20;
+        let n_c: u64 = 5;
+        let json = format!(
+            r#"{{"a":{{"dtype":"U8","shape":[2],"data_offsets":[0,2]}},"b":{{"dtype":"F32","shape":[{n_b}],"data_offsets":[2,{}]}},"c":{{"dtype":"F16","shape":[{n_c}],"data_offsets":[{},{}]}}}}"#,
+            2 + 4 * n_b,
+            2 + 4 * n_b,
+            2 + 4 * n_b + 2 * n_c
+        );
+        let mut json = json.into_bytes();
+        json.resize(json.len().next_multiple_of(8), b' ');
+        let base = 8 + json.len() as u64;
+        let mut file = (json.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(&json);
+        file.extend_from_slice(&[7, 9]);
+        let nan_at = ((CHUNK as u64 - base - 2) / 4) as usize;
+        let mut b = values(n_b as usize, 11);
+        b[nan_at] = f32::NAN;
+        file.extend(b.iter().flat_map(|x| x.to_le_bytes()));
+        file.extend(
+            (0..n_c as u16).flat_map(|i| half::f16::from_f32(i as f32).to_bits().to_le_bytes()),
+        );
+        let straddles = base + 2 + 4 * nan_at as u64;
+        assert!(straddles < CHUNK as u64 && straddles + 4 > CHUNK as u64);
+        let src = dir.path().join("s.safetensors");
+        std::fs::write(&src, &file).unwrap();
+        let t = open_table(&src).unwrap();
+        let x = |name: &str| t.tensors.iter().find(|x| x.name == name).unwrap().clone();
+        let copy = |out: &str, from: &str| PlanTensor {
+            out: OutTensor {
+                name: out.into(),
+                dtype: x(from).dtype,
+                shape: x(from).shape.clone(),
+            },
+            op: Op::Copy,
+            input: Some((0, x(from))),
+        };
+        let mut half_b = copy("b_half", "b");
+        half_b.out.dtype = Dtype::F16;
+        half_b.op = Op::Cast;
+        let plan = Plan {
+            // "b2" reads the bytes of "b" again (a shared storage); "b_half" is read on its own
+            tensors: vec![
+                copy("a", "a"),
+                copy("b", "b"),
+                copy("b2", "b"),
+                copy("c", "c"),
+                half_b,
+            ],
+            metadata: vec![
+                ("format".into(), "pt".into()),
+                (SOURCE_BLAKE3.into(), String::new()),
+                (SOURCE_SHA256.into(), String::new()),
+            ],
+            sources: vec![src.clone()],
+            source_hashes: true,
+            ..Plan::default()
+        };
+        let out = dir.path().join("o.safetensors");
+        let w = execute(&plan, &out, false, None, &mut Quiet).unwrap();
+        let meta: std::collections::BTreeMap<_, _> = w.metadata.into_iter().collect();
+        assert_eq!(meta[SOURCE_BLAKE3], blake3::hash(&file).to_hex().as_str());
+        assert_eq!(meta[SOURCE_SHA256], format!("{:x}", Sha256::digest(&file)));
+        let bytes = std::fs::read(&out).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let region = |a: u64, b: u64| &file[(base + a) as usize..(base + b) as usize];
+        assert_eq!(st.tensor("a").unwrap().data(), region(0, 2));
+        assert!(st.tensor("b").unwrap().data() == region(2, 2 + 4 * n_b));
+        assert!(st.tensor("b2").unwrap().data() == region(2, 2 + 4 * n_b));
+        assert_eq!(
+            st.tensor("c").unwrap().data(),
+            region(2 + 4 * n_b, 2 + 4 * n_b + 2 * n_c)
+        );
+        let halves: Vec<u8> = b
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes())
+            .collect();
+        assert!(st.tensor("b_half").unwrap().data() == &halves[..]);
+        assert_eq!(
+            open_table(&out).unwrap().metadata[SOURCE_SHA256],
+            meta[SOURCE_SHA256].as_str()
+        );
+        let f = &w.source_findings;
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].check, "values.nan-inf");
+        assert_eq!(f[0].details["nan"].as_u64(), Some(1), "{f:?}");
+        // the sizes of a plan's output count the hashes' final width
+        assert_eq!(output_size(&plan).unwrap(), bytes.len() as u64);
+        // without their keys, or with sd-scripts' hashes beside them, such a plan is refused
+        let mut no_key = plan.clone();
+        no_key.metadata.pop();
+        let e = execute(
+            &no_key,
+            &dir.path().join("x.safetensors"),
+            false,
+            None,
+            &mut Quiet,
+        );
+        assert!(matches!(e, Err(FixError::Plan(_))));
+        let mut both = plan.clone();
+        both.metadata.push((SSHS_MODEL_HASH.into(), String::new()));
+        let e = execute(
+            &both,
+            &dir.path().join("x.safetensors"),
+            false,
+            None,
+            &mut Quiet,
+        );
+        assert!(matches!(e, Err(FixError::Plan(_))));
+    }
+
+    #[test]
+    fn convert_metadata_is_the_extras_then_the_source_and_its_hash_keys() {
+        let extras = vec![
+            ("epoch".to_string(), "3".to_string()),
+            ("format".to_string(), "x".to_string()),
+        ];
+        let m = convert_metadata(&extras, "model.ckpt");
+        let keys: Vec<&str> = m.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "epoch",
+                "fastscan.ckpt.format",
+                "format",
+                "fastscan.source",
+                SOURCE_BLAKE3,
+                SOURCE_SHA256
+            ]
+        );
+        assert_eq!(m[2].1, "pt");
+        assert_eq!(m[3].1, "model.ckpt");
     }
 
     struct Corrupt(PathBuf, u8);

@@ -10,6 +10,7 @@
 //! (the report and every type it holds, from which docs/report.schema.json is generated, included).
 
 mod atomic;
+mod backup;
 mod cache;
 mod cast;
 mod checks;
@@ -67,7 +68,7 @@ pub use classify::{classify, Classification, Role};
 pub use datapass::span;
 pub use dtype::Dtype;
 pub use safetensors::{parse_header, Header};
-pub use table::{open_table, prune_group, OpenError, PruneGroup, Table};
+pub use table::{buffer_owners, open_table, prune_group, OpenError, PruneGroup, Table};
 pub use tensor::TensorInfo;
 
 // Scanning: one file, a walk of roots, object storage, tensors in memory, the cache.
@@ -86,11 +87,13 @@ pub use source::{ChunkSource, FileSource, MemorySource};
 pub use walk::{walk, walk_counting, Entry, WalkError};
 
 // Fixes: the plan, the executor, the writer, casts and the temporary-file protocol.
-pub use atomic::{sweep as sweep_temp, TempOutput};
+pub use atomic::{sweep as sweep_temp, TempOutput, TMP_SUFFIX};
+pub use backup::{backup as backup_file, BackupError};
 pub use cast::{cast, CAST_FROM};
 pub use fix::{
-    execute as execute_fix, extras_metadata, output_size as fix_output_size, FixError, Observer,
-    Op, Plan as FixPlan, PlanTensor, Quiet, Stage, Written,
+    convert_metadata, execute as execute_fix, extras_metadata, output_size as fix_output_size,
+    FixError, Observer, Op, Plan as FixPlan, PlanTensor, Quiet, Stage, Written, DATA_HASH_KEYS,
+    SOURCE_BLAKE3, SOURCE_SHA256,
 };
 pub use writer::{serialize_header, OutTensor, Serialized, WriteError};
 

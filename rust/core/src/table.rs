@@ -75,6 +75,38 @@ pub fn prune_group(t: &TensorInfo, role: &Role) -> Option<PruneGroup> {
     }
 }
 
+/// For each tensor that is a buffer (`position_ids`, ...), the component it sits under and the length of
+/// that component's key prefix: the longest prefix of a component's tensors its name starts with
+/// (`extract` takes such buffers with their component). `None` for other tensors and loose buffers.
+pub fn buffer_owners(tensors: &[TensorInfo], roles: &[Role]) -> Vec<Option<(&'static str, usize)>> {
+    let mut prefixes: Vec<(&str, &'static str)> = tensors
+        .iter()
+        .zip(roles)
+        .filter_map(|(t, r)| match r {
+            Role::Component { name, prefix_len } if *prefix_len > 0 => {
+                Some((&t.name[..*prefix_len], *name))
+            }
+            _ => None,
+        })
+        .collect();
+    prefixes.sort_unstable();
+    prefixes.dedup();
+    tensors
+        .iter()
+        .zip(roles)
+        .map(|(t, r)| {
+            if *r != Role::Buffer {
+                return None;
+            }
+            prefixes
+                .iter()
+                .filter(|(p, _)| t.name.starts_with(p))
+                .max_by_key(|(p, _)| p.len())
+                .map(|(p, c)| (*c, p.len()))
+        })
+        .collect()
+}
+
 /// Why a file cannot be opened as a model.
 #[derive(Debug)]
 pub enum OpenError {
@@ -358,6 +390,37 @@ mod tests {
         f.write_all(h.as_bytes()).unwrap();
         f.as_file().set_len(8 + h.len() as u64 + data_len).unwrap();
         f
+    }
+
+    #[test]
+    fn a_buffer_belongs_to_the_component_with_the_longest_prefix_of_its_name() {
+        let t = |name: &str| TensorInfo {
+            name: name.into(),
+            dtype: crate::dtype::Dtype::F32,
+            shape: vec![1],
+            start: 0,
+            len: 4,
+            strides: None,
+        };
+        let tensors = [
+            t("te.a.w"),
+            t("te.a.emb.position_ids"),
+            t("te.w"),
+            t("loose.position_ids"),
+            t("vae.w"),
+        ];
+        let comp = |name, prefix_len| Role::Component { name, prefix_len };
+        let roles = [
+            comp("clip_g", 5),
+            Role::Buffer,
+            comp("clip_l", 3),
+            Role::Buffer,
+            comp("vae", 4),
+        ];
+        assert_eq!(
+            buffer_owners(&tensors, &roles),
+            vec![None, Some(("clip_g", 5)), None, None, None]
+        );
     }
 
     fn checks(t: &Table) -> Vec<&str> {

@@ -242,14 +242,20 @@ fn open_error(path: &std::path::Path, e: OpenError) -> PyErr {
 }
 
 /// Opens a file as the core judges it: {format, kind, arch, size, header_len, unaccounted_bytes, metadata,
-/// findings, convert_metadata (the [key, value] pairs `convert` writes for a checkpoint's pickle extras), tensors: [{name, dtype, shape, start, len, span, strides, role, component, canonical,
-/// position_ids, prune}]}; raises ValueError/OSError naming the file when it cannot be read.
+/// findings, convert_metadata (the [key, value] pairs `convert` writes: the checkpoint's pickle extras, its
+/// name, and its hashes left empty for `write_fix(source_hashes=True)` to fill), tensors: [{name, dtype,
+/// shape, start, len, span, strides, role, component, canonical, position_ids, prune}]} (a buffer has
+/// the component and canonical name of the component it sits under, if any); raises ValueError/OSError naming the file when it cannot be read.
 #[pyfunction]
 fn read_tensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
     let t = py
         .detach(|| fastscan_core::open_table(&path))
         .map_err(|e| open_error(&path, e))?;
-    let convert = fastscan_core::extras_metadata(&t.pickle_extras);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let convert = fastscan_core::convert_metadata(&t.pickle_extras, &name);
     let view = TableView {
         format: t.format,
         size: t.size,
@@ -274,7 +280,8 @@ struct TableView<'a> {
     unaccounted_bytes: u64,
     metadata: &'a std::collections::BTreeMap<String, serde_json::Value>,
     findings: &'a [fastscan_core::Finding],
-    /// The [key, value] pairs `convert` writes for a checkpoint's pickle extras (files only).
+    /// The [key, value] pairs `convert` writes (files only): the checkpoint's pickle extras, its name,
+    /// and its hashes left empty for `write_fix(source_hashes=True)` to fill.
     #[serde(skip_serializing_if = "Option::is_none")]
     convert_metadata: Option<&'a [(String, String)]>,
     identification: &'a Option<fastscan_core::Identification>,
@@ -308,16 +315,22 @@ impl<'a> TableView<'a> {
         use fastscan_core::Role;
         static EMPTY: std::sync::OnceLock<std::collections::BTreeMap<String, serde_json::Value>> =
             std::sync::OnceLock::new();
+        let owners = fastscan_core::buffer_owners(tensors, &class.roles);
         let tensors = tensors
             .iter()
             .zip(&class.roles)
-            .map(|(x, role)| {
+            .zip(owners)
+            .map(|((x, role), owner)| {
                 let (kind, component, canonical) = match role {
                     Role::Component { name, prefix_len } => {
                         ("component", Some(*name), Some(&x.name[*prefix_len..]))
                     }
                     Role::Ema => ("ema", None, None),
-                    Role::Buffer => ("buffer", None, None),
+                    // a buffer under a component's prefix goes with it (extract takes it)
+                    Role::Buffer => match owner {
+                        Some((name, len)) => ("buffer", Some(name), Some(&x.name[len..])),
+                        None => ("buffer", None, None),
+                    },
                     Role::Junk => ("junk", None, None),
                 };
                 let (begin, end) = fastscan_core::span(x);
@@ -725,6 +738,7 @@ fn fix_plan(
     sources: Vec<PathBuf>,
     gone: Vec<String>,
     kind: Option<String>,
+    source_hashes: bool,
 ) -> PyResult<fastscan_core::FixPlan> {
     let kind = kind
         .map(|k| {
@@ -775,6 +789,7 @@ fn fix_plan(
         sources,
         gone,
         kind,
+        source_hashes,
     })
 }
 
@@ -813,20 +828,27 @@ impl fastscan_core::Observer for PyObserver {
 
 /// Bytes of the file `write_fix` would write for this plan (ValueError when it cannot be written).
 #[pyfunction]
-fn fix_output_size(tensors: Vec<PyPlanTensor>, metadata: Vec<(String, String)>) -> PyResult<u64> {
-    let plan = fix_plan(tensors, metadata, vec![], vec![], None)?;
+#[pyo3(signature = (tensors, metadata, *, source_hashes=false))]
+fn fix_output_size(
+    tensors: Vec<PyPlanTensor>,
+    metadata: Vec<(String, String)>,
+    source_hashes: bool,
+) -> PyResult<u64> {
+    let plan = fix_plan(tensors, metadata, vec![], vec![], None, source_hashes)?;
     fastscan_core::fix_output_size(&plan).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// Writes a planned safetensors file through a fsynced, verified temporary file (see
-/// fastscan_core::fix): returns {size, metadata}. FileExistsError when `out` exists (or appears)
+/// fastscan_core::fix): returns {size, metadata, source_findings}. With `source_hashes` the first
+/// source's whole-file blake3 and sha256 fill the metadata keys `fastscan.source_blake3`/`_sha256`,
+/// taken while the source is read for the write. FileExistsError when `out` exists (or appears)
 /// and not `overwrite`; OSError on a read/write failure; ValueError for a bad plan, a changed
 /// input or a failed verification; an exception raised by `progress(stage, done, total)` (or
 /// Ctrl-C) stops the fix and is raised again. Nothing is left behind on any error. An object-store
 /// `out` (`endpoint_url` as for `Scanner`) is a new object: written and verified locally, uploaded,
 /// read back (see fastscan_core::fix_to_object); it is never replaced (ValueError).
 #[pyfunction]
-#[pyo3(signature = (tensors, metadata, sources, out, *, gone=vec![], kind=None, overwrite=false, mode=None, progress=None, endpoint_url=None))]
+#[pyo3(signature = (tensors, metadata, sources, out, *, gone=vec![], kind=None, overwrite=false, mode=None, progress=None, endpoint_url=None, source_hashes=false))]
 #[allow(clippy::too_many_arguments)]
 fn write_fix<'py>(
     py: Python<'py>,
@@ -840,9 +862,10 @@ fn write_fix<'py>(
     mode: Option<u32>,
     progress: Option<Py<PyAny>>,
     endpoint_url: Option<String>,
+    source_hashes: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     use fastscan_core::FixError;
-    let plan = fix_plan(tensors, metadata, sources, gone, kind)?;
+    let plan = fix_plan(tensors, metadata, sources, gone, kind, source_hashes)?;
     let mut obs = PyObserver {
         callback: progress,
         error: None,
@@ -863,6 +886,22 @@ fn write_fix<'py>(
         Err(e @ FixError::Io(..)) => Err(PyOSError::new_err(e.to_string())),
         Err(e) => Err(PyValueError::new_err(e.to_string())),
     }
+}
+
+/// Copies `src` into `folder` under its own name through a fsynced temporary file, verified by BLAKE3,
+/// keeping its permission bits and times (see fastscan_core::backup); returns the copy's path.
+/// ValueError naming the file and the problem when no backup was made (the source is untouched).
+#[pyfunction]
+#[pyo3(signature = (src, folder, *, overwrite=false))]
+fn backup_file(
+    py: Python<'_>,
+    src: PathBuf,
+    folder: PathBuf,
+    overwrite: bool,
+) -> PyResult<OsString> {
+    py.detach(|| fastscan_core::backup_file(&src, &folder, overwrite))
+        .map(|(dest, _)| dest.into_os_string())
+        .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// Removes the temporary files left in `folder` by fastscan processes that are gone; returns them.
@@ -985,10 +1024,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FLOAT_DTYPES", floats)?;
     let cast_from: Vec<&str> = fastscan_core::CAST_FROM.iter().map(|d| d.name()).collect();
     m.add("CAST_FROM", cast_from)?;
+    m.add("DATA_HASH_KEYS", fastscan_core::DATA_HASH_KEYS.to_vec())?;
     m.add_function(wrap_pyfunction!(pickle_imports, m)?)?;
     m.add_class::<Scanner>()?;
     m.add_class::<TempOutput>()?;
     m.add_function(wrap_pyfunction!(sweep_temp, m)?)?;
+    m.add("TMP_SUFFIX", fastscan_core::TMP_SUFFIX)?;
+    m.add_function(wrap_pyfunction!(backup_file, m)?)?;
     m.add_function(wrap_pyfunction!(write_fix, m)?)?;
     m.add_function(wrap_pyfunction!(fix_output_size, m)?)?;
     Ok(())
