@@ -375,3 +375,42 @@ def test_truncated_and_garbled_inputs(tmp_path):
                 except ValueError:
                     pass
     assert {"torch-zip", "torch-legacy", "pickle"} <= seen_formats
+
+
+def test_zip_checkpoint_table_does_not_map_the_file_resident(tmp_path):
+    """Reading a PyTorch zip checkpoint's table touches a few bytes of every record (its local header);
+    through a map of the file each touch would make the page-cache folio around it resident, so a
+    300 MB checkpoint of 1 MB records would count ~300 MB of RSS. Read by positioned reads, the child's
+    peak RSS stays near the interpreter's own (same table either way)."""
+    import os
+    import subprocess
+    import sys
+
+    n, shape = 300, [512, 512]  # 300 F32 records of 1 MiB, real (non-hole) bytes
+    tensors = {f"model.diffusion_model.w{i}": {"dtype": "F32", "shape": shape} for i in range(n)}
+    data = {name: bytes([i % 251 + 1]) * (1 << 20) for i, name in enumerate(tensors)}
+    path = tmp_path / "big.ckpt"
+    torchzip.write_zip(path, tensors, data=data)
+    del data
+    # The page cache as after a download read back: evicted, then read in by readahead (which caches
+    # the file in large folios; pages left from our own writes would be small ones).
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    with os.fdopen(fd, "rb") as f:
+        while f.read(1 << 24):
+            pass
+    # The child's own high-water mark (VmHWM starts anew at exec; ru_maxrss would carry ours over).
+    code = (
+        "import sys, fastscan._core as c\n"
+        "def hwm():\n"
+        "    with open('/proc/self/status') as f:\n"
+        "        return next(int(x.split()[1]) for x in f if x.startswith('VmHWM:'))\n"
+        "base = hwm()\n"
+        "t = c.read_tensors(sys.argv[1])\n"
+        "print(len(t['tensors']), hwm() - base)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    count, grown_kib = map(int, out.stdout.split())
+    assert count == n
+    assert grown_kib * 1024 < path.stat().st_size // 4, f"peak RSS grew {grown_kib} KiB reading the table"

@@ -210,11 +210,17 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
             (n.tensors, n.findings, BTreeMap::new(), 0)
         }
         Format::TorchZip | Format::TorchLegacy | Format::TorchTar | Format::Pickle => {
-            let map = GuardedMap::new(&file, size)?;
-            let p = pickle::scan(&map, format);
-            if map.faulted() {
-                return Err(changed_while_read().into());
-            }
+            let p = match zip_by_pieces(&file, size, format)? {
+                Some(p) => p,
+                None => {
+                    let map = GuardedMap::new(&file, size)?;
+                    let p = pickle::scan(&map, format);
+                    if map.faulted() {
+                        return Err(changed_while_read().into());
+                    }
+                    p
+                }
+            };
             let p = p.map_err(|e| OpenError::Pickle(format, e))?;
             extras = p.extras;
             (p.tensors, p.findings, BTreeMap::new(), 0)
@@ -225,6 +231,53 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
     t.file = Some(file);
     t.pickle_extras = extras;
     Ok(t)
+}
+
+/// A local PyTorch zip checkpoint read piecewise, as an object in a store is: its end records, central
+/// directory, local headers and pickles by positioned reads into an anonymous map of the file's length
+/// (pages cost memory only where written). Reading those few bytes of each record through a map of the
+/// file would map the whole page-cache folio around each, so a multi-GB checkpoint would count as
+/// resident in full. `Ok(None)` for any other format, or a zip without a usable directory (read whole
+/// through a map, as before).
+fn zip_by_pieces(
+    file: &File,
+    size: u64,
+    format: Format,
+) -> std::io::Result<Option<Result<pickle::PickleScan, pickle::PickleError>>> {
+    if format != Format::TorchZip {
+        return Ok(None);
+    }
+    let Ok(map) = memmap2::MmapOptions::new().len(size as usize).map_anon() else {
+        return Ok(None);
+    };
+    let mut pieces = FilePieces { file, map };
+    if !pickle::fetch_zip_scanned(&mut pieces)? {
+        return Ok(None);
+    }
+    Ok(Some(pickle::scan(&pieces.map, format)))
+}
+
+/// A local file's bytes fetched piecewise (see [`zip_by_pieces`]).
+struct FilePieces<'a> {
+    file: &'a File,
+    map: memmap2::MmapMut,
+}
+
+impl pickle::zip::Pieces for FilePieces<'_> {
+    fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    fn fetch(&mut self, ranges: &[(u64, u64)]) -> std::io::Result<()> {
+        for &(off, len) in ranges {
+            let end = off.saturating_add(len).min(self.map.len() as u64);
+            if off < end {
+                self.file
+                    .read_exact_at(&mut self.map[off as usize..end as usize], off)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// [`open_table`] over ranged reads of a file that is not mapped (an object in a store), given its
