@@ -378,15 +378,7 @@ fn stored_bytes(
             },
         )?;
         // drop-behind: these pages of the input are not needed again
-        // SAFETY: posix_fadvise only advises the kernel about an open descriptor's page cache.
-        unsafe {
-            libc::posix_fadvise(
-                src.file.as_raw_fd(),
-                (start + off) as libc::off_t,
-                n as libc::off_t,
-                libc::POSIX_FADV_DONTNEED,
-            );
-        }
+        crate::source::fadvise_dontneed(src.file.as_raw_fd(), start + off, n);
         off += n;
     }
     Ok(())
@@ -1345,15 +1337,7 @@ fn send_in_file_order(
             false
         });
         if drop_behind {
-            // SAFETY: posix_fadvise only advises the kernel about an open descriptor's page cache.
-            unsafe {
-                libc::posix_fadvise(
-                    src.file.as_raw_fd(),
-                    pos as libc::off_t,
-                    n as libc::off_t,
-                    libc::POSIX_FADV_DONTNEED,
-                );
-            }
+            crate::source::fadvise_dontneed(src.file.as_raw_fd(), pos, n);
         }
         if pieces.is_empty() {
             mine.set(Some(buf));
