@@ -60,7 +60,10 @@ pub struct Segment {
     end: u64,
     pos: u64,
     total: u64,
-    block: Option<(u64, u64, Hasher)>,
+    /// The subtree being hashed when the bytes fed so far end inside it: (start, length, hasher). Boxed,
+    /// so that a segment (moved to and from the threads for every chunk) stays small; a subtree whose
+    /// bytes arrive in one call is hashed on the stack and never lands here.
+    block: Option<Box<(u64, u64, Hasher)>>,
     nodes: Vec<Node>,
     /// Bytes of chunks this segment shares with a neighbour (or of a one-chunk stream).
     edges: Vec<(u64, Vec<u8>)>,
@@ -108,12 +111,26 @@ impl Segment {
                     _ => self.edges.push((p, bytes[..take].to_vec())),
                 }
             } else {
-                let (bs, bl, h) = self.block.get_or_insert_with(|| {
-                    let limit = (self.end / CHUNK * CHUNK).min((p / UNIT + 1) * UNIT);
-                    let len = block_len(p, limit, self.total);
+                let limit = (self.end / CHUNK * CHUNK).min((p / UNIT + 1) * UNIT);
+                let len = block_len(p, limit, self.total);
+                if self.block.is_none() && len <= bytes.len() as u64 {
+                    // The whole subtree is here: hashed at once, nothing kept between calls.
                     let mut h = Hasher::new();
                     h.set_input_offset(p);
-                    (p, len, h)
+                    h.update(&bytes[..len as usize]);
+                    self.nodes.push(Node {
+                        start: p,
+                        len,
+                        cv: h.finalize_non_root(),
+                    });
+                    self.pos += len;
+                    bytes = &bytes[len as usize..];
+                    continue;
+                }
+                let (bs, bl, h) = &mut **self.block.get_or_insert_with(|| {
+                    let mut h = Hasher::new();
+                    h.set_input_offset(p);
+                    Box::new((p, len, h))
                 });
                 let (bs, bl) = (*bs, *bl);
                 take = bytes.len().min((bs + bl - p) as usize);

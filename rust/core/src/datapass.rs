@@ -379,6 +379,11 @@ const BUFFERS: usize = 3;
 /// filled ahead, unmapped once read), so [`BUFFERS`] of them bound the pass's share of resident memory.
 const MAP_WINDOW: u64 = 8 << 20;
 
+/// Mapped files up to this long are read on the consumers' thread, window by window, with no reader
+/// thread: a thread's start (a fresh stack and allocator heap, faulted in) costs more than its running
+/// ahead saves on a file this short, and the other files in flight keep the cores busy meanwhile.
+const INLINE_MAX: u64 = 32 << 20;
+
 /// What goes back from the consumers to the reader: a chunk buffer to refill, or a map window token
 /// (`Some`: the window it carried, read and to be released).
 enum Slot {
@@ -509,7 +514,7 @@ impl<'a> Feed<'a> {
             true => Slot::Window(None),
             false => Slot::Buf(Buf::take()),
         };
-        if reader.size <= reader.window {
+        if reader.size <= reader.window || (mapped && reader.size <= INLINE_MAX) {
             return Feed::Inline(reader, Some(slot()));
         }
         let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Piece>(BUFFERS - 1);
