@@ -1022,11 +1022,124 @@ mod tests {
         v.iter().filter(|b| **b & 1 == 1).count()
     }
 
+    /// A LoRA-like file of `size` bytes: a 64-byte head, then many small F16 tensors of varied
+    /// lengths (one NaN and one infinity in each of a few, one all-zero tensor), stored in reverse name
+    /// order; returns the bytes, the tensors, and their (name, data) for the independent references.
+    #[allow(clippy::type_complexity)]
+    fn many_small_tensors(size: usize) -> (Vec<u8>, Vec<TensorInfo>, Vec<(String, Vec<u8>)>) {
+        let mut bytes = vec![0xA5u8; 64];
+        let (mut tensors, mut items) = (Vec::new(), Vec::new());
+        let mut k = 0u64;
+        while bytes.len() < size {
+            // lengths from 2 bytes to ~80 KiB, odd chunk offsets included
+            let elems = [1u64, 640, 5120, 10240, 20480, 40_961, 333][k as usize % 7];
+            let elems = elems.min((size - bytes.len()) as u64 / 2).max(1);
+            let mut data: Vec<u8> = (0..elems)
+                .flat_map(|i| {
+                    let v = ((i * 2_654_435_761 + k * 97) % 30_000) as u16; // finite F16 bits
+                    v.to_le_bytes()
+                })
+                .collect();
+            if k % 50 == 3 && elems > 2 {
+                data[..2].copy_from_slice(&0x7e00u16.to_le_bytes()); // NaN
+                data[2..4].copy_from_slice(&0x7c00u16.to_le_bytes()); // +Inf
+            }
+            if k == 11 {
+                data.fill(0);
+            }
+            let name = format!("t{:05}", 100_000 - k);
+            tensors.push(tensor(&name, Dtype::F16, &[elems], bytes.len() as u64));
+            bytes.extend_from_slice(&data);
+            items.push((name, data));
+            k += 1;
+        }
+        (bytes, tensors, items)
+    }
+
+    #[test]
+    fn small_files_read_inline_and_large_ones_read_ahead_report_alike() {
+        // Either side of INLINE_MAX (read on the consumers' thread below it, by a reader thread
+        // running ahead above it), mapped in place and copied into buffers, against BLAKE3 of the
+        // whole file and the v1 stream built directly.
+        for size in [
+            (READ_CHUNK * 2 + 4097) as usize,
+            (INLINE_MAX - 3) as usize,
+            (INLINE_MAX + MAP_WINDOW + 1001) as usize,
+        ] {
+            let (bytes, t, items) = many_small_tensors(size);
+            let c = class(vec![vae(0); t.len()]);
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            std::io::Write::write_all(&mut f, &bytes).unwrap();
+            let file = f.reopen().unwrap();
+            let mut fs = FileSource::new(&file, bytes.len() as u64);
+            let mapped = run_with(&mut source(&mut fs, &t, &c), HashMode::Full, false, true);
+            let copied = run_with(
+                &mut source(&mut MemorySource(&bytes), &t, &c),
+                HashMode::Full,
+                false,
+                true,
+            );
+            let want = blake3::hash(&bytes).to_hex().to_string();
+            assert_eq!(
+                mapped.hashes.blake3.as_deref(),
+                Some(want.as_str()),
+                "{size}"
+            );
+            let all = |h: &Hashes| serde_json::to_value(h).unwrap();
+            assert_eq!(all(&mapped.hashes), all(&copied.hashes), "{size}");
+            let refs: Vec<(&str, &str, &[u64], Vec<u8>)> = items
+                .iter()
+                .zip(&t)
+                .map(|((n, d), ti)| (n.as_str(), "F16", &ti.shape[..], d.clone()))
+                .collect();
+            assert_eq!(mapped.components["vae"], reference(&refs), "{size}");
+            assert_eq!(mapped.components, copied.components, "{size}");
+            assert_eq!(mapped.fingerprint, copied.fingerprint, "{size}");
+            let details = |dp: &DataPass| {
+                let mut v: Vec<_> = dp
+                    .findings
+                    .iter()
+                    .map(|f| (f.check, f.details.clone()))
+                    .collect();
+                v.sort_by(|a, b| a.0.cmp(b.0));
+                v
+            };
+            assert_eq!(details(&mapped), details(&copied), "{size}");
+            let nan = items
+                .iter()
+                .filter(|(_, d)| d.len() > 4 && d[..2] == [0x00, 0x7e])
+                .count();
+            let found = mapped
+                .findings
+                .iter()
+                .find(|f| f.details.get("nan").is_some());
+            assert_eq!(
+                found.map(|f| f.details["nan"].clone()),
+                Some(json!(nan)),
+                "{size}"
+            );
+            assert_eq!(
+                found.map(|f| f.details["inf"].clone()),
+                Some(json!(nan)),
+                "{size}"
+            );
+        }
+    }
+
     #[test]
     fn drops_the_pages_it_read_and_keeps_cached_ones() {
+        // a file read inline (up to INLINE_MAX) and one read by a reader thread running ahead
+        for size in [
+            2 * READ_CHUNK as usize + 12345,
+            (INLINE_MAX + MAP_WINDOW) as usize + 12345,
+        ] {
+            drops_behind(size);
+        }
+    }
+
+    fn drops_behind(size: usize) {
         use std::io::{Read, Write};
         use std::os::fd::AsRawFd;
-        let size = 2 * READ_CHUNK as usize + 12345;
         let mut f = tempfile::NamedTempFile::new().unwrap();
         let block: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
         while f.as_file().metadata().unwrap().len() < size as u64 {
@@ -1132,8 +1245,14 @@ mod tests {
 
     #[test]
     fn a_file_cut_under_its_map_is_a_finding() {
+        // read inline (up to INLINE_MAX), and by a reader thread running ahead
+        for size in [4 * MAP_WINDOW, INLINE_MAX + 2 * MAP_WINDOW] {
+            cut_under_its_map(size);
+        }
+    }
+
+    fn cut_under_its_map(size: u64) {
         use std::io::Write;
-        let size = 4 * MAP_WINDOW;
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&vec![1u8; size as usize]).unwrap();
         let file = f.reopen().unwrap();
