@@ -31,7 +31,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import torchzip  # noqa: E402
-
 from fastscan import synth  # noqa: E402
 
 CHILD = """
@@ -69,34 +68,6 @@ def tensors_of(size: float) -> dict:
     return out
 
 
-def write_npz(path: Path, tensors: dict) -> None:
-    """An `.npz` as `np.savez` writes it (stored `.npy` members), the elements left as holes (CRCs are
-    not computed: fastscan ignores them, as PyTorch's reader does)."""
-    descr = {"F16": "<f2", "F32": "<f4", "I64": "<i8"}
-    central = []
-    with open(path, "wb") as f:
-        for name, t in tensors.items():
-            shape = tuple(t["shape"])
-            h = f"{{'descr': '{descr[t['dtype']]}', 'fortran_order': False, 'shape': {shape!r}, }}"
-            h += " " * ((-(10 + len(h) + 1)) % 64) + "\n"
-            head = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h.encode()
-            size = len(head) + synth.nbytes(t["dtype"], t["shape"])
-            raw = (name + ".npy").encode()
-            off = f.tell()
-            f.write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0x21, 0, size, size, len(raw), 0))
-            f.write(raw + head)
-            f.seek(size - len(head), os.SEEK_CUR)
-            central.append((raw, off, size))
-        cd = f.tell()
-        for raw, off, size in central:
-            f.write(struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 0, 0, 0x21, 0, size, size,
-                                len(raw), 0, 0, 0, 0, 0, off))
-            f.write(raw)
-        end = f.tell()
-        n = len(central)
-        f.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, n, n, end - cd, cd, 0))
-
-
 def build(form: str, path: Path, tensors: dict) -> None:
     if form == "safetensors":
         synth.write_layout(path, {"tensors": tensors})
@@ -113,18 +84,9 @@ def build(form: str, path: Path, tensors: dict) -> None:
     elif form == "tar":
         torchzip.write_tar(path, tensors)
     elif form == "npz":
-        write_npz(path, tensors)
+        torchzip.write_npz(path, tensors)
     else:
         raise SystemExit(f"unknown form {form}")
-
-
-def evict(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def cached_mb(path: Path) -> float:
@@ -135,7 +97,7 @@ def cached_mb(path: Path) -> float:
 
 def warm(path: Path) -> None:
     """Evicts the file, then reads it back (as after a download: readahead caches it in large folios)."""
-    evict(path)
+    synth.evict(path)
     with open(path, "rb", buffering=0) as f:
         buf = bytearray(16 << 20)
         while f.readinto(buf):
@@ -146,7 +108,7 @@ def run(path: Path, mode: str, out: Path, cold: bool) -> tuple[float, float, flo
     """(interpreter's MB before, peak MB, MB of the input cached after) of one child run, the input
     evicted first (`cold`) or wholly cached."""
     if cold:
-        evict(path)
+        synth.evict(path)
     else:
         warm(path)
     res = subprocess.run([sys.executable, "-c", CHILD, str(path), mode, str(out)],
@@ -167,7 +129,8 @@ def main() -> None:
     args = ap.parse_args()
     tensors = tensors_of(args.size)
     work = Path(tempfile.mkdtemp(prefix="fastscan-mem-", dir=args.dir))
-    print(f"{len(tensors)} tensors, {sum(synth.nbytes(t['dtype'], t['shape']) for t in tensors.values()) / 1e9:.2f} GB")
+    total = sum(synth.nbytes(t["dtype"], t["shape"]) for t in tensors.values())
+    print(f"{len(tensors)} tensors, {total / 1e9:.2f} GB")
     print(f"{'form':<12} {'mode':<11} {'file MB':>8} {'base MB':>8} {'cold peak MB':>13}"
           f" {'cached after cold MB':>21} {'warm peak MB':>13}")
     try:

@@ -375,3 +375,34 @@ def write_tar(path: str | os.PathLike, tensors: Mapping[str, Mapping], *, data=N
         f.write(bytes(1024))
         f.truncate(f.tell())
     return starts
+
+
+# --- numpy's .npz (stored members), for the same memory tests ---
+
+def write_npz(path: str | os.PathLike, tensors: Mapping[str, Mapping]) -> None:
+    """An `.npz` as `np.savez` writes it (stored `.npy` members), the elements left as holes (CRCs are
+    not computed: fastscan ignores them, as PyTorch's reader does)."""
+    descr = {"F16": "<f2", "F32": "<f4", "I64": "<i8"}
+    central = []
+    with open(path, "wb") as f:
+        for name, t in tensors.items():
+            shape = tuple(t["shape"])
+            h = f"{{'descr': '{descr[t['dtype']]}', 'fortran_order': False, 'shape': {shape!r}, }}"
+            h += " " * ((-(10 + len(h) + 1)) % 64) + "\n"
+            head = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h.encode()
+            size = len(head) + synth.nbytes(t["dtype"], t["shape"])
+            raw = (name + ".npy").encode()
+            off = f.tell()
+            f.write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0x21, 0, size, size,
+                                len(raw), 0))
+            f.write(raw + head)
+            f.seek(size - len(head), os.SEEK_CUR)
+            central.append((raw, off, size))
+        cd = f.tell()
+        for raw, off, size in central:
+            f.write(struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 0, 0, 0x21, 0, size, size,
+                                len(raw), 0, 0, 0, 0, 0, off))
+            f.write(raw)
+        end = f.tell()
+        n = len(central)
+        f.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, n, n, end - cd, cd, 0))
