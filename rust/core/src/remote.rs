@@ -521,6 +521,105 @@ impl ReadAt for Object {
     }
 }
 
+/// Ranged reads a header-only scan makes of a safetensors object, the first included.
+const HEADER_ONLY_READS: u32 = 2;
+/// Bytes past the end of a safetensors header the read fetching the header's rest also fetches: the
+/// `safetensors` writer stores 8-byte dtypes first, so a CLIP text encoder's int64 `position_ids`
+/// (616 bytes, read by the drift check) usually lie there and cost no read of their own.
+const PAST_HEADER: u64 = 16 << 10;
+
+/// An object as a header-only scan reads it: at most [`HEADER_ONLY_READS`] ranged reads and no more
+/// bytes than its header plus [`FIRST_READ`]. The first read is the head; a read adjoining the bytes
+/// held (a header's rest) is stretched [`PAST_HEADER`] further; any other read takes the last read
+/// left, and once none is left a read fails, naming the budget (the check asking then says its values
+/// were not read). A zip's directory and pickles are fetched piecewise as for any scan.
+struct HeaderReads<'a> {
+    obj: &'a Object,
+    /// The header's end when the head is that of a safetensors file (else the head's length).
+    header_end: u64,
+    state: std::sync::Mutex<HeaderState>,
+}
+
+struct HeaderState {
+    /// The object's bytes from offset 0, as far as read.
+    front: Vec<u8>,
+    reads: u32,
+    bytes: u64,
+}
+
+impl<'a> HeaderReads<'a> {
+    fn new(obj: &'a Object, head: &[u8]) -> HeaderReads<'a> {
+        let held = head.len() as u64;
+        let header_end = head
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()).saturating_add(8))
+            .filter(|&end| end <= obj.size)
+            .unwrap_or(held)
+            .max(held);
+        HeaderReads {
+            obj,
+            header_end,
+            state: std::sync::Mutex::new(HeaderState {
+                front: head.to_vec(),
+                reads: 1,
+                bytes: held,
+            }),
+        }
+    }
+
+    /// The bytes a header-only scan may read in all: the header, and [`FIRST_READ`] more.
+    fn budget(&self) -> u64 {
+        self.header_end.saturating_add(FIRST_READ)
+    }
+}
+
+impl ReadAt for HeaderReads<'_> {
+    fn read_at(&self, off: u64, len: u64) -> std::io::Result<Vec<u8>> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let held = s.front.len() as u64;
+        let end = off.saturating_add(len);
+        if end <= held {
+            return Ok(s.front[off as usize..end as usize].to_vec());
+        }
+        let spent = || {
+            std::io::Error::other(format!(
+                "not read: a header-only scan of an object makes at most {HEADER_ONLY_READS} \
+                 ranged reads (its header and at most {} KiB more)",
+                FIRST_READ >> 10
+            ))
+        };
+        if s.reads >= HEADER_ONLY_READS {
+            return Err(spent());
+        }
+        if off <= held {
+            // The header's rest (or bytes just past the head): take the stretch past it as well.
+            let to = end
+                .max(self.header_end.saturating_add(PAST_HEADER))
+                .min(self.budget().saturating_sub(s.bytes) + held)
+                .min(self.obj.size);
+            if to < end {
+                return Err(spent());
+            }
+            let more = self.obj.read_at(held, to - held)?;
+            s.reads += 1;
+            s.bytes += more.len() as u64;
+            s.front.extend_from_slice(&more);
+            return Ok(s.front[off as usize..end as usize].to_vec());
+        }
+        if s.bytes + len > self.budget() {
+            return Err(spent());
+        }
+        let got = self.obj.read_at(off, len)?;
+        s.reads += 1;
+        s.bytes += len;
+        Ok(got)
+    }
+
+    fn pieces(&self, head: &[u8]) -> Option<Box<dyn crate::pickle::zip::Pieces + '_>> {
+        self.obj.pieces(head)
+    }
+}
+
 /// True when an I/O error from [`Object::read_at`] says the object changed.
 fn is_changed(e: &std::io::Error) -> bool {
     e.get_ref()
@@ -605,7 +704,14 @@ fn changed(obj: &Object) -> Finding {
 /// format needs the whole object in a file.
 fn by_ranges(obj: &Object, opts: &ScanOptions, r: &mut FileReport) -> std::io::Result<bool> {
     let head = obj.read_at(0, obj.size.min(FIRST_READ))?;
-    match open_table_at(obj, &head, obj.size, obj.name()) {
+    let header_only;
+    let src: &dyn ReadAt = if opts.hash == crate::HashMode::None {
+        header_only = HeaderReads::new(obj, &head);
+        &header_only
+    } else {
+        obj
+    };
+    match open_table_at(src, &head, obj.size, obj.name()) {
         Ok(Some(mut t)) => {
             t.mtime = obj.mtime;
             let mut stream = Stream::new(obj, opts);

@@ -244,8 +244,10 @@ pub fn check(ctx: &Context, out: &mut Outcome) {
 fn finding(ctx: &Context, t: &TensorInfo) -> Option<Finding> {
     let encoder = encoder_of(ctx, t);
     let row = t.shape.last().copied().unwrap_or(1);
+    let mut unread = None;
     let values = if t.strides.is_none() && t.len <= MAX_READ {
         (ctx.read_at)(t.start, t.len)
+            .map_err(|e| unread = Some(e))
             .ok()
             .and_then(|b| decode(t.dtype, &b))
     } else {
@@ -253,8 +255,13 @@ fn finding(ctx: &Context, t: &TensorInfo) -> Option<Finding> {
     };
     let analysis = values.as_ref().map(|v| analyze(v, row));
     let is_i64 = t.dtype == Dtype::I64;
-    if is_i64 && analysis.as_ref().is_none_or(|a| a.offset.is_empty()) {
-        return None; // exact int64, or int64 unreadable here (strided pickle storage): nothing to say
+    // int64 stored strided (a pickle's view) is not read: nothing to say. A read that failed (a
+    // header-only scan of an object out of reads) is said below, never passed as exact.
+    if is_i64 && analysis.is_none() && unread.is_none() {
+        return None;
+    }
+    if is_i64 && analysis.as_ref().is_some_and(|a| a.offset.is_empty()) {
+        return None; // exact int64: nothing to say
     }
     let stored = if is_i64 {
         String::new()
@@ -318,12 +325,20 @@ fn finding(ctx: &Context, t: &TensorInfo) -> Option<Finding> {
                 t.elements()
             ),
         ),
+        None if is_i64 => (
+            Severity::Info,
+            format!(
+                "{encoder} position_ids (int64) were not verified: {}",
+                unread.as_ref().map_or(String::new(), |e| e.to_string()),
+            ),
+        ),
         None => (
             Severity::Warning,
             format!(
                 "{encoder} position_ids are stored as {} instead of int64 and their values could not \
-                 be read to verify them; `fastscan fix --clip` restores 0..{last} as int64",
+                 be read to verify them{}; `fastscan fix --clip` restores 0..{last} as int64",
                 t.dtype,
+                unread.as_ref().map_or(String::new(), |e| format!(" ({e})")),
             ),
         ),
     };
@@ -337,11 +352,7 @@ fn finding(ctx: &Context, t: &TensorInfo) -> Option<Finding> {
         None => (Value::Null, Value::Null, Value::Null, Value::Null),
     };
     let is_broken = analysis.as_ref().is_some_and(|a| !a.broken.is_empty());
-    Some(Finding::new(
-        "clip.position-ids",
-        severity,
-        message,
-        json!({
+    let mut data = json!({
             "tensor": t.name,
             "encoder": encoder,
             "dtype": t.dtype.name(),
@@ -352,8 +363,11 @@ fn finding(ctx: &Context, t: &TensorInfo) -> Option<Finding> {
             "rounding_disagrees": disagree,
             "max_deviation": max_dev,
             "affects": affects(is_broken),
-        }),
-    ))
+    });
+    if unread.is_some() {
+        data["read"] = Value::Bool(false);
+    }
+    Some(Finding::new("clip.position-ids", severity, message, data))
 }
 
 #[cfg(test)]
