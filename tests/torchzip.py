@@ -296,3 +296,113 @@ def write_legacy(path: str | os.PathLike, tensors: Mapping[str, Mapping], *, dat
                 f.seek(size, os.SEEK_CUR)
         f.truncate(f.tell())
     return starts
+
+
+# --- the pre-1.0 tar format (torch.serialization.legacy_load) ---
+
+def _tar_header(name: str, size: int) -> bytes:
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info.tobuf(format=tarfile.USTAR_FORMAT)
+
+
+def write_tar(path: str | os.PathLike, tensors: Mapping[str, Mapping], *, data=None,
+              protocol: int = 2) -> dict[str, int]:
+    """Writes a pre-1.0 PyTorch tar checkpoint as `legacy_load` reads it: a `storages` member (a count,
+    then per storage a pickled (key, location, class), its int64 element count and its bytes, then a
+    pickled list of views), a `tensors` member (a count, then per tensor a pickled (key, storage key,
+    class), int32 rank + 4 bytes padding, sizes, strides, storage offset as int64) and a `pickle`
+    member (the state dict, each tensor a persistent id). Storage bytes not given are sparse holes.
+    Returns name -> absolute offset of the tensor's first byte."""
+    blobs = _tensor_data(tensors, data)
+    with _stand_in_torch() as torch:
+        storages = [pickle.dumps(len(tensors), protocol=protocol)]
+        records = []  # (pickle + numel bytes, data size, tensor name)
+        tens = [pickle.dumps(len(tensors), protocol=protocol)]
+        for i, (name, t) in enumerate(tensors.items()):
+            shape = list(t["shape"])
+            numel = _numel(shape)
+            cls = getattr(torch, STORAGE_CLASS[t["dtype"]])
+            head = pickle.dumps((i, "cpu", cls), protocol=protocol) + struct.pack("<q", numel)
+            records.append((head, numel * ELEM[t["dtype"]], name))
+            tens.append(pickle.dumps((i, i, cls), protocol=protocol))
+            tens.append(struct.pack("<i4x", len(shape)))
+            tens.append(struct.pack(f"<{2 * len(shape) + 1}q", *shape, *contiguous_stride(shape), 0))
+        views = pickle.dumps([], protocol=protocol)
+
+    class _Keys(pickle.Pickler):
+        def persistent_id(self, obj):
+            return obj.key if isinstance(obj, _Key) else None
+
+    class _Key:
+        def __init__(self, key):
+            self.key = key
+
+    main = io.BytesIO()
+    _Keys(main, protocol=protocol).dump(OrderedDict((n, _Key(str(i))) for i, n in enumerate(tensors)))
+    st_size = len(storages[0]) + sum(len(h) + n for h, n, _ in records) + len(views)
+    starts = {}
+    with open(path, "wb") as f:
+        def member(name, size):
+            f.write(_tar_header(name, size))
+            return f.tell()
+
+        def pad():
+            f.seek((-f.tell()) % 512, os.SEEK_CUR)
+
+        member("storages", st_size)
+        f.write(storages[0])
+        for head, n, name in records:
+            f.write(head)
+            starts[name] = f.tell()
+            blob = blobs.get(name)
+            if blob is not None:
+                f.write(blob)
+            else:
+                f.seek(n, os.SEEK_CUR)
+        f.write(views)
+        pad()
+        body = b"".join(tens)
+        member("tensors", len(body))
+        f.write(body)
+        pad()
+        body = main.getvalue()
+        member("pickle", len(body))
+        f.write(body)
+        pad()
+        f.write(bytes(1024))
+        f.truncate(f.tell())
+    return starts
+
+
+# --- numpy's .npz (stored members), for the same memory tests ---
+
+def write_npz(path: str | os.PathLike, tensors: Mapping[str, Mapping]) -> None:
+    """An `.npz` as `np.savez` writes it (stored `.npy` members), the elements left as holes (CRCs are
+    not computed: fastscan ignores them, as PyTorch's reader does)."""
+    descr = {"F16": "<f2", "F32": "<f4", "I64": "<i8"}
+    central = []
+    with open(path, "wb") as f:
+        for name, t in tensors.items():
+            shape = tuple(t["shape"])
+            h = f"{{'descr': '{descr[t['dtype']]}', 'fortran_order': False, 'shape': {shape!r}, }}"
+            h += " " * ((-(10 + len(h) + 1)) % 64) + "\n"
+            head = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h.encode()
+            size = len(head) + synth.nbytes(t["dtype"], t["shape"])
+            raw = (name + ".npy").encode()
+            off = f.tell()
+            f.write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0x21, 0, size, size,
+                                len(raw), 0))
+            f.write(raw + head)
+            f.seek(size - len(head), os.SEEK_CUR)
+            central.append((raw, off, size))
+        cd = f.tell()
+        for raw, off, size in central:
+            f.write(struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 0, 0, 0x21, 0, size, size,
+                                len(raw), 0, 0, 0, 0, 0, off))
+            f.write(raw)
+        end = f.tell()
+        n = len(central)
+        f.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, n, n, end - cd, cd, 0))

@@ -216,3 +216,13 @@ def write_diffusers(
         (root / sub).mkdir(exist_ok=True)
         (root / sub / cfg).write_text("{}")
     return root
+
+
+def evict(path: str | os.PathLike) -> None:
+    """Writes the file's pages back and drops them from the page cache (a cold start for benchmarks)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)

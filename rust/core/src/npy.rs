@@ -271,6 +271,74 @@ pub fn scan(bytes: &[u8], format: Format, stem: &str) -> Result<NpyScan, String>
     Ok(out)
 }
 
+/// First bytes of an array fetched piecewise: its magic, its header length and usually its header.
+const HEAD_READ: u64 = 4 << 10;
+/// Most compressed bytes of an `.npz`'s deflated members fetched piecewise (they are inflated to read
+/// their headers); past them the archive is read through a map, where inflating stops early.
+const MAX_DEFLATED_FETCH: u64 = 64 << 20;
+
+/// Fetches through `p` every byte [`scan`] reads, and not the arrays' elements: an `.npy`'s header
+/// (its pickle too, for an object array); an `.npz`'s zip structure, each stored member's header
+/// (likewise) and each deflated member whole. `Ok(false)` when the file must be read whole (an `.npz`
+/// without a usable directory that `p` cannot walk, or with many deflated bytes).
+pub fn fetch_scanned(p: &mut dyn zip::Pieces, format: Format) -> std::io::Result<bool> {
+    match format {
+        Format::Npy => {
+            let len = p.bytes().len() as u64;
+            fetch_array(p, 0, len)?;
+            Ok(true)
+        }
+        Format::Npz => {
+            let Some(archive) = zip::fetch_archive(p)? else {
+                return Ok(false);
+            };
+            let entries = &archive.entries[..archive.entries.len().min(MAX_MEMBERS)];
+            let deflated: u64 = entries
+                .iter()
+                .filter(|e| e.method == 8)
+                .map(|e| e.compressed_size)
+                .sum();
+            if deflated > MAX_DEFLATED_FETCH {
+                return Ok(false);
+            }
+            for e in entries {
+                match e.method {
+                    0 => fetch_array(p, e.data_start, e.compressed_size)?,
+                    8 => zip::fetch_at(p, e.data_start, e.compressed_size)?,
+                    _ => {}
+                }
+            }
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Fetches the header of the array whose `.npy` bytes are the `len` at `at` (all of them when it is
+/// an object array: its pickle is read).
+fn fetch_array(p: &mut dyn zip::Pieces, at: u64, len: u64) -> std::io::Result<()> {
+    let size = p.bytes().len() as u64;
+    let len = len.min(size.saturating_sub(at));
+    zip::fetch_at(p, at, len.min(HEAD_READ))?;
+    let span = at as usize..(at + len) as usize;
+    let b = &p.bytes()[span.clone()];
+    let header_end = match b.get(6) {
+        Some(1) if b.len() >= 10 => 10 + u16::from_le_bytes([b[8], b[9]]) as u64,
+        Some(2 | 3) if b.len() >= 12 => {
+            12 + u32::from_le_bytes(b[8..12].try_into().unwrap()) as u64
+        }
+        _ => 0,
+    };
+    if header_end > HEAD_READ {
+        let end = header_end.min(MAX_HEADER as u64 + 12).min(len);
+        zip::fetch_at(p, at + HEAD_READ, end.saturating_sub(HEAD_READ))?;
+    }
+    if header(&p.bytes()[span]).is_ok_and(|h| is_object(&h.descr)) {
+        zip::fetch_at(p, at, len)?;
+    }
+    Ok(())
+}
+
 /// True when a zip's first member (its local header at byte 0) is an `.npy`: an `.npz` archive.
 pub fn zip_is_npz(head: &[u8]) -> bool {
     if !head.starts_with(b"PK\x03\x04") || head.len() < 30 {
@@ -349,6 +417,59 @@ mod tests {
         let s = scan(&benign, Format::Npy, "x").unwrap();
         let checks: Vec<_> = s.findings.iter().map(|f| f.check).collect();
         assert_eq!(checks, ["npy.object-array"]);
+    }
+
+    #[test]
+    fn arrays_fetched_piecewise_scan_as_the_whole_and_their_elements_are_never_fetched() {
+        use crate::pickle::zip::tests::{build, Fetched};
+        let outcome = |s: Result<NpyScan, String>| match s {
+            Ok(s) => format!(
+                "{:?} {}",
+                s.tensors
+                    .iter()
+                    .map(|t| (&t.name, t.dtype, &t.shape, t.start, t.len))
+                    .collect::<Vec<_>>(),
+                serde_json::to_string(&s.findings).unwrap()
+            ),
+            Err(e) => e,
+        };
+        let big = npy("<f4", "(100000,)", false, &vec![7u8; 400_000]);
+        let evil = npy("|O", "(1,)", false, b"\x80\x02]q\x00cos\nsystem\nq\x01a.");
+        let npz = build(&[
+            ("big.npy", "big.npy", &big, 0),
+            ("evil.npy", "evil.npy", &evil, 0),
+        ]);
+        let dir = crate::pickle::zip::read(&npz).unwrap().entries[1].data_end() as usize;
+        let cases = [
+            (big.clone(), Format::Npy),
+            (evil.clone(), Format::Npy),
+            (npz.clone(), Format::Npz),
+            (npz[..dir].to_vec(), Format::Npz), // no central directory: walked
+        ];
+        for (b, format) in &cases {
+            for cut in [b.len(), b.len() / 2, 200, 100, 9, 0] {
+                let b = &b[..cut.min(b.len())];
+                let mut p = Fetched::new(b, true);
+                if !fetch_scanned(&mut p, *format).unwrap() {
+                    // No zip archive left to find: read whole, it fails there as well.
+                    assert!(*format == Format::Npz && zip::read(b).is_err());
+                    continue;
+                }
+                assert_eq!(
+                    outcome(scan(&p.image, *format, "x")),
+                    outcome(scan(b, *format, "x"))
+                );
+                if *format == Format::Npy && b.len() > 400_000 {
+                    let got: u64 = p.got.iter().map(|r| r.1).sum();
+                    assert!(got < 20_000, "{got} bytes fetched of {}", b.len());
+                }
+            }
+        }
+        assert!(scan(&npz, Format::Npz, "x")
+            .unwrap()
+            .findings
+            .iter()
+            .any(|f| f.severity == Severity::Critical));
     }
 
     #[test]

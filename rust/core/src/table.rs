@@ -201,26 +201,25 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
             (h.tensors, f, h.metadata, h.header_len)
         }
         Format::Npy | Format::Npz => {
-            let map = GuardedMap::new(&file, size)?;
-            let n = npy::scan(&map, format, &stem(path));
-            if map.faulted() {
-                return Err(changed_while_read().into());
-            }
+            let stem = stem(path);
+            let n = read_container(
+                &file,
+                size,
+                |p| npy::fetch_scanned(p, format),
+                |b| npy::scan(b, format, &stem),
+            )?;
             let n = n.map_err(|e| OpenError::Npy(format, e))?;
             (n.tensors, n.findings, BTreeMap::new(), 0)
         }
         Format::TorchZip | Format::TorchLegacy | Format::TorchTar | Format::Pickle => {
-            let p = match zip_by_pieces(&file, size, format)? {
-                Some(p) => p,
-                None => {
-                    let map = GuardedMap::new(&file, size)?;
-                    let p = pickle::scan(&map, format);
-                    if map.faulted() {
-                        return Err(changed_while_read().into());
-                    }
-                    p
-                }
+            let fetch = |p: &mut dyn pickle::zip::Pieces| match format {
+                Format::TorchZip => pickle::fetch_zip_scanned(p),
+                Format::TorchLegacy => pickle::fetch_legacy_scanned(p),
+                Format::TorchTar => pickle::fetch_tar_scanned(p),
+                // A bare pickle is read whole: it is all pickle.
+                _ => Ok(false),
             };
+            let p = read_container(&file, size, fetch, |b| pickle::scan(b, format))?;
             let p = p.map_err(|e| OpenError::Pickle(format, e))?;
             extras = p.extras;
             (p.tensors, p.findings, BTreeMap::new(), 0)
@@ -233,31 +232,34 @@ pub fn open_table(path: &Path) -> Result<Table, OpenError> {
     Ok(t)
 }
 
-/// A local PyTorch zip checkpoint read piecewise, as an object in a store is: its end records, central
-/// directory, local headers and pickles by positioned reads into an anonymous map of the file's length
-/// (pages cost memory only where written). Reading those few bytes of each record through a map of the
-/// file would map the whole page-cache folio around each, so a multi-GB checkpoint would count as
-/// resident in full. `Ok(None)` for any other format, or a zip without a usable directory (read whole
-/// through a map, as before).
-fn zip_by_pieces(
+/// Reads a container format's structure (a PyTorch zip, legacy or tar checkpoint, an `.npy` or
+/// `.npz`) and gives `scan` its bytes: piecewise where `fetch` can name what `scan` reads (the end
+/// records, directory, headers and pickles, never the tensors' bytes), by positioned reads into an
+/// anonymous map of the file's length (pages cost memory only where written), else through a map of
+/// the whole file. Reading those few bytes of each record through a map of the file would map the
+/// page-cache folio around each (resident memory) and read ahead around each (page cache that the
+/// data pass keeps as if cached before it), so a multi-GB checkpoint would count as resident in full.
+fn read_container<T>(
     file: &File,
     size: u64,
-    format: Format,
-) -> std::io::Result<Option<Result<pickle::PickleScan, pickle::PickleError>>> {
-    if format != Format::TorchZip {
-        return Ok(None);
+    fetch: impl FnOnce(&mut dyn pickle::zip::Pieces) -> std::io::Result<bool>,
+    scan: impl FnOnce(&[u8]) -> T,
+) -> Result<T, OpenError> {
+    if let Ok(map) = memmap2::MmapOptions::new().len(size as usize).map_anon() {
+        let mut pieces = FilePieces { file, map };
+        if fetch(&mut pieces)? {
+            return Ok(scan(&pieces.map));
+        }
     }
-    let Ok(map) = memmap2::MmapOptions::new().len(size as usize).map_anon() else {
-        return Ok(None);
-    };
-    let mut pieces = FilePieces { file, map };
-    if !pickle::fetch_zip_scanned(&mut pieces)? {
-        return Ok(None);
+    let map = GuardedMap::new(file, size)?;
+    let out = scan(&map);
+    if map.faulted() {
+        return Err(changed_while_read().into());
     }
-    Ok(Some(pickle::scan(&pieces.map, format)))
+    Ok(out)
 }
 
-/// A local file's bytes fetched piecewise (see [`zip_by_pieces`]).
+/// A local file's bytes fetched piecewise (see [`read_container`]).
 struct FilePieces<'a> {
     file: &'a File,
     map: memmap2::MmapMut,
@@ -277,6 +279,10 @@ impl pickle::zip::Pieces for FilePieces<'_> {
             }
         }
         Ok(())
+    }
+
+    fn walks(&self) -> bool {
+        true
     }
 }
 

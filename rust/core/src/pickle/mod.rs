@@ -733,6 +733,146 @@ fn tar_records(
     }
 }
 
+/// One record of a tar `storages` member: its pickled (key, location, class) `run`, then at `at` of
+/// the member's `body` the int64 element count and the elements. The key, the storage and the
+/// offset in the member after its elements.
+fn storage_record(
+    run: &Run,
+    body: &[u8],
+    at: usize,
+) -> Result<(String, StorageRef, usize), String> {
+    let items = root_items(run).ok_or("storage record is not a tuple")?;
+    let key = items
+        .first()
+        .and_then(|&i| key_of(run, i))
+        .ok_or("storage key is not a str or int")?;
+    let class = match items.get(2).map(|&i| run.get(i)) {
+        Some(Obj::Global(g)) => format!("{}.{}", run.imports[*g].module, run.imports[*g].name),
+        _ => return Err("storage type is not a class".into()),
+    };
+    let short = class.rsplit('.').next().unwrap_or("");
+    let numel = le_u64(body, at).ok_or("storage size is cut off")?;
+    let s = StorageRef {
+        dtype: reader::dtype_of_storage(short),
+        class: class.clone(),
+        key: key.clone(),
+        numel,
+        view_offset: 0,
+    };
+    let elem =
+        storage_elem_size(&s).ok_or(format!("storage {key}: unknown element type {class}"))?;
+    let bytes = numel.checked_mul(elem).ok_or("storage size overflows")?;
+    let next = (at as u64 + 8)
+        .checked_add(bytes)
+        .filter(|&e| e <= body.len() as u64)
+        .ok_or(format!("storage {key}: data runs past the member"))?;
+    Ok((key, s, next as usize))
+}
+
+/// True when a member's bytes start as a pickle (protocol 2+ magic, or protocol 0/1 opcodes).
+fn looks_pickled(body: &[u8]) -> bool {
+    let head = &body[..body.len().min(SNIFF_LEN)];
+    (head.len() >= 2 && head[0] == 0x80 && head[1] <= 5) || looks_like_protocol0(head)
+}
+
+/// First read of a pickle in a tar member fetched piecewise; grown fourfold until the pickle ends.
+const TAR_FIRST_READ: u64 = 4 << 10;
+
+/// Fetches through `p` the pickle at `pos` of tar member `m` and the `extra` bytes after it (a
+/// prefix of the member from `pos`, grown until the pickle ends), then gives `f` its run and the
+/// member's bytes.
+fn fetch_pickle<R>(
+    p: &mut dyn zip::Pieces,
+    m: &tar::Member,
+    pos: usize,
+    extra: usize,
+    f: impl FnOnce(&Run, &[u8]) -> R,
+) -> std::io::Result<R> {
+    let len = member(p.bytes(), m).len();
+    let mut want = TAR_FIRST_READ as usize;
+    loop {
+        let hi = pos.saturating_add(want).min(len);
+        zip::fetch_at(p, m.data_start + pos as u64, hi.saturating_sub(pos) as u64)?;
+        let body = member(p.bytes(), m);
+        let run = reader::run(&body[..hi], pos, Limits::default());
+        // How far the bytes must reach: past the pickle's end (cut off by `hi`: further).
+        let needs = if run.complete {
+            run.end.saturating_add(extra)
+        } else if run.truncated {
+            hi + 1
+        } else {
+            0
+        };
+        if needs <= hi || hi >= len {
+            return Ok(f(&run, body));
+        }
+        want = want.saturating_mul(4).max(needs - pos);
+    }
+}
+
+/// Fetches through `p` what [`tar_records`] reads of a tar `storages` member: each record's pickle
+/// and element count (never the elements), the views pickle and whatever follows it in the member.
+fn fetch_storages(p: &mut dyn zip::Pieces, m: &tar::Member) -> std::io::Result<()> {
+    let count = fetch_pickle(p, m, 0, 0, |run, _| {
+        root_int(run)
+            .filter(|n| run.complete && (0..=MAX_TAR_RECORDS).contains(n))
+            .map(|n| (n, run.end))
+    })?;
+    let Some((n, mut pos)) = count else {
+        return Ok(());
+    };
+    for _ in 0..n {
+        let next = fetch_pickle(p, m, pos, 8, |run, body| {
+            run.complete
+                .then(|| storage_record(run, body, run.end).ok())
+                .flatten()
+        })?;
+        match next {
+            Some((_, _, next)) => pos = next,
+            None => return Ok(()),
+        }
+    }
+    let views = fetch_pickle(p, m, pos, 0, |run, _| run.complete.then_some(run.end))?;
+    if let Some(end) = views {
+        zip::fetch_at(
+            p,
+            m.data_start + end as u64,
+            m.size.saturating_sub(end as u64),
+        )?;
+    }
+    Ok(())
+}
+
+/// Fetches through `p` every byte [`scan`] reads of a pre-1.0 tar checkpoint, member by member: the
+/// tar headers, the `tensors` and `pickle` members whole, the `storages` member's pickles and element
+/// counts (never the storages' bytes), and any other member's first bytes (whole when they start a
+/// pickle). `Ok(false)` when `p` does not [`zip::Pieces::walks`]: the archive must be read whole.
+pub fn fetch_tar_scanned(p: &mut dyn zip::Pieces) -> std::io::Result<bool> {
+    if !p.walks() {
+        return Ok(false);
+    }
+    let (members, _) = tar::fetch_members(p)?;
+    const TORCH: [&str; 3] = ["storages", "tensors", "pickle"];
+    for m in &members {
+        if TORCH.contains(&m.name.as_str()) {
+            continue;
+        }
+        zip::fetch_at(p, m.data_start, m.size.min(SNIFF_LEN as u64))?;
+        if looks_pickled(member(p.bytes(), m)) {
+            zip::fetch_at(p, m.data_start, m.size)?;
+        }
+    }
+    for name in ["tensors", "pickle"] {
+        if let Some(m) = tar::find(&members, name) {
+            zip::fetch_at(p, m.data_start, m.size)?;
+        }
+    }
+    if let Some(m) = tar::find(&members, "storages") {
+        fetch_storages(p, m)?;
+    }
+    Ok(true)
+}
+
 fn le_u64(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(
         b.get(at..at.checked_add(8)?)?.try_into().ok()?,
@@ -750,8 +890,7 @@ fn scan_tar(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, PickleErr
         let mut any = false;
         for m in &members {
             let body = member(data, m);
-            let head = &body[..body.len().min(SNIFF_LEN)];
-            if (head.len() >= 2 && head[0] == 0x80 && head[1] <= 5) || looks_like_protocol0(head) {
+            if looks_pickled(body) {
                 any = true;
                 scan_stream(body, Some(&m.name), Some(m.data_start), c, false);
             }
@@ -781,35 +920,9 @@ fn scan_tar(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, PickleErr
                 }
                 return Ok(at);
             }
-            let items = root_items(run).ok_or("storage record is not a tuple")?;
-            let key = items
-                .first()
-                .and_then(|&i| key_of(run, i))
-                .ok_or("storage key is not a str or int")?;
-            let class = match items.get(2).map(|&i| run.get(i)) {
-                Some(Obj::Global(g)) => {
-                    format!("{}.{}", run.imports[*g].module, run.imports[*g].name)
-                }
-                _ => return Err("storage type is not a class".into()),
-            };
-            let short = class.rsplit('.').next().unwrap_or("");
-            let numel = le_u64(body, at).ok_or("storage size is cut off")?;
-            let s = StorageRef {
-                dtype: reader::dtype_of_storage(short),
-                class: class.clone(),
-                key: key.clone(),
-                numel,
-                view_offset: 0,
-            };
-            let elem = storage_elem_size(&s)
-                .ok_or(format!("storage {key}: unknown element type {class}"))?;
-            let bytes = numel.checked_mul(elem).ok_or("storage size overflows")?;
-            let next = (at as u64 + 8)
-                .checked_add(bytes)
-                .filter(|&e| e <= body.len() as u64)
-                .ok_or(format!("storage {key}: data runs past the member"))?;
+            let (key, s, next) = storage_record(run, body, at)?;
             storages.insert(key, (s, m.data_start + at as u64 + 8));
-            Ok(next as usize)
+            Ok(next)
         });
     }
     // tensors: count, then per tensor (key, storage key, class) + ndim (int32, 4 bytes padding),
@@ -895,8 +1008,7 @@ fn scan_tar(data: &[u8], c: &mut Collector) -> Result<Vec<TensorInfo>, PickleErr
             continue;
         }
         let body = member(data, m);
-        let head = &body[..body.len().min(SNIFF_LEN)];
-        if (head.len() >= 2 && head[0] == 0x80 && head[1] <= 5) || looks_like_protocol0(head) {
+        if looks_pickled(body) {
             scan_stream(body, Some(&m.name), Some(m.data_start), c, false);
         }
     }
@@ -924,9 +1036,9 @@ fn never_read(e: &zip::Entry) -> bool {
 
 /// Fetches through `p` every byte [`scan`] reads of a PyTorch zip archive: its structure and the data
 /// of every entry but the storage records (the tensors' bytes, placed by offset and never read).
-/// `Ok(false)` when the archive must be read whole (it has no usable central directory).
+/// `Ok(false)` when the archive must be read whole (see [`zip::fetch_archive`]).
 pub fn fetch_zip_scanned(p: &mut dyn zip::Pieces) -> std::io::Result<bool> {
-    let Some(archive) = zip::fetch_directory(p)? else {
+    let Some(archive) = zip::fetch_archive(p)? else {
         return Ok(false);
     };
     let len = p.bytes().len() as u64;
@@ -1101,26 +1213,7 @@ mod tests {
         assert_eq!(checks, ["format.legacy-pickle"]);
     }
 
-    /// An archive fetched piecewise from bytes in memory, recording what was fetched.
-    struct Fetched<'a> {
-        whole: &'a [u8],
-        image: Vec<u8>,
-        got: Vec<(u64, u64)>,
-    }
-
-    impl zip::Pieces for Fetched<'_> {
-        fn bytes(&self) -> &[u8] {
-            &self.image
-        }
-        fn fetch(&mut self, ranges: &[(u64, u64)]) -> std::io::Result<()> {
-            for &(off, len) in ranges {
-                let (a, b) = (off as usize, (off + len) as usize);
-                self.image[a..b].copy_from_slice(&self.whole[a..b]);
-                self.got.push((off, len));
-            }
-            Ok(())
-        }
-    }
+    use zip::tests::Fetched;
 
     #[test]
     fn a_zip_fetched_piecewise_scans_as_the_whole_and_its_tensors_are_never_fetched() {
@@ -1130,11 +1223,7 @@ mod tests {
             ("archive/data/0", "archive/data/0", &tensor, 0),
             ("archive/version", "archive/version", b"3\n", 0),
         ]);
-        let mut p = Fetched {
-            whole: &z,
-            image: vec![0; z.len()],
-            got: Vec::new(),
-        };
+        let mut p = Fetched::new(&z, false);
         assert!(fetch_zip_scanned(&mut p).unwrap());
         let (piecewise, whole) = (
             scan(&p.image, Format::TorchZip).unwrap(),
@@ -1171,11 +1260,7 @@ mod tests {
         );
         // Without its end record the local headers would be walked through the whole archive.
         let cut = &z[..z.len() - 22];
-        let mut p = Fetched {
-            whole: cut,
-            image: vec![0; cut.len()],
-            got: Vec::new(),
-        };
+        let mut p = Fetched::new(cut, false);
         assert!(!fetch_zip_scanned(&mut p).unwrap());
     }
 
@@ -1269,6 +1354,147 @@ mod tests {
         odd[i..i + 5].copy_from_slice(b"Xloat");
         let s = scan(&odd, Format::TorchTar).unwrap();
         assert!(s.findings.iter().any(|f| f.check == "pickle.unchecked"));
+    }
+
+    /// The tensors and findings of a scan, comparable.
+    fn outcome(s: &Result<PickleScan, PickleError>) -> String {
+        match s {
+            Ok(s) => format!(
+                "{:?} {}",
+                s.tensors
+                    .iter()
+                    .map(|t| (&t.name, t.dtype, &t.shape, t.start, t.len, &t.strides))
+                    .collect::<Vec<_>>(),
+                serde_json::to_string(&s.findings).unwrap()
+            ),
+            Err(e) => format!("{e:?}"),
+        }
+    }
+
+    /// Scans `b` fetched piecewise by `fetch` (when it can be) and whole: the same outcome. Returns
+    /// the ranges fetched, or `None` when `fetch` asked for the whole file.
+    fn same_piecewise(
+        b: &[u8],
+        format: Format,
+        fetch: fn(&mut dyn zip::Pieces) -> std::io::Result<bool>,
+    ) -> Option<Vec<(u64, u64)>> {
+        let mut p = Fetched::new(b, true);
+        if !fetch(&mut p).unwrap() {
+            return None;
+        }
+        assert_eq!(
+            outcome(&scan(&p.image, format)),
+            outcome(&scan(b, format)),
+            "{format:?} of {} bytes",
+            b.len()
+        );
+        Some(p.got)
+    }
+
+    /// Bytes of `range` among the ranges fetched.
+    fn fetched_within(got: &[(u64, u64)], range: std::ops::Range<u64>) -> u64 {
+        got.iter()
+            .map(|&(off, len)| {
+                (off + len)
+                    .min(range.end)
+                    .saturating_sub(off.max(range.start))
+            })
+            .sum()
+    }
+
+    /// A tar checkpoint whose one storage holds `numel` F32 elements (`{'w': FloatTensor[2, 3]}` on it).
+    fn big_tar_ckpt(numel: u64, pickle: &[u8]) -> Vec<u8> {
+        let t = tar_ckpt(pickle);
+        let (members, _) = tar::members(&t);
+        let st = tar::find(&members, "storages").unwrap();
+        let body = member(&t, st);
+        let at = body
+            .windows(8)
+            .position(|w| w == 6u64.to_le_bytes())
+            .unwrap();
+        let mut storages = body[..at].to_vec();
+        storages.extend_from_slice(&numel.to_le_bytes());
+        storages.extend((0..numel * 4).map(|i| (i % 251) as u8 + 1));
+        storages.extend_from_slice(&body[at + 8 + 24..]);
+        let rest: Vec<(String, Vec<u8>)> = members
+            .iter()
+            .filter(|m| m.name != "storages")
+            .map(|m| (m.name.clone(), member(&t, m).to_vec()))
+            .collect();
+        let mut all: Vec<(&str, &[u8])> = vec![("storages", &storages)];
+        all.extend(rest.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
+        tar::tests::build(&all)
+    }
+
+    #[test]
+    fn a_tar_checkpoint_fetched_piecewise_scans_as_the_whole_and_its_storages_are_never_fetched() {
+        let clean = b"\x80\x02ccollections\nOrderedDict\n)RX\x01\x00\x00\x00wK\x01Qs.";
+        let t = big_tar_ckpt(100_000, clean);
+        let got = same_piecewise(&t, Format::TorchTar, fetch_tar_scanned).unwrap();
+        let w = &scan(&t, Format::TorchTar).unwrap().tensors[0];
+        // The storage's 400 kB: only the first reads at the member's start and at its record's
+        // pickle (the same bytes twice) run into them.
+        let inside = fetched_within(&got, w.start..w.start + 400_000);
+        assert!(
+            inside <= 2 * TAR_FIRST_READ,
+            "{inside} bytes of the storage fetched"
+        );
+        // A source that does not walk reads the archive whole.
+        assert!(!fetch_tar_scanned(&mut Fetched::new(&t, false)).unwrap());
+    }
+
+    #[test]
+    fn damaged_archives_fetched_piecewise_scan_as_the_whole() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let z = ckpt_zip();
+        let dir = zip::read(&z).unwrap().entries.last().unwrap().data_end() as usize;
+        let fetch_zip: fn(&mut dyn zip::Pieces) -> std::io::Result<bool> = fetch_zip_scanned;
+        let fetch_tar: fn(&mut dyn zip::Pieces) -> std::io::Result<bool> = fetch_tar_scanned;
+        let bad = b"\x80\x02cposix\nsystem\nX\x02\x00\x00\x00id\x85R.";
+        let inputs = [
+            (z[..dir].to_vec(), Format::TorchZip, fetch_zip), // no central directory
+            (z.clone(), Format::TorchZip, fetch_zip),
+            (tar_ckpt(bad), Format::TorchTar, fetch_tar),
+            (big_tar_ckpt(3000, bad), Format::TorchTar, fetch_tar),
+        ];
+        let mut walked = 0;
+        for (b, format, fetch) in &inputs {
+            for cut in 0..=b.len() {
+                walked += same_piecewise(&b[..cut], *format, *fetch).is_some() as usize;
+            }
+            for _ in 0..1500 {
+                let mut m = b.clone();
+                for _ in 0..(rnd() % 4 + 1) {
+                    let i = (rnd() as usize) % m.len();
+                    m[i] = rnd() as u8;
+                }
+                walked += same_piecewise(&m, *format, *fetch).is_some() as usize;
+            }
+        }
+        assert!(walked > 5000, "{walked}");
+        // Without a directory, the walk fetches each local header and never a storage's bytes.
+        let tensor = vec![b'Z'; 300_000];
+        let z = zip::tests::build(&[
+            ("archive/data.pkl", "archive/data.pkl", CKPT_PKL, 0),
+            ("archive/data/0", "archive/data/0", &tensor, 0),
+            ("archive/version", "archive/version", b"3\n", 0),
+        ]);
+        let dir = zip::read(&z).unwrap().entries.last().unwrap().data_end() as usize;
+        let got = same_piecewise(&z[..dir], Format::TorchZip, fetch_zip).unwrap();
+        let t = &scan(&z[..dir], Format::TorchZip).unwrap().tensors[0];
+        let inside = fetched_within(&got, t.start..t.end());
+        assert!(inside <= 2 * 286, "{inside} bytes of the tensor fetched");
+        // Sizes in data descriptors: found only by searching the data, so the archive is read whole.
+        let described = zip::tests::build(&[("a/data.pkl", "a/data.pkl", CKPT_PKL, 8)]);
+        let mut described = described[..30 + 10 + CKPT_PKL.len()].to_vec();
+        described[18..26].fill(0);
+        assert!(!fetch_zip_scanned(&mut Fetched::new(&described, true)).unwrap());
     }
 
     /// Generated opcode streams (every opcode, odd operands) through every reader and format, bare and

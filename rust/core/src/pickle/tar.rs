@@ -2,6 +2,8 @@
 //! `storages`, `tensors` and `pickle` members torch unpickles; members are found as Python's `tarfile`
 //! finds them (ustar prefix, pax `path`/`size`, GNU long names; the last member of a name wins).
 
+use super::zip::{fetch_at, Pieces, Whole};
+
 /// Bytes of a tar header block.
 const BLOCK: usize = 512;
 /// Most members read from one archive.
@@ -105,12 +107,22 @@ fn pax(data: &[u8], name: &mut Option<String>, size: &mut Option<u64>) {
 
 /// The archive's regular members, in order, and what was wrong with it.
 pub fn members(d: &[u8]) -> (Vec<Member>, Vec<String>) {
+    // Bytes at hand: nothing to fetch, nothing to fail.
+    fetch_members(&mut Whole(d)).unwrap_or_default()
+}
+
+/// [`members`] of an archive read through `p`, each header block (and each pax or long-name record
+/// it reads) fetched before it is read.
+pub fn fetch_members(p: &mut dyn Pieces) -> std::io::Result<(Vec<Member>, Vec<String>)> {
+    let len = p.bytes().len();
     let mut out = Vec::new();
     let mut problems = Vec::new();
     let mut off = 0usize;
     let (mut next_name, mut next_size) = (None, None);
-    while off + BLOCK <= d.len() && out.len() < MAX_MEMBERS {
-        let h = &d[off..off + BLOCK];
+    while off + BLOCK <= len && out.len() < MAX_MEMBERS {
+        fetch_at(p, off as u64, BLOCK as u64)?;
+        let h: [u8; BLOCK] = p.bytes()[off..off + BLOCK].try_into().unwrap();
+        let h = &h;
         if h.iter().all(|&b| b == 0) {
             break;
         }
@@ -137,7 +149,11 @@ pub fn members(d: &[u8]) -> (Vec<Member>, Vec<String>) {
             name = n;
         }
         let start = off + BLOCK;
-        let body = d.get(start..start.saturating_add(size as usize).min(d.len()));
+        let body_end = start.saturating_add(size as usize).min(len);
+        if matches!(kind, b'x' | b'L') {
+            fetch_at(p, start as u64, body_end.saturating_sub(start) as u64)?;
+        }
+        let body = p.bytes().get(start..body_end);
         match kind {
             b'x' => pax(body.unwrap_or(&[]), &mut next_name, &mut next_size),
             b'L' => next_name = body.map(text),
@@ -161,16 +177,15 @@ pub fn members(d: &[u8]) -> (Vec<Member>, Vec<String>) {
         else {
             break;
         };
-        if start as u64 + size > d.len() as u64 && has_data {
+        if start as u64 + size > len as u64 && has_data {
             problems.push(format!(
-                "member {name}: data runs to byte {} but the file has {}",
+                "member {name}: data runs to byte {} but the file has {len}",
                 start as u64 + size,
-                d.len()
             ));
         }
         off = next as usize;
     }
-    (out, problems)
+    Ok((out, problems))
 }
 
 /// The last member named `name` (as `TarFile.getmember` picks it).

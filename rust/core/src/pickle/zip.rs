@@ -257,12 +257,54 @@ fn read_central(d: &[u8], dir: &Directory, a: &mut Archive) -> bool {
     !a.entries.is_empty() || dir.count == 0
 }
 
-/// An archive read piece by piece (an object in a store): its bytes as far as fetched.
+/// An archive read piece by piece (an object in a store, or a local file read by positioned reads):
+/// its bytes as far as fetched.
 pub trait Pieces {
     /// The whole archive's length of bytes: the fetched ranges in place, zeros elsewhere.
     fn bytes(&self) -> &[u8];
     /// Fetches the ranges `(offset, length)`, each within the archive, into place.
     fn fetch(&mut self, ranges: &[(u64, u64)]) -> std::io::Result<()>;
+    /// True when many small reads one after another cost little (a local file): structures found
+    /// only by walking from record to record (a zip's local headers without a directory, a tar
+    /// archive's members) are then fetched record by record instead of the whole archive being read.
+    fn walks(&self) -> bool {
+        false
+    }
+    /// True when [`Pieces::bytes`] holds every byte already (fetching does nothing).
+    fn whole(&self) -> bool {
+        false
+    }
+}
+
+/// Bytes held whole, as [`Pieces`] (the walks that fetch as they go, over bytes at hand).
+pub struct Whole<'a>(pub &'a [u8]);
+
+impl Pieces for Whole<'_> {
+    fn bytes(&self) -> &[u8] {
+        self.0
+    }
+
+    fn fetch(&mut self, _ranges: &[(u64, u64)]) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn walks(&self) -> bool {
+        true
+    }
+
+    fn whole(&self) -> bool {
+        true
+    }
+}
+
+/// Fetches `len` bytes at `off` through `p`, clamped to the archive.
+pub(crate) fn fetch_at(p: &mut dyn Pieces, off: u64, len: u64) -> std::io::Result<()> {
+    let size = p.bytes().len() as u64;
+    let (a, b) = (off.min(size), off.saturating_add(len).min(size));
+    if a < b {
+        p.fetch(&[(a, b - a)])?;
+    }
+    Ok(())
 }
 
 /// Bytes fetched with each local header beyond its fixed part and the name and extra field its central
@@ -323,19 +365,50 @@ pub fn fetch_directory(p: &mut dyn Pieces) -> std::io::Result<Option<Archive>> {
     Ok(read(p.bytes()).ok().filter(|a| !a.recovered))
 }
 
-/// Walks local headers from the start of the file (no usable central directory).
-fn walk_local(d: &[u8], a: &mut Archive) {
+/// Fetches through `p` the structure [`read`] looks at and nothing else, as [`fetch_directory`] does,
+/// and, when the archive has no usable central directory and `p` [`Pieces::walks`], its local headers
+/// one after another. `Ok(None)` when the archive must be read whole (no usable directory, and no
+/// walk, or an entry whose end is found only by searching its data for the next header).
+pub fn fetch_archive(p: &mut dyn Pieces) -> std::io::Result<Option<Archive>> {
+    if let Some(a) = fetch_directory(p)? {
+        return Ok(Some(a));
+    }
+    if !p.walks() || !walk_local(p, &mut Archive::default())? {
+        return Ok(None);
+    }
+    Ok(read(p.bytes()).ok())
+}
+
+/// Walks local headers from the start of the file (no usable central directory), fetching each
+/// header through `p` before reading it. `Ok(false)` when an entry's end is known only by searching
+/// its data for the next header (sizes in a data descriptor) and `p` does not hold every byte.
+fn walk_local(p: &mut dyn Pieces, a: &mut Archive) -> std::io::Result<bool> {
     let mut off = 0u64;
-    while sig_at(d, off, LOCAL_SIG) && a.entries.len() < MAX_ENTRIES {
+    loop {
+        fetch_at(p, off, 30 + LOCAL_SLACK)?;
+        if !sig_at(p.bytes(), off, LOCAL_SIG) || a.entries.len() >= MAX_ENTRIES {
+            break;
+        }
         let o = off as usize;
-        let (Some(flags), Some(method), Some(csize), Some(size)) = (
+        let d = p.bytes();
+        let (Some(flags), Some(method), Some(csize), Some(size), Some(nl), Some(el)) = (
             u16_at(d, o + 6),
             u16_at(d, o + 8),
             u32_at(d, o + 18),
             u32_at(d, o + 22),
+            u16_at(d, o + 26),
+            u16_at(d, o + 28),
         ) else {
             break;
         };
+        if nl as u64 + el as u64 > LOCAL_SLACK {
+            fetch_at(
+                p,
+                off + 30 + LOCAL_SLACK,
+                nl as u64 + el as u64 - LOCAL_SLACK,
+            )?;
+        }
+        let d = p.bytes();
         let Some((data_start, local_name)) = local_header(d, off) else {
             break;
         };
@@ -351,6 +424,9 @@ fn walk_local(d: &[u8], a: &mut Archive) {
         );
         let mut csize = vals[1];
         if flags & 8 != 0 && csize == 0 {
+            if !p.whole() {
+                return Ok(false);
+            }
             // Sizes follow the data in a descriptor: the next header tells where the data ends.
             let from = (data_start as usize).min(d.len());
             csize = d[from..]
@@ -374,15 +450,17 @@ fn walk_local(d: &[u8], a: &mut Archive) {
         }
         off = next;
         // Skip a data descriptor if one sits between this entry and the next header.
-        if !sig_at(d, off, LOCAL_SIG) {
+        fetch_at(p, off, 28)?;
+        if !sig_at(p.bytes(), off, LOCAL_SIG) {
             for skip in [12u64, 16, 20, 24] {
-                if sig_at(d, off + skip, LOCAL_SIG) {
+                if sig_at(p.bytes(), off + skip, LOCAL_SIG) {
                     off += skip;
                     break;
                 }
             }
         }
     }
+    Ok(true)
 }
 
 /// Reads the archive's directory; `Err` when the bytes are no zip archive at all.
@@ -392,7 +470,8 @@ pub fn read(d: &[u8]) -> Result<Archive, String> {
     if !ok {
         a.entries.clear();
         a.recovered = true;
-        walk_local(d, &mut a);
+        // Bytes at hand: nothing to fetch, nothing to fail.
+        let _ = walk_local(&mut Whole(d), &mut a);
         if a.entries.is_empty() {
             return Err("zip archive without a readable directory or local headers".into());
         }
@@ -498,6 +577,43 @@ impl Read for Inflater<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// An archive fetched piecewise from bytes in memory, recording what was fetched.
+    pub struct Fetched<'a> {
+        pub whole: &'a [u8],
+        pub image: Vec<u8>,
+        pub got: Vec<(u64, u64)>,
+        walks: bool,
+    }
+
+    impl<'a> Fetched<'a> {
+        /// Nothing fetched yet of `whole`; `walks` as [`Pieces::walks`].
+        pub fn new(whole: &'a [u8], walks: bool) -> Fetched<'a> {
+            Fetched {
+                whole,
+                image: vec![0; whole.len()],
+                got: Vec::new(),
+                walks,
+            }
+        }
+    }
+
+    impl Pieces for Fetched<'_> {
+        fn bytes(&self) -> &[u8] {
+            &self.image
+        }
+        fn fetch(&mut self, ranges: &[(u64, u64)]) -> std::io::Result<()> {
+            for &(off, len) in ranges {
+                let (a, b) = (off as usize, (off + len) as usize);
+                self.image[a..b].copy_from_slice(&self.whole[a..b]);
+                self.got.push((off, len));
+            }
+            Ok(())
+        }
+        fn walks(&self) -> bool {
+            self.walks
+        }
+    }
 
     /// Builds a stored zip: (central name, local name, data, flags).
     pub fn build(entries: &[(&str, &str, &[u8], u16)]) -> Vec<u8> {
