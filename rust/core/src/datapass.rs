@@ -1138,47 +1138,57 @@ mod tests {
     }
 
     fn drops_behind(size: usize) {
-        use std::io::{Read, Write};
+        use std::io::Write;
         use std::os::fd::AsRawFd;
+        // bytes of period 251: a window read from the wrong offset would not hash the same
+        let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        let want = blake3::hash(&data).to_hex().to_string();
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        let block: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
-        while f.as_file().metadata().unwrap().len() < size as u64 {
-            f.write_all(&block).unwrap();
-        }
-        f.as_file().set_len(size as u64).unwrap();
+        f.write_all(&data).unwrap();
         f.as_file().sync_all().unwrap();
         let file = f.reopen().unwrap();
         let pages = size.div_ceil(4096);
-        fadvise_dontneed(file.as_raw_fd(), 0, size as u64);
-        if resident_pages(&file) > pages / 10 {
-            return; // this file system does not evict on request (tmpfs): nothing to observe
-        }
         let t = [tensor("x", Dtype::F32, &[(size / 4 - 100) as u64], 100)];
         let c = class(vec![vae(0)]);
-        let mut fs = FileSource::new(&file, file.metadata().unwrap().len());
-        let mut src = Source {
-            bytes: &mut fs,
-            tensors: &t,
-            class: &c,
-            safetensors_metadata: None,
-            stop: None,
-        };
-        let cold = run(&mut src, HashMode::Full, false);
-        assert!(
-            resident_pages(&file) < pages / 10,
-            "cold pass left its pages cached"
+        let mut passes = Vec::new();
+        // windows populated in one call, then faulted in by touch (older kernels), on the same file
+        for populate in [true, false] {
+            fadvise_dontneed(file.as_raw_fd(), 0, size as u64);
+            if resident_pages(&file) > pages / 10 {
+                return; // this file system does not evict on request (tmpfs): nothing to observe
+            }
+            let mut fs = FileSource::new(&file, size as u64);
+            if !populate {
+                fs = fs.touching();
+            }
+            let mut src = source(&mut fs, &t, &c);
+            let cold = run(&mut src, HashMode::Full, false);
+            assert!(
+                resident_pages(&file) < pages / 10,
+                "cold pass left its pages cached (populate: {populate})"
+            );
+            // warm: every page cached before the pass stays cached
+            let mut sink = vec![0u8; size];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut sink, 0).unwrap();
+            let before = resident_pages(&file);
+            let warm = run(&mut src, HashMode::Full, false);
+            assert!(resident_pages(&file) >= before * 99 / 100);
+            assert_eq!(cold.hashes.blake3.as_deref(), Some(want.as_str()));
+            assert_eq!(warm.hashes.blake3, cold.hashes.blake3);
+            assert_eq!(warm.components, cold.components);
+            passes.push(cold);
+        }
+        // the same component hash whichever way the windows came in, and the one of the bytes in memory
+        assert_eq!(passes[0].components, passes[1].components);
+        let in_memory = run(
+            &mut source(&mut MemorySource(&data), &t, &c),
+            HashMode::Full,
+            false,
         );
-        // warm: every page cached before the pass stays cached
-        let mut sink = Vec::new();
-        file.try_clone().unwrap().read_to_end(&mut sink).unwrap();
-        let before = resident_pages(&file);
-        let warm = run(&mut src, HashMode::Full, false);
-        assert!(resident_pages(&file) >= before * 99 / 100);
-        let want = blake3::hash(&sink).to_hex().to_string();
-        assert_eq!(cold.hashes.blake3.as_deref(), Some(want.as_str()));
-        assert_eq!(warm.hashes.blake3, cold.hashes.blake3);
-        assert_eq!(warm.components, cold.components);
+        assert_eq!(passes[0].components, in_memory.components);
+        assert!(!in_memory.components.is_empty());
     }
+
     /// A full pass over one F32 tensor covering a 3 MiB file of ones, after `shrink` ran on the file.
     fn pass_after(shrink: impl FnOnce(&File)) -> DataPass {
         use std::io::Write;
@@ -1259,16 +1269,21 @@ mod tests {
         let t = [tensor("x", Dtype::F32, &[size / 4], 0)];
         let c = class(vec![vae(0)]);
         let cut = MAP_WINDOW + 4096;
-        let mut cutting = CutWhileRead {
-            inner: FileSource::new(&file, size),
-            file: f.as_file(),
-            cut,
-        };
-        let dp = run(&mut source(&mut cutting, &t, &c), HashMode::Full, false);
-        assert!(dp.hashes.blake3.is_none() && dp.components.is_empty());
-        assert_eq!(dp.findings.len(), 1);
-        assert_eq!(dp.findings[0].check, "file.truncated");
-        assert_eq!(dp.findings[0].details["actual"], cut);
+        // windows populated in one call, and faulted in by touch (older kernels)
+        for populate in [true, false] {
+            f.as_file().set_len(size).unwrap();
+            let inner = FileSource::new(&file, size);
+            let mut cutting = CutWhileRead {
+                inner: if populate { inner } else { inner.touching() },
+                file: f.as_file(),
+                cut,
+            };
+            let dp = run(&mut source(&mut cutting, &t, &c), HashMode::Full, false);
+            assert!(dp.hashes.blake3.is_none() && dp.components.is_empty());
+            assert_eq!(dp.findings.len(), 1, "populate: {populate}");
+            assert_eq!(dp.findings[0].check, "file.truncated");
+            assert_eq!(dp.findings[0].details["actual"], cut);
+        }
     }
 
     /// Bytes in memory whose reads end early after `cut` bytes, or fail there, without the length changing.
