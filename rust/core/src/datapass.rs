@@ -468,8 +468,12 @@ impl Reader<'_> {
         let mut buf = match slot {
             Slot::Buf(buf) => buf,
             Slot::Window(done) => {
+                // The next window first, then the last one's release: a fault bringing the next
+                // window in reads around it (backwards too), and would read back into the cache
+                // pages of the last one just dropped (an inline reader's only window in flight).
+                let brought = self.bytes.bring(c0, want as u64);
                 self.release(done);
-                return Some(match self.bytes.bring(c0, want as u64) {
+                return Some(match brought {
                     Ok(n) if n == want as u64 => Piece::Window(c0, want),
                     Ok(n) => Piece::Shrank(self.bytes.shrunk().unwrap_or(c0 + n)),
                     Err(e) => Piece::Failed(e),
