@@ -550,10 +550,8 @@ struct HeaderState {
 impl<'a> HeaderReads<'a> {
     fn new(obj: &'a Object, head: &[u8]) -> HeaderReads<'a> {
         let held = head.len() as u64;
-        let header_end = head
-            .get(..8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap()).saturating_add(8))
-            .filter(|&end| end <= obj.size)
+        // Where the addnet hash starts is where the header ends.
+        let header_end = crate::hashes::addnet_start(head, obj.size)
             .unwrap_or(held)
             .max(held);
         HeaderReads {
