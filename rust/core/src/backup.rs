@@ -216,11 +216,12 @@ fn keep_times(file: &File, meta: &std::fs::Metadata) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn names(dir: &Path) -> Vec<String> {
+    /// The sorted names of a directory's entries (also the fix tests' look at what a fix left behind).
+    pub(crate) fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

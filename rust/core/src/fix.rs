@@ -1521,6 +1521,7 @@ fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::tests::names;
     use crate::table::open_table;
 
     /// A safetensors file of F32 tensors `(name, values)` written by the reference `safetensors` crate.
@@ -1592,15 +1593,6 @@ mod tests {
         (0..n)
             .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as f32 / 1e6)
             .collect()
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
     }
 
     #[test]
