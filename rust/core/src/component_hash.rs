@@ -24,6 +24,12 @@ const CHUNK: u64 = CHUNK_LEN as u64;
 /// bytes stay in the core's L2 cache for the value checks that read them after the hash, large enough
 /// that the SIMD hasher runs at full width and the per-unit overhead is lost in the noise.
 pub const UNIT: u64 = 128 << 10;
+/// Bytes a stream hashed in order ([`hash_in_order`]) hands BLAKE3 at a time, each run starting at a
+/// multiple of it: 64 chunks, enough for the widest SIMD hasher (16 chunks at once) to run full.
+const STAGE: usize = 64 << 10;
+/// Bytes of a tensor [`Plan::hash_whole`] hashes before handing them, still in the core's cache, to
+/// whatever else reads them (the value checks).
+const SIDE_PIECE: usize = 256 << 10;
 
 /// The bytes version 1 feeds before a tensor's data.
 pub fn framing(name: &str, dtype: &str, shape: &[u64], data_len: u64) -> Vec<u8> {
@@ -212,6 +218,50 @@ fn block_len(p: u64, limit: u64, total: u64) -> u64 {
     len
 }
 
+/// A BLAKE3 stream fed in order at full SIMD width however short its pieces. BLAKE3 hashes many chunks
+/// at once only within one call and from a stream offset aligned to their number; so short pieces are
+/// copied into a stage until the stream reaches the next [`STAGE`] boundary, and the stage is hashed
+/// there, while the whole stages of a long piece that starts on a boundary are hashed in place.
+pub struct InOrder {
+    h: Hasher,
+    /// Always the stream's bytes since its last STAGE boundary.
+    stage: Vec<u8>,
+}
+
+impl Default for InOrder {
+    fn default() -> Self {
+        InOrder {
+            h: Hasher::new(),
+            stage: Vec::with_capacity(STAGE),
+        }
+    }
+}
+
+impl InOrder {
+    /// Feeds the next bytes of the stream.
+    pub fn update(&mut self, mut p: &[u8]) {
+        if !self.stage.is_empty() {
+            let take = (STAGE - self.stage.len()).min(p.len());
+            self.stage.extend_from_slice(&p[..take]);
+            p = &p[take..];
+            if self.stage.len() < STAGE {
+                return;
+            }
+            self.h.update(&self.stage);
+            self.stage.clear();
+        }
+        let whole = p.len() / STAGE * STAGE;
+        self.h.update(&p[..whole]);
+        self.stage.extend_from_slice(&p[whole..]);
+    }
+
+    /// The stream's hash.
+    pub fn finalize(mut self) -> blake3::Hash {
+        self.h.update(&self.stage);
+        self.h.finalize()
+    }
+}
+
 /// Joins the segments of one stream of `total` bytes into its BLAKE3 hash; `None` if bytes are missing.
 pub fn finish(segments: &[&Segment], total: u64) -> Option<blake3::Hash> {
     if segments.iter().any(|s| s.remaining() != 0) {
@@ -300,13 +350,19 @@ pub struct Member {
     pub segment: Segment,
 }
 
+/// A component's stream laid out: its tensors in canonical order, each with its framing.
+struct Stream {
+    name: &'static str,
+    total: u64,
+    /// (tensor, framing) in canonical order.
+    order: Vec<(usize, Vec<u8>)>,
+    /// Its hash when computed in one go ([`Plan::hash_whole`]) instead of from segments.
+    whole: Option<blake3::Hash>,
+}
+
 /// The component streams of one file: which tensors each holds, in canonical order.
 pub struct Plan {
-    /// Component names, index-aligned with `totals`.
-    pub names: Vec<&'static str>,
-    pub totals: Vec<u64>,
-    /// Tensors of each component in canonical order.
-    pub order: Vec<Vec<usize>>,
+    streams: Vec<Stream>,
     /// Per tensor: its component and segment (`None` for buffers, EMA, junk).
     pub members: Vec<Option<Member>>,
 }
@@ -322,49 +378,104 @@ impl Plan {
             }
         }
         let mut plan = Plan {
-            names: Vec::new(),
-            totals: Vec::new(),
-            order: Vec::new(),
+            streams: Vec::new(),
             members: (0..tensors.len()).map(|_| None).collect(),
         };
         for (name, mut list) in by_comp {
             list.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            let frames: Vec<Vec<u8>> = list
+            let order: Vec<(usize, Vec<u8>)> = list
                 .iter()
                 .map(|&(canon, i)| {
                     let t = &tensors[i];
-                    framing(canon, t.dtype.name(), &t.shape, t.len)
+                    (i, framing(canon, t.dtype.name(), &t.shape, t.len))
                 })
                 .collect();
-            let total: u64 = list
+            let total: u64 = order
                 .iter()
-                .zip(&frames)
-                .map(|(&(_, i), f)| f.len() as u64 + tensors[i].len)
+                .map(|(i, f)| f.len() as u64 + tensors[*i].len)
                 .sum();
             let mut at = 0;
-            for (&(_, i), f) in list.iter().zip(&frames) {
-                plan.members[i] = Some(Member {
-                    segment: Segment::new(at, f, tensors[i].len, total),
+            for (i, f) in &order {
+                plan.members[*i] = Some(Member {
+                    segment: Segment::new(at, f, tensors[*i].len, total),
                 });
-                at += f.len() as u64 + tensors[i].len;
+                at += f.len() as u64 + tensors[*i].len;
             }
-            plan.names.push(name);
-            plan.totals.push(total);
-            plan.order.push(list.into_iter().map(|(_, i)| i).collect());
+            plan.streams.push(Stream {
+                name,
+                total,
+                order,
+                whole: None,
+            });
         }
         plan
+    }
+
+    /// Hashes, each in one go, the streams whose tensors are all contiguous bytes of `file` (a file's
+    /// bytes from offset 0, all in memory), instead of segment by segment as the file's bytes go by:
+    /// the short tensors of a small file (a LoRA's, an embedding's) would otherwise be hashed a chunk at
+    /// a time, with no SIMD across chunks. Their segments are dropped, so nothing feeds them after.
+    /// `contiguous(i)` says whether tensor `i`'s data is its bytes `[start, end)` in C order.
+    /// `side(i, a, b)` is called on every file range `[a, b)` of the hashed tensors' data once, right
+    /// after it was hashed (the bytes still cached); its results come back with their tensor.
+    pub fn hash_whole<R: Send>(
+        &mut self,
+        tensors: &[TensorInfo],
+        file: &[u8],
+        contiguous: impl Fn(usize) -> bool + Sync,
+        side: impl Fn(usize, u64, u64) -> R + Sync,
+    ) -> Vec<(usize, R)> {
+        let bytes = |i: usize| {
+            let t = &tensors[i];
+            let end = usize::try_from(t.end()).ok().filter(|&e| e <= file.len())?;
+            contiguous(i).then(|| &file[t.start as usize..end])
+        };
+        let out: Vec<(usize, R)> = self
+            .streams
+            .par_iter_mut()
+            .flat_map_iter(|s| {
+                let data: Option<Vec<&[u8]>> = s.order.iter().map(|(i, _)| bytes(*i)).collect();
+                let mut seen = Vec::new();
+                if let Some(data) = data {
+                    let mut h = InOrder::default();
+                    for ((i, f), d) in s.order.iter().zip(data) {
+                        h.update(f);
+                        let start = tensors[*i].start;
+                        for (k, piece) in d.chunks(SIDE_PIECE).enumerate() {
+                            h.update(piece);
+                            let a = start + (k * SIDE_PIECE) as u64;
+                            seen.push((*i, side(*i, a, a + piece.len() as u64)));
+                        }
+                    }
+                    s.whole = Some(h.finalize());
+                }
+                seen
+            })
+            .collect();
+        for s in &self.streams {
+            if s.whole.is_some() {
+                for (i, _) in &s.order {
+                    self.members[*i] = None;
+                }
+            }
+        }
+        out
     }
 
     /// Each component's hash (lowercase hex); components with missing bytes are left out.
     pub fn finish(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
-        for (c, name) in self.names.iter().enumerate() {
-            let segs: Option<Vec<&Segment>> = self.order[c]
-                .iter()
-                .map(|&i| self.members[i].as_ref().map(|m| &m.segment))
-                .collect();
-            if let Some(h) = segs.and_then(|s| finish(&s, self.totals[c])) {
-                out.insert(name.to_string(), h.to_hex().to_string());
+        for s in &self.streams {
+            let hash = s.whole.or_else(|| {
+                let segs: Option<Vec<&Segment>> = s
+                    .order
+                    .iter()
+                    .map(|(i, _)| self.members[*i].as_ref().map(|m| &m.segment))
+                    .collect();
+                segs.and_then(|segs| finish(&segs, s.total))
+            });
+            if let Some(h) = hash {
+                out.insert(s.name.to_string(), h.to_hex().to_string());
             }
         }
         out
@@ -492,6 +603,42 @@ mod tests {
         }
     }
 
+    /// BLAKE3 of the concatenation of `pieces`, hashed as an [`InOrder`] stream.
+    fn hash_in_order<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> blake3::Hash {
+        let mut h = InOrder::default();
+        for p in pieces {
+            h.update(p);
+        }
+        h.finalize()
+    }
+    #[test]
+    fn pieces_hashed_in_order_hash_like_one_stream() {
+        let (u, m) = (STAGE, 1 << 20);
+        for (n, len) in [0, 1, 1024, 1025, u - 1, u, u + 1, 3 * m + 123]
+            .into_iter()
+            .enumerate()
+        {
+            let data = bytes(len, n as u64 + 3);
+            let want = blake3::hash(&data);
+            let cut_sets = [
+                vec![],
+                vec![1, 2, 3],
+                vec![100, u + 4464, u + 4465],
+                vec![u, 2 * u + 5, m + u, 2 * m + 3],
+            ];
+            for cuts in cut_sets {
+                let mut bounds = vec![0];
+                bounds.extend(cuts.into_iter().filter(|&c| c < len));
+                bounds.push(len);
+                let pieces = bounds.windows(2).map(|w| &data[w[0]..w[1]]);
+                assert_eq!(hash_in_order(pieces), want, "len {len}");
+            }
+            for piece in [1, 977, u + 1] {
+                assert_eq!(hash_in_order(data.chunks(piece)), want, "len {len}");
+            }
+        }
+    }
+
     #[test]
     fn missing_bytes_give_no_hash() {
         let total = 5000;
@@ -531,7 +678,25 @@ mod tests {
                 m.segment
                     .feed(&data[t.start as usize..(t.start + t.len) as usize]);
             }
-            plan.finish()["vae"].clone()
+            let fed = plan.finish()["vae"].clone();
+            // the same stream hashed in one go from the file's bytes
+            let mut whole = Plan::new(tensors, &class(tensors.len()));
+            let seen = whole.hash_whole(tensors, data, |_| true, |i, a, b| (i, a, b));
+            assert!(whole.members.iter().all(|m| m.is_none()));
+            // every data byte handed on once, after its tensor's framing
+            let mut seen: Vec<(u64, u64)> = seen.into_iter().map(|(_, (_, a, b))| (a, b)).collect();
+            seen.sort();
+            let mut ranges: Vec<(u64, u64)> = tensors.iter().map(|t| (t.start, t.end())).collect();
+            ranges.sort();
+            assert_eq!(seen, ranges);
+            assert_eq!(whole.finish()["vae"], fed);
+            // a tensor past the end of the bytes: no hash in one go, the segments stay to be fed
+            let mut short = Plan::new(tensors, &class(tensors.len()));
+            let seen = short.hash_whole(tensors, &data[..data.len() - 1], |_| true, |_, _, _| ());
+            assert!(seen.is_empty());
+            assert!(short.members.iter().all(|m| m.is_some()));
+            assert!(short.finish().is_empty());
+            fed
         };
         assert_eq!(
             hash(&[t("a", Dtype::U8, &[4], 0, 4)], &[0, 1, 2, 3]),

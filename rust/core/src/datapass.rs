@@ -178,7 +178,10 @@ pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: boo
         bytes: &mut *src.bytes,
         size,
         c0: 0,
-        window: if map.is_some() {
+        // A mapped file read inline comes in one window: its component streams are hashed in one go.
+        window: if map.is_some() && size <= INLINE_MAX {
+            size.max(1)
+        } else if map.is_some() {
             MAP_WINDOW
         } else {
             READ_CHUNK
@@ -230,36 +233,65 @@ pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: boo
                 active.push(contiguous[next]);
                 next += 1;
             }
+            // The whole file in one chunk (a small one): component streams hashed in one go, in
+            // canonical order, at full SIMD width, each tensor's values checked right after its hash
+            // ([`Plan::hash_whole`]); the jobs then count the values of the other tensors.
+            let whole = c0 == 0 && c1 == size && strided.is_empty();
             // Each job owns its tensor's segment while the chunk is processed.
-            let jobs: Vec<(usize, Option<Member>)> = active
-                .iter()
-                .map(|&i| (i, plan.members[i].take()))
-                .collect();
+            let mut jobs: Vec<(usize, Option<Member>)> = match whole {
+                true => Vec::new(),
+                false => active
+                    .iter()
+                    .map(|&i| (i, plan.members[i].take()))
+                    .collect(),
+            };
+            let plan_now = &mut plan;
+            let active_now = &active;
+            let prints_now = prints.as_mut();
             let (_, done) = rayon::join(
                 || {
                     if let Some(h) = file_h.as_mut() {
                         h.feed(chunk.bytes);
                     }
+                    // beside the hashing, not between chunks while the other cores wait
+                    if let Some(p) = prints_now {
+                        for &i in active_now {
+                            p.contiguous(i, &tensors[i], &chunk);
+                        }
+                    }
                 },
                 || {
-                    jobs.into_par_iter()
-                        .map(|(i, mut m)| {
-                            let seg = m.as_mut().map(|m| &mut m.segment);
-                            let (c, s) = contiguous_piece(&chunk, &tensors[i], seg);
-                            (i, m, c, s)
-                        })
-                        .collect::<Vec<_>>()
+                    let mut done = Vec::new();
+                    if whole {
+                        let side = |i: usize, a, b| count_range(&chunk, &tensors[i], a, b);
+                        let contiguous = |i: usize| gather_layout(&tensors[i]).is_none();
+                        for (i, (c, s)) in
+                            plan_now.hash_whole(tensors, chunk.bytes, contiguous, side)
+                        {
+                            done.push((i, None, c, s));
+                        }
+                        let mut hashed = vec![false; tensors.len()];
+                        for d in &done {
+                            hashed[d.0] = true;
+                        }
+                        jobs = active_now
+                            .iter()
+                            .filter(|&&i| !hashed[i])
+                            .map(|&i| (i, plan_now.members[i].take()))
+                            .collect();
+                    }
+                    done.par_extend(jobs.into_par_iter().map(|(i, mut m)| {
+                        let seg = m.as_mut().map(|m| &mut m.segment);
+                        let (c, s) = contiguous_piece(&chunk, &tensors[i], seg);
+                        (i, m, c, s)
+                    }));
+                    done
                 },
             );
             for (i, m, c, s) in done {
                 plan.members[i] = m;
                 counts[i] += c;
                 same[i] = same[i].merge(s);
-            }
-            if let Some(p) = prints.as_mut() {
-                for &i in &active {
-                    p.contiguous(i, &tensors[i], &chunk);
-                }
             }
             active.retain(|&i| tensors[i].end() > c1);
             before_len = n.min(SEAM);
@@ -394,10 +426,14 @@ enum Slot {
 /// Chunk buffers kept between passes, so that a library of small files does not allocate and fault
 /// in fresh buffers for every file (24 MiB per file of more than one chunk).
 static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-/// Most buffers the pool keeps: those of one pass per core, and never more than 96 MiB.
+/// Most buffers the pool keeps: those of one pass per core, and never more than 96 MiB. Asked once:
+/// the core count comes from the scheduler and cgroup files (a dozen system calls).
 fn pool_max() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (BUFFERS * cores).min(12)
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (BUFFERS * cores).min(12)
+    })
 }
 
 /// A [`READ_CHUNK`]-long buffer taken from the pool (or made); it goes back to the pool when dropped,
@@ -1066,6 +1102,7 @@ mod tests {
         // running ahead above it), mapped in place and copied into buffers, against BLAKE3 of the
         // whole file and the v1 stream built directly.
         for size in [
+            300_001,
             (READ_CHUNK * 2 + 4097) as usize,
             (INLINE_MAX - 3) as usize,
             (INLINE_MAX + MAP_WINDOW + 1001) as usize,
@@ -1141,16 +1178,54 @@ mod tests {
         }
     }
 
-    fn drops_behind(size: usize) {
-        use std::io::Write;
+    #[test]
+    fn short_cached_files_are_read_unmapped_and_left_cached() {
         use std::os::fd::AsRawFd;
-        // bytes of period 251: a window read from the wrong offset would not hash the same
-        let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        let size = 300_001usize;
+        let (_f, file, data) = period_file(size);
         let want = blake3::hash(&data).to_hex().to_string();
+        let pages = size.div_ceil(4096);
+        let t = [tensor("x", Dtype::F32, &[(size / 4 - 100) as u64], 100)];
+        let c = class(vec![vae(0)]);
+        // wholly cached: read by pread, and every page stays cached
+        let mut sink = vec![0u8; size];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut sink, 0).unwrap();
+        let mut fs = FileSource::new(&file, size as u64);
+        assert!(fs.map().is_none());
+        let before = resident_pages(&file);
+        let warm = run(&mut source(&mut fs, &t, &c), HashMode::Full, false);
+        assert!(resident_pages(&file) >= before * 99 / 100);
+        assert_eq!(warm.hashes.blake3.as_deref(), Some(want.as_str()));
+        // evicted: mapped, and the pages it brought are dropped after
+        fadvise_dontneed(file.as_raw_fd(), 0, size as u64);
+        if resident_pages(&file) > pages / 10 {
+            return; // this file system does not evict on request (tmpfs): nothing to observe
+        }
+        let mut fs = FileSource::new(&file, size as u64);
+        assert!(fs.map().is_some());
+        let cold = run(&mut source(&mut fs, &t, &c), HashMode::Full, false);
+        assert!(resident_pages(&file) < pages / 10);
+        assert_eq!(cold.hashes.blake3, warm.hashes.blake3);
+        assert_eq!(cold.components, warm.components);
+        assert!(!cold.components.is_empty());
+    }
+
+    /// A file of `size` bytes of period 251 (a window read from the wrong offset would not hash the
+    /// same), written through to disk: the temporary file, a handle to it, and its bytes.
+    fn period_file(size: usize) -> (tempfile::NamedTempFile, File, Vec<u8>) {
+        use std::io::Write;
+        let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&data).unwrap();
         f.as_file().sync_all().unwrap();
         let file = f.reopen().unwrap();
+        (f, file, data)
+    }
+
+    fn drops_behind(size: usize) {
+        use std::os::fd::AsRawFd;
+        let (_f, file, data) = period_file(size);
+        let want = blake3::hash(&data).to_hex().to_string();
         let pages = size.div_ceil(4096);
         let t = [tensor("x", Dtype::F32, &[(size / 4 - 100) as u64], 100)];
         let c = class(vec![vae(0)]);
@@ -1223,7 +1298,8 @@ mod tests {
     }
 
     /// A local file whose source cuts it to `cut` bytes when the pass releases its first window: later
-    /// windows, some already brought into memory, are then read past the file's end.
+    /// windows, some already brought into memory, are then read past the file's end. A file read in one
+    /// window (inline) is cut as soon as that window is brought in.
     struct CutWhileRead<'a> {
         inner: FileSource<'a>,
         file: &'a File,
@@ -1247,10 +1323,14 @@ mod tests {
             self.inner.map()
         }
         fn bring(&mut self, off: u64, len: u64) -> std::io::Result<u64> {
-            self.inner.bring(off, len)
+            let brought = self.inner.bring(off, len);
+            if off == 0 && len > self.cut {
+                self.file.set_len(self.cut).unwrap();
+            }
+            brought
         }
         fn release(&mut self, off: u64, len: u64) {
-            if off == 0 {
+            if off == 0 && len <= self.cut {
                 self.file.set_len(self.cut).unwrap();
             }
             self.inner.release(off, len)

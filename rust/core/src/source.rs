@@ -103,6 +103,8 @@ impl ChunkSource for MemorySource<'_> {
 const NOTE_AHEAD: u64 = 64 << 20;
 /// Bytes one page fault maps when their pages are cached (the kernel's default `fault_around_bytes`).
 const FAULT_AROUND: u64 = 64 << 10;
+/// Files up to this long are read by `pread` when wholly cached, not mapped.
+const PREAD_MAX: u64 = 1 << 20;
 /// Residency is asked for in pieces this long (a huge page): whole when cached, else page by page.
 const NOTE_PIECE: u64 = 2 << 20;
 
@@ -130,14 +132,22 @@ impl<'a> FileSource<'a> {
     pub fn new(file: &'a File, len: u64) -> FileSource<'a> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-        let map = GuardedMap::new(file, len).ok().map(Arc::new);
+        // A short file wholly in the page cache is read by `pread`: a map's setup and teardown (page
+        // faults, and unmapping's TLB flush on every core) cost more than copying it.
+        let cached = len <= PREAD_MAX && cached_pages(file, 0, len) == Some(len.div_ceil(page));
+        let map = match cached {
+            true => None,
+            false => GuardedMap::new(file, len).ok().map(Arc::new),
+        };
         // No `MADV_SEQUENTIAL` on the map: its faults then read ahead only as far as the pages cached
         // before them suggest, and read-ahead from a page after the cached header of a file scanned
         // before is then one unmarked read in 4 KiB folios (twice as slow as from an evicted file).
         // The default read-around reads in large folios and marks where to read further ahead.
-        // SAFETY: plain syscall on an open descriptor; advice only (a larger read-ahead window).
-        unsafe {
-            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+        if map.is_some() {
+            // SAFETY: plain syscall on an open descriptor; advice only (a larger read-ahead window).
+            unsafe {
+                libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+            }
         }
         FileSource {
             file,
@@ -175,7 +185,6 @@ impl<'a> FileSource<'a> {
 
     /// Records page residency from where the last record ended up to `to` (before reads bring pages in).
     fn note(&mut self, to: u64) {
-        let Some(map) = &self.map else { return };
         let to = to.min(self.len);
         let from = self.noted;
         if to <= from {
@@ -188,7 +197,8 @@ impl<'a> FileSource<'a> {
         while a < to {
             let b = (a + NOTE_PIECE).min(to);
             let pages = (b - a).div_ceil(self.page);
-            if cached_pages(self.file, a, b) == Some(pages) {
+            let cached = cached_pages(self.file, a, b);
+            if cached == Some(pages) {
                 match self.resident.back_mut() {
                     Some((_, end, None)) if *end == a => *end = b,
                     _ => self.resident.push_back((a, b, None)),
@@ -196,7 +206,15 @@ impl<'a> FileSource<'a> {
                 a = b;
                 continue;
             }
-            let mut vec = vec![0u8; pages as usize];
+            let mut vec = vec![1u8; pages as usize];
+            let Some(map) = &self.map else {
+                // unmapped, pages cannot be listed: dropped if none was cached, else all kept
+                // rather than evict someone's cache
+                vec.fill(u8::from(cached != Some(0)));
+                self.resident.push_back((a, b, Some(vec)));
+                a = b;
+                continue;
+            };
             // SAFETY: [a, b) lies inside the live map, `a` is page aligned (every record but the
             // last ends on a page boundary) and `vec` has one byte per page of the range.
             let rc = unsafe {
@@ -394,6 +412,14 @@ impl ChunkSource for FileSource<'_> {
         let Some(map) = self.map.clone() else {
             return Ok(len);
         };
+        if self
+            .uncached_runs(off / self.page * self.page, end)
+            .is_empty()
+        {
+            // Wholly cached: left to its readers' faults, each of which maps a fault-around block
+            // of cached pages; bringing it in page by page would cost twice their system time.
+            return Ok(end - off);
+        }
         if self.populate {
             // One call fills the window's page tables: cached pages are mapped whole (a huge page
             // at a time), the others read through the map's read-ahead, which reads in large folios
