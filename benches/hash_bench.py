@@ -1,10 +1,10 @@
 """Hashing throughput of fastscan's data pass against b3sum (or the blake3 package), `cat` and the limit.
 
-Writes a real-layout safetensors file (shared/data/layouts, default sd15: 2.1 GB) filled with random
-bytes to the temp dir, then times each contender `--repeat` times (median run) with the page cache warm,
-then with the file evicted before each run (cold: disk speed counts), and prints GB/s and ratios for
-both (`--cache warm|cold` for one table). fastscan runs with everything its pass computes in a
-cached scan: value checks, component hashes and lineage fingerprints.
+Writes a real-layout safetensors file (shared/data/layouts, default sd15: 2.1 GB) of random finite
+weights (benches/weights.py) to the temp dir, then times each contender `--repeat` times (median run)
+with the page cache warm, then with the file evicted before each run (cold: disk speed counts), and
+prints GB/s and ratios for both (`--cache warm|cold` for one table). fastscan runs with everything its
+pass computes in a cached scan: value checks, component hashes and lineage fingerprints.
 
 Each mode's limit (issue 13) is the larger of the time to read the bytes (`cat`, warm or cold as the
 table) and the time its hashing work takes with every core busy (measured over cached pages, for the
@@ -25,32 +25,15 @@ import hashlib
 import os
 import shutil
 import statistics
-import struct
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import blake3
-import numpy as np
 
-from fastscan import _core, synth
-
-
-def write_random(path: Path, layout: str) -> int:
-    """The layout's header as the reference writer makes it, then random data; returns the size."""
-    lay = synth.load_layout(layout)["tensors"]
-    header, offsets = synth.header_for(lay)
-    data_len = max(e for _, e in offsets.values())
-    rng = np.random.default_rng(0)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(header)) + header)
-        left = data_len
-        while left:
-            n = min(left, 64 << 20)
-            f.write(rng.bytes(n))
-            left -= n
-    return 8 + len(header) + data_len
+import weights  # benches/weights.py
+from fastscan import _core
 
 
 def evict(path: Path) -> None:
@@ -94,7 +77,7 @@ def main() -> None:
     os.close(fd)
     path = Path(name)
     try:
-        size = write_random(path, args.layout)
+        size = weights.write(path, args.layout)
         subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the cache
         b3sum = shutil.which("b3sum")
 
@@ -140,7 +123,7 @@ def main() -> None:
                 "fastscan hash=full": max(cat_s, 2 * b3_work),
                 "fastscan hash=full --sha256": max(cat_s, 2 * b3_work + sha_s),
             }
-            print(f"file: {args.layout} layout, {size / 1e9:.2f} GB random data, "
+            print(f"file: {args.layout} layout, {size / 1e9:.2f} GB random weights, "
                   f"page cache {'cold (evicted before each run)' if cold else 'warm'}, "
                   f"{os.cpu_count()} CPUs, median of {args.repeat}, load average {os.getloadavg()[0]:.1f}")
             print(f"{'contender':48} {'s':>7} {'GB/s':>7} {'vs b3':>6} {'limit s':>8} {'of limit':>8}")

@@ -1,8 +1,9 @@
 """Many small files (LoRAs, embeddings): files per second of a hashing scan against b3sum and the limit.
 
-Writes a library of real-layout files filled with random bytes (lora-sd15-kohya: 19 MB, embedding-sd15
-and embedding-sdxl: 25-66 KB; see ../shared/data/layouts) to the temp dir, warms the page cache, then
-times, median of `--repeat` runs (interleaved, so load elsewhere hits every contender alike):
+Writes a library of real-layout files of random finite weights (benches/weights.py; lora-sd15-kohya: 19
+MB, embedding-sd15 and embedding-sdxl: 25-66 KB; see ../shared/data/layouts) to the temp dir, warms the
+page cache, then times, median of `--repeat` runs (interleaved, so load elsewhere hits every contender
+alike):
   - fastscan: `fastscan DIR --json --hash full --no-cache` (CLI start included), and `--hash components`;
   - the peer: b3sum over every file (one process, all files, one after another: `apt-get install b3sum`;
     without it the `blake3` package in-process, a weaker peer);
@@ -32,16 +33,7 @@ from pathlib import Path
 
 import blake3
 
-from fastscan import synth
-
-
-def write_random(path: Path, layout: str, seed: int) -> int:
-    """Writes the layout with random data for every tensor; returns the file size."""
-    tensors = synth.load_layout(layout)["tensors"]
-    rnd = __import__("random").Random(seed)
-    data = {n: rnd.randbytes(synth.nbytes(t["dtype"], t["shape"])) for n, t in tensors.items()}
-    synth.write_safetensors(path, tensors, data=data)
-    return path.stat().st_size
+import weights  # benches/weights.py
 
 
 def cpu_seconds() -> float:
@@ -81,12 +73,12 @@ def main() -> None:
         total, files = 0, []
         for i in range(a.loras):
             p = lib / f"lora-{i:04d}.safetensors"
-            total += write_random(p, "lora-sd15-kohya", i)
+            total += weights.write(p, "lora-sd15-kohya", i)
             files.append(p)
         for i in range(a.embeddings):
             layout = "embedding-sd15" if i % 2 else "embedding-sdxl"
             p = lib / f"emb-{i:05d}.safetensors"
-            total += write_random(p, layout, 10_000 + i)
+            total += weights.write(p, layout, 10_000 + i)
             files.append(p)
         n = len(files)
         names = [str(p) for p in files]

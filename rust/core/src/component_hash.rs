@@ -283,29 +283,32 @@ pub fn finish(segments: &[&Segment], total: u64) -> Option<blake3::Hash> {
         .iter()
         .flat_map(|s| s.nodes.iter().copied())
         .collect();
-    let mut i = 0;
-    while i < edges.len() {
-        let chunk_start = edges[i].0 / CHUNK * CHUNK;
-        let mut h = Hasher::new();
-        h.set_input_offset(chunk_start);
-        let mut at = chunk_start;
-        while i < edges.len() && edges[i].0 / CHUNK * CHUNK == chunk_start {
-            if edges[i].0 != at {
-                return None;
+    // Each chunk shared by segments, hashed from its pieces (on every core: a checkpoint has
+    // thousands, one or two per tensor).
+    let shared: Vec<&[&(u64, Vec<u8>)]> =
+        edges.chunk_by(|a, b| a.0 / CHUNK == b.0 / CHUNK).collect();
+    let joined: Option<Vec<Node>> = shared
+        .par_iter()
+        .map(|pieces| {
+            let chunk_start = pieces[0].0 / CHUNK * CHUNK;
+            let mut h = Hasher::new();
+            h.set_input_offset(chunk_start);
+            let mut at = chunk_start;
+            for (piece_at, bytes) in pieces.iter().map(|e| (e.0, &e.1)) {
+                if piece_at != at {
+                    return None;
+                }
+                h.update(bytes);
+                at += bytes.len() as u64;
             }
-            h.update(&edges[i].1);
-            at += edges[i].1.len() as u64;
-            i += 1;
-        }
-        if at != (chunk_start + CHUNK).min(total) {
-            return None;
-        }
-        nodes.push(Node {
-            start: chunk_start,
-            len: at - chunk_start,
-            cv: h.finalize_non_root(),
-        });
-    }
+            (at == (chunk_start + CHUNK).min(total)).then(|| Node {
+                start: chunk_start,
+                len: at - chunk_start,
+                cv: h.finalize_non_root(),
+            })
+        })
+        .collect();
+    nodes.extend(joined?);
     nodes.sort_by_key(|n| n.start);
     let mut stack: Vec<Node> = Vec::new();
     let mut expect = 0;
@@ -464,21 +467,25 @@ impl Plan {
 
     /// Each component's hash (lowercase hex); components with missing bytes are left out.
     pub fn finish(&self) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        for s in &self.streams {
-            let hash = s.whole.or_else(|| {
-                let segs: Option<Vec<&Segment>> = s
-                    .order
-                    .iter()
-                    .map(|(i, _)| self.members[*i].as_ref().map(|m| &m.segment))
-                    .collect();
-                segs.and_then(|segs| finish(&segs, s.total))
-            });
-            if let Some(h) = hash {
-                out.insert(s.name.to_string(), h.to_hex().to_string());
-            }
-        }
-        out
+        let hashes: Vec<(&str, Option<blake3::Hash>)> = self
+            .streams
+            .par_iter()
+            .map(|s| {
+                let hash = s.whole.or_else(|| {
+                    let segs: Option<Vec<&Segment>> = s
+                        .order
+                        .iter()
+                        .map(|(i, _)| self.members[*i].as_ref().map(|m| &m.segment))
+                        .collect();
+                    segs.and_then(|segs| finish(&segs, s.total))
+                });
+                (s.name, hash)
+            })
+            .collect();
+        hashes
+            .into_iter()
+            .filter_map(|(name, h)| Some((name.to_string(), h?.to_hex().to_string())))
+            .collect()
     }
 }
 

@@ -186,6 +186,10 @@ pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: boo
         } else {
             READ_CHUNK
         },
+        warm_window: match map.is_some() && size > INLINE_MAX {
+            true => WARM_WINDOW,
+            false => 0,
+        },
         spans: &spans,
         next_span: 0,
         stop,
@@ -328,11 +332,12 @@ pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: boo
                 .extend(hashes::addnet_mismatch(meta, out.hashes.addnet.as_deref()));
         }
     }
-    out.components = plan.finish();
+    // the streams' subtrees joined beside the fingerprints' sums
+    (out.components, out.fingerprint) =
+        rayon::join(|| plan.finish(), || prints.map(|p| p.finish(tensors)));
     out.findings.extend(values::finding(tensors, &counts));
     out.findings
         .extend(values::constant_finding(tensors, &src.class.roles, &same));
-    out.fingerprint = prints.map(|p| p.finish(tensors));
     out
 }
 
@@ -411,6 +416,12 @@ const BUFFERS: usize = 3;
 /// filled ahead, unmapped once read), so [`BUFFERS`] of them bound the pass's share of resident memory.
 const MAP_WINDOW: u64 = 8 << 20;
 
+/// Bytes of a mapped file handed to the consumers at a time when all of them are in the page cache
+/// already: nothing to read, and no page resident before its reader faults it in, so a longer window
+/// costs no memory, and the cores meet between windows a quarter as often (each meeting idles one
+/// while the other finishes, then wakes it).
+const WARM_WINDOW: u64 = 32 << 20;
+
 /// Mapped files up to this long are read on the consumers' thread, window by window, with no reader
 /// thread: a thread's start (a fresh stack and allocator heap, faulted in) costs more than its running
 /// ahead saves on a file this short, and the other files in flight keep the cores busy meanwhile.
@@ -465,6 +476,8 @@ struct Reader<'a> {
     c0: u64,
     /// Bytes per chunk or window.
     window: u64,
+    /// Bytes per window when they are all cached already (0: windows of `window` bytes only).
+    warm_window: u64,
     /// (tensor, span start, span end) by span end.
     spans: &'a [(usize, u64, u64)],
     next_span: usize,
@@ -496,7 +509,11 @@ impl Reader<'_> {
             return Some(Piece::Shrank(now));
         }
         let c0 = self.c0;
-        let want = (self.window.min(self.size - c0)) as usize;
+        let mut want = (self.window.min(self.size - c0)) as usize;
+        let warm = self.warm_window.min(self.size - c0);
+        if warm > want as u64 && self.bytes.cached(c0, warm) {
+            want = warm as usize;
+        }
         let Some(slot) = take() else {
             return Some(Piece::Stopped);
         };
@@ -1297,13 +1314,14 @@ mod tests {
         assert!(dp.hashes.blake3.is_none() && dp.components.is_empty());
     }
 
-    /// A local file whose source cuts it to `cut` bytes when the pass releases its first window: later
+    /// A local file whose source cuts it to `cut` bytes (if any) when the pass releases its first window: later
     /// windows, some already brought into memory, are then read past the file's end. A file read in one
-    /// window (inline) is cut as soon as that window is brought in.
+    /// window (inline) is cut as soon as that window is brought in. Every window brought is logged.
     struct CutWhileRead<'a> {
         inner: FileSource<'a>,
         file: &'a File,
-        cut: u64,
+        cut: Option<u64>,
+        brought: Vec<(u64, u64)>,
     }
 
     impl ChunkSource for CutWhileRead<'_> {
@@ -1322,16 +1340,20 @@ mod tests {
         fn map(&self) -> Option<std::sync::Arc<crate::mapguard::GuardedMap>> {
             self.inner.map()
         }
+        fn cached(&mut self, off: u64, len: u64) -> bool {
+            self.inner.cached(off, len)
+        }
         fn bring(&mut self, off: u64, len: u64) -> std::io::Result<u64> {
+            self.brought.push((off, len));
             let brought = self.inner.bring(off, len);
-            if off == 0 && len > self.cut {
-                self.file.set_len(self.cut).unwrap();
+            if let Some(cut) = self.cut.filter(|&cut| off == 0 && len > cut) {
+                self.file.set_len(cut).unwrap();
             }
             brought
         }
         fn release(&mut self, off: u64, len: u64) {
-            if off == 0 && len <= self.cut {
-                self.file.set_len(self.cut).unwrap();
+            if let Some(cut) = self.cut.filter(|&cut| off == 0 && len <= cut) {
+                self.file.set_len(cut).unwrap();
             }
             self.inner.release(off, len)
         }
@@ -1360,13 +1382,47 @@ mod tests {
             let mut cutting = CutWhileRead {
                 inner: if populate { inner } else { inner.touching() },
                 file: f.as_file(),
-                cut,
+                cut: Some(cut),
+                brought: Vec::new(),
             };
             let dp = run(&mut source(&mut cutting, &t, &c), HashMode::Full, false);
             assert!(dp.hashes.blake3.is_none() && dp.components.is_empty());
             assert_eq!(dp.findings.len(), 1, "populate: {populate}");
             assert_eq!(dp.findings[0].check, "file.truncated");
             assert_eq!(dp.findings[0].details["actual"], cut);
+        }
+    }
+
+    #[test]
+    fn cached_windows_are_long_and_read_ones_short() {
+        use std::os::fd::AsRawFd;
+        let size = (INLINE_MAX + WARM_WINDOW + 3 * MAP_WINDOW) as usize + 777;
+        let (f, file, data) = period_file(size);
+        let want = blake3::hash(&data).to_hex().to_string();
+        let t = [tensor("x", Dtype::F32, &[(size / 4 - 100) as u64], 100)];
+        let c = class(vec![vae(0)]);
+        let pass = |evict: bool| {
+            if evict {
+                fadvise_dontneed(file.as_raw_fd(), 0, size as u64);
+            }
+            let mut logged = CutWhileRead {
+                inner: FileSource::new(&file, size as u64),
+                file: f.as_file(),
+                cut: None,
+                brought: Vec::new(),
+            };
+            let dp = run(&mut source(&mut logged, &t, &c), HashMode::Full, false);
+            assert_eq!(dp.hashes.blake3.as_deref(), Some(want.as_str()));
+            (dp.components, logged.brought)
+        };
+        let (warm, long) = pass(false);
+        assert_eq!(long[0], (0, WARM_WINDOW));
+        assert_eq!(long.iter().map(|w| w.1).sum::<u64>(), size as u64);
+        let (cold, short) = pass(true);
+        assert_eq!(warm, cold);
+        if short.len() > long.len() {
+            // evicted (not on tmpfs): windows of MAP_WINDOW bytes
+            assert!(short.iter().all(|w| w.1 <= MAP_WINDOW));
         }
     }
 

@@ -71,6 +71,12 @@ pub trait ChunkSource: Send {
     fn release(&mut self, off: u64, len: u64) {
         let _ = (off, len);
     }
+
+    /// Whether the map's bytes `[off, off + len)`, the next to be brought, are all cached already.
+    fn cached(&mut self, off: u64, len: u64) -> bool {
+        let _ = (off, len);
+        false
+    }
 }
 
 /// Bytes in memory (tests, small inputs).
@@ -181,6 +187,15 @@ impl<'a> FileSource<'a> {
             }
         }
         Ok(n)
+    }
+
+    /// Forgets what an earlier pass noted when a new one starts (at offset 0).
+    fn restart_at(&mut self, off: u64) {
+        if off == 0 {
+            self.noted = 0;
+            self.advised = 0;
+            self.resident.clear();
+        }
     }
 
     /// Records page residency from where the last record ended up to `to` (before reads bring pages in).
@@ -376,10 +391,7 @@ impl ChunkSource for FileSource<'_> {
     }
 
     fn next_chunk(&mut self, off: u64, buf: &mut [u8]) -> io::Result<usize> {
-        if off == 0 {
-            self.noted = 0;
-            self.resident.clear();
-        }
+        self.restart_at(off);
         let end = off + buf.len() as u64;
         self.note(end + NOTE_AHEAD);
         let n = self.pread(off, buf)?;
@@ -401,12 +413,18 @@ impl ChunkSource for FileSource<'_> {
         self.map.clone()
     }
 
+    fn cached(&mut self, off: u64, len: u64) -> bool {
+        self.restart_at(off);
+        let end = (off + len).min(self.len);
+        self.note(end + NOTE_AHEAD);
+        self.map.is_some()
+            && self
+                .uncached_runs(off / self.page * self.page, end)
+                .is_empty()
+    }
+
     fn bring(&mut self, off: u64, len: u64) -> io::Result<u64> {
-        if off == 0 {
-            self.noted = 0;
-            self.advised = 0;
-            self.resident.clear();
-        }
+        self.restart_at(off);
         let end = (off + len).min(self.len);
         self.note(end + NOTE_AHEAD);
         let Some(map) = self.map.clone() else {
