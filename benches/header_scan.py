@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cli_env  # benches/cli_env.py
 from fastscan import synth
 
 LAYOUTS = ["sd15", "sdxl", "lora-sd15-kohya", "embedding-sd15", "vae-sd"]
@@ -69,7 +70,7 @@ def fastscan_cli(d: Path, jobs: int, cache: Path | None = None) -> tuple[float, 
     exe = shutil.which("fastscan")
     cmd = [exe] if exe else [sys.executable, "-m", "fastscan"]
     cmd += [str(d), "--json", "--hash", "none", "--fail-on", "never", "--jobs", str(jobs)]
-    env = dict(os.environ)
+    env = cli_env.env()
     if cache is None:
         cmd.append("--no-cache")
     else:
@@ -97,8 +98,9 @@ def safetensors_loop(d: Path) -> tuple[float, int]:
 
 def python_start() -> float:
     """Seconds to start Python and load the extension: the floor of any CLI over the core."""
+    env = cli_env.env()
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import fastscan._core"], check=True)
+    subprocess.run([sys.executable, "-c", "import fastscan._core"], check=True, env=env)
     return time.perf_counter() - t
 
 

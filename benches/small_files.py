@@ -33,6 +33,7 @@ from pathlib import Path
 
 import blake3
 
+import cli_env  # benches/cli_env.py
 import weights  # benches/weights.py
 
 
@@ -101,10 +102,12 @@ def main() -> None:
 
             return go
 
+        cli = cli_env.env()
+
         def fastscan(mode: str):
             def go() -> None:
                 cmd = [sys.executable, "-m", "fastscan", str(lib), "--json", "--hash", mode, "--no-cache"]
-                subprocess.run(cmd, stdout=subprocess.DEVNULL, check=False)
+                subprocess.run(cmd, stdout=subprocess.DEVNULL, check=False, env=cli)
 
             return go
 
