@@ -10,13 +10,15 @@
 //! copies ([`ChunkSource::next_chunk`]).
 //!
 //! [`FileSource`] maps a local file (a [`GuardedMap`]: the file shrinking under it is caught), brings
-//! each window into the page cache and the page tables ahead of the readers (one `MADV_POPULATE_READ`
-//! per window on the reader's thread, the map's read-ahead keeping the next windows' reads in
-//! flight; `WILLNEED` and one read per fault-around block where the kernel lacks it), unmaps the
+//! each window with pages not yet cached into the page cache and the page tables ahead of the readers
+//! (one `MADV_POPULATE_READ` per window on the reader's thread, the map's read-ahead keeping the next
+//! windows' reads in flight; `WILLNEED` and one read per fault-around block where the kernel lacks
+//! it) and leaves a wholly cached window ([`ChunkSource::cached`]) to its readers' faults, unmaps the
 //! windows read, and drops behind itself the
 //! page-cache pages it brought in (pages cached before the pass stay cached), so a terabyte scan
-//! neither grows the page cache nor evicts what was there. Where a file cannot be mapped it reads
-//! with `pread` into the pass's buffers. [`MemorySource`] serves bytes in memory.
+//! neither grows the page cache nor evicts what was there. A short file wholly cached, and a file
+//! that cannot be mapped, it reads with `pread` into the pass's buffers. [`MemorySource`] serves
+//! bytes in memory.
 
 use crate::mapguard::GuardedMap;
 use std::collections::VecDeque;
