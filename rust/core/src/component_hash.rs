@@ -24,7 +24,7 @@ const CHUNK: u64 = CHUNK_LEN as u64;
 /// bytes stay in the core's L2 cache for the value checks that read them after the hash, large enough
 /// that the SIMD hasher runs at full width and the per-unit overhead is lost in the noise.
 pub const UNIT: u64 = 128 << 10;
-/// Bytes a stream hashed in order ([`hash_in_order`]) hands BLAKE3 at a time, each run starting at a
+/// Bytes a stream hashed in order ([`InOrder`]) hands BLAKE3 at a time, each run starting at a
 /// multiple of it: 64 chunks, enough for the widest SIMD hasher (16 chunks at once) to run full.
 const STAGE: usize = 64 << 10;
 /// Bytes of a tensor [`Plan::hash_whole`] hashes before handing them, still in the core's cache, to

@@ -186,7 +186,7 @@ pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: boo
         } else {
             READ_CHUNK
         },
-        warm_window: match map.is_some() && size > INLINE_MAX {
+        warm_window: match map.is_some() {
             true => WARM_WINDOW,
             false => 0,
         },
@@ -241,14 +241,6 @@ pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: boo
             // canonical order, at full SIMD width, each tensor's values checked right after its hash
             // ([`Plan::hash_whole`]); the jobs then count the values of the other tensors.
             let whole = c0 == 0 && c1 == size && strided.is_empty();
-            // Each job owns its tensor's segment while the chunk is processed.
-            let mut jobs: Vec<(usize, Option<Member>)> = match whole {
-                true => Vec::new(),
-                false => active
-                    .iter()
-                    .map(|&i| (i, plan.members[i].take()))
-                    .collect(),
-            };
             let plan_now = &mut plan;
             let active_now = &active;
             let prints_now = prints.as_mut();
@@ -274,16 +266,17 @@ pub fn run_with(src: &mut Source, mode: HashMode, sha256: bool, fingerprint: boo
                         {
                             done.push((i, None, c, s));
                         }
-                        let mut hashed = vec![false; tensors.len()];
-                        for d in &done {
-                            hashed[d.0] = true;
-                        }
-                        jobs = active_now
-                            .iter()
-                            .filter(|&&i| !hashed[i])
-                            .map(|&i| (i, plan_now.members[i].take()))
-                            .collect();
                     }
+                    let mut hashed = vec![false; tensors.len()];
+                    for d in &done {
+                        hashed[d.0] = true;
+                    }
+                    // Each job owns its tensor's segment while the chunk is processed.
+                    let jobs: Vec<(usize, Option<Member>)> = active_now
+                        .iter()
+                        .filter(|&&i| !hashed[i])
+                        .map(|&i| (i, plan_now.members[i].take()))
+                        .collect();
                     done.par_extend(jobs.into_par_iter().map(|(i, mut m)| {
                         let seg = m.as_mut().map(|m| &mut m.segment);
                         let (c, s) = contiguous_piece(&chunk, &tensors[i], seg);
@@ -1314,9 +1307,10 @@ mod tests {
         assert!(dp.hashes.blake3.is_none() && dp.components.is_empty());
     }
 
-    /// A local file whose source cuts it to `cut` bytes (if any) when the pass releases its first window: later
-    /// windows, some already brought into memory, are then read past the file's end. A file read in one
-    /// window (inline) is cut as soon as that window is brought in. Every window brought is logged.
+    /// A local file whose source cuts it to `cut` bytes (if any) when the pass releases its first
+    /// window: later windows, some already brought into memory, are then read past the file's end. A
+    /// file read in one window (inline) is cut as soon as that window is brought in. Every window
+    /// brought is logged.
     struct CutWhileRead<'a> {
         inner: FileSource<'a>,
         file: &'a File,

@@ -426,18 +426,14 @@ impl ChunkSource for FileSource<'_> {
     }
 
     fn bring(&mut self, off: u64, len: u64) -> io::Result<u64> {
-        self.restart_at(off);
         let end = (off + len).min(self.len);
-        self.note(end + NOTE_AHEAD);
+        let cached = self.cached(off, len);
         let Some(map) = self.map.clone() else {
             return Ok(len);
         };
-        if self
-            .uncached_runs(off / self.page * self.page, end)
-            .is_empty()
-        {
-            // Wholly cached: left to its readers' faults, each of which maps a fault-around block
-            // of cached pages; bringing it in page by page would cost twice their system time.
+        if cached {
+            // Left to its readers' faults, each of which maps a fault-around block of cached
+            // pages; bringing it in page by page would cost twice their system time.
             return Ok(end - off);
         }
         if self.populate {
