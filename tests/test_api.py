@@ -56,7 +56,7 @@ def test_report_to_json_is_the_schema(lib):
     assert d["summary"]["by_kind"] == {"checkpoint": 1, "embedding": 1, "vae": 1}
     assert d == r.to_dict()
     # compact output is encoded file by file, to the same text
-    assert r.to_json(indent=None) == json.dumps(r.to_dict(), ensure_ascii=False)
+    assert r.to_json(indent=None) == json.dumps(r.to_dict(), ensure_ascii=False, separators=(",", ":"))
 
 
 def test_file_report_round_trips_the_core_dict_losslessly(lib):

@@ -516,3 +516,40 @@ def test_tables_from_the_streamed_digest_equal_the_tables_of_the_whole_report(la
     render.write_tsv(slim, tsv, render.Digest.of(files, keep_affected=True))
     render.write_tsv(report, want_tsv)
     assert tsv.getvalue() == want_tsv.getvalue()
+
+
+def _without_times(doc: dict) -> dict:
+    return {k: v for k, v in doc.items() if k not in ("started", "elapsed_s")}
+
+
+def test_json_written_by_the_core_is_the_report_python_writes(tmp_path):
+    """`--json` and `--jsonl` alone take each file object as the JSON text the core wrote; with the
+    tables (`-o`), Python writes the same report from its typed reports. Both must be the same document,
+    key order included, on a library with duplicates, findings, an unreadable file and a name that is
+    not UTF-8."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    vae = synth.write_layout(lib / "vae.safetensors", "vae-sd")
+    (lib / "copy").mkdir()
+    (lib / "copy" / "vae-renamed.safetensors").write_bytes(Path(vae).read_bytes())
+    synth.write_layout(lib / "lora.safetensors", "lora-sd15-kohya", metadata={"ss_network_dim": "8"})
+    synth.write_layout(lib / "emb.safetensors", "embedding-sd15")
+    (lib / "cut.safetensors").write_bytes((1 << 20).to_bytes(8, "little") + b'{"a": ')
+    Path(os.fsdecode(bytes(lib) + b"/n\xffo.safetensors")).write_bytes(b"not a model")
+    args = (lib, "--hash", "full", "--fail-on", "never", "--no-cache")
+    core = run_cli(*args, "--json")
+    assert core.returncode == 0, core.stderr
+    a = json.loads(core.stdout)
+    out = tmp_path / "report.json"
+    tables = subprocess.run(  # the table shows the name's raw bytes: not text
+        [sys.executable, "-m", "fastscan", *map(str, args), "-o", str(out)], capture_output=True, timeout=120
+    )
+    assert tables.returncode == 0, tables.stderr
+    b = json.loads(out.read_text())
+    assert _without_times(a) == _without_times(b)
+    assert [list(f) for f in a["files"]] == [list(f) for f in b["files"]]
+    assert a["duplicates"] and any(f.get("path_b64") for f in a["files"])
+    assert a["summary"]["errors"] == 0 and a["summary"]["files"] == 6
+    lines = [json.loads(x) for x in run_cli(*args, "--jsonl").stdout.splitlines()]
+    assert sorted(lines[:-1], key=lambda f: f["path"]) == a["files"]
+    assert _without_times(lines[-1]) == {k: v for k, v in _without_times(a).items() if k != "files"}

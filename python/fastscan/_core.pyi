@@ -1,6 +1,6 @@
 """Typed stubs for `fastscan._core`, the Rust extension (rust/python/src/lib.rs)."""
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from os import PathLike
 from typing import Any, Literal, TypedDict
 
@@ -149,9 +149,9 @@ class FileReportDict(TypedDict):
     provenance: ProvenanceDict | None
     findings: list[FindingDict]
     wasted_bytes: dict[str, int]
-    identification: IdentificationDict | None
     error: FileErrorDict | None
     parts: NotRequired[list[PartDict]]
+    identification: IdentificationDict | None
     fingerprint: NotRequired[FingerprintDict]
 
 __version__: str
@@ -254,9 +254,20 @@ def read_memory(tensors: Sequence[_RawTensor]) -> dict[str, Any]:
 def pickle_imports(data: bytes) -> list[dict[str, Any]]:
     """Every import of every pickle in a raw stream (never loaded): module, name, opcode, pos, used..."""
 
-class Scanner(Iterator[FileReportDict]):
+class Totals:
+    """The core's sum of file objects: a report's `summary` for files that came from elsewhere."""
+
+    summary: dict[str, Any]
+    """The totals so far: a report's `summary` object (docs/report-schema.md), skipped_links 0."""
+
+    def add(self, report: FileReportDict | Mapping[str, Any]) -> None:
+        """Counts one more file object (ValueError when it is not one)."""
+
+class Scanner(Iterator[Any]):
     """Walks roots and scans what it finds in parallel in the background; iterating yields each report
-    dict as it finishes. At most a few dozen reports wait in its bounded queue."""
+    dict as it finishes (with `text`, a `(path, size, json_text, dedupe_record | None)` tuple; the record:
+    path, size, mtime, error, findings' severities, hashes.blake3 and components' blake3 and bytes). At
+    most a few dozen reports wait in its bounded queue."""
 
     cache_warning: str | None
     """Set when the cache database was unreadable and was rebuilt."""
@@ -270,6 +281,10 @@ class Scanner(Iterator[FileReportDict]):
     running: bool
     """True while a walking or scanning thread is still at work."""
 
+    summary: dict[str, Any]
+    """The totals (a report's `summary` object) of the reports handed out so far, with the links
+    skipped so far."""
+
     def __init__(
         self,
         roots: Sequence[_Path],
@@ -279,11 +294,14 @@ class Scanner(Iterator[FileReportDict]):
         cache: _Path | None = None,
         follow_links: bool = False,
         fingerprint: bool = False,
+        endpoint_url: str | None = None,
+        text: bool = False,
     ) -> None:
         """Starts the scan; `cache` is a database path serving unchanged files (OSError if unusable);
-        `fingerprint` adds each file's lineage fingerprint (docs/fingerprint.md) to its report."""
+        `fingerprint` adds each file's lineage fingerprint (docs/fingerprint.md) to its report;
+        `text`: each file object as compact JSON text written by the core (see the class)."""
     def __iter__(self) -> Scanner: ...
-    def __next__(self) -> FileReportDict: ...
+    def __next__(self) -> Any: ...
     def close(self) -> None:
         """Stops every thread of the scan and waits for them; iteration then ends."""
 

@@ -52,7 +52,8 @@ class Progress:
     files_total: int
     bytes_done: int
     bytes_total: int
-    file: FileReport
+    file: FileReport | None
+    """The file just finished (None when the scan yields the core's JSON text: `ScanRun(as_text=True)`)."""
     walk_done: bool = True
 
 
@@ -112,14 +113,22 @@ class ScanIterator(StoppableScan):
         self._open = True
 
     def __next__(self) -> FileReport:
+        return FileReport.from_dict(self._next())
+
+    def _next(self) -> Any:
+        """The core's next item, as it gives it."""
         if not self._open:
             raise StopIteration
         try:
-            d = next(self._core)
+            return next(self._core)
         except StopIteration:
             self._open = False
             raise
-        return FileReport.from_dict(d)
+
+    @property
+    def summary(self) -> Summary:
+        """The totals (summed by the core) of the reports received so far."""
+        return Summary.from_dict(self._core.summary)
 
     @property
     def found(self) -> tuple[int, int, bool]:
@@ -156,6 +165,7 @@ def iter_scan(
     fingerprint: bool = False,
     cluster: Any = None,
     endpoint_url: str | None = None,
+    _text: bool = False,
 ) -> ScanIterator | ClusterScan:
     """Scans files and directories, yielding each file's `FileReport` as it finishes (completion order).
 
@@ -190,6 +200,7 @@ def iter_scan(
         "follow_links": follow_links,
         "fingerprint": fingerprint,  # lineage fingerprints in each report (docs/fingerprint.md)
         "endpoint_url": endpoint_url,
+        "text": _text,  # ScanRun's JSON documents: the core writes each file object's text
     }
     db = _cache_path(cache)
     if db is not None:
@@ -208,20 +219,32 @@ class ScanRun:
     the file reports are not kept (constant memory: `--jsonl`); the report then has the summary, the
     duplicate groups and an empty `files` list. Of each hashed file, what duplicate grouping needs is
     kept either way (a few hashes), never its whole report.
+
+    With `as_text` (a report to be written as JSON, not read: `--json`, `--jsonl`), iterating yields
+    each file object as the JSON text the core wrote, and the report keeps those texts
+    (`Report.file_texts`) instead of `FileReport`s; a cluster scan's reports are written from Python.
     """
 
     def __init__(
-        self, paths: PathLike | Iterable[PathLike], *, keep_files: bool = True, **options: Any
+        self,
+        paths: PathLike | Iterable[PathLike],
+        *,
+        keep_files: bool = True,
+        as_text: bool = False,
+        **options: Any,
     ) -> None:
         """`options` are those of `iter_scan`."""
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self._t0 = time.perf_counter()
-        self._it = iter_scan(paths, **options)
+        self._text = as_text and options.get("cluster") is None
+        self._it = iter_scan(paths, _text=self._text, **options)
         self.roots = self._it.roots
         self.hash = options.get("hash", "full")
         self.keep_files = keep_files
         self.files: list[FileReport] = []
-        self.summary = Summary()
+        self._texts: list[tuple[str, str]] = []  # (exact path, file object text) with as_text
+        self._text_bytes = 0  # bytes of the files whose text came
+        self._totals = None if isinstance(self._it, ScanIterator) else _core.Totals()
         self._hashed: list[dict] = []  # what duplicate grouping needs of each hashed file
 
     @property
@@ -239,47 +262,78 @@ class ScanRun:
         """Bytes of the files the walk has found so far."""
         return self._it.found[1]
 
-    def __iter__(self) -> Iterator[FileReport]:
+    def __iter__(self) -> Iterator[Any]:
+        """Each `FileReport` (with `as_text`, each file object's JSON text) as it finishes."""
+        yield from (self._iter_text() if self._text else self._iter_reports())
+
+    def _iter_reports(self) -> Iterator[FileReport]:
         with self._it:
             for r in self._it:
-                self.summary.add(r)
+                if self._totals is not None:
+                    self._totals.add(r.to_dict())
                 if self.keep_files:
                     self.files.append(r)
                 if self.hash != "none" and r.error is None and (r.hashes.blake3 or r.components):
                     self._hashed.append(_dedupe_record(r))
                 yield r
 
+    def _iter_text(self) -> Iterator[str]:
+        it = self._it
+        assert isinstance(it, ScanIterator)
+        with it:
+            while True:
+                try:
+                    path, size, text, record = it._next()
+                except StopIteration:
+                    return
+                self._text_bytes += size
+                if self.keep_files:
+                    self._texts.append((path, text))
+                if record is not None and record["error"] is None:
+                    if record["hashes"]["blake3"] or record["components"]:
+                        record["findings"] = [x for x in record["findings"] if x["severity"] in DAMAGING]
+                        self._hashed.append(record)
+                yield text
+
     def drive(
         self,
         *,
         progress: Callable[[Progress], object] | None = None,
-        on_file: Callable[[FileReport], object] | None = None,
+        on_file: Callable[[Any], object] | None = None,
     ) -> Report:
-        """Runs the scan to the end, calling `on_file` and `progress` after each file; returns the report."""
+        """Runs the scan to the end, calling `on_file` (with what iterating yields) and `progress`
+        after each file; returns the report."""
         done_files = done_bytes = 0
         for r in self:
             done_files += 1
-            done_bytes += r.size
             if on_file is not None:
                 on_file(r)
             if progress is not None:
+                done_bytes = self._text_bytes if self._text else done_bytes + r.size
                 files, size, walked = self._it.found
-                progress(Progress(done_files, files, done_bytes, size, r, walked))
+                progress(Progress(done_files, files, done_bytes, size, None if self._text else r, walked))
         return self.report()
 
     def report(self) -> Report:
         """The report of every file received so far, sorted by path."""
-        files = sorted(self.files, key=lambda f: f.path)
         hashed = sorted(self._hashed, key=lambda f: f["path"])
-        self.summary.skipped_links = self._it.skipped_links
+        if self._totals is None:
+            summary = self._it.summary
+        else:
+            summary = Summary.from_dict(self._totals.summary)
+            summary.skipped_links = self._it.skipped_links
+        texts = None
+        if self._text:
+            texts = [t for _, t in sorted(self._texts, key=lambda pt: pt[0])] if self.keep_files else []
         return Report(
             roots=self.roots,
             started=self.started,
             elapsed_s=round(time.perf_counter() - self._t0, 6),
-            files=files,
-            summary=self.summary,
+            files=sorted(self.files, key=lambda f: f.path),
+            summary=summary,
             version=_core.__version__,
             duplicates=find_duplicates(hashed) if self.hash != "none" else [],
+            file_texts=texts,
         )
 
 

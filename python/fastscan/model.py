@@ -355,7 +355,8 @@ class FileReport:
 
 @dataclass
 class Summary:
-    """Totals over every file of a report."""
+    """Totals over every file of a report, as the core sums them (a scan's `Scanner.summary`, or
+    `_core.Totals` for file reports from elsewhere)."""
 
     files: int = 0
     bytes: int = 0
@@ -369,25 +370,29 @@ class Summary:
     """Symbolic links below a root the walk did not follow (set by the scan, not by `add`)."""
 
     @classmethod
-    def of(cls, files: Iterable[FileReport]) -> Summary:
-        """Sums up a list of file reports."""
-        s = cls()
-        for f in files:
-            s.add(f)
-        return s
+    def from_dict(cls, d: Mapping[str, Any]) -> Summary:
+        """Builds a summary from its report dict (severities in order, each present)."""
+        return cls(
+            files=int(d["files"]),
+            bytes=int(d["bytes"]),
+            errors=int(d["errors"]),
+            by_kind=dict(d["by_kind"]),
+            by_arch=dict(d["by_arch"]),
+            by_check=dict(d["by_check"]),
+            findings={s: int(d["findings"].get(s, 0)) for s in SEVERITIES},
+            wasted_bytes=dict(d["wasted_bytes"]),
+            skipped_links=int(d.get("skipped_links", 0)),
+        )
 
-    def add(self, f: FileReport) -> None:
-        """Counts one more file."""
-        self.files += 1
-        self.bytes += f.size
-        self.errors += f.error is not None
-        self.by_kind[f.kind] = self.by_kind.get(f.kind, 0) + 1
-        self.by_arch[f.arch] = self.by_arch.get(f.arch, 0) + 1
-        for x in f.findings:
-            self.findings[x.severity] = self.findings.get(x.severity, 0) + 1
-            self.by_check[x.check] = self.by_check.get(x.check, 0) + 1
-        for cause, n in f.wasted_bytes.items():
-            self.wasted_bytes[cause] = self.wasted_bytes.get(cause, 0) + n
+    @classmethod
+    def of(cls, files: Iterable[FileReport]) -> Summary:
+        """Sums up a list of file reports (in the core)."""
+        from fastscan import _core
+
+        totals = _core.Totals()
+        for f in files:
+            totals.add(f.to_dict())
+        return cls.from_dict(totals.summary)
 
     def to_dict(self) -> dict[str, Any]:
         """The `summary` object of the JSON report (maps sorted by key)."""
@@ -416,6 +421,9 @@ class Report:
     version: str
     duplicates: list[Any] = field(default_factory=list)
     schema: str = SCHEMA
+    file_texts: list[str] | None = None
+    """The file objects as the core wrote them (compact JSON, sorted by path), in place of `files`: a
+    report made to be written (`fastscan scan --json`), not read."""
 
     def worst(self) -> str | None:
         """The highest severity of any file (errors reading a file count as `error`), or None.
@@ -439,9 +447,14 @@ class Report:
             "started": self.started,
             "elapsed_s": self.elapsed_s,
             "summary": self.summary.to_dict(),
-            "files": [f.to_dict() for f in self.files] if with_files else [],
+            "files": self._file_dicts() if with_files else [],
             "duplicates": self.duplicates,
         }
+
+    def _file_dicts(self) -> list[dict[str, Any]]:
+        if self.file_texts is not None:
+            return [json.loads(t) for t in self.file_texts]
+        return [f.to_dict() for f in self.files]
 
     def to_json(self, indent: int | None = 2) -> str:
         """The report as a JSON document."""
@@ -452,21 +465,30 @@ class Report:
     def write_json(self, fp: TextIO, indent: int | None = 2) -> None:
         """Writes the report as a JSON document to `fp`.
 
-        Compact output (`indent=None`) is written one file object at a time, the same text as
-        `json.dumps(self.to_dict())` without holding it, or every file's dict, in memory at once.
+        Compact output (`indent=None`, no spaces) is written one file object at a time, the same
+        document as `json.dumps(self.to_dict())` without holding it, or every file's dict, in memory
+        at once; file objects the core wrote as text (`file_texts`) are written as they are.
         """
         if indent is not None:
             fp.write(json.dumps(self.to_dict(), indent=indent, ensure_ascii=False))
             return
         fp.write("{")
         for i, (k, v) in enumerate(self.to_dict(with_files=False).items()):
-            fp.write(f"{', ' if i else ''}{json.dumps(k)}: ")
+            fp.write(f"{',' if i else ''}{json.dumps(k)}:")
             if k != "files":
-                fp.write(json.dumps(v, ensure_ascii=False))
+                fp.write(compact_json(v))
                 continue
             fp.write("[")
-            for j, f in enumerate(self.files):
-                fp.write(", " if j else "")
-                fp.write(json.dumps(f.to_dict(), ensure_ascii=False))
+            texts = self.file_texts
+            if texts is None:
+                texts = (compact_json(f.to_dict()) for f in self.files)
+            for j, t in enumerate(texts):
+                fp.write("," if j else "")
+                fp.write(t)
             fp.write("]")
         fp.write("}")
+
+
+def compact_json(v: Any) -> str:
+    """`v` as compact JSON text (no spaces, UTF-8 kept), the form the core writes file objects in."""
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":"))

@@ -22,6 +22,7 @@ from fastscan.cli.choices import (
     choice,
 )
 from fastscan.cli.errors import EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK, closed_pipe, fail, warn
+from fastscan.model import compact_json
 
 
 def command(
@@ -110,6 +111,8 @@ def command(
             cache=not no_cache,
             # only the JSON document holds every file; the tables read a digest made as the scan goes
             keep_files=mode == "json",
+            # without tables, the core writes each file object's JSON text (no Python objects made)
+            as_text=not show_table,
             cluster=cluster,
             endpoint_url=endpoint_url,
         )
@@ -199,8 +202,8 @@ def _run(run: Any, mode: str, sink: Any, show_progress: bool, digest: Any) -> An
     def on_file(r: Any) -> None:
         if digest is not None:
             digest.add(r)
-        if mode == "jsonl":
-            sink.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+        if mode == "jsonl":  # the core's text, or (beside the tables) the report written here
+            sink.write((r if isinstance(r, str) else compact_json(r.to_dict())) + "\n")
             sink.flush()
 
     if show_progress:
@@ -211,7 +214,7 @@ def _run(run: Any, mode: str, sink: Any, show_progress: bool, digest: Any) -> An
     else:
         report = run.drive(on_file=on_file)
     if mode == "jsonl":
-        head = report.to_dict()
+        head = report.to_dict(with_files=False)
         del head["files"]
-        sink.write(json.dumps(head, ensure_ascii=False) + "\n")
+        sink.write(compact_json(head) + "\n")
     return report

@@ -57,8 +57,8 @@ pub use fingerprint::{ComponentPrint, Entry as FingerprintEntry, Fingerprint};
 pub use kind::{Arch, Kind};
 pub use provenance::{Merge, Parent, Provenance, Training};
 pub use report::{
-    file_schema, path_fields, ComponentReport, ErrorKind, FileError, FileReport, Finding, Hashes,
-    Identification, Severity,
+    base64_decode, file_schema, path_fields, ComponentReport, ErrorKind, FileError, FileReport,
+    Finding, Hashes, Identification, Severity, Summary,
 };
 pub use sniff::Format;
 

@@ -162,6 +162,39 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// The bytes of standard base64 text (as [`path_fields`] writes `path_b64`); None when it is not that.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let t = text.as_bytes();
+    if !t.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(t.len() / 4 * 3);
+    for (i, q) in t.chunks(4).enumerate() {
+        let last = i + 1 == t.len() / 4;
+        let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &q[..4 - pad] {
+            n = n << 6 | val(c)?;
+        }
+        n <<= 6 * pad as u32;
+        out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+    }
+    Some(out)
+}
+
 /// Everything fastscan knows about one file.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct FileReport {
@@ -186,16 +219,86 @@ pub struct FileReport {
     pub findings: Vec<Finding>,
     /// Bytes pruning would save, by cause (`ema`, `junk`, `float64`).
     pub wasted_bytes: BTreeMap<String, u64>,
-    /// How sure the kind/arch is (null for kinds identified by their own markers: LoRA, embedding, ...).
-    pub identification: Option<Identification>,
     pub error: Option<FileError>,
     /// The files of a diffusers folder (absent for a single file).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<crate::diffusers::Part>,
+    /// How sure the kind/arch is (null for kinds identified by their own markers: LoRA, embedding, ...).
+    pub identification: Option<Identification>,
     /// Lineage fingerprint (docs/fingerprint.md), only when the scan was asked for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "crate::fingerprint::Fingerprint")] // absent, never null
     pub fingerprint: Option<crate::fingerprint::Fingerprint>,
+}
+
+/// Totals over the file objects of a report (its `summary`, docs/report-schema.md): counted by the
+/// core as each report is handed out, so the API, `--json` and `--jsonl` sum the same way.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Summary {
+    pub files: u64,
+    pub bytes: u64,
+    /// Files that could not be read at all.
+    pub errors: u64,
+    pub by_kind: BTreeMap<String, u64>,
+    pub by_arch: BTreeMap<String, u64>,
+    /// Check name -> findings of it.
+    pub by_check: BTreeMap<String, u64>,
+    /// Severity -> findings of it (every severity present, 0 when none).
+    pub findings: BTreeMap<Severity, u64>,
+    /// Cause -> bytes pruning would save (the sum of the files' `wasted_bytes`).
+    pub wasted_bytes: BTreeMap<String, u64>,
+    /// Symbolic links below a root the walk did not follow (set by the scan, not by `add`).
+    pub skipped_links: u64,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Summary {
+            files: 0,
+            bytes: 0,
+            errors: 0,
+            by_kind: BTreeMap::new(),
+            by_arch: BTreeMap::new(),
+            by_check: BTreeMap::new(),
+            findings: [
+                Severity::Info,
+                Severity::Warning,
+                Severity::Error,
+                Severity::Critical,
+            ]
+            .into_iter()
+            .map(|s| (s, 0))
+            .collect(),
+            wasted_bytes: BTreeMap::new(),
+            skipped_links: 0,
+        }
+    }
+}
+
+impl Summary {
+    /// Counts one more file.
+    pub fn add(&mut self, f: &FileReport) {
+        fn bump(m: &mut BTreeMap<String, u64>, k: &str, n: u64) {
+            match m.get_mut(k) {
+                Some(v) => *v += n,
+                None => {
+                    m.insert(k.to_string(), n);
+                }
+            }
+        }
+        self.files += 1;
+        self.bytes += f.size;
+        self.errors += f.error.is_some() as u64;
+        bump(&mut self.by_kind, f.kind.name(), 1);
+        bump(&mut self.by_arch, f.arch.name(), 1);
+        for x in &f.findings {
+            *self.findings.entry(x.severity).or_insert(0) += 1;
+            bump(&mut self.by_check, x.check, 1);
+        }
+        for (cause, n) in &f.wasted_bytes {
+            bump(&mut self.wasted_bytes, cause, *n);
+        }
+    }
 }
 
 /// The JSON Schema (draft 2020-12) of a file object, generated from [`FileReport`] and the types it
@@ -244,6 +347,53 @@ mod tests {
         ] {
             assert_eq!(base64(raw.as_bytes()), want);
         }
+    }
+
+    #[test]
+    fn base64_decodes_what_it_encodes() {
+        for raw in [
+            &b""[..],
+            b"f",
+            b"fo",
+            b"foo",
+            b"foob",
+            b"fooba",
+            b"/m/a\xffb\x00\xfe",
+        ] {
+            assert_eq!(base64_decode(&base64(raw)).as_deref(), Some(raw));
+        }
+        for bad in ["Zg=", "Z===", "Zg==Zm8=", "Zm9v!A=="] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn summary_counts_every_severity_and_sums_by_key() {
+        let mut s = Summary::default();
+        let mut f = FileReport {
+            size: 10,
+            ..Default::default()
+        };
+        f.findings
+            .push(Finding::new("junk.ema", Severity::Warning, "", Value::Null));
+        f.findings
+            .push(Finding::new("junk.ema", Severity::Warning, "", Value::Null));
+        f.wasted_bytes.insert("ema".into(), 4);
+        s.add(&f);
+        f.error = Some(FileError {
+            kind: ErrorKind::Io,
+            message: String::new(),
+        });
+        s.add(&f);
+        assert_eq!((s.files, s.bytes, s.errors), (2, 20, 1));
+        assert_eq!(s.by_check["junk.ema"], 4);
+        assert_eq!(s.wasted_bytes["ema"], 8);
+        assert_eq!(s.by_kind["unknown"], 2);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            v["findings"],
+            serde_json::json!({"info": 0, "warning": 4, "error": 0, "critical": 0})
+        );
     }
 
     #[test]

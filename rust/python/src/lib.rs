@@ -2,7 +2,7 @@
 
 use fastscan_core::{
     list_objects, listing_failed, scan_stream, scan_url, Cache, FileReport, HashMode, OpenError,
-    Progress, ScanOptions,
+    Progress, ScanOptions, Summary,
 };
 use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
@@ -532,16 +532,89 @@ const REPORT_QUEUE: usize = 64;
 /// How often a reader waiting for a report lets Python run its signal handlers.
 const SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// A finished report on its way to the Python reader, with its file object's JSON text when the
+/// scanner was asked for text (serialized on the scanning thread, in parallel).
+struct Sent {
+    report: FileReport,
+    text: Option<String>,
+}
+
+/// What duplicate grouping reads of a hashed file (fastscan.dedupe): path, size, mtime, error,
+/// the findings' severities, the whole-file BLAKE3 and each component's hash and size.
+#[derive(serde::Serialize)]
+struct DedupeRecord<'a> {
+    path: &'a str,
+    size: u64,
+    mtime: f64,
+    error: Option<&'a fastscan_core::FileError>,
+    findings: Vec<SeverityOf>,
+    hashes: Blake3Of<'a>,
+    components: std::collections::BTreeMap<&'a str, ComponentOf<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct SeverityOf {
+    severity: fastscan_core::Severity,
+}
+
+#[derive(serde::Serialize)]
+struct Blake3Of<'a> {
+    blake3: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct ComponentOf<'a> {
+    blake3: Option<&'a str>,
+    bytes: u64,
+}
+
+impl<'a> DedupeRecord<'a> {
+    fn of(r: &'a FileReport) -> Self {
+        DedupeRecord {
+            path: &r.path,
+            size: r.size,
+            mtime: r.mtime,
+            error: r.error.as_ref(),
+            findings: r
+                .findings
+                .iter()
+                .map(|f| SeverityOf {
+                    severity: f.severity,
+                })
+                .collect(),
+            hashes: Blake3Of {
+                blake3: r.hashes.blake3.as_deref(),
+            },
+            components: r
+                .components
+                .iter()
+                .map(|(k, c)| {
+                    let c = ComponentOf {
+                        blake3: c.blake3.as_deref(),
+                        bytes: c.bytes,
+                    };
+                    (k.as_str(), c)
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Walks roots and scans what it finds, in parallel in the background; iterate to receive each
 /// report (a dict) as it finishes. `close()` (or dropping the scanner) stops every thread.
 ///
-/// With `cache` (a database path), unchanged files are served from it without being opened.
+/// With `cache` (a database path), unchanged files are served from it without being opened. With
+/// `text`, each item is instead `(path, size, json, record)`: the file's exact path (as `os.fsdecode`
+/// gives it), its size, its file object as compact JSON text written by the core, and, when the scan hashes,
+/// what duplicate grouping reads of it (else None). `summary` totals the reports handed out so far.
 #[pyclass]
 struct Scanner {
-    rx: Mutex<Option<Receiver<FileReport>>>,
+    rx: Mutex<Option<Receiver<Sent>>>,
     stop: Arc<AtomicBool>,
     progress: Arc<Progress>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    summary: Mutex<Summary>,
+    hashed: bool,
     /// Set when the cache database was unreadable and was rebuilt.
     #[pyo3(get)]
     cache_warning: Option<String>,
@@ -564,7 +637,7 @@ impl Drop for Scanner {
 #[pymethods]
 impl Scanner {
     #[new]
-    #[pyo3(signature = (roots, hash="full", sha256=false, jobs=0, cache=None, follow_links=false, fingerprint=false, endpoint_url=None))]
+    #[pyo3(signature = (roots, hash="full", sha256=false, jobs=0, cache=None, follow_links=false, fingerprint=false, endpoint_url=None, text=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         roots: Vec<PathBuf>,
@@ -575,6 +648,7 @@ impl Scanner {
         follow_links: bool,
         fingerprint: bool,
         endpoint_url: Option<String>,
+        text: bool,
     ) -> PyResult<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let opts = ScanOptions {
@@ -594,11 +668,22 @@ impl Scanner {
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let progress = Arc::new(Progress::default());
         let p = progress.clone();
+        let hashed = opts.hash != HashMode::None;
         let thread = std::thread::spawn(move || {
             pool.install(|| {
-                scan_stream(&roots, follow_links, jobs, &opts, cache.as_ref(), &p, |v| {
-                    tx.send(v).is_ok()
-                })
+                scan_stream(
+                    &roots,
+                    follow_links,
+                    jobs,
+                    &opts,
+                    cache.as_ref(),
+                    &p,
+                    |report| {
+                        let text = text
+                            .then(|| serde_json::to_string(&report).expect("a report serializes"));
+                        tx.send(Sent { report, text }).is_ok()
+                    },
+                )
             });
         });
         Ok(Scanner {
@@ -606,6 +691,8 @@ impl Scanner {
             stop,
             progress,
             thread: Mutex::new(Some(thread)),
+            summary: Mutex::new(Summary::default()),
+            hashed,
             cache_warning,
         })
     }
@@ -622,7 +709,19 @@ impl Scanner {
                 None => Err(RecvTimeoutError::Disconnected),
             });
             match got {
-                Ok(r) => return to_py(py, &r),
+                Ok(Sent { report, text }) => {
+                    self.summary.lock().unwrap().add(&report);
+                    let Some(text) = text else {
+                        return to_py(py, &report);
+                    };
+                    let path = exact_path(&report).into_pyobject(py)?.into_any();
+                    let record = match self.hashed {
+                        true => to_py(py, &DedupeRecord::of(&report))?,
+                        false => py.None().into_bound(py),
+                    };
+                    let item = (path, report.size, text, record);
+                    return Ok(item.into_pyobject(py)?.into_any());
+                }
                 Err(RecvTimeoutError::Timeout) => py.check_signals()?,
                 Err(RecvTimeoutError::Disconnected) => return Err(PyStopIteration::new_err(())),
             }
@@ -652,6 +751,14 @@ impl Scanner {
         )
     }
 
+    /// The summary (report schema) of the reports handed out so far, with the links skipped so far.
+    #[getter]
+    fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let mut s = self.summary.lock().unwrap().clone();
+        s.skipped_links = self.progress.skipped_links.load(Ordering::Relaxed);
+        to_py(py, &s)
+    }
+
     /// Symbolic links below a root the walk did not follow (0 with `follow_links`).
     #[getter]
     fn skipped_links(&self) -> u64 {
@@ -666,6 +773,45 @@ impl Scanner {
             .unwrap()
             .as_ref()
             .is_some_and(|t| !t.is_finished())
+    }
+}
+
+/// A report's exact path: its `path_b64` bytes when the path is not UTF-8, else `path`.
+fn exact_path(r: &FileReport) -> OsString {
+    use std::os::unix::ffi::OsStringExt;
+    match r.path_b64.as_deref().and_then(fastscan_core::base64_decode) {
+        Some(bytes) => OsString::from_vec(bytes),
+        None => OsString::from(&r.path),
+    }
+}
+
+/// Totals of file objects (dicts of `fastscan.report/1`) as the core sums them: the `summary` of a
+/// report whose files did not come from a `Scanner` (a cluster's workers, a report built by hand).
+#[pyclass]
+#[derive(Default)]
+struct Totals {
+    inner: Mutex<Summary>,
+}
+
+#[pymethods]
+impl Totals {
+    #[new]
+    fn new() -> Self {
+        Totals::default()
+    }
+
+    /// Counts one more file object.
+    fn add(&self, report: &Bound<'_, PyAny>) -> PyResult<()> {
+        let r: FileReport =
+            pythonize::depythonize(report).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        self.inner.lock().unwrap().add(&r);
+        Ok(())
+    }
+
+    /// The summary object (skipped_links 0: a walk sets it).
+    #[getter]
+    fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_py(py, &*self.inner.lock().unwrap())
     }
 }
 
@@ -1027,6 +1173,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DATA_HASH_KEYS", fastscan_core::DATA_HASH_KEYS.to_vec())?;
     m.add_function(wrap_pyfunction!(pickle_imports, m)?)?;
     m.add_class::<Scanner>()?;
+    m.add_class::<Totals>()?;
     m.add_class::<TempOutput>()?;
     m.add_function(wrap_pyfunction!(sweep_temp, m)?)?;
     m.add("TMP_SUFFIX", fastscan_core::TMP_SUFFIX)?;
