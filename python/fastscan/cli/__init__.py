@@ -1,7 +1,8 @@
 """The `fastscan` command line: one typer app (`fastscan.cli.root`), one module per command.
 
 This package imports nothing at load time, so the command modules can import `fastscan.cli.errors` and
-`fastscan.cli.choices` without an import circle; the app is built when `main` runs (or `app` is asked for).
+`fastscan.cli.choices` without an import circle; the app is built when `main` needs it (or `app` is
+asked for): a plain `fastscan PATH...` runs by the quick path (`fastscan.cli.fast`), without typer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ def main(argv: list[str] | None = None) -> None:
     import signal
     import sys
 
-    from fastscan.cli.root import run
+    from fastscan.cli import fast
+    from fastscan.cli.errors import EXIT_INTERRUPTED, fail
 
     terminated: list[int] = []
 
@@ -30,8 +32,17 @@ def main(argv: list[str] | None = None) -> None:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="surrogateescape")
+    args = sys.argv[1:] if argv is None else argv
     try:
-        run(argv)
+        try:
+            code = fast.run(args)
+        except KeyboardInterrupt:  # as typer's path says it (fastscan.cli.root.run)
+            raise fail("interrupted", EXIT_INTERRUPTED) from None
+        if code is not None:
+            raise SystemExit(code)
+        from fastscan.cli.root import run
+
+        run(args)
     except SystemExit:
         if terminated:
             raise SystemExit(128 + signal.SIGTERM) from None

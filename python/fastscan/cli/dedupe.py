@@ -15,8 +15,9 @@ from typing import Annotated, Any
 
 import typer
 
-from fastscan.cli.choices import DedupeAction, EndpointOpt, JobsOpt, NoCacheOpt, bounded_jobs, choice
+from fastscan.cli.choices import EndpointOpt, JobsOpt, NoCacheOpt, choice
 from fastscan.cli.errors import EXIT_FINDINGS, EXIT_OK, closed_pipe, fail
+from fastscan.cli.options import DedupeAction, bounded_jobs
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 

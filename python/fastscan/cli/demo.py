@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from fastscan.cli.choices import HashMode, HashOpt
+from fastscan.cli.choices import HashOpt
 from fastscan.cli.errors import closed_pipe, fail
+from fastscan.cli.options import HashMode
 
 
 def command(

@@ -7,29 +7,35 @@ import os
 import sys
 from typing import Any
 
-import typer
-
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    """Prints an error of the run itself to stderr and returns the Exit to raise."""
-    typer.echo(f"fastscan: error: {message}", err=True)
-    return typer.Exit(code)
+def say(line: str, err: bool = False) -> None:
+    """Prints one line to stdout (or stderr) at once (the streams are looked up now: tests swap them)."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(line + "\n")
+    stream.flush()
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> SystemExit:
+    """Prints an error of the run itself to stderr and returns the exit to raise (a `SystemExit`, which
+    the framework passes through untouched, so the quick path and typer's commands end alike)."""
+    say(f"fastscan: error: {message}", err=True)
+    return SystemExit(code)
 
 
 def warn(message: str) -> None:
     """Prints a warning to stderr."""
-    typer.echo(f"fastscan: warning: {message}", err=True)
+    say(f"fastscan: warning: {message}", err=True)
 
 
-def closed_pipe() -> typer.Exit:
-    """The reader of stdout went away (`| head`): silence stdout and return the Exit (2) to raise."""
+def closed_pipe() -> SystemExit:
+    """The reader of stdout went away (`| head`): silence stdout and return the exit (2) to raise."""
     try:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except OSError:
         pass
-    return typer.Exit(EXIT_USAGE)
+    return SystemExit(EXIT_USAGE)
 
 
 def _option_names(ctx: Any) -> list[str]:
@@ -74,9 +80,9 @@ def report_usage_error(e: Exception) -> int:
     """Prints a usage error with the command to get help; returns the exit code (2; 0 for bare help)."""
     ctx = getattr(e, "ctx", None)
     if type(e).__name__ == "NoArgsIsHelpError":  # `fastscan` alone: the help, as asked
-        typer.echo(usage_message(e))
+        say(usage_message(e))
         return EXIT_OK
     where = ctx.command_path if ctx is not None else "fastscan"
-    typer.echo(f"fastscan: error: {usage_message(e)}", err=True)
-    typer.echo(f"(see `{where} --help`)", err=True)
+    say(f"fastscan: error: {usage_message(e)}", err=True)
+    say(f"(see `{where} --help`)", err=True)
     return EXIT_USAGE

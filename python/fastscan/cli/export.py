@@ -12,8 +12,9 @@ from typing import Annotated
 
 import typer
 
-from fastscan.cli.choices import ExportFormat, JobsOpt, NoCacheOpt, bounded_jobs, choice
+from fastscan.cli.choices import JobsOpt, NoCacheOpt, choice
 from fastscan.cli.errors import EXIT_FINDINGS, EXIT_OK, fail
+from fastscan.cli.options import ExportFormat, bounded_jobs
 
 # What the core did: written (stdout), a model the format cannot describe (stderr note), or left
 # undone, a file kept or not writable (stderr, exit 1).

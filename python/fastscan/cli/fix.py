@@ -15,8 +15,9 @@ from typing import Annotated, Any
 
 import typer
 
-from fastscan.cli.choices import Component, Dtype, EndpointOpt, Prune, choice
+from fastscan.cli.choices import EndpointOpt, choice
 from fastscan.cli.errors import EXIT_FINDINGS, EXIT_OK, fail, warn
+from fastscan.cli.options import Component, Dtype, Prune
 from fastscan.model import Arch, Format, Kind
 
 OutOpt = Annotated[

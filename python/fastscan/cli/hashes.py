@@ -12,8 +12,9 @@ from typing import Annotated, Any
 
 import typer
 
-from fastscan.cli.choices import HashFormat, JobsOpt, NoCacheOpt, bounded_jobs, choice
+from fastscan.cli.choices import JobsOpt, NoCacheOpt, choice
 from fastscan.cli.errors import EXIT_FINDINGS, EXIT_OK, closed_pipe, fail
+from fastscan.cli.options import HashFormat, bounded_jobs
 from fastscan.model import Kind
 
 # Which hash of the report each line format carries.

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from fastscan.cli.choices import HashMode, HashOpt, Sha256Opt
+from fastscan.cli.choices import HashOpt, Sha256Opt
 from fastscan.cli.errors import closed_pipe, fail
+from fastscan.cli.options import HashMode
 from fastscan.model import Format
 
 

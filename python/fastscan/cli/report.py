@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from fastscan.cli.choices import JobsOpt, NoCacheOpt, Sha256Opt, bounded_jobs
+from fastscan.cli.choices import JobsOpt, NoCacheOpt, Sha256Opt
 from fastscan.cli.errors import EXIT_INTERRUPTED, fail, warn
+from fastscan.cli.options import bounded_jobs
 
 
 def _is_json_report(paths: list[str]) -> bool:
