@@ -37,8 +37,9 @@ def typer_reads(argv: list[str], monkeypatch) -> tuple[int, dict | None]:
 def test_quick_path_spec_is_the_typer_declaration():
     want = fast.spec_from_typer()
     if os.environ.get("FASTSCAN_BLESS"):
-        fast.SPEC.write_text(json.dumps(want, indent=1) + "\n", encoding="utf-8")
-    got = json.loads(fast.SPEC.read_text(encoding="utf-8"))
+        with open(fast.SPEC, "w", encoding="utf-8") as f:
+            f.write(json.dumps(want, indent=1) + "\n")
+    got = fast.load_spec()
     assert got == want, "scan_args.json differs from the scan command: run FASTSCAN_BLESS=1 pytest -k spec"
 
 
@@ -123,3 +124,9 @@ def test_a_plain_scan_runs_without_typer_and_the_rest_with_it(tmp_path):
     r = run_py(PROBE, str(lib), "--json", "--jsonl")
     assert r.returncode == 2 and "typer imported: False" in r.stderr
     assert "fastscan: error: --json and --jsonl exclude each other" in r.stderr
+
+
+def test_without_its_spec_the_quick_path_leaves_everything_to_typer(tmp_path, monkeypatch):
+    monkeypatch.setattr(fast, "SPEC", str(tmp_path / "missing.json"))
+    assert fast.load_spec() is None
+    assert fast.read_args(["lib", "--json"]) is None

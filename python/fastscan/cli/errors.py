@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from typing import Any
@@ -61,6 +60,8 @@ def usage_message(e: Exception) -> str:
     if name == "NoArgsIsHelpError":
         return str(getattr(e, "message", e))
     if name == "NoSuchOption":
+        import difflib
+
         opt = getattr(e, "option_name", "")
         close = difflib.get_close_matches(opt, _option_names(ctx), n=1, cutoff=0.75)
         return f"unknown option {opt}" + (f" (did you mean {close[0]}?)" if close else "")

@@ -13,17 +13,29 @@ The flags are declared once, for typer; this path only follows that declaration.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 from typing import Any
 
 from fastscan.cli.options import READERS, BadValue
 
-SPEC = Path(__file__).with_name("scan_args.json")
+# (os.path, not pathlib: this path imports nothing it does not use, and the scan does not use pathlib)
+SPEC = os.path.join(os.path.dirname(__file__), "scan_args.json")
+
+
+def load_spec() -> dict[str, Any] | None:
+    """`scan_args.json`, or None when it cannot be read (an install without it runs everything by typer)."""
+    try:
+        with open(SPEC, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def read_args(argv: list[str], spec: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The scan command's arguments as typer would pass them, or None where typer must read `argv`."""
-    spec = spec if spec is not None else json.loads(SPEC.read_text(encoding="utf-8"))
+    spec = spec if spec is not None else load_spec()
+    if spec is None:
+        return None
     args = list(argv)
     if args and args[0] == "scan":
         args = args[1:]
