@@ -56,7 +56,27 @@ def test_report_to_json_is_the_schema(lib):
     assert d["summary"]["by_kind"] == {"checkpoint": 1, "embedding": 1, "vae": 1}
     assert d == r.to_dict()
     # compact output is encoded file by file, to the same text
-    assert r.to_json(indent=None) == json.dumps(r.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    want = json.dumps(r.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    assert r.to_json(indent=None) == want
+
+
+def test_compact_json_is_written_in_pieces_of_the_same_text(lib, monkeypatch):
+    """An unbuffered stream (PYTHONUNBUFFERED) gets one write per gathered piece, not per fragment."""
+    r = fastscan.scan([lib], hash="none")
+    want = json.dumps(r.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    class Writes(list):
+        def write(self, text: str) -> None:
+            self.append(text)
+
+    whole = Writes()
+    r.write_json(whole, indent=None)
+    assert "".join(whole) == want and len(whole) == 1  # a small report: one write
+    monkeypatch.setattr(fastscan.model, "WRITE_PIECE", 200)
+    pieces = Writes()
+    r.write_json(pieces, indent=None)
+    assert "".join(pieces) == want
+    assert 1 < len(pieces) <= len(want) // 200 + 1
 
 
 def test_file_report_round_trips_the_core_dict_losslessly(lib):

@@ -472,21 +472,39 @@ class Report:
         if indent is not None:
             fp.write(json.dumps(self.to_dict(), indent=indent, ensure_ascii=False))
             return
-        fp.write("{")
+        # Written in pieces of about 1 MiB: one write per fragment would be a system call each on an
+        # unbuffered stream (PYTHONUNBUFFERED, common in containers): 20,000 of them for 10,000 files.
+        pending: list[str] = []
+        held = 0
+
+        def put(text: str) -> None:
+            nonlocal held
+            pending.append(text)
+            held += len(text)
+            if held >= WRITE_PIECE:
+                fp.write("".join(pending))
+                pending.clear()
+                held = 0
+
+        put("{")
         for i, (k, v) in enumerate(self.to_dict(with_files=False).items()):
-            fp.write(f"{',' if i else ''}{json.dumps(k)}:")
+            put(f"{',' if i else ''}{json.dumps(k)}:")
             if k != "files":
-                fp.write(compact_json(v))
+                put(compact_json(v))
                 continue
-            fp.write("[")
+            put("[")
             texts = self.file_texts
             if texts is None:
                 texts = (compact_json(f.to_dict()) for f in self.files)
             for j, t in enumerate(texts):
-                fp.write("," if j else "")
-                fp.write(t)
-            fp.write("]")
-        fp.write("}")
+                put("," + t if j else t)
+            put("]")
+        put("}")
+        fp.write("".join(pending))
+
+
+# Characters `Report.write_json` gathers before each write.
+WRITE_PIECE = 1 << 20
 
 
 def compact_json(v: Any) -> str:
