@@ -56,6 +56,7 @@ READ_ALIKE = [
     ["lib", "--jobs=0", "--cluster", "tcp://h:8786", "--endpoint-url", "http://127.0.0.1:9000"],
     ["lib", "--hash", "none", "--hash", "full"],  # the last one counts
     ["lib", "--", "--json"],  # a path named like an option
+    ["--", "lib", "--format=table"],
     ["lib", "--json", "--jsonl"],  # read alike; the scan refuses the pair
 ]
 

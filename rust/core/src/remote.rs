@@ -1201,7 +1201,8 @@ fn read_back(
 
 /// A fix whose output is the new object `url`: the plan is written and verified by
 /// [`crate::fix::execute`] into a temporary folder (needing free space for the output there), then
-/// [`upload`]ed and verified again; the temporary file is removed whatever happens.
+/// uploaded by this module's `upload` (refused when an object is there already) and verified again;
+/// the temporary file is removed whatever happens.
 pub fn execute_fix(
     plan: &crate::fix::Plan,
     url: &str,
