@@ -146,6 +146,36 @@ def test_sigterm_stops_a_scan_cleanly_with_143(tmp_path):
     assert "Traceback" not in err and "interrupted" in err
 
 
+@pytest.mark.parametrize("mode", ["--jsonl", "--format=table"])
+def test_ctrl_c_among_many_small_files_stops_cleanly_with_130(tmp_path, mode):
+    """Reports of small files come quickly, so the signal's handler often runs while the core turns one
+    into Python objects: the KeyboardInterrupt must come out as itself, not as a conversion error."""
+    from fastscan import synth
+
+    for i in range(300):
+        synth.write_layout(tmp_path / f"emb{i:03d}.safetensors", "embedding-sd15")
+    for i in range(20):
+        synth.write_layout(tmp_path / f"lora{i:02d}.safetensors", "lora-sd15-kohya")
+    for attempt in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fastscan", str(tmp_path), "--no-cache", mode],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
+        if mode == "--jsonl":
+            assert proc.stdout.readline()  # under way: the first file's line is out
+        else:
+            time.sleep(0.15 + 0.05 * attempt)  # past the start: the table prints only at the end
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        if proc.returncode == 0:
+            continue  # the scan ended before the signal: try again
+        assert proc.returncode == 130, (proc.returncode, err)
+        assert "Traceback" not in err and "fastscan: error: interrupted" in err
+
+
 def test_a_killed_writer_leaves_no_visible_file_and_leftovers_are_swept(tmp_path):
     out = tmp_path / "o.safetensors"
     code = (

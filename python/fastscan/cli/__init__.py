@@ -19,7 +19,6 @@ def main(argv: list[str] | None = None) -> None:
     import signal
     import sys
 
-    from fastscan.cli import fast
     from fastscan.cli.errors import EXIT_INTERRUPTED, fail
 
     terminated: list[int] = []
@@ -34,14 +33,16 @@ def main(argv: list[str] | None = None) -> None:
             stream.reconfigure(errors="surrogateescape")
     args = sys.argv[1:] if argv is None else argv
     try:
-        try:
+        try:  # the quick path (its imports included), else typer's imports: Ctrl-C as typer's path says it
+            from fastscan.cli import fast
+
             code = fast.run(args)
-        except KeyboardInterrupt:  # as typer's path says it (fastscan.cli.root.run)
+            if code is None:
+                from fastscan.cli.root import run
+        except KeyboardInterrupt:
             raise fail("interrupted", EXIT_INTERRUPTED) from None
         if code is not None:
             raise SystemExit(code)
-        from fastscan.cli.root import run
-
         run(args)
     except SystemExit:
         if terminated:

@@ -82,8 +82,19 @@ impl pythonize::PythonizeMappingType for SortedDict {
 
 /// A typed value (a report, a table, a fix's outcome) as Python objects, converted once at the border.
 fn to_py<'py, T: serde::Serialize + ?Sized>(py: Python<'py>, v: &T) -> PyResult<Bound<'py, PyAny>> {
-    pythonize::pythonize_custom::<Sorted, _>(py, v)
-        .map_err(|e| PyValueError::new_err(e.to_string()))
+    pythonize::pythonize_custom::<Sorted, _>(py, v).map_err(|e| convert_error(py, e))
+}
+
+/// A conversion's failure as Python sees it: a `ValueError` naming what did not convert, except an
+/// exception that is not an error of the data (Ctrl-C's `KeyboardInterrupt`, or `SystemExit`, raised
+/// by a signal handler that ran while the conversion called into Python), which goes on as itself.
+fn convert_error(py: Python<'_>, e: pythonize::PythonizeError) -> PyErr {
+    let message = e.to_string();
+    let err = PyErr::from(e);
+    match err.is_instance_of::<pyo3::exceptions::PyException>(py) {
+        true => PyValueError::new_err(message),
+        false => err,
+    }
 }
 
 /// Walks roots; returns ([(path, size, mtime)], [(path, kind, message)]), paths as `str` the way
@@ -174,7 +185,7 @@ fn export<'py>(
         }
         (f, _) => py.detach(|| export_sidecars(f, &reports, force, now)),
     };
-    pythonize::pythonize(py, &outcomes).map_err(|e| PyValueError::new_err(e.to_string()))
+    pythonize::pythonize(py, &outcomes).map_err(|e| convert_error(py, e))
 }
 
 /// What a scan of `roots` covers, walked and listed as `Scanner` walks and lists them: ([(path or URL,
@@ -803,7 +814,7 @@ impl Totals {
     /// Counts one more file object.
     fn add(&self, report: &Bound<'_, PyAny>) -> PyResult<()> {
         let r: FileReport =
-            pythonize::depythonize(report).map_err(|e| PyValueError::new_err(e.to_string()))?;
+            pythonize::depythonize(report).map_err(|e| convert_error(report.py(), e))?;
         self.inner.lock().unwrap().add(&r);
         Ok(())
     }
@@ -1060,12 +1071,12 @@ fn sweep_temp(folder: PathBuf) -> Vec<OsString> {
 }
 
 fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Vec<serde_json::Value>> {
-    pythonize::depythonize(obj).map_err(|e| PyValueError::new_err(e.to_string()))
+    pythonize::depythonize(obj).map_err(|e| convert_error(obj.py(), e))
 }
 
 /// JSON as Python objects (the maps of a `Value` are already in key order).
 fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
-    pythonize::pythonize(py, v).map_err(|e| PyValueError::new_err(e.to_string()))
+    pythonize::pythonize(py, v).map_err(|e| convert_error(py, e))
 }
 
 /// `fastscan.similar/1` from scan reports carrying fingerprints (every pair, per component and block).
