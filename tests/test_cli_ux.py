@@ -580,3 +580,16 @@ def test_info_details_shorten_long_lists():
         *(f"    - lora_key_{i}" for i in range(8)),
         "    … and 12 more (--json lists them all)",
     ]
+
+
+def test_a_remedy_in_words_wraps_under_itself_and_a_command_stays_one_line():
+    from fastscan.advice import Remedy
+    from fastscan.render import remedy_line
+
+    words = remedy_line(60, Remedy.redownload, "/m/cut.safetensors", 2).splitlines()
+    assert len(words) > 1 and all(len(line) <= 60 + len("[green][/]") for line in words)
+    assert words[0].startswith("  [green]→[/] re-download it")
+    assert all(line.startswith("    ") and not line.startswith("     ") for line in words[1:])
+    long = "/models/" + "x" * 80 + ".safetensors"
+    command = remedy_line(60, Remedy.fix, long, 6)
+    assert command == f"      [green]→[/] fastscan fix {long}"  # copies whole

@@ -128,6 +128,15 @@ def print_wrapped(console: Console, prefix: str, prefix_len: int, text: str, ind
     console.print(wrapped(console.width, prefix, prefix_len, text, indent), highlight=False, soft_wrap=True)
 
 
+def remedy_line(width: int, r: Remedy, path: str, indent: int) -> str:
+    """The markup of a remedy's line, `→ action`, `indent` spaces in: a command stays one line (the
+    terminal may fold it; it copies whole), an action said in words wraps under its first word."""
+    prefix = " " * indent + "[green]→[/] "
+    if r in (Remedy.fix, Remedy.convert):
+        return prefix + escape(how(r, path))
+    return wrapped(width, prefix, indent + 2, how(r, path), indent + 2)
+
+
 def wrapped(width: int, prefix: str, prefix_len: int, text: str, indent: int = 6) -> str:
     """The markup [`print_wrapped`] prints for a console `width` wide."""
     import textwrap
@@ -381,7 +390,7 @@ def print_files(report: Report, console: Console, digest: Digest | None = None) 
                 remedies.append(remedy(x.check, x.severity))
             for r in dict.fromkeys(remedies):
                 if r is not Remedy.review:
-                    block.append(f"  [green]→[/] {escape(how(r, f.path))}")
+                    block.append(remedy_line(width, r, f.path, 2))
         # lines of findings are wrapped already (never inside a size); a long path or command folds
         console.print("\n".join(block), highlight=False, overflow="fold", emoji=False)
 
@@ -550,7 +559,7 @@ def print_file(f: FileReport, console: Console, *, all_metadata: bool = False) -
             )
         r = remedy(x.check, x.severity)
         if r is not Remedy.review:
-            console.print(f"      [green]→[/] {escape(how(r, f.path))}", highlight=False)
+            console.print(remedy_line(console.width, r, f.path, 6), highlight=False, soft_wrap=True)
 
 
 LIST_SHOWN = 8  # items of a long list in a finding's details shown by `info`
