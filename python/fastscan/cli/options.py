@@ -136,12 +136,8 @@ def bounded_jobs(n: int) -> int:
     return n
 
 
-# Each reader by the name the quick path's spec gives it (`fastscan/cli/scan_args.json`).
-READERS: dict[str, Callable[[Any], Any]] = {
-    **{
-        e.__name__: read_choice(e)
-        for e in (HashMode, FailOn, TableFormat, Prune, Dtype, Component, HashFormat, ExportFormat)
-    },
-    DedupeAction.__name__: read_choice(DedupeAction),
-    "jobs": read_jobs,
-}
+CHOICES = (HashMode, FailOn, TableFormat, Prune, Dtype, Component, HashFormat, ExportFormat, DedupeAction)
+# Every option value's reader by name: typer's `parser=` (`fastscan.cli.choices`) and the quick path's
+# spec (`fastscan/cli/scan_args.json`) both name the reader they use.
+READERS: dict[str, Callable[[Any], Any]] = {e.__name__: read_choice(e) for e in CHOICES}
+READERS["jobs"] = read_jobs
