@@ -464,6 +464,19 @@ def test_similar_refuses_different_archs_and_non_models(library, tmp_path):
         similar([p["ft1"], os.fspath(junk)])
 
 
+def test_the_files_lineage_covers_are_the_cores_choice(tmp_path):
+    """A LoRA and an embedding carry fingerprints too; the core leaves them out of lineage, and Python
+    keeps exactly the files the core's lineage covers (it asks the core which kinds, never decides)."""
+    for name, layout in [("lora", "lora-sd15-kohya"), ("emb", "embedding-sd15"), ("vae", "vae-sd")]:
+        synth.write_layout(tmp_path / f"{name}.safetensors", layout)
+    reports = [r for r in _core.Scanner([str(tmp_path)], hash="components", fingerprint=True)]
+    assert {r["kind"] for r in reports if r.get("fingerprint")} >= {"lora", "vae"}
+    covered = {m["path"] for m in _core.lineage(reports)["models"]}
+    assert covered == {str(tmp_path / "vae.safetensors")}
+    kept = scan_fingerprints([tmp_path], cache=False).reports
+    assert {r["path"] for r in kept} == covered
+
+
 def test_cli_json_table_and_dot(library):
     runner = CliRunner()
     d = os.fspath(library["dir"])

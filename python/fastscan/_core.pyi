@@ -155,6 +155,7 @@ class FileReportDict(TypedDict):
     fingerprint: NotRequired[FingerprintDict]
 
 __version__: str
+LINEAGE_KINDS: list[str]  # the kinds of file lineage covers (`kind` values), in the core's order
 DTYPE_BITS: dict[str, int]
 """Bits of one element of each safetensors dtype (the core's dtype.rs)."""
 WRITER_ORDER: list[str]

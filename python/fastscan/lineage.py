@@ -17,7 +17,8 @@ from fastscan import _core
 from fastscan.api import PathLike, Progress, ScanRun
 from fastscan.model import Kind
 
-MODEL_KINDS = (Kind.CHECKPOINT, Kind.UNET, Kind.VAE, Kind.TEXT_ENCODER)
+# The kinds lineage covers, as the core has them (it leaves reports of other kinds out of lineage).
+MODEL_KINDS = tuple(Kind(k) for k in _core.LINEAGE_KINDS)
 
 
 @dataclass

@@ -101,7 +101,7 @@ pub use writer::{serialize_header, OutTensor, Serialized, WriteError};
 pub use interop::{export_a1111, export_sidecars, Format as ExportFormat, Outcome};
 pub use lineage::{
     lineage, lineage_with, Options as LineageOptions, FAMILY_MIN as LINEAGE_FAMILY_MIN,
-    SCREEN as LINEAGE_SCREEN,
+    KINDS as LINEAGE_KINDS, SCREEN as LINEAGE_SCREEN,
 };
 pub use similarity::{document as similarity_document, exact as exact_similarity, Sampled};
 

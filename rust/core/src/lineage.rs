@@ -46,8 +46,8 @@ const COMPARABLE: f64 = 0.5;
 const NEAREST: usize = 5;
 /// Least similarity listed under `nearest`: below it the cosine of independent models is sampling noise.
 pub const NEAR_MIN: f64 = 0.1;
-/// Kinds of file lineage covers.
-const KINDS: [Kind; 4] = [Kind::Checkpoint, Kind::Unet, Kind::Vae, Kind::TextEncoder];
+/// Kinds of file lineage covers (reports of other kinds are left out of it).
+pub const KINDS: [Kind; 4] = [Kind::Checkpoint, Kind::Unet, Kind::Vae, Kind::TextEncoder];
 /// Metadata keys that declare how a model was made.
 const DECLARED: [&str; 7] = [
     "sd_merge_recipe",

@@ -1151,6 +1151,11 @@ fn lineage<'py>(
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    let lineage_kinds: Vec<String> = fastscan_core::LINEAGE_KINDS
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    m.add("LINEAGE_KINDS", lineage_kinds)?;
     m.add_function(wrap_pyfunction!(plan, m)?)?;
     m.add_function(wrap_pyfunction!(is_url, m)?)?;
     m.add_function(wrap_pyfunction!(download, m)?)?;
