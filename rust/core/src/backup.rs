@@ -124,6 +124,12 @@ pub fn backup(
             return Err(io_err(e));
         }
     };
+    #[cfg(test)]
+    tests::AFTER_WRITE.with_borrow(|hook| {
+        if let Some(hook) = hook {
+            hook(tmp.file());
+        }
+    });
     // The fsync waits for the disk while the copy is re-read from the page cache and hashed.
     let (synced, reread) = std::thread::scope(|s| {
         let sync = s.spawn(|| tmp.file().sync_all());
@@ -303,6 +309,36 @@ pub(crate) mod tests {
             "{e}"
         );
         assert!(std::fs::read(&src).unwrap() == want);
+        assert_eq!(names(&folder), vec!["model.safetensors"]);
+    }
+
+    thread_local! {
+        /// Runs on the copy between its writing and its reading back (a disk or another writer
+        /// changing it meanwhile).
+        pub(super) static AFTER_WRITE: std::cell::RefCell<Option<Box<dyn Fn(&File)>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    #[test]
+    fn a_copy_that_reads_back_other_bytes_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, want) = sparse_source(dir.path());
+        let folder = dir.path().join("bak");
+        std::fs::create_dir(&folder).unwrap();
+        // one byte of the copy changes after it was written (inside the data, and inside the hole)
+        for at in [5u64 << 20, 9 << 20] {
+            AFTER_WRITE.set(Some(Box::new(move |f: &File| {
+                f.write_all_at(&[0xA5], at).unwrap();
+            })));
+            let r = backup(&src, &folder, false);
+            AFTER_WRITE.set(None);
+            let e = r.unwrap_err();
+            assert!(matches!(e, BackupError::Mismatch { .. }), "{e}");
+            assert!(names(&folder).is_empty(), "{:?}", names(&folder));
+        }
+        assert!(std::fs::read(&src).unwrap() == want);
+        // and with nothing changing it, the same backup is kept
+        backup(&src, &folder, false).unwrap();
         assert_eq!(names(&folder), vec!["model.safetensors"]);
     }
 
