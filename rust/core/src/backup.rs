@@ -312,10 +312,13 @@ pub(crate) mod tests {
         assert_eq!(names(&folder), vec!["model.safetensors"]);
     }
 
+    /// What a test does to the copy between its writing and its reading back.
+    type Hook = Box<dyn Fn(&File)>;
+
     thread_local! {
         /// Runs on the copy between its writing and its reading back (a disk or another writer
         /// changing it meanwhile).
-        pub(super) static AFTER_WRITE: std::cell::RefCell<Option<Box<dyn Fn(&File)>>> =
+        pub(super) static AFTER_WRITE: std::cell::RefCell<Option<Hook>> =
             const { std::cell::RefCell::new(None) };
     }
 
