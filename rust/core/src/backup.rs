@@ -264,12 +264,18 @@ pub(crate) mod tests {
         (p, want)
     }
 
-    #[test]
-    fn a_backup_holds_the_same_bytes_mode_and_times_and_its_hash_is_theirs() {
+    /// A temporary folder holding the sparse source and an empty backup folder `bak` beside it.
+    fn source_and_folder() -> (tempfile::TempDir, PathBuf, Vec<u8>, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let (src, want) = sparse_source(dir.path());
         let folder = dir.path().join("bak");
         std::fs::create_dir(&folder).unwrap();
+        (dir, src, want, folder)
+    }
+
+    #[test]
+    fn a_backup_holds_the_same_bytes_mode_and_times_and_its_hash_is_theirs() {
+        let (_dir, src, want, folder) = source_and_folder();
         let (dest, h) = backup(&src, &folder, false).unwrap();
         assert_eq!(dest, folder.join("model.safetensors"));
         // times first: reading the copy moves its access time
@@ -287,10 +293,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_existing_backup_is_kept_unless_overwriting_and_never_the_source_itself() {
-        let dir = tempfile::tempdir().unwrap();
-        let (src, want) = sparse_source(dir.path());
-        let folder = dir.path().join("bak");
-        std::fs::create_dir(&folder).unwrap();
+        let (dir, src, want, folder) = source_and_folder();
         std::fs::write(folder.join("model.safetensors"), b"older").unwrap();
         let e = backup(&src, &folder, false).unwrap_err();
         assert!(matches!(e, BackupError::Exists(_)), "{e}");
@@ -324,10 +327,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_copy_that_reads_back_other_bytes_is_not_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let (src, want) = sparse_source(dir.path());
-        let folder = dir.path().join("bak");
-        std::fs::create_dir(&folder).unwrap();
+        let (_dir, src, want, folder) = source_and_folder();
         // one byte of the copy changes after it was written (inside the data, and inside the hole)
         for at in [5u64 << 20, 9 << 20] {
             AFTER_WRITE.set(Some(Box::new(move |f: &File| {
@@ -347,10 +347,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_copy_of_a_changing_source_is_not_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let (src, _) = sparse_source(dir.path());
-        let folder = dir.path().join("bak");
-        std::fs::create_dir(&folder).unwrap();
+        let (_dir, src, _, folder) = source_and_folder();
         // another process keeps rewriting the source's times while the copy runs
         let stop = std::sync::atomic::AtomicBool::new(false);
         let r = std::thread::scope(|s| {
