@@ -25,8 +25,11 @@ const CHUNK: u64 = CHUNK_LEN as u64;
 /// that the SIMD hasher runs at full width and the per-unit overhead is lost in the noise.
 pub const UNIT: u64 = 128 << 10;
 /// Bytes a stream hashed in order ([`InOrder`]) hands BLAKE3 at a time, each run starting at a
-/// multiple of it: 64 chunks, enough for the widest SIMD hasher (16 chunks at once) to run full.
-const STAGE: usize = 64 << 10;
+/// multiple of it: 16 chunks, as many as the widest SIMD hasher hashes at once, so it runs full. Any
+/// longer and more of each short tensor is copied into the stage (a stage of 64 chunks copied two
+/// thirds of a LoRA's bytes, a fifth of a scan's CPU); any shorter and the hasher runs at half width
+/// (user CPU of a scan of 100 LoRAs against this stage: 8 chunks +14%, 4 chunks +25%, 64 chunks +5%).
+const STAGE: usize = 16 << 10;
 /// Bytes of a tensor [`Plan::hash_whole`] hashes before handing them, still in the core's cache, to
 /// whatever else reads them (the value checks).
 const SIDE_PIECE: usize = 256 << 10;
