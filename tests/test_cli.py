@@ -541,7 +541,7 @@ def test_json_written_by_the_core_is_the_report_python_writes(tmp_path):
     assert core.returncode == 0, core.stderr
     a = json.loads(core.stdout)
     out = tmp_path / "report.json"
-    tables = subprocess.run(  # the table shows the name's raw bytes: not text
+    tables = subprocess.run(  # only the report file is read here
         [sys.executable, "-m", "fastscan", *map(str, args), "-o", str(out)], capture_output=True, timeout=120
     )
     assert tables.returncode == 0, tables.stderr

@@ -326,6 +326,55 @@ def test_info_condenses_metadata_in_natural_order(tmp_path):
     assert "unet:199:rank" in full
 
 
+# ---------- text from files that would drive the terminal ----------
+
+# clear the screen, hide what follows, show the rest right to left, ring the bell
+HOSTILE = "evil\x1b[2J\x1b[8m\u202eslp\x07"
+SHOWN = "evil\\x1b[2J\\x1b[8m\\u202eslp\\x07"
+
+
+def _drives_terminal(text: str, allowed: str = "\n") -> list[str]:
+    """The characters of `text` a terminal acts on or reorders (but those `allowed`)."""
+    return [c for c in text if (ord(c) < 0x20 and c not in allowed) or 0x7F <= ord(c) < 0xA0 or c == "\u202e"]
+
+
+def test_names_and_metadata_from_files_are_printed_as_escapes_not_sent_to_the_terminal(tmp_path):
+    # A file name (with a byte that is not UTF-8) and a metadata value written by whoever made the file.
+    name = os.fsdecode(HOSTILE.encode() + b"\xff.safetensors")
+    vec = np.zeros((8, 768), dtype="<f4")
+    vec[3, 100] = np.nan
+    f = emb(tmp_path / name, data={"emb_params": vec.tobytes()}, metadata={"comment": HOSTILE})
+    shown_name = SHOWN + "\\xff.safetensors"
+    for args in [(), ("--files",), ("--files", "--format", "tsv")]:
+        r = run_cli(tmp_path, "--no-cache", *args)  # text=True: a raw 0xff byte would not even decode
+        assert r.returncode == 1, r.stderr
+        assert _drives_terminal(r.stdout, "\n\t" if "tsv" in args else "\n") == [], args
+        assert shown_name in r.stdout, args
+    listing = run_cli(tmp_path, "--dry-run")
+    assert listing.returncode == 0 and _drives_terminal(listing.stdout, "\n\t") == []
+    assert SHOWN in listing.stdout  # (the plan's paths are for display: a byte not UTF-8 is U+FFFD)
+    info = run_cli("info", f, "--hash", "none")
+    assert info.returncode == 0, info.stderr
+    assert _drives_terminal(info.stdout) == []
+    assert shown_name in info.stdout and SHOWN in info.stdout  # the name, and the metadata value
+    missing = run_cli("info", tmp_path / f"gone-{HOSTILE}.safetensors")
+    assert missing.returncode == 2
+    assert _drives_terminal(missing.stderr) == [] and f"gone-{SHOWN}" in missing.stderr
+    # the JSON report keeps the exact text
+    report = json.loads(run_cli(tmp_path, "--no-cache", "--json", "--hash", "none").stdout)
+    assert report["files"][0]["metadata"]["comment"] == HOSTILE
+
+
+def test_visible_escapes_only_what_a_terminal_acts_on():
+    from fastscan.terminal import markup, visible
+
+    assert visible("a\tb\nc\x1b[0m\x7f\x9b") == "a\\x09b\\x0ac\\x1b[0m\\x7f\\x9b"
+    assert visible("\u202ecod.safetensors\u2066") == "\\u202ecod.safetensors\\u2066"
+    assert visible(os.fsdecode(b"caf\xe9")) == "caf\\xe9"  # Latin-1 bytes, not UTF-8
+    assert visible("café 模型 ü.safetensors") == "café 模型 ü.safetensors"
+    assert markup("[red]x\x1b") == "\\[red]x\\x1b"
+
+
 # ---------- fix / convert ----------
 
 

@@ -188,8 +188,9 @@ def scan_file(
     object of the JSON report), the same report a multi-file scan makes of it. An object is read through
     `endpoint_url`, pinned to `etag` when given (its listing's)."""
 
-def is_url(root: str) -> bool:
-    """True when `root` is an object-store URL (s3://, gs://, az://, https://...) rather than a local path."""
+def is_url(root: _Path) -> bool:
+    """True when `root` is an object-store URL (s3://, gs://, az://, https://...) rather than a local path
+    (any path: one whose bytes are not UTF-8 is never a URL)."""
 
 def download(url: str, dir: _Path, endpoint_url: str | None = None) -> str:
     """Copies the object `url` into the folder `dir` under its own name; returns the file's path.

@@ -135,13 +135,14 @@ def block_order(name: str) -> tuple[int, int]:
 def similar_tables(doc: dict[str, Any]) -> list[Any]:
     """One rich table per pair: a row per component and block, the overall figure in the title."""
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
+
+    from fastscan.terminal import markup
 
     tables = []
     for pair in doc["pairs"]:
         t = Table(
-            title=f"{escape(pair['a'])}  vs  {escape(pair['b'])}: {pair['similarity']:.4f} ({doc['method']})",
+            title=f"{markup(pair['a'])}  vs  {markup(pair['b'])}: {pair['similarity']:.4f} ({doc['method']})",
             box=box.SIMPLE_HEAD,
             title_justify="left",
         )
@@ -149,7 +150,7 @@ def similar_tables(doc: dict[str, Any]) -> list[Any]:
         t.add_column("block")
         t.add_column("cosine", justify="right")
         for comp, c in sorted(pair["components"].items()):
-            t.add_row(f"[bold]{escape(comp)}[/]", "all", f"[bold]{c['similarity']:.4f}[/]")
+            t.add_row(f"[bold]{markup(comp)}[/]", "all", f"[bold]{c['similarity']:.4f}[/]")
             for block in sorted(c["blocks"], key=block_order):
                 t.add_row("", block, f"{c['blocks'][block]:.4f}")
         tables.append(t)
@@ -176,8 +177,9 @@ def recipe_text(merge: dict[str, Any] | None) -> str:
 def lineage_table(doc: dict[str, Any]) -> Any:
     """The models, strongest relations first: merges by fit, then by similarity to the nearest model."""
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
+
+    from fastscan.terminal import markup
 
     def strength(m: dict[str, Any]) -> tuple[int, float]:
         if m["merge"]:
@@ -192,27 +194,28 @@ def lineage_table(doc: dict[str, Any]) -> Any:
     t.add_column("made from (weights)", overflow="fold")
     for m in sorted(doc["models"], key=strength):
         near = m["nearest"][0] if m["nearest"] else None
-        near_text = f"{escape(os.path.basename(near['path']))} {near['similarity']:.3f}" if near else ""
-        made = escape(recipe_text(m["merge"]))
+        near_text = f"{markup(os.path.basename(near['path']))} {near['similarity']:.3f}" if near else ""
+        made = markup(recipe_text(m["merge"]))
         if m["same_weights"]:
             same = ", ".join(os.path.basename(p) for p in m["same_weights"])
-            made = (made + "\n" if made else "") + f"same weights as {escape(same)}"
-        t.add_row(escape(m["path"]), m["arch"], near_text, made)
+            made = (made + "\n" if made else "") + f"same weights as {markup(same)}"
+        t.add_row(markup(m["path"]), m["arch"], near_text, made)
     return t
 
 
 def block_table(m: dict[str, Any]) -> Any:
     """Per-block weights of a block-weighted merge."""
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
+
+    from fastscan.terminal import markup
 
     blocks = m["merge"]["blocks"]
     parents = [p["path"] for p in m["merge"]["parents"]]
-    t = Table(title=f"{escape(m['path'])}: weights per block", box=box.SIMPLE_HEAD, title_justify="left")
+    t = Table(title=f"{markup(m['path'])}: weights per block", box=box.SIMPLE_HEAD, title_justify="left")
     t.add_column("block")
     for p in parents:
-        t.add_column(escape(os.path.basename(p)), justify="right")
+        t.add_column(markup(os.path.basename(p)), justify="right")
     for b in sorted(blocks, key=block_order):
         t.add_row(b, *(f"{blocks[b].get(p, 0.0):.2f}" for p in parents))
     return t
@@ -220,9 +223,8 @@ def block_table(m: dict[str, Any]) -> Any:
 
 def print_lineage(doc: dict[str, Any], console: Any) -> None:
     """The lineage table, per-block weights of block merges, findings and families."""
-    from rich.markup import escape
-
     from fastscan.render import SEVERITY_STYLE
+    from fastscan.terminal import markup
 
     if not doc["models"]:
         console.print("No model files with weights found.")
@@ -235,10 +237,10 @@ def print_lineage(doc: dict[str, Any], console: Any) -> None:
         for f in m["findings"]:
             style = SEVERITY_STYLE.get(f["severity"], "")
             console.print(
-                f"[{style}]{f['severity']}[/] {f['check']}: {escape(m['path'])}: {escape(f['message'])}"
+                f"[{style}]{f['severity']}[/] {f['check']}: {markup(m['path'])}: {markup(f['message'])}"
             )
     for i, fam in enumerate(doc["families"], 1):
-        console.print(f"[bold]family {i}[/]: " + ", ".join(escape(os.path.basename(p)) for p in fam))
+        console.print(f"[bold]family {i}[/]: " + ", ".join(markup(os.path.basename(p)) for p in fam))
 
 
 def _dot_id(s: str) -> str:

@@ -33,6 +33,7 @@ from rich.table import Table
 from fastscan.advice import UNREADABLE, Remedy, how, remedy
 from fastscan.api import Progress as ScanProgress
 from fastscan.model import SEVERITIES, SEVERITY_RANK, FileReport, Report
+from fastscan.terminal import markup, visible
 
 SEVERITY_STYLE = {"critical": "bold magenta", "error": "bold red", "warning": "yellow", "info": "cyan"}
 SEVERITY_ABBR = {"critical": "crit", "error": "err", "warning": "warn", "info": "info"}
@@ -92,7 +93,7 @@ def progress_bar(console: Console) -> Iterator[Callable[[ScanProgress], None]]:
 def bytes_bar(console: Console, label: str, total: int) -> Iterator[Callable[[int], None]]:
     """A transient bar for one long job over `total` bytes; yields the callback taking bytes done."""
     bar = Progress(
-        TextColumn(f"[bold]{escape(label)}"),
+        TextColumn(f"[bold]{markup(label)}"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -133,7 +134,7 @@ def remedy_line(width: int, r: Remedy, path: str, indent: int) -> str:
     terminal may fold it; it copies whole), an action said in words wraps under its first word."""
     prefix = " " * indent + "[green]→[/] "
     if r in (Remedy.fix, Remedy.convert):
-        return prefix + escape(how(r, path))
+        return prefix + markup(how(r, path))
     return wrapped(width, prefix, indent + 2, how(r, path), indent + 2)
 
 
@@ -143,7 +144,7 @@ def wrapped(width: int, prefix: str, prefix_len: int, text: str, indent: int = 6
 
     width = max(width, prefix_len + 20)
     lines = textwrap.wrap(
-        keep_sizes_whole(text),
+        keep_sizes_whole(visible(text)),
         width=width,
         initial_indent=" " * prefix_len,
         subsequent_indent=" " * indent,
@@ -273,7 +274,7 @@ def summary_table(report: Report, digest: Digest | None = None) -> Table:
 
     total = dict.fromkeys(_GROUP_KEYS, 0)
     for (kind, arch), g in sorted(groups.items()):
-        t.add_row(escape(kind), escape(arch), *row(g))
+        t.add_row(markup(kind), markup(arch), *row(g))
         for k in total:
             total[k] += g[k]
     t.add_section()
@@ -324,14 +325,13 @@ def print_problems(
         pad = " " * (4 - len(SEVERITY_ABBR.get(sev, sev)))
         saves = size(saved) if saved else ""
         console.print(
-            f"{_sev(sev)}{pad}  {escape(check):<{check_w}}  {n:>{files_w}}  {saves:>{SIZE_WIDTH}}",
+            f"{_sev(sev)}{pad}  {markup(check):<{check_w}}  {n:>{files_w}}  {saves:>{SIZE_WIDTH}}",
             highlight=False,
         )
         shown = files if all_files else files[:FILES_SHOWN]
         for p in shown:
-            console.print(
-                indent + escape(elide(short_path(p, report.roots), width - len(indent))), highlight=False
-            )
+            name = elide(visible(short_path(p, report.roots)), width - len(indent))
+            console.print(indent + escape(name), highlight=False)
         if n > len(shown):
             console.print(f"{indent}… and {n - len(shown)} more (--files lists them all)", highlight=False)
     return True
@@ -376,16 +376,16 @@ def print_files(report: Report, console: Console, digest: Digest | None = None) 
     for i in range(0, len(affected), FILES_PER_PRINT):
         block: list[str] = []
         for f in affected[i : i + FILES_PER_PRINT]:
-            block.append(f"[bold]{escape(f.path)}[/]")
+            block.append(f"[bold]{markup(f.path)}[/]")
             remedies: list[Remedy] = []
             if f.error is not None:
-                prefix = f"  {_sev('error')} unreadable ({escape(f.error.kind)}): "
+                prefix = f"  {_sev('error')} unreadable ({markup(f.error.kind)}): "
                 shown = len(f"  err unreadable ({f.error.kind}): ")
                 block.append(wrapped(width, prefix, shown, f.error.message))
                 remedies.append(UNREADABLE)
             for x in sorted(f.findings, key=lambda x: -SEVERITY_RANK.get(x.severity, 0)):
                 sev = SEVERITY_ABBR.get(x.severity, x.severity)
-                prefix = f"  {_sev(x.severity)} {escape(x.check)}: "
+                prefix = f"  {_sev(x.severity)} {markup(x.check)}: "
                 block.append(wrapped(width, prefix, len(f"  {sev} {x.check}: "), x.message))
                 remedies.append(remedy(x.check, x.severity))
             for r in dict.fromkeys(remedies):
@@ -410,14 +410,15 @@ def print_report(
         console.print("[green]no problems found[/]")
     dup = duplicates_line(report)
     if dup:
-        console.print(escape(dup), highlight=False)
+        console.print(markup(dup), highlight=False)
     if files:
         print_files(report, console, digest)
     console.print(f"[dim]{report.summary.files} files in {report.elapsed_s:.2f} s[/]", highlight=False)
 
 
 def _tsv_field(s: str) -> str:
-    return s.replace("\t", " ").replace("\n", " ")
+    """A TSV field: tabs, line breaks and other control characters shown as escapes (`visible`)."""
+    return visible(s)
 
 
 def write_tsv(report: Report, out: IO[str], digest: Digest | None = None) -> None:
@@ -484,7 +485,7 @@ def metadata_rows(meta: dict[str, Any], *, full: bool = False) -> list[tuple[str
 
 def print_file(f: FileReport, console: Console, *, all_metadata: bool = False) -> None:
     """One file in detail: identity, components, hashes, metadata, findings with their details."""
-    console.print(f"[bold]{escape(f.path)}[/]", overflow="fold")
+    console.print(f"[bold]{markup(f.path)}[/]", overflow="fold")
     head = _kv_table(None)
     for k, v in [
         ("size", f"{size(f.size)} ({f.size:,} bytes)"),
@@ -494,7 +495,7 @@ def print_file(f: FileReport, console: Console, *, all_metadata: bool = False) -
         ("tensors", str(f.tensors)),
         ("dtypes", _dtypes(f.dtypes)),
     ]:
-        head.add_row(k, escape(v))
+        head.add_row(k, markup(v))
     ident = f.identification
     if ident:
         verdict = "confident" if ident.confident else f"not confident (below {ident.threshold:.0%})"
@@ -504,7 +505,7 @@ def print_file(f: FileReport, console: Console, *, all_metadata: bool = False) -
             + (f"; {ident.missing_count} missing" if ident.missing_count else ""),
         )
     if f.error is not None:
-        head.add_row("error", f"[bold red]{escape(f.error.kind)}[/]: {escape(f.error.message)}")
+        head.add_row("error", f"[bold red]{markup(f.error.kind)}[/]: {markup(f.error.message)}")
     console.print(head)
 
     if f.components:
@@ -530,7 +531,7 @@ def print_file(f: FileReport, console: Console, *, all_metadata: bool = False) -
         for c in ("file", "component", "kind", "arch", "tensors", "size"):
             t.add_column(c, justify="right" if c in ("tensors", "size") else "left", overflow="fold")
         for p in f.parts:
-            row = (escape(p["path"]), p["component"], p["kind"], p["arch"], str(p["tensors"]))
+            row = (markup(p["path"]), p["component"], p["kind"], p["arch"], str(p["tensors"]))
             t.add_row(*row, human_bytes(p["size"]))
         console.print(t)
 
@@ -540,7 +541,7 @@ def print_file(f: FileReport, console: Console, *, all_metadata: bool = False) -
     if f.metadata:
         t = _kv_table(f"Metadata ({len(f.metadata)} keys)")
         for k, v in metadata_rows(f.metadata, full=all_metadata):
-            t.add_row(escape(k), escape(v))
+            t.add_row(markup(k), markup(v))
         console.print(t)
 
     if not f.findings:
@@ -550,12 +551,12 @@ def print_file(f: FileReport, console: Console, *, all_metadata: bool = False) -
     console.print("[bold]Findings")
     for x in f.findings:
         sev = SEVERITY_ABBR.get(x.severity, x.severity)
-        prefix = f"  {_sev(x.severity)} [bold]{escape(x.check)}[/]: "
+        prefix = f"  {_sev(x.severity)} [bold]{markup(x.check)}[/]: "
         print_wrapped(console, prefix, len(f"  {sev} {x.check}: "), x.message)
         if x.details not in (None, {}, []):
             # Never wrapped by rich: a tensor name stays one copyable line (the terminal may fold it).
             console.print(
-                escape("\n".join(details_lines(x.details, "      "))), highlight=False, soft_wrap=True
+                "\n".join(map(markup, details_lines(x.details, "      "))), highlight=False, soft_wrap=True
             )
         r = remedy(x.check, x.severity)
         if r is not Remedy.review:
@@ -579,22 +580,22 @@ def provenance_table(prov: dict[str, Any]) -> Table:
     """The compact "Provenance" section: tools, merge and multipliers, parents, base model, training."""
     t = _kv_table("Provenance")
     if prov.get("tools"):
-        t.add_row("tool", escape(", ".join(prov["tools"])))
+        t.add_row("tool", markup(", ".join(prov["tools"])))
     merge = prov.get("merge")
     if merge:
         method = merge.get("method") or "?"
         if merge.get("calcmode"):
             method += f" ({merge['calcmode']})"
-        t.add_row("merge", escape(method))
+        t.add_row("merge", markup(method))
         for k, v in (merge.get("multipliers") or {}).items():
-            t.add_row(f"  {escape(k)}", escape(v if isinstance(v, str) else json.dumps(v)))
+            t.add_row(f"  {markup(k)}", markup(v if isinstance(v, str) else json.dumps(v)))
     for p in prov.get("parents") or []:
-        t.add_row("parent", escape(_parent_line(p)))
+        t.add_row("parent", markup(_parent_line(p)))
     if prov.get("base_model"):
-        t.add_row("base model", escape(prov["base_model"]))
+        t.add_row("base model", markup(prov["base_model"]))
     training = {k: v for k, v in (prov.get("training") or {}).items() if v}
     if training:
-        t.add_row("training", escape(", ".join(f"{k} {v}" for k, v in training.items())))
+        t.add_row("training", markup(", ".join(f"{k} {v}" for k, v in training.items())))
     return t
 
 
@@ -640,7 +641,7 @@ def print_duplicates(report: Report, console: Console) -> None:
         what = DUPLICATE_TITLES.get(g["type"], g["type"])
         if g["type"] == "shared-component":
             head = (
-                f"[bold]{what}[/] {escape(g['component'] or '')}: {size(g['bytes'])} in each file"
+                f"[bold]{what}[/] {markup(g['component'] or '')}: {size(g['bytes'])} in each file"
                 " (not reclaimable by deleting files)"
             )
         else:
@@ -651,7 +652,7 @@ def print_duplicates(report: Report, console: Console) -> None:
             mark = "[green]keep[/] " if p == g.get("keep") else "[red]damaged[/] " if p in damaged else ""
             room = width - len(indent) - (len("damaged ") if mark else 0)
             console.print(
-                f"{indent}{mark}{escape(elide(short_path(p, report.roots), room))}", highlight=False
+                f"{indent}{mark}{escape(elide(visible(short_path(p, report.roots)), room))}", highlight=False
             )
     n = sum(1 for g in groups if g["type"] != "shared-component")
     console.print(

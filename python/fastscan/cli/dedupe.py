@@ -95,9 +95,8 @@ def command(
 
 def _act(groups: list[dict], action: DedupeAction, dry_run: bool, console: Any) -> int:
     """Applies `action` to each redundant copy in the identical-files groups; prints each step, a summary."""
-    from rich.markup import escape
-
     from fastscan.render import size
+    from fastscan.terminal import markup
 
     freed = done = 0
     failures = 0
@@ -107,7 +106,7 @@ def _act(groups: list[dict], action: DedupeAction, dry_run: bool, console: Any) 
         if g["type"] != "identical-files":
             continue
         keep = g["keep"]
-        console.print(f"keep {escape(keep)}", highlight=False)
+        console.print(f"keep {markup(keep)}", highlight=False)
         for p in g["files"]:
             if p == keep:
                 continue
@@ -116,13 +115,13 @@ def _act(groups: list[dict], action: DedupeAction, dry_run: bool, console: Any) 
             except OSError as e:
                 failures += 1
                 console.print(
-                    f"  [red]cannot {verb}[/] {escape(p)}: {escape(e.strerror or str(e))}", highlight=False
+                    f"  [red]cannot {verb}[/] {markup(p)}: {markup(e.strerror or str(e))}", highlight=False
                 )
                 continue
             done += 1
             freed += n
             what = "would " + verb if dry_run else past
-            console.print(f"  {what} {escape(p)} ({size(n)})", highlight=False)
+            console.print(f"  {what} {markup(p)} ({size(n)})", highlight=False)
     copies = "copy" if done == 1 else "copies"
     if dry_run:
         console.print(

@@ -6,6 +6,8 @@ import os
 import sys
 from typing import Any
 
+from fastscan.terminal import visible
+
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -17,15 +19,16 @@ def say(line: str, err: bool = False) -> None:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> SystemExit:
-    """Prints an error of the run itself to stderr and returns the exit to raise (a `SystemExit`, which
-    the framework passes through untouched, so the quick path and typer's commands end alike)."""
-    say(f"fastscan: error: {message}", err=True)
+    """Prints an error of the run itself to stderr (a path in it shown by `terminal.visible`) and returns
+    the exit to raise (a `SystemExit`, which the framework passes through untouched, so the quick path
+    and typer's commands end alike)."""
+    say(f"fastscan: error: {visible(message)}", err=True)
     return SystemExit(code)
 
 
 def warn(message: str) -> None:
-    """Prints a warning to stderr."""
-    say(f"fastscan: warning: {message}", err=True)
+    """Prints a warning to stderr (a path in it shown by `terminal.visible`)."""
+    say(f"fastscan: warning: {visible(message)}", err=True)
 
 
 def closed_pipe() -> SystemExit:

@@ -90,8 +90,9 @@ class _bar:
     def __enter__(self) -> Any:
         if not sys.stderr.isatty():
             return None
-        from rich.markup import escape
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from fastscan.terminal import markup
 
         self.bar = Progress(
             TextColumn("{task.description}"),
@@ -102,17 +103,17 @@ class _bar:
             transient=True,
         )
         self.bar.__enter__()
-        self.task = self.bar.add_task(escape(self.label), total=None)
+        self.task = self.bar.add_task(markup(self.label), total=None)
         return self.update
 
     def update(self, stage: str, done: int, total: int) -> None:
         """Shows `done` of `total` bytes of `stage` (write, then verify)."""
         if stage != self.stage:
-            from rich.markup import escape
+            from fastscan.terminal import markup
 
             self.stage = stage
             word = "writing" if stage == "write" else "verifying"
-            self.bar.update(self.task, description=f"{escape(self.label)}: {word}", completed=0)
+            self.bar.update(self.task, description=f"{markup(self.label)}: {word}", completed=0)
         self.bar.update(self.task, completed=done, total=max(total, 1))
 
     def __exit__(self, *exc: Any) -> None:
@@ -121,11 +122,11 @@ class _bar:
 
 
 def _print_result(res: Any) -> int:
-    from rich.markup import escape
+    from fastscan.terminal import markup
 
     con = _console()
     for style, line in _described(res):
-        con.print(f"  [{style}]{escape(line)}[/]" if style else f"  {escape(line)}", highlight=False)
+        con.print(f"  [{style}]{markup(line)}[/]" if style else f"  {markup(line)}", highlight=False)
     return EXIT_FINDINGS if res.unrepairable else EXIT_OK
 
 
@@ -199,11 +200,10 @@ def _batch(
     files: list[str], opts: dict, backup: Path | None, dry_run: bool, force: bool, endpoint_url: str | None
 ) -> int:
     """Plans every file, prints the plan, then (unless a dry run) fixes each with a progress bar."""
-    from rich.markup import escape
-
     from fastscan.fixes import commands
     from fastscan.fixes.errors import FixError
     from fastscan.render import bytes_bar, size
+    from fastscan.terminal import markup
 
     con = _console()
     plans: list[tuple[str, Any]] = []
@@ -213,17 +213,17 @@ def _batch(
         try:
             res = commands.fix(p, **opts, dry_run=True, endpoint_url=endpoint_url)
         except FixError as e:
-            con.print(f"[red]{escape(str(p))}[/]: {escape(str(e))}", highlight=False)
+            con.print(f"[red]{markup(str(p))}[/]: {markup(str(e))}", highlight=False)
             worst = max(worst, EXIT_FINDINGS)
             continue
         gets = "; ".join(a for a in res.actions) or "nothing"
         if res.saved is None:
-            con.print(f"  {escape(str(p))}: nothing to change", highlight=False)
+            con.print(f"  {markup(str(p))}: nothing to change", highlight=False)
         else:
-            con.print(f"  {escape(str(p))}: {escape(gets)} (saves {size(res.saved)})", highlight=False)
+            con.print(f"  {markup(str(p))}: {markup(gets)} (saves {size(res.saved)})", highlight=False)
             plans.append((p, res))
         for u in res.unrepairable:
-            con.print(f"    [red]cannot repair {escape(u)}: re-download the file[/]", highlight=False)
+            con.print(f"    [red]cannot repair {markup(u)}: re-download the file[/]", highlight=False)
             worst = max(worst, EXIT_FINDINGS)
     total_saved = sum(r.saved or 0 for _, r in plans)
     con.print(f"{len(plans)} file(s) to fix, saving {size(total_saved)}", highlight=False)
@@ -242,8 +242,8 @@ def _batch(
             done += Path(p).stat().st_size
             update(done)
     for f in failures:
-        con.print(f"[red]failed[/]: {escape(f)}", highlight=False)
-    con.print(f"fixed {fixed} of {len(plans)} file(s); backups in {escape(str(backup))}", highlight=False)
+        con.print(f"[red]failed[/]: {markup(f)}", highlight=False)
+    con.print(f"fixed {fixed} of {len(plans)} file(s); backups in {markup(str(backup))}", highlight=False)
     return max(worst, EXIT_FINDINGS if failures else EXIT_OK)
 
 

@@ -101,6 +101,7 @@ def _dry_run(paths: list[str], hash: str, follow_links: bool, endpoint_url: str 
     cannot be listed."""
     from fastscan.api import plan
     from fastscan.render import size as human_bytes
+    from fastscan.terminal import visible
 
     try:
         p = plan(paths, hash=hash, follow_links=follow_links, endpoint_url=endpoint_url)
@@ -110,7 +111,7 @@ def _dry_run(paths: list[str], hash: str, follow_links: bool, endpoint_url: str 
         sys.stdout.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
     else:
         for f in p.files:
-            sys.stdout.write(f"{f.size}\t{f.bytes_to_read}\t{f.path}\n")
+            sys.stdout.write(f"{f.size}\t{f.bytes_to_read}\t{visible(f.path)}\n")
         sys.stdout.write(
             f"{len(p.files)} files, {human_bytes(p.size)}; the scan (--hash {hash}) reads at least "
             f"{human_bytes(p.bytes_to_read)} ({p.bytes_to_read} bytes)\n"

@@ -499,10 +499,11 @@ fn pickle_imports<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAn
     to_py(py, &imports)
 }
 
-/// True when `root` is an object-store URL (s3://, gs://, az://, https://...) rather than a local path.
+/// True when `root` is an object-store URL (s3://, gs://, az://, https://...) rather than a local path
+/// (any path: one whose bytes are not UTF-8 is never a URL).
 #[pyfunction]
-fn is_url(root: &str) -> bool {
-    fastscan_core::is_url(root)
+fn is_url(root: PathBuf) -> bool {
+    root.to_str().is_some_and(fastscan_core::is_url)
 }
 
 /// Copies the object `url` into the folder `dir` under its own name; returns the file's path (the
