@@ -120,8 +120,12 @@ pub struct Progress {
     pub skipped_links: AtomicU64,
 }
 
-/// Files walked but not yet taken by a scanning thread: bounds memory whatever the library's size.
-const WALK_AHEAD: usize = 1024;
+/// Files walked but not yet taken by a scanning thread: bounds memory whatever the library's size (a
+/// path each, a few MB). Once the queue is full, the walk sleeps and every file taken wakes it for one
+/// more; so the longer the queue, the more of a library is walked before that ping-pong starts (a
+/// header-only scan of 10,000 files: 1,024 -> 16,384 took its time from 2.0 to 1.8 s, its system time
+/// from 0.61 to 0.38 s).
+const WALK_AHEAD: usize = 16384;
 
 /// A file found by the walk or an object found by a listing, waiting for a scanning thread.
 enum Job {
