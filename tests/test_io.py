@@ -34,13 +34,19 @@ def fastscan_cli(*args: str, **kw) -> subprocess.CompletedProcess:
     )
 
 
-def sparse_safetensors(path: Path, size: int) -> Path:
-    """A valid safetensors file of one U8 tensor of `size` bytes, all a hole (no disk, no RAM)."""
+def u8_header(size: int) -> bytes:
+    """The start of a safetensors file of one U8 tensor of `size` bytes: length, header, padding."""
     header = json.dumps({"w": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}}).encode()
     header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header
+
+
+def sparse_safetensors(path: Path, size: int) -> Path:
+    """A valid safetensors file of one U8 tensor of `size` bytes, all a hole (no disk, no RAM)."""
+    head = u8_header(size)
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(header)) + header)
-        f.truncate(8 + len(header) + size)
+        f.write(head)
+        f.truncate(len(head) + size)
     return path
 
 
@@ -253,11 +259,7 @@ def test_reports_reach_the_reader_in_batches_not_one_wake_up_per_file(tmp_path):
     # for each one. Woken for every report, it blocked about 180 times over 300 files (and each wake-up
     # took a core from a scanning thread); it now lingers and takes what has come.
     for i in range(300):
-        size = 256 << 10
-        header = json.dumps({"w": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}}).encode()
-        header += b" " * (-len(header) % 8)
-        data = struct.pack("<Q", len(header)) + header + os.urandom(size)
-        (tmp_path / f"f{i:03}.safetensors").write_bytes(data)
+        (tmp_path / f"f{i:03}.safetensors").write_bytes(u8_header(256 << 10) + os.urandom(256 << 10))
     it = fastscan.iter_scan(tmp_path, hash="full", jobs=2)
     before = _waits_of_this_thread()
     reports = list(it)
