@@ -411,9 +411,12 @@ const MAP_WINDOW: u64 = 8 << 20;
 
 /// Bytes of a mapped file handed to the consumers at a time when all of them are in the page cache
 /// already: nothing to read, and no page resident before its reader faults it in, so a longer window
-/// costs no memory, and the cores meet between windows a quarter as often (each meeting idles one
-/// while the other finishes, then wakes it).
-const WARM_WINDOW: u64 = 32 << 20;
+/// costs no memory, and the cores meet between windows an eighth as often (each meeting idles one
+/// while the other finishes, then wakes it; each window's start and release cost CPU too: a cached
+/// 2.1 GB checkpoint's components pass took 3.5% less time, 17 ms less user CPU, with 64 MiB windows
+/// than with 32 MiB, and no less with 128 MiB). Its pages are resident from their reader's fault to
+/// the window's end, so this bounds the pass's resident memory over a cached file.
+const WARM_WINDOW: u64 = 64 << 20;
 
 /// Mapped files up to this long are read on the consumers' thread, window by window, with no reader
 /// thread: a thread's start (a fresh stack and allocator heap, faulted in) costs more than its running
