@@ -5,8 +5,9 @@ MB, embedding-sd15 and embedding-sdxl: 25-66 KB; see ../shared/data/layouts) to 
 page cache, then times, median of `--repeat` runs (interleaved, so load elsewhere hits every contender
 alike):
   - fastscan: `fastscan DIR --json --hash full --no-cache` (CLI start included), and `--hash components`;
-  - the peer: b3sum over every file (one process, all files, one after another: `apt-get install b3sum`;
-    without it the `blake3` package in-process, a weaker peer);
+  - the peer: b3sum over every file (one process, all files, one after another, each hashed on every
+    core: `apt-get install b3sum`; without it the `blake3` package in-process, a weaker peer), and the
+    same on one thread (`--num-threads 1`; its limit is one core's);
   - the limit (issue 13): max(read, bytes x streams / (BLAKE3 per core x cores)) plus the peer's own
     per-file overhead (b3sum over as many empty files), where read is `cat` of every file, BLAKE3 per
     core is measured here on one thread, and streams is 2 for `--hash full`, 1 for `--hash components`.
@@ -92,14 +93,18 @@ def main() -> None:
 
         b3sum = shutil.which("b3sum")
         peer = "b3sum" if b3sum else "blake3 package"
+        serial = f"{peer}, one thread"  # files one after another on one core, as issue 13 pictured it
 
-        def b3(paths: list[str]):
+        def b3(paths: list[str], threads: int = 0):
+            """The peer over `paths`, on every core (threads=0) or on `threads` threads."""
+
             def go() -> None:
                 if b3sum:
-                    subprocess.run([b3sum, "--no-names", *paths], stdout=subprocess.DEVNULL, check=True)
+                    one = ["--num-threads", str(threads)] if threads else []
+                    subprocess.run([b3sum, "--no-names", *one, *paths], stdout=subprocess.DEVNULL, check=True)
                 else:
                     for p in paths:
-                        blake3.blake3(max_threads=blake3.blake3.AUTO).update_mmap(p)
+                        blake3.blake3(max_threads=threads or blake3.blake3.AUTO).update_mmap(p)
 
             return go
 
@@ -119,6 +124,7 @@ def main() -> None:
             "cat": cat,
             "peer overhead": b3(empties),
             peer: b3(names),
+            serial: b3(names, threads=1),
             "fastscan --hash full": fastscan("full"),
             "fastscan --hash components": fastscan("components"),
         }
@@ -132,10 +138,15 @@ def main() -> None:
         per_core = blake3_per_core()
         cores = os.cpu_count() or 1
 
-        def limit(streams: int) -> float:
-            return max(t["cat"], total * streams / (per_core * cores)) + t["peer overhead"]
+        def limit(streams: int, on: int = cores) -> float:
+            return max(t["cat"], total * streams / (per_core * on)) + t["peer overhead"]
 
-        limits = {peer: limit(1), "fastscan --hash full": limit(2), "fastscan --hash components": limit(1)}
+        limits = {
+            peer: limit(1),
+            serial: limit(1, on=1),
+            "fastscan --hash full": limit(2),
+            "fastscan --hash components": limit(1),
+        }
         print(f"library: {n} files ({a.loras} LoRAs, {a.embeddings} embeddings), {total / 1e9:.2f} GB, "
               f"warm page cache, {cores} CPUs, median of {a.repeat}, load average {os.getloadavg()[0]:.1f}; "
               f"read (cat) {t['cat']:.3f} s, BLAKE3 {per_core / 2**30:.2f} GiB/s per core, "
@@ -144,10 +155,13 @@ def main() -> None:
         # there depend on what else runs.
         print(f"| contender | s | files/s | GB/s | vs {peer} | limit s | of limit | CPU s | CPU vs {peer} |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        for k in (peer, "fastscan --hash full", "fastscan --hash components"):
+        for k in (peer, serial, "fastscan --hash full", "fastscan --hash components"):
             s, lim = t[k], limits[k]
             print(f"| {k} | {s:.3f} | {n / s:,.0f} | {total / s / 1e9:.2f} | {t[peer] / s:.2f}x "
                   f"| {lim:.3f} | {lim / s:.2f} | {cpu[k]:.2f} | {cpu[peer] / cpu[k]:.2f}x |")  # fmt: skip
+        comp, full = t["fastscan --hash components"], t["fastscan --hash full"]
+        print(f"against {serial}: fastscan --hash components {t[serial] / comp:.2f}x, "
+              f"--hash full {t[serial] / full:.2f}x")  # fmt: skip
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
