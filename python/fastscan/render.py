@@ -180,6 +180,12 @@ def short_path(path: str, roots: list[str]) -> str:
     return path
 
 
+def shown_path(path: str, roots: list[str], width: int) -> str:
+    """`path` as a table row prints it: relative to its root, controls escaped, elided to `width`
+    columns, and escaped for rich's markup."""
+    return escape(elide(visible(short_path(path, roots)), width))
+
+
 def _file_severities(f: FileReport) -> set[str]:
     """Severities a file has (an unreadable file counts as an error)."""
     sevs = {x.severity for x in f.findings}
@@ -330,8 +336,7 @@ def print_problems(
         )
         shown = files if all_files else files[:FILES_SHOWN]
         for p in shown:
-            name = elide(visible(short_path(p, report.roots)), width - len(indent))
-            console.print(indent + escape(name), highlight=False)
+            console.print(indent + shown_path(p, report.roots, width - len(indent)), highlight=False)
         if n > len(shown):
             console.print(f"{indent}… and {n - len(shown)} more (--files lists them all)", highlight=False)
     return True
@@ -651,9 +656,7 @@ def print_duplicates(report: Report, console: Console) -> None:
         for p in g["files"]:
             mark = "[green]keep[/] " if p == g.get("keep") else "[red]damaged[/] " if p in damaged else ""
             room = width - len(indent) - (len("damaged ") if mark else 0)
-            console.print(
-                f"{indent}{mark}{escape(elide(visible(short_path(p, report.roots)), room))}", highlight=False
-            )
+            console.print(f"{indent}{mark}{shown_path(p, report.roots, room)}", highlight=False)
     n = sum(1 for g in groups if g["type"] != "shared-component")
     console.print(
         f"{n} group(s) of redundant copies: deleting all but the kept copies would free "
