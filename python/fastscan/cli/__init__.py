@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     import signal
     import sys
 
-    from fastscan.cli.errors import EXIT_INTERRUPTED, fail
+    from fastscan.cli.errors import interrupted
 
     terminated: list[int] = []
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
             if code is None:
                 from fastscan.cli.root import run
         except KeyboardInterrupt:
-            raise fail("interrupted", EXIT_INTERRUPTED) from None
+            raise interrupted() from None
         if code is not None:
             raise SystemExit(code)
         run(args)

@@ -26,6 +26,19 @@ def fail(message: str, code: int = EXIT_USAGE) -> SystemExit:
     return SystemExit(code)
 
 
+def interrupted() -> SystemExit:
+    """Ctrl-C (or SIGTERM, which `fastscan.cli.main` turns into it): prints `fastscan: error: interrupted`
+    and returns the exit (130) to raise.
+
+    CPython remembers a `KeyboardInterrupt` that left code which `exec` ran from source text (dataclasses
+    and named tuples build their methods that way, so a Ctrl-C during an import does it) and, once the
+    interpreter has finished, kills the process with SIGINT instead of exiting with the code asked for,
+    even though the exception was caught. `exec` of source text clears that memory when it starts, so
+    one empty `exec` here makes the exit 130 wherever the signal came."""
+    exec("")  # the constant empty program: see above
+    return fail("interrupted", EXIT_INTERRUPTED)
+
+
 def warn(message: str) -> None:
     """Prints a warning to stderr (a path in it shown by `terminal.visible`)."""
     say(f"fastscan: warning: {visible(message)}", err=True)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from fastscan.cli.choices import JobsOpt, NoCacheOpt, Sha256Opt
-from fastscan.cli.errors import EXIT_INTERRUPTED, fail, warn
+from fastscan.cli.errors import fail, interrupted, warn
 from fastscan.cli.options import bounded_jobs
 
 
@@ -50,7 +50,7 @@ def command(
         else:
             lib = _scan(paths, sha256, bounded_jobs(jobs), follow_links, not no_lineage, not no_cache)
     except KeyboardInterrupt:
-        raise fail("interrupted", EXIT_INTERRUPTED) from None
+        raise interrupted() from None
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
     for w in lib.warnings:

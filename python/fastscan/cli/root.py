@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 from typer.models import CommandInfo
 
-from fastscan.cli.errors import EXIT_INTERRUPTED, fail, report_usage_error
+from fastscan.cli.errors import fail, interrupted, report_usage_error
 
 HELP = "Find and fix what is wrong with Stable Diffusion model files. `fastscan PATH` = `fastscan scan PATH`."
 
@@ -226,7 +226,7 @@ def run(argv: list[str] | None = None) -> None:
     except typer.Exit as e:
         code = e.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        code = fail("interrupted", EXIT_INTERRUPTED).code
+        code = interrupted().code
     except typer.TyperException as e:  # the framework's usage errors (unknown option, bad value, ...)
         if getattr(e, "exit_code", 1) == 2:
             code = report_usage_error(e)

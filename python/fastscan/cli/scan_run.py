@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from fastscan.cli.errors import EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, closed_pipe, fail, warn
+from fastscan.cli.errors import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, closed_pipe, fail, interrupted, warn
 from fastscan.cli.options import FailOn, HashMode, TableFormat, bounded_jobs
 from fastscan.model import compact_json
 
@@ -86,7 +86,7 @@ def scan(
         if show_table:
             _print_human(report, fmt, files, digest)
     except KeyboardInterrupt:
-        raise fail("interrupted", EXIT_INTERRUPTED) from None
+        raise interrupted() from None
     except ClusterError as e:
         raise fail(str(e)) from None
     except BrokenPipeError:  # the reader went away (`| head`)
