@@ -94,13 +94,13 @@ def _has_open(pid: int, path: Path) -> bool:
         return False
 
 
-def _wait_for_handler(pid: int, signum: int) -> None:
-    """Until the process catches `signum` (its `SigCgt` mask): on a loaded machine, a signal sent a fixed
-    time after the start can come before the interpreter has a handler, and the test would then see the
-    default action (killed by the signal), not fastscan's."""
+def _wait_for_handler(proc: subprocess.Popen, signum: int) -> None:
+    """Until the process catches `signum` (its `SigCgt` mask) or has ended: on a loaded machine, a signal
+    sent a fixed time after the start can come before the interpreter has a handler, and the test would
+    then see the default action (killed by the signal), not fastscan's."""
     deadline = time.monotonic() + 60
-    while True:
-        with open(f"/proc/{pid}/status") as f:
+    while proc.poll() is None:
+        with open(f"/proc/{proc.pid}/status") as f:
             caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
         if caught >> (signum - 1) & 1:
             return
@@ -187,7 +187,7 @@ def test_ctrl_c_among_many_small_files_stops_cleanly_with_130(tmp_path, mode):
         if mode == "--jsonl":
             assert proc.stdout.readline()  # under way: the first file's line is out
         else:  # the table prints only at the end: wait for `main` to be entered, then into the scan
-            _wait_for_handler(proc.pid, signal.SIGTERM)
+            _wait_for_handler(proc, signal.SIGTERM)
             time.sleep(0.1 + 0.05 * attempt)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
