@@ -176,6 +176,7 @@ def test_ctrl_c_among_many_small_files_stops_cleanly_with_130(tmp_path, mode):
         synth.write_layout(tmp_path / f"emb{i:03d}.safetensors", "embedding-sd15")
     for i in range(20):
         synth.write_layout(tmp_path / f"lora{i:02d}.safetensors", "lora-sd15-kohya")
+    caught = 0
     for attempt in range(3):
         proc = subprocess.Popen(
             [sys.executable, "-m", "fastscan", str(tmp_path), "--no-cache", mode],
@@ -195,6 +196,8 @@ def test_ctrl_c_among_many_small_files_stops_cleanly_with_130(tmp_path, mode):
             continue  # the scan ended before the signal (or as the interpreter closed, handlers gone)
         assert proc.returncode == 130, (proc.returncode, err)
         assert "Traceback" not in err and "fastscan: error: interrupted" in err
+        caught += 1
+    assert caught, "every attempt's signal came after the scan: nothing was tested"
 
 
 def test_a_killed_writer_leaves_no_visible_file_and_leftovers_are_swept(tmp_path):
